@@ -1,0 +1,177 @@
+/// A tensor that takes part in automatic differentiation.
+///
+/// Operations on variables compute their value eagerly with QuadraCore kernels
+/// and, while ``GradientMode/isEnabled`` and some input tracks gradients, append a
+/// ``GradientNode`` to the tape: the inputs and a *pullback* that maps the output
+/// gradient to input gradients. ``backward(_:)`` replays the tape in reverse.
+///
+/// Parameters are leaves created with `requiresGrad: true`; their gradients
+/// accumulate in ``grad`` across backward passes until ``zeroGradient()``.
+public final class Variable: @unchecked Sendable {
+  /// The current value. Optimizers update it in place through ``update(_:)``.
+  public private(set) var value: Tensor
+  /// Accumulated gradient of the last backward passes (leaves only).
+  public var grad: Tensor?
+  /// Whether this leaf wants a gradient.
+  public let requiresGrad: Bool
+  /// The tape entry that produced this variable (nil for leaves and untracked results).
+  public internal(set) var node: GradientNode?
+
+  /// Creates a leaf.
+  public init(_ value: Tensor, requiresGrad: Bool = false) {
+    self.value = value
+    self.requiresGrad = requiresGrad
+  }
+
+  init(value: Tensor, node: GradientNode?) {
+    self.value = value
+    self.requiresGrad = false
+    self.node = node
+  }
+
+  public var shape: [Int] { value.shape }
+  public var rank: Int { value.rank }
+
+  /// True when gradients flow through this variable (a trainable leaf or a recorded result).
+  public var tracksGradient: Bool { requiresGrad || node != nil }
+
+  /// Replaces the value (same shape), e.g. an optimizer step.
+  public func update(_ newValue: Tensor) {
+    precondition(
+      newValue.shape == value.shape, "Variable.update: new shape \(newValue.shape) differs from \(value.shape)")
+    value = newValue
+  }
+
+  /// Gives in-place access to the value's storage (copied first if shared), for optimizers.
+  public func withMutableValue<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+    try value.withUnsafeMutableBufferPointer(body)
+  }
+
+  /// Forgets the accumulated gradient.
+  public func zeroGradient() { grad = nil }
+
+  /// A variable with the same value that gradients do not flow through.
+  public func detached() -> Variable { Variable(value) }
+
+  /// Records the result of an operation.
+  ///
+  /// - Parameters:
+  ///   - value: the computed output.
+  ///   - inputs: the operation's variable inputs, in the order the pullback returns gradients.
+  ///   - pullback: given ∂L/∂output, returns ∂L/∂input for each input (nil where an input
+  ///     does not track gradients or the gradient is zero). It is called at most once, and
+  ///     whatever it captured is freed right after.
+  public static func record(
+    _ value: Tensor, inputs: [Variable], pullback: @escaping (Tensor) -> [Tensor?]
+  ) -> Variable {
+    guard GradientMode.isEnabled, inputs.contains(where: \.tracksGradient) else {
+      return Variable(value: value, node: nil)
+    }
+    return Variable(value: value, node: GradientNode(inputs: inputs, pullback: pullback))
+  }
+
+  /// Back-propagates from this variable.
+  ///
+  /// - Parameter seed: ∂L/∂self; defaults to ones (so a scalar loss gets gradient 1).
+  ///
+  /// Nodes are visited in reverse tape order; each node's pullback and saved tensors
+  /// are released as soon as it has run, so activation memory falls during backward.
+  public func backward(_ seed: Tensor? = nil) {
+    let seedGradient = seed ?? Tensor(shape: shape, repeating: 1)
+    precondition(
+      seedGradient.shape == shape, "backward: seed shape \(seedGradient.shape) differs from output shape \(shape)")
+    guard let root = node else {
+      if requiresGrad { accumulate(seedGradient) }
+      return
+    }
+    root.outputGradient = seedGradient
+    for node in GradientNode.reachable(from: root) {
+      guard let gradient = node.outputGradient, let pullback = node.pullback else {
+        node.release()
+        continue
+      }
+      let inputs = node.inputs
+      node.release()
+      let inputGradients = pullback(gradient)
+      precondition(
+        inputGradients.count == inputs.count,
+        "backward: a pullback returned \(inputGradients.count) gradients for \(inputs.count) inputs")
+      for (input, inputGradient) in zip(inputs, inputGradients) {
+        guard let inputGradient else { continue }
+        precondition(
+          inputGradient.shape == input.shape,
+          "backward: gradient of shape \(inputGradient.shape) for an input of shape \(input.shape)")
+        if let inputNode = input.node {
+          inputNode.outputGradient = inputNode.outputGradient.map { $0.adding(inputGradient) } ?? inputGradient
+        } else if input.requiresGrad {
+          input.accumulate(inputGradient)
+        }
+      }
+    }
+  }
+
+  func accumulate(_ gradient: Tensor) {
+    if let existing = grad {
+      grad = existing.adding(gradient)
+    } else {
+      grad = gradient
+    }
+  }
+}
+
+extension Variable: CustomStringConvertible {
+  public var description: String {
+    "Variable(\(value)\(requiresGrad ? ", requiresGrad" : "")\(node != nil ? ", recorded" : ""))"
+  }
+}
+
+/// One entry of the gradient tape.
+public final class GradientNode: @unchecked Sendable {
+  nonisolated(unsafe) private static var nextPosition = 0
+
+  /// Position on the tape: a node's inputs were always recorded before it.
+  let position: Int
+  var inputs: [Variable]
+  var pullback: ((Tensor) -> [Tensor?])?
+  var outputGradient: Tensor?
+
+  init(inputs: [Variable], pullback: @escaping (Tensor) -> [Tensor?]) {
+    GradientNode.nextPosition += 1
+    self.position = GradientNode.nextPosition
+    self.inputs = inputs
+    self.pullback = pullback
+  }
+
+  func release() {
+    inputs = []
+    pullback = nil
+    outputGradient = nil
+  }
+
+  /// The nodes that `root` depends on (itself included), latest first.
+  static func reachable(from root: GradientNode) -> [GradientNode] {
+    var seen: Set<ObjectIdentifier> = [ObjectIdentifier(root)]
+    var stack = [root]
+    var nodes: [GradientNode] = []
+    while let node = stack.popLast() {
+      nodes.append(node)
+      for input in node.inputs {
+        if let inputNode = input.node, seen.insert(ObjectIdentifier(inputNode)).inserted {
+          stack.append(inputNode)
+        }
+      }
+    }
+    return nodes.sorted { $0.position > $1.position }
+  }
+}
+
+/// Whether operations record onto the tape.
+public enum GradientMode {
+  @TaskLocal public static var isEnabled = true
+
+  /// Runs `body` without recording (inference): results keep no references to their
+  /// inputs, so every intermediate is freed as soon as the next layer has consumed it.
+  public static func withoutRecording<R>(_ body: () throws -> R) rethrows -> R {
+    try $isEnabled.withValue(false, operation: body)
+  }
+}

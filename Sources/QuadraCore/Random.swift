@@ -1,0 +1,85 @@
+import Foundation
+
+/// A small, fast, seedable generator (SplitMix64 seeding a xoshiro256**).
+///
+/// Every random choice in the engine (initialization, dropout/drop-path,
+/// shuffling, augmentation) draws from one of these, so a seed reproduces a run.
+/// Its full state is four words, which checkpoints store to resume exactly.
+public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatable {
+  public var state: [UInt64]
+
+  public init(seed: UInt64) {
+    var s = seed
+    func splitMix() -> UInt64 {
+      s &+= 0x9E37_79B9_7F4A_7C15
+      var z = s
+      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+      return z ^ (z >> 31)
+    }
+    state = [splitMix(), splitMix(), splitMix(), splitMix()]
+  }
+
+  public mutating func next() -> UInt64 {
+    let result = ((state[1] &* 5) << 7 | (state[1] &* 5) >> 57) &* 9
+    let t = state[1] << 17
+    state[2] ^= state[0]
+    state[3] ^= state[1]
+    state[1] ^= state[2]
+    state[0] ^= state[3]
+    state[2] ^= t
+    state[3] = (state[3] << 45) | (state[3] >> 19)
+    return result
+  }
+
+  /// Uniform in [0, 1).
+  public mutating func nextUniform() -> Float {
+    Float(next() >> 40) * (1.0 / Float(1 << 24))
+  }
+
+  /// Standard normal (Box–Muller).
+  public mutating func nextNormal() -> Float {
+    let u1 = Swift.max(Double(next() >> 11) * (1.0 / Double(1 << 53)), Double.leastNonzeroMagnitude)
+    let u2 = Double(next() >> 11) * (1.0 / Double(1 << 53))
+    return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+  }
+}
+
+extension Tensor {
+  /// Samples from N(0, std²) truncated to [lower, upper] (absolute bounds, as `timm`'s
+  /// `trunc_normal_(std=.02)`, whose defaults are a = -2, b = 2), by rejection.
+  public static func truncatedNormal(
+    shape: [Int], std: Float = 0.02, lower: Float = -2, upper: Float = 2,
+    using generator: inout RandomGenerator
+  ) -> Tensor {
+    var result = Tensor(uninitializedShape: shape)
+    result.withUnsafeMutableBufferPointer { out in
+      for i in out.indices {
+        var v: Float
+        repeat { v = generator.nextNormal() * std } while v < lower || v > upper
+        out[i] = v
+      }
+    }
+    return result
+  }
+
+  /// Uniform samples in [lower, upper).
+  public static func uniform(
+    shape: [Int], lower: Float = 0, upper: Float = 1, using generator: inout RandomGenerator
+  ) -> Tensor {
+    var result = Tensor(uninitializedShape: shape)
+    result.withUnsafeMutableBufferPointer { out in
+      for i in out.indices { out[i] = lower + (upper - lower) * generator.nextUniform() }
+    }
+    return result
+  }
+
+  /// Standard-normal samples scaled by `std`.
+  public static func normal(shape: [Int], std: Float = 1, using generator: inout RandomGenerator) -> Tensor {
+    var result = Tensor(uninitializedShape: shape)
+    result.withUnsafeMutableBufferPointer { out in
+      for i in out.indices { out[i] = generator.nextNormal() * std }
+    }
+    return result
+  }
+}

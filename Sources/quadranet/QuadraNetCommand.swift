@@ -1,0 +1,25 @@
+import ArgumentParser
+import QuadraCore
+
+@main
+struct QuadraNetCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "quadranet",
+    abstract: "Build, train, benchmark and deploy quadratic neural networks (QuadraNet) for vision.",
+    subcommands: [InfoCommand.self])
+}
+
+/// Prints how this binary was built and what it will use.
+struct InfoCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "info", abstract: "Show build and machine facts.")
+
+  func run() throws {
+    #if QUADRANET_PORTABLE
+      let build = "portable (no host-specific vector extensions)"
+    #else
+      let build = "native (-target-cpu native)"
+    #endif
+    print("build: \(build)")
+    print("threads: \(Parallel.threadCount)")
+  }
+}
