@@ -59,5 +59,7 @@ let package = Package(
       swiftSettings: cpuSettings),
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraAutogradTests", dependencies: ["QuadraCore", "QuadraAutograd"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
   ]
 )

@@ -1,0 +1,5 @@
+import Testing
+
+@testable import QuadraIO
+
+@Test func placeholderIOModuleBuilds() { #expect(Device.cpu.description == "cpu") }
