@@ -1,1 +1,2 @@
+@_exported import QuadraAutograd
 @_exported import QuadraCore

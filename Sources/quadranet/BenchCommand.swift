@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import QuadraBench
+import QuadraCore
+
+struct BenchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench", abstract: "Measure kernel and model speed and memory.",
+    subcommands: [KernelsCommand.self])
+}
+
+struct ThreadOptions: ParsableArguments {
+  @Option(help: "Threads for the compute kernels (default: all cores).")
+  var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+  func validate() throws {
+    guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+  }
+}
+
+struct KernelsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "kernels",
+    abstract: "FMA peak, GEMM and depthwise 7×7 convolution throughput as a fraction of the peak.")
+
+  @OptionGroup var threadOptions: ThreadOptions
+  @Flag(help: "Print one JSON object instead of a table.") var json = false
+
+  func run() throws {
+    let report = KernelBenchmark.run(threads: threadOptions.threads) { line in
+      if !json { print(line) } else { Terminal.status(line) }
+    }
+    if json {
+      try Terminal.printJSON(report)
+    } else {
+      print(String(format: "peak: %.1f GFLOP/s with %d thread(s)", report.peakGFLOPS, report.threads))
+    }
+  }
+}
