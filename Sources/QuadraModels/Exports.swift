@@ -1,1 +1,1 @@
-@_exported import QuadraCore
+@_exported import QuadraNN

@@ -9,6 +9,8 @@ public enum TorchLayout: String, Sendable, Codable {
   case convolution
   /// Engine `[kh, kw, C]` ↔ PyTorch `[C, 1, kh, kw]` (grouped convolution with groups = C).
   case depthwiseConvolution
+  /// Engine `[O, I]` (a ``Linear`` on NHWC) ↔ PyTorch `[O, I, 1, 1]` (a 1×1 `nn.Conv2d`).
+  case pointwiseConvolution
 }
 
 /// A trainable tensor owned by a module, with what the optimizer and checkpoints need to know.

@@ -1,0 +1,196 @@
+import QuadraNN
+
+/// The inverted-bottleneck MLP shared by all three families, applied on NHWC:
+/// `pwconv2(GELU(pwconv1(LN(x))))` with hidden width `ratio·C`.
+/// (The norm and the layer scale belong to the block, to keep PyTorch's names.)
+struct PointwiseMLP {
+  let pwconv1: Linear
+  let pwconv2: Linear
+
+  init(channels: Int, ratio: Int, generator: inout RandomGenerator) {
+    pwconv1 = Linear(inputSize: channels, outputSize: ratio * channels, generator: &generator)
+    pwconv2 = Linear(inputSize: ratio * channels, outputSize: channels, generator: &generator)
+  }
+
+  /// GELU is fused with pwconv1's bias: one pass over the 4C-wide activation instead of two.
+  func callAsFunction(_ x: Variable) -> Variable {
+    let hidden = linear(x, weight: pwconv1.weight, bias: nil).biasGELU(bias: pwconv1.bias!)
+    return pwconv2(hidden)
+  }
+}
+
+/// QuadraBlock (the authors' `QuadraBlock1_dw`):
+///
+///     x = x + DropPath(γ₁ ⊙ QuadraConv(LN₁(x)))
+///     x = x + DropPath(γ₂ ⊙ pwconv2(GELU(pwconv1(LN₂(x)))))
+public final class QuadraBlock: Module {
+  public let norm1: LayerNorm
+  public let quadraConv: QuadraticDepthwiseConv2d
+  public let norm2: LayerNorm
+  let mlp: PointwiseMLP
+  public let gamma1: Variable
+  public let gamma2: Variable
+  public let dropPath: DropPath
+
+  public init(
+    channels: Int, kernelSize: Int, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
+    randomSource: RandomSource, generator: inout RandomGenerator
+  ) {
+    norm1 = LayerNorm(channels: channels)
+    quadraConv = QuadraticDepthwiseConv2d(channels: channels, kernelSize: kernelSize, generator: &generator)
+    norm2 = LayerNorm(channels: channels)
+    mlp = PointwiseMLP(channels: channels, ratio: mlpRatio, generator: &generator)
+    gamma1 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
+    gamma2 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
+    dropPath = DropPath(rate: rate, source: randomSource)
+  }
+
+  public override var parameters: [(name: String, parameter: Parameter)] {
+    [
+      (name: "gamma1", parameter: Parameter(gamma1, weightDecay: false)),
+      (name: "gamma2", parameter: Parameter(gamma2, weightDecay: false)),
+    ]
+  }
+
+  public override var children: [(name: String, module: Module)] {
+    [
+      (name: "norm1", module: norm1), (name: "QuadraConv", module: quadraConv), (name: "norm2", module: norm2),
+      (name: "pwconv1", module: mlp.pwconv1), (name: "pwconv2", module: mlp.pwconv2),
+      (name: "drop_path", module: dropPath),
+    ]
+  }
+
+  public func callAsFunction(_ x: Variable) -> Variable {
+    let mixed = x + dropPath(quadraConv(norm1(x)) * gamma1)
+    return mixed + dropPath(mlp(norm2(mixed)) * gamma2)
+  }
+}
+
+/// HorNet's recursive gated convolution gⁿConv (order n):
+///
+///     [p₀, q] = proj_in(x)                       (1×1, C → 2C; p₀ has C/2ⁿ⁻¹ channels)
+///     [q₀ … qₙ₋₁] = split(s · DWConv₇(q))        (channel widths C/2ⁿ⁻¹, …, C/2, C)
+///     p_{k+1} = pws_k(p_k) ⊙ q_{k+1}, starting from p₀ ⊙ q₀
+///     y = proj_out(pₙ₋₁)
+public final class GnConv: Module {
+  public let order: Int
+  public let scale: Float
+  public let dims: [Int]
+  public let projIn: Linear
+  public let dwconv: DepthwiseConv2d
+  public let projOut: Linear
+  public let pws: ModuleList<Linear>
+
+  public init(channels: Int, order: Int, scale: Float, generator: inout RandomGenerator) {
+    self.order = order
+    self.scale = scale
+    dims = (0..<order).map { channels >> $0 }.reversed()
+    projIn = Linear(
+      inputSize: channels, outputSize: 2 * channels, torchLayout: .pointwiseConvolution, generator: &generator)
+    dwconv = DepthwiseConv2d(channels: dims.reduce(0, +), kernelSize: 7, generator: &generator)
+    projOut = Linear(
+      inputSize: channels, outputSize: channels, torchLayout: .pointwiseConvolution, generator: &generator)
+    var projections: [Linear] = []
+    for i in 0..<(order - 1) {
+      projections.append(
+        Linear(inputSize: dims[i], outputSize: dims[i + 1], torchLayout: .pointwiseConvolution, generator: &generator))
+    }
+    pws = ModuleList(projections)
+  }
+
+  public override var children: [(name: String, module: Module)] {
+    [(name: "proj_in", module: projIn), (name: "dwconv", module: dwconv), (name: "proj_out", module: projOut),
+     (name: "pws", module: pws)]
+  }
+
+  public func callAsFunction(_ x: Variable) -> Variable {
+    let fused = projIn(x)
+    let parts = fused.split(alongLastAxis: [dims[0], dims.reduce(0, +)])
+    let gates = (dwconv(parts[1]) * scale).split(alongLastAxis: dims)
+    var y = parts[0] * gates[0]
+    for i in 0..<(order - 1) {
+      y = pws[i](y) * gates[i + 1]
+    }
+    return projOut(y)
+  }
+}
+
+/// HorNet block (`hornet.py` `Block`): the QuadraBlock structure with gⁿConv as the mixer.
+public final class HorNetBlock: Module {
+  public let norm1: LayerNorm
+  public let gnconv: GnConv
+  public let norm2: LayerNorm
+  let mlp: PointwiseMLP
+  public let gamma1: Variable
+  public let gamma2: Variable
+  public let dropPath: DropPath
+
+  public init(
+    channels: Int, order: Int, scale: Float, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
+    randomSource: RandomSource, generator: inout RandomGenerator
+  ) {
+    norm1 = LayerNorm(channels: channels)
+    gnconv = GnConv(channels: channels, order: order, scale: scale, generator: &generator)
+    norm2 = LayerNorm(channels: channels)
+    mlp = PointwiseMLP(channels: channels, ratio: mlpRatio, generator: &generator)
+    gamma1 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
+    gamma2 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
+    dropPath = DropPath(rate: rate, source: randomSource)
+  }
+
+  public override var parameters: [(name: String, parameter: Parameter)] {
+    [
+      (name: "gamma1", parameter: Parameter(gamma1, weightDecay: false)),
+      (name: "gamma2", parameter: Parameter(gamma2, weightDecay: false)),
+    ]
+  }
+
+  public override var children: [(name: String, module: Module)] {
+    [
+      (name: "norm1", module: norm1), (name: "gnconv", module: gnconv), (name: "norm2", module: norm2),
+      (name: "pwconv1", module: mlp.pwconv1), (name: "pwconv2", module: mlp.pwconv2),
+      (name: "drop_path", module: dropPath),
+    ]
+  }
+
+  public func callAsFunction(_ x: Variable) -> Variable {
+    let mixed = x + dropPath(gnconv(norm1(x)) * gamma1)
+    return mixed + dropPath(mlp(norm2(mixed)) * gamma2)
+  }
+}
+
+/// ConvNeXt block: `x + DropPath(γ ⊙ pwconv2(GELU(pwconv1(LN(DWConv₇(x))))))`.
+public final class ConvNeXtBlock: Module {
+  public let dwconv: DepthwiseConv2d
+  public let norm: LayerNorm
+  let mlp: PointwiseMLP
+  public let gamma: Variable
+  public let dropPath: DropPath
+
+  public init(
+    channels: Int, kernelSize: Int, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
+    randomSource: RandomSource, generator: inout RandomGenerator
+  ) {
+    dwconv = DepthwiseConv2d(channels: channels, kernelSize: kernelSize, generator: &generator)
+    norm = LayerNorm(channels: channels)
+    mlp = PointwiseMLP(channels: channels, ratio: mlpRatio, generator: &generator)
+    gamma = makeLayerScale(channels: channels, initialValue: layerScaleInit)
+    dropPath = DropPath(rate: rate, source: randomSource)
+  }
+
+  public override var parameters: [(name: String, parameter: Parameter)] {
+    [(name: "gamma", parameter: Parameter(gamma, weightDecay: false))]
+  }
+
+  public override var children: [(name: String, module: Module)] {
+    [
+      (name: "dwconv", module: dwconv), (name: "norm", module: norm),
+      (name: "pwconv1", module: mlp.pwconv1), (name: "pwconv2", module: mlp.pwconv2),
+      (name: "drop_path", module: dropPath),
+    ]
+  }
+
+  public func callAsFunction(_ x: Variable) -> Variable {
+    x + dropPath(mlp(norm(dwconv(x))) * gamma)
+  }
+}

@@ -1,0 +1,50 @@
+/// Every named model, as configs (timm-style registry). ``ModelRegistry/config(named:classCount:)``
+/// looks one up; `quadranet models` lists them.
+public enum ModelRegistry {
+  /// HorNet's gnConv orders per stage, with scale 1/3 (`hornet.py`).
+  static let gnConvMixers: [TokenMixer] = (2...5).map { .gnConv(order: $0, scale: 1.0 / 3.0) }
+  static let quadratic7 = [TokenMixer](repeating: .quadratic(kernelSize: 7), count: 4)
+  static let depthwise7 = [TokenMixer](repeating: .depthwise(kernelSize: 7), count: 4)
+
+  static func widths(_ base: Int) -> [Int] { [base, 2 * base, 4 * base, 8 * base] }
+
+  /// ImageNet-size models (224², 3 channels, 1000 classes by default), then the 28×28 grayscale ones.
+  public static let all: [ModelConfig] = [
+    ModelConfig(name: "quadranet-t", depths: [3, 3, 27, 3], widths: widths(64), mixers: quadratic7),
+    ModelConfig(name: "quadranet-s", depths: [3, 3, 27, 3], widths: widths(96), mixers: quadratic7),
+    ModelConfig(name: "quadranet-b", depths: [3, 3, 27, 3], widths: widths(128), mixers: quadratic7),
+    ModelConfig(name: "quadranet-t18", depths: [2, 3, 18, 2], widths: widths(64), mixers: quadratic7),
+    ModelConfig(name: "hornet-t", depths: [2, 3, 18, 2], widths: widths(64), mixers: gnConvMixers),
+    ModelConfig(name: "hornet-s", depths: [2, 3, 18, 2], widths: widths(96), mixers: gnConvMixers),
+    ModelConfig(name: "hornet-b", depths: [2, 3, 18, 2], widths: widths(128), mixers: gnConvMixers),
+    ModelConfig(name: "convnext-t", depths: [3, 3, 9, 3], widths: widths(96), mixers: depthwise7),
+    ModelConfig(name: "convnext-s", depths: [3, 3, 27, 3], widths: widths(96), mixers: depthwise7),
+    ModelConfig(name: "convnext-b", depths: [3, 3, 27, 3], widths: widths(128), mixers: depthwise7),
+  ] + smallModels
+
+  /// 28×28 grayscale variants for MNIST-style data: a 2×2 stem (28 → 14) and three stages
+  /// (14, 7, 3), with depths chosen so the three families have matched MACs.
+  static let smallModels: [ModelConfig] = [
+    ModelConfig(
+      name: "quadranet-28", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [2, 2, 2],
+      widths: [32, 64, 128], mixers: [TokenMixer](repeating: .quadratic(kernelSize: 7), count: 3), dropPathRate: 0.05),
+    ModelConfig(
+      name: "hornet-28", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [2, 2, 2],
+      widths: [32, 64, 128], mixers: (2...4).map { .gnConv(order: $0, scale: 1.0 / 3.0) }, dropPathRate: 0.05),
+    ModelConfig(
+      name: "convnext-28", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [2, 2, 2],
+      widths: [32, 64, 128], mixers: [TokenMixer](repeating: .depthwise(kernelSize: 7), count: 3), dropPathRate: 0.05),
+  ]
+
+  public static var names: [String] { all.map(\.name) }
+
+  /// The registered config `name`, with the classifier resized to `classCount` when given.
+  public static func config(named name: String, classCount: Int? = nil, inputChannels: Int? = nil) throws -> ModelConfig {
+    guard var config = all.first(where: { $0.name == name.lowercased() }) else {
+      throw ModelConfigError(model: name, message: "unknown model; registered: \(names.joined(separator: ", "))")
+    }
+    if let classCount { config.classCount = classCount }
+    if let inputChannels { config.inputChannels = inputChannels }
+    return config
+  }
+}
