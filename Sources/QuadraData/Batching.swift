@@ -1,0 +1,233 @@
+import Foundation
+
+/// Random-crop and horizontal-flip augmentation for NHWC image batches.
+///
+/// A random crop with padding `p` pads each image by `p` pixels on every side and cuts a
+/// random H×W window back out, i.e. shifts it by `(dy, dx) ∈ [−p, p]²` and fills the uncovered
+/// border; a flip mirrors it left–right with probability ½. Both are done in one pass that
+/// writes each output pixel once, without materializing the padded image.
+public struct Augmentation: Codable, Sendable, Equatable {
+  /// Padding of the random crop, in pixels (0 = no crop).
+  public var padding: Int
+  /// Whether images are mirrored left–right with probability ½.
+  public var horizontalFlip: Bool
+
+  public init(padding: Int = 0, horizontalFlip: Bool = false) {
+    precondition(padding >= 0, "Augmentation: padding must be non-negative, got \(padding)")
+    self.padding = padding
+    self.horizontalFlip = horizontalFlip
+  }
+
+  /// No augmentation.
+  public static let none = Augmentation()
+
+  public var isIdentity: Bool { padding == 0 && !horizontalFlip }
+
+  /// The transform of one sample.
+  struct SampleTransform: Equatable {
+    /// Shift of the crop window: output `(y, x)` reads input `(y + dy, x + dx)`.
+    var dy: Int
+    var dx: Int
+    var flip: Bool
+  }
+
+  /// Draws the transforms of `count` samples: per sample `dy`, `dx` uniform in `−p…p`, then the flip bit.
+  func drawTransforms(_ count: Int, using generator: inout RandomGenerator) -> [SampleTransform] {
+    (0..<count).map { _ in
+      var t = SampleTransform(dy: 0, dx: 0, flip: false)
+      if padding > 0 {
+        t.dy = DatasetSplitter.bounded(2 * padding + 1, using: &generator) - padding
+        t.dx = DatasetSplitter.bounded(2 * padding + 1, using: &generator) - padding
+      }
+      if horizontalFlip { t.flip = generator.next() >> 63 == 1 }
+      return t
+    }
+  }
+
+  /// Randomly crops (with `fill` as the padding value) and flips every image of an `[N, H, W, C]` batch.
+  ///
+  /// `fill` is the value of padded pixels in the tensor's units; for normalized images,
+  /// `normalization.normalize(raw: 0)` pads with black, as torchvision's padding before `Normalize` does.
+  public func apply(to images: Tensor, fill: Float = 0, using generator: inout RandomGenerator) -> Tensor {
+    precondition(images.rank == 4, "Augmentation.apply: images must be [N, H, W, C], got \(images.shape)")
+    let n = images.shape[0]
+    let transforms = drawTransforms(n, using: &generator)
+    let result = Tensor(uninitializedShape: images.shape)
+    Augmentation.gather(
+      from: images, indices: Array(0..<n), transforms: transforms, fill: fill, into: result)
+    return result
+  }
+
+  /// Copies samples `indices` of `source` into consecutive rows of `output`, applying `transforms`
+  /// (one per row; `nil` = copy unchanged). Output pixel `(y, x)` of row `b` is source pixel
+  /// `(y + dy, x' + dx)` with `x' = W − 1 − x` if flipped, else `x`; outside the image it is `fill`.
+  static func gather(
+    from source: Tensor, indices: [Int], transforms: [SampleTransform]?, fill: Float, into output: Tensor
+  ) {
+    let n = source.shape[0], h = source.shape[1], w = source.shape[2], c = source.shape[3]
+    precondition(
+      output.shape == [indices.count, h, w, c],
+      "Augmentation.gather: output \(output.shape) does not match \(indices.count) samples of \(source.shape)")
+    precondition(transforms == nil || transforms!.count == indices.count, "Augmentation.gather: transform count")
+    let sampleSize = h * w * c, rowSize = w * c
+    let src = source.buffer.pointer, dst = output.buffer.pointer
+    indices.withUnsafeBufferPointer { indexList in
+      let list = indexList
+      Parallel.forRanges(indices.count, minimumChunk: Swift.max(1, 16_384 / Swift.max(sampleSize, 1))) { range in
+        for b in range {
+          let index = list[b]
+          precondition(index >= 0 && index < n, "Augmentation.gather: sample \(index) out of range 0..<\(n)")
+          let input = src + index * sampleSize, out = dst + b * sampleSize
+          guard let t = transforms?[b], t != SampleTransform(dy: 0, dx: 0, flip: false) else {
+            out.update(from: input, count: sampleSize)
+            continue
+          }
+          for y in 0..<h {
+            let sy = y + t.dy
+            let outRow = out + y * rowSize
+            guard sy >= 0 && sy < h else {
+              outRow.update(repeating: fill, count: rowSize)
+              continue
+            }
+            let inRow = input + sy * rowSize
+            if !t.flip {
+              // Columns x with 0 ≤ x + dx < w come from the input; the rest are padding.
+              let lo = Swift.min(Swift.max(0, -t.dx), w)
+              let hi = Swift.max(Swift.min(w, w - t.dx), lo)
+              if lo > 0 { outRow.update(repeating: fill, count: lo * c) }
+              if hi > lo { (outRow + lo * c).update(from: inRow + (lo + t.dx) * c, count: (hi - lo) * c) }
+              if hi < w { (outRow + hi * c).update(repeating: fill, count: (w - hi) * c) }
+            } else {
+              for x in 0..<w {
+                let sx = (w - 1 - x) + t.dx
+                let o = outRow + x * c
+                if sx >= 0 && sx < w {
+                  o.update(from: inRow + sx * c, count: c)
+                } else {
+                  o.update(repeating: fill, count: c)
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// One mini-batch.
+public struct Batch: Sendable {
+  /// `[B, H, W, C]` images (augmented if the iterator augments).
+  public var images: Tensor
+  /// The labels of the batch's samples.
+  public var labels: [Int]
+  /// The samples' indices in the dataset.
+  public var indices: [Int]
+
+  public var count: Int { labels.count }
+}
+
+/// Yields the mini-batches of a dataset epoch after epoch, with seeded shuffling and augmentation.
+///
+/// ``next()`` returns the batches of the current epoch, then `nil` once, and moves to the next
+/// epoch (a fresh shuffle), so `while let batch = iterator.next() { … }` runs one epoch.
+/// ``state`` is a small `Codable` value (epoch, position, two generator states); an iterator made
+/// with ``init(dataset:batchSize:shuffle:dropLast:augmentation:resumingFrom:)`` from a saved state
+/// yields exactly the batches the original would have.
+public struct BatchIterator: Sendable {
+  /// Everything that determines the remaining batches.
+  public struct State: Codable, Sendable, Equatable {
+    /// Completed epochs.
+    public var epoch: Int
+    /// Samples of the current epoch already yielded.
+    public var position: Int
+    /// The shuffle generator as it was before this epoch's permutation was drawn.
+    public var shuffleGenerator: RandomGenerator
+    /// The augmentation generator, now.
+    public var augmentationGenerator: RandomGenerator
+  }
+
+  public let dataset: Dataset
+  public let batchSize: Int
+  public let shuffle: Bool
+  public let dropLast: Bool
+  public let augmentation: Augmentation
+  public private(set) var state: State
+  /// The current epoch's sample order.
+  private var order: [Int]
+  /// The shuffle generator after drawing ``order`` (the next epoch starts from it).
+  private var generatorAfterShuffle: RandomGenerator
+  /// The value of padded pixels: black, i.e. the normalized raw value 0.
+  private let fill: Float
+
+  /// - Parameters:
+  ///   - shuffle: draw a new random order every epoch (off: dataset order, e.g. for evaluation).
+  ///   - dropLast: skip the last batch of an epoch when it has fewer than `batchSize` samples.
+  ///   - augmentation: crop/flip applied to every batch (use ``Augmentation/none`` for evaluation).
+  ///   - seed: seeds the shuffle and augmentation generators (two independent streams).
+  public init(
+    dataset: Dataset, batchSize: Int, shuffle: Bool = true, dropLast: Bool = false,
+    augmentation: Augmentation = .none, seed: UInt64
+  ) {
+    self.init(
+      dataset: dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, augmentation: augmentation,
+      resumingFrom: State(
+        epoch: 0, position: 0, shuffleGenerator: RandomGenerator(seed: seed),
+        augmentationGenerator: RandomGenerator(seed: ~seed)))
+  }
+
+  /// Resumes from a saved ``state`` (the dataset and options must be those of the saved run).
+  public init(
+    dataset: Dataset, batchSize: Int, shuffle: Bool = true, dropLast: Bool = false,
+    augmentation: Augmentation = .none, resumingFrom state: State
+  ) {
+    precondition(batchSize > 0, "BatchIterator: batch size must be positive, got \(batchSize)")
+    precondition(
+      state.position >= 0 && state.position <= dataset.count,
+      "BatchIterator: saved position \(state.position) is beyond the dataset's \(dataset.count) samples")
+    self.dataset = dataset
+    self.batchSize = batchSize
+    self.shuffle = shuffle
+    self.dropLast = dropLast
+    self.augmentation = augmentation
+    self.state = state
+    self.fill = dataset.normalization.normalize(raw: 0)
+    self.order = []
+    self.generatorAfterShuffle = state.shuffleGenerator
+    drawOrder()
+  }
+
+  /// Batches per epoch.
+  public var batchesPerEpoch: Int {
+    dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize
+  }
+
+  /// The current epoch's sample order.
+  public var epochOrder: [Int] { order }
+
+  private mutating func drawOrder() {
+    var generator = state.shuffleGenerator
+    order = shuffle ? DatasetSplitter.permutation(dataset.count, using: &generator) : Array(0..<dataset.count)
+    generatorAfterShuffle = generator
+  }
+
+  /// The next batch of the current epoch, or `nil` at its end (the iterator then moves to the next epoch).
+  public mutating func next() -> Batch? {
+    let remaining = dataset.count - state.position
+    let size = Swift.min(batchSize, remaining)
+    if size == 0 || (dropLast && size < batchSize) {
+      state.epoch += 1
+      state.position = 0
+      state.shuffleGenerator = generatorAfterShuffle
+      drawOrder()
+      return nil
+    }
+    let indices = Array(order[state.position..<(state.position + size)])
+    state.position += size
+    let transforms =
+      augmentation.isIdentity ? nil : augmentation.drawTransforms(size, using: &state.augmentationGenerator)
+    let images = Tensor(uninitializedShape: [size] + dataset.imageShape)
+    Augmentation.gather(from: dataset.images, indices: indices, transforms: transforms, fill: fill, into: images)
+    return Batch(images: images, labels: indices.map { dataset.labels[$0] }, indices: indices)
+  }
+}
