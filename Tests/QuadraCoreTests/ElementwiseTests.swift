@@ -121,9 +121,11 @@ import Testing
   }
 
   @Test func incompatibleBroadcastTraps() async {
-    await #expect(processExitsWith: .failure) {
+    let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
       _ = Tensor(zeros: [2, 3, 5, 7]) + Tensor(zeros: [5])
     }
+    let message = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    #expect(message.contains("add: shapes [2, 3, 5, 7] and [5] cannot be broadcast together"))
     await #expect(processExitsWith: .failure) {
       _ = Tensor(zeros: [2, 3]).sum(toShape: [4])
     }

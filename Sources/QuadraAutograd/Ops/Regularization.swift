@@ -6,9 +6,9 @@ extension Variable {
   ///
   /// One uniform number is drawn per sample, in order, so a seed reproduces the mask.
   public func dropPath(probability: Float, training: Bool, using generator: inout RandomGenerator) -> Variable {
-    precondition(
-      probability >= 0 && probability <= 1, "dropPath: probability \(probability) is outside [0, 1]")
-    precondition(rank >= 1, "dropPath: input must have a batch axis, got shape \(shape)")
+    // fatalError rather than precondition: its message survives optimized builds.
+    if !(probability >= 0 && probability <= 1) { fatalError("dropPath: probability \(probability) is outside [0, 1]") }
+    if rank < 1 { fatalError("dropPath: input must have a batch axis, got shape \(shape)") }
     guard training && probability > 0 else { return self }
     let keep = 1 - probability
     let scale = keep > 0 ? 1 / keep : 0

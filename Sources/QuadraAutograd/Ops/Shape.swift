@@ -17,7 +17,7 @@ extension Variable {
 
   /// The transpose of a matrix.
   public func transposed() -> Variable {
-    precondition(rank == 2, "transpose: expected a matrix, got shape \(shape)")
+    if rank != 2 { fatalError("transpose: expected a matrix, got shape \(shape)") }
     return permuted([1, 0])
   }
 
@@ -34,7 +34,7 @@ extension Variable {
 
   /// Joins variables along their last axis (channels, for NHWC).
   public static func concat(alongLastAxis variables: [Variable]) -> Variable {
-    precondition(!variables.isEmpty, "concat(alongLastAxis:): no variables given")
+    if variables.isEmpty { fatalError("concat(alongLastAxis:): no variables given") }
     return concat(variables, axis: -1)
   }
 
@@ -61,7 +61,7 @@ extension Variable {
 
   /// Cuts the variable along its last axis (channels, for NHWC) into pieces of the given sizes.
   public func split(alongLastAxis sizes: [Int]) -> [Variable] {
-    precondition(rank >= 1, "split(alongLastAxis:): scalar variable")
+    if rank < 1 { fatalError("split(alongLastAxis:): scalar variable") }
     return split(sizes: sizes, axis: rank - 1)
   }
 

@@ -127,7 +127,7 @@ struct BroadcastPlan {
     var broadcastB: [Bool] = []
     for axis in 0..<rank {
       let da = paddedA[axis], db = paddedB[axis]
-      precondition(
+      opPrecondition(
         da == db || da == 1 || db == 1,
         "\(op): shapes \(a) and \(b) cannot be broadcast together (axis \(axis - rank): \(da) vs \(db))")
       let d = da == 1 ? db : da
@@ -312,7 +312,7 @@ extension ElementwiseKernels {
   static func reduceSum(
     _ input: UnsafePointer<Float>, shape: [Int], keep: [Bool], into output: UnsafeMutablePointer<Float>
   ) {
-    precondition(shape.count == keep.count)
+    assert(shape.count == keep.count)
     var dims: [Int] = []
     var kept: [Bool] = []
     for (d, k) in zip(shape, keep) where d != 1 {
@@ -407,4 +407,18 @@ extension ElementwiseKernels {
     output.update(from: partial, count: outCount)
     for chunk in 1..<chunks { accumulate(partial + chunk * outCount, into: output, count: outCount) }
   }
+}
+
+/// `precondition` that keeps its message in optimized builds.
+///
+/// In `-O` builds a failed `precondition` traps without printing its message, so a user who
+/// passes an out-of-range label or mismatched shapes to a release binary would only see
+/// "Illegal instruction". Operations validate their arguments with this instead; the check
+/// costs the same, and the message is built only on failure.
+@inline(__always)
+func opPrecondition(
+  _ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
+  file: StaticString = #fileID, line: UInt = #line
+) {
+  if !condition() { fatalError(message(), file: file, line: line) }
 }

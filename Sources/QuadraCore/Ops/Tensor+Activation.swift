@@ -13,7 +13,7 @@ extension Tensor {
 
   /// ∂L/∂x of ``gelu()`` given ∂L/∂y: `g · (Φ(x) + x·φ(x))`; `self` is the forward input x.
   public func geluBackward(outputGradient: Tensor) -> Tensor {
-    precondition(
+    opPrecondition(
       outputGradient.shape == shape, "geluBackward: gradient \(outputGradient.shape) differs from input \(shape)")
     let result = Tensor(uninitializedShape: shape)
     let x = buffer.pointer, g = outputGradient.buffer.pointer, dx = result.buffer.pointer
@@ -34,9 +34,9 @@ extension Tensor {
   }
 
   private func biasChecks(_ bias: Tensor, op: String) -> (rows: Int, columns: Int) {
-    precondition(rank >= 1 && shape[rank - 1] > 0, "\(op): input shape \(shape) needs a non-empty last axis")
+    opPrecondition(rank >= 1 && shape[rank - 1] > 0, "\(op): input shape \(shape) needs a non-empty last axis")
     let c = shape[rank - 1]
-    precondition(bias.shape == [c], "\(op): bias shape \(bias.shape) must be [\(c)] for input \(shape)")
+    opPrecondition(bias.shape == [c], "\(op): bias shape \(bias.shape) must be [\(c)] for input \(shape)")
     return (count / c, c)
   }
 
@@ -69,7 +69,7 @@ extension Tensor {
   /// - Returns: ∂L/∂x = g·GELU′(x + b), and ∂L/∂b, its sum over all rows (per-thread partials).
   public func biasGELUBackward(bias: Tensor, outputGradient: Tensor) -> (input: Tensor, bias: Tensor) {
     let (rows, c) = biasChecks(bias, op: "biasGELUBackward")
-    precondition(
+    opPrecondition(
       outputGradient.shape == shape,
       "biasGELUBackward: gradient \(outputGradient.shape) differs from input \(shape)")
     let dx = Tensor(uninitializedShape: shape)
@@ -107,7 +107,7 @@ extension Tensor {
   /// Softmax over the last axis: `softmax(x)ᵢ = e^(xᵢ − m) / Σⱼ e^(xⱼ − m)` with m the row maximum
   /// (subtracting it keeps e^x finite).
   public func softmax() -> Tensor {
-    precondition(rank >= 1 && shape[rank - 1] > 0, "softmax: input shape \(shape) needs a non-empty last axis")
+    opPrecondition(rank >= 1 && shape[rank - 1] > 0, "softmax: input shape \(shape) needs a non-empty last axis")
     let c = shape[rank - 1]
     let result = Tensor(uninitializedShape: shape)
     let x = buffer.pointer, y = result.buffer.pointer

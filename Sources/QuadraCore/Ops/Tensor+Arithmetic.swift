@@ -43,7 +43,7 @@ extension Tensor {
   /// This tensor repeated along broadcast axes to `shape` (the inverse of ``sum(toShape:)``).
   public func broadcasted(to shape: [Int]) -> Tensor {
     let plan = BroadcastPlan(shape, self.shape, op: "broadcasted(to:)")
-    precondition(
+    opPrecondition(
       plan.outputShape == shape, "broadcasted(to:): shape \(self.shape) cannot be broadcast to \(shape)")
     if self.shape == shape { return self }
     let result = Tensor(uninitializedShape: shape)
@@ -58,7 +58,7 @@ extension Tensor {
     _ op: Op.Type, _ other: Tensor, name: String
   ) {
     let plan = BroadcastPlan(shape, other.shape, op: name)
-    precondition(
+    opPrecondition(
       plan.outputShape == shape,
       "\(name): in-place result must keep shape \(shape), but \(shape) and \(other.shape) broadcast to \(plan.outputShape)")
     withUnsafeMutableBufferPointer { out in
@@ -103,13 +103,13 @@ extension Tensor {
   /// axes where it has 1 are summed: `[N,H,W,C].sum(toShape: [C])` is the bias gradient.
   public func sum(toShape target: [Int]) -> Tensor {
     if target == shape { return self }
-    precondition(
+    opPrecondition(
       target.count <= rank,
       "sum(toShape:): cannot reduce shape \(shape) to the higher-rank shape \(target)")
     let padded = [Int](repeating: 1, count: rank - target.count) + target
     var keep = [Bool](repeating: false, count: rank)
     for axis in 0..<rank {
-      precondition(
+      opPrecondition(
         padded[axis] == shape[axis] || padded[axis] == 1,
         "sum(toShape:): shape \(target) does not broadcast to \(shape)")
       keep[axis] = padded[axis] == shape[axis]
@@ -161,14 +161,14 @@ extension Tensor {
 
   /// The mean of all elements as a rank-0 tensor.
   public func mean() -> Tensor {
-    precondition(count > 0, "mean: tensor of shape \(shape) is empty")
+    opPrecondition(count > 0, "mean: tensor of shape \(shape) is empty")
     return Tensor(Float(ElementwiseKernels.sumAll(buffer.pointer, count: count) / Double(count)))
   }
 
   /// Normalizes axis indices (negative ones count from the end) and checks them.
   public func normalizedAxes(_ axes: [Int], op: String) -> [Int] {
     let result = axes.map { $0 < 0 ? $0 + rank : $0 }
-    precondition(
+    opPrecondition(
       result.allSatisfy { $0 >= 0 && $0 < rank } && Set(result).count == result.count,
       "\(op): axes \(axes) are invalid or repeated for shape \(shape)")
     return result
@@ -200,7 +200,7 @@ extension Tensor {
   public func mean(alongAxes axes: [Int], keepingDimensions: Bool = false) -> Tensor {
     let normalized = normalizedAxes(axes, op: "mean(alongAxes:)")
     let n = normalized.map { shape[$0] }.reduce(1, *)
-    precondition(n > 0, "mean(alongAxes:): reducing empty axes \(axes) of shape \(shape)")
+    opPrecondition(n > 0, "mean(alongAxes:): reducing empty axes \(axes) of shape \(shape)")
     var result = sum(alongAxes: normalized, keepingDimensions: keepingDimensions)
     result *= 1 / Float(n)
     return result

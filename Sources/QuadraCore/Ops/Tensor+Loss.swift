@@ -4,13 +4,13 @@ import Foundation
 
 extension Tensor {
   private func checkClassification(labels: [Int], labelSmoothing: Float, op: String) -> (batch: Int, classes: Int) {
-    precondition(rank == 2 && shape[1] > 0, "\(op): logits must be [batch, classes], got \(shape)")
+    opPrecondition(rank == 2 && shape[1] > 0, "\(op): logits must be [batch, classes], got \(shape)")
     let (b, k) = (shape[0], shape[1])
-    precondition(labels.count == b, "\(op): \(labels.count) labels for a batch of \(b) (logits \(shape))")
+    opPrecondition(labels.count == b, "\(op): \(labels.count) labels for a batch of \(b) (logits \(shape))")
     for (i, label) in labels.enumerated() {
-      precondition(label >= 0 && label < k, "\(op): label \(label) at index \(i) is out of range 0..<\(k)")
+      opPrecondition(label >= 0 && label < k, "\(op): label \(label) at index \(i) is out of range 0..<\(k)")
     }
-    precondition(
+    opPrecondition(
       labelSmoothing >= 0 && labelSmoothing <= 1, "\(op): label smoothing \(labelSmoothing) is outside [0, 1]")
     return (b, k)
   }
@@ -67,7 +67,7 @@ extension Tensor {
   /// The index of the largest element of each row of the last axis (the first one on ties);
   /// for logits `[B, K]` these are the predicted classes.
   public func argmaxAlongLastAxis() -> [Int] {
-    precondition(rank >= 1 && shape[rank - 1] > 0, "argmaxAlongLastAxis: shape \(shape) needs a non-empty last axis")
+    opPrecondition(rank >= 1 && shape[rank - 1] > 0, "argmaxAlongLastAxis: shape \(shape) needs a non-empty last axis")
     let c = shape[rank - 1]
     let rows = count / c
     let x = buffer.pointer

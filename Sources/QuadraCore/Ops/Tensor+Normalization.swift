@@ -8,10 +8,10 @@ public struct LayerNormStatistics: Sendable {
 
 extension Tensor {
   private func layerNormChecks(weight: Tensor, bias: Tensor, op: String) -> (rows: Int, columns: Int) {
-    precondition(rank >= 1, "\(op): input must have at least one axis, got shape \(shape)")
+    opPrecondition(rank >= 1, "\(op): input must have at least one axis, got shape \(shape)")
     let c = shape[rank - 1]
-    precondition(c > 0, "\(op): last axis of \(shape) is empty")
-    precondition(
+    opPrecondition(c > 0, "\(op): last axis of \(shape) is empty")
+    opPrecondition(
       weight.shape == [c] && bias.shape == [c],
       "\(op): weight \(weight.shape) and bias \(bias.shape) must both be [\(c)] for input \(shape)")
     return (count / c, c)
@@ -46,10 +46,10 @@ extension Tensor {
     outputGradient: Tensor, weight: Tensor, statistics: LayerNormStatistics
   ) -> (input: Tensor, weight: Tensor, bias: Tensor) {
     let (rows, c) = layerNormChecks(weight: weight, bias: weight, op: "layerNormBackward")
-    precondition(
+    opPrecondition(
       outputGradient.shape == shape,
       "layerNormBackward: gradient shape \(outputGradient.shape) differs from input shape \(shape)")
-    precondition(
+    opPrecondition(
       statistics.mean.count == rows && statistics.inverseStandardDeviation.count == rows,
       "layerNormBackward: statistics for \(statistics.mean.count) rows, input \(shape) has \(rows)")
     let dx = Tensor(uninitializedShape: shape)
