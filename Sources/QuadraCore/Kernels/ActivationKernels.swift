@@ -1,0 +1,101 @@
+/// Vectorized transcendental functions for activations and softmax.
+///
+/// Eight lanes at a time with only add/multiply/FMA/divide and integer bit tricks, so they
+/// compile to AVX2 (or NEON) instructions instead of a libm call per element. Loop tails go
+/// through the same vector code (``loadPartial(_:count:)``), so results do not depend on
+/// where an element falls in a row.
+enum ActivationKernels {
+  /// e^x, accurate to about 2 ulp for x in [-87.3, 88.3]; inputs outside are clamped
+  /// (so the result never overflows to infinity or underflows to a denormal).
+  ///
+  /// Cephes' `expf`: x = n·ln2 + r with |r| ≤ ln2/2, e^r = 1 + r + r²·P(r) with a degree-5 P,
+  /// and 2ⁿ assembled directly in the exponent bits.
+  @inline(__always)
+  static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
+    // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let t = magic.addingProduct(clamped, SIMD8(repeating: 1.442_695_040_888_963_4))
+    let n = t - magic
+    // Two-part ln2 (the first part has few mantissa bits, so n·ln2_hi is exact) keeps r accurate.
+    var r = clamped.addingProduct(n, SIMD8(repeating: -0.693_359_375))
+    r = r.addingProduct(n, SIMD8(repeating: 2.121_944_4e-4))
+    var p = SIMD8<Float>(repeating: 1.398_199_950_7e-3).addingProduct(SIMD8(repeating: 1.987_569_150_0e-4), r)
+    p = SIMD8<Float>(repeating: 8.333_451_907_3e-3).addingProduct(p, r)
+    p = SIMD8<Float>(repeating: 4.166_579_589_4e-2).addingProduct(p, r)
+    p = SIMD8<Float>(repeating: 1.666_666_545_9e-1).addingProduct(p, r)
+    p = SIMD8<Float>(repeating: 5.000_000_120_1e-1).addingProduct(p, r)
+    let er = (r + 1).addingProduct(p, r * r)
+    // n sits in the low bits of t; shifting them into the exponent field and adding the
+    // bias gives the bit pattern of 2ⁿ (the high bits of the magic constant shift out).
+    let bits = (unsafeBitCast(t, to: SIMD8<UInt32>.self) &<< 23) &+ SIMD8(repeating: 127 << 23)
+    return er * unsafeBitCast(bits, to: SIMD8<Float>.self)
+  }
+
+  /// erf(z) and e^(−z²) together (GELU's forward and backward need both).
+  ///
+  /// Abramowitz & Stegun 7.1.26: erf(|z|) = 1 − t·(a₁ + t(a₂ + t(a₃ + t(a₄ + t·a₅))))·e^(−z²) with
+  /// t = 1/(1 + p|z|); absolute error ≤ 1.5·10⁻⁷ (plus Float rounding, < 5·10⁻⁷ in total).
+  @inline(__always)
+  static func erfAndGaussian(_ z: SIMD8<Float>) -> (erf: SIMD8<Float>, gaussian: SIMD8<Float>) {
+    let bits = unsafeBitCast(z, to: SIMD8<UInt32>.self)
+    let sign = bits & SIMD8(repeating: 0x8000_0000)
+    let a = unsafeBitCast(bits & SIMD8(repeating: 0x7FFF_FFFF), to: SIMD8<Float>.self)
+    let t = 1 / SIMD8<Float>(repeating: 1).addingProduct(a, SIMD8(repeating: 0.327_591_1))
+    var poly = SIMD8<Float>(repeating: -1.453_152_027).addingProduct(SIMD8(repeating: 1.061_405_429), t)
+    poly = SIMD8<Float>(repeating: 1.421_413_741).addingProduct(poly, t)
+    poly = SIMD8<Float>(repeating: -0.284_496_736).addingProduct(poly, t)
+    poly = SIMD8<Float>(repeating: 0.254_829_592).addingProduct(poly, t)
+    poly *= t
+    let gaussian = exp(-(a * a))
+    let magnitude = 1 - poly * gaussian
+    let erf = unsafeBitCast(unsafeBitCast(magnitude, to: SIMD8<UInt32>.self) | sign, to: SIMD8<Float>.self)
+    return (erf, gaussian)
+  }
+
+  static let inverseSquareRootOf2: Float = 0.707_106_781_186_547_5
+  static let inverseSquareRootOf2Pi: Float = 0.398_942_280_401_432_7
+
+  /// GELU(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)).
+  @inline(__always)
+  static func gelu(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let (erf, _) = erfAndGaussian(x * inverseSquareRootOf2)
+    return 0.5 * x * (1 + erf)
+  }
+
+  /// GELU′(x) = Φ(x) + x·φ(x) with φ(x) = e^(−x²/2)/√(2π).
+  @inline(__always)
+  static func geluDerivative(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let (erf, gaussian) = erfAndGaussian(x * inverseSquareRootOf2)
+    let cdf = 0.5 * (1 + erf)
+    return cdf.addingProduct(x * gaussian, SIMD8(repeating: inverseSquareRootOf2Pi))
+  }
+
+  /// Loads `count` < 8 elements into the low lanes (the rest are 0).
+  @inline(__always)
+  static func loadPartial(_ pointer: UnsafePointer<Float>, count: Int) -> SIMD8<Float> {
+    var v = SIMD8<Float>()
+    for i in 0..<count { v[i] = pointer[i] }
+    return v
+  }
+
+  /// Stores the low `count` < 8 lanes.
+  @inline(__always)
+  static func storePartial(_ value: SIMD8<Float>, _ pointer: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count { pointer[i] = value[i] }
+  }
+
+  /// `out[i] = f(x[i])` over `n` elements with a vector function.
+  @inline(__always)
+  static func map(
+    _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count n: Int,
+    _ f: (SIMD8<Float>) -> SIMD8<Float>
+  ) {
+    var i = 0
+    while i + 8 <= n {
+      ElementwiseKernels.store(f(ElementwiseKernels.load(x + i)), out + i)
+      i += 8
+    }
+    if i < n { storePartial(f(loadPartial(x + i, count: n - i)), out + i, count: n - i) }
+  }
+}

@@ -1,0 +1,132 @@
+/// LayerNorm over contiguous rows (the channel axis of NHWC tensors).
+enum NormalizationKernels {
+  /// Forward: per row, mean μ and inverse standard deviation σ⁻¹ = 1/√(var + ε), then
+  /// `y = (x − μ)·σ⁻¹·γ + β`.
+  ///
+  /// The statistics come from one pass of sums of `x − x₀` and `(x − x₀)²`, shifted by the
+  /// row's first element: the shift removes the large common offset that makes the plain
+  /// sum-of-squares formula cancel catastrophically, and the totals are folded into Double.
+  static func layerNormForward(
+    _ x: UnsafePointer<Float>, rows: Int, columns c: Int,
+    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, epsilon: Float,
+    output y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+    inverseStandardDeviation rstd: UnsafeMutablePointer<Float>
+  ) {
+    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1))) {
+      range in
+      for row in range {
+        let xr = x + row * c
+        let yr = y + row * c
+        let shift = xr[0]
+        let shiftVector = SIMD8<Float>(repeating: shift)
+        var s1 = SIMD8<Float>(), s2 = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= c {
+          let d = ElementwiseKernels.load(xr + j) - shiftVector
+          s1 += d
+          s2 = s2.addingProduct(d, d)
+          j += 8
+        }
+        var t1: Float = 0, t2: Float = 0
+        while j < c {
+          let d = xr[j] - shift
+          t1 += d
+          t2 += d * d
+          j += 1
+        }
+        let sum1 = Double(s1.sum()) + Double(t1)
+        let sum2 = Double(s2.sum()) + Double(t2)
+        let shiftedMean = sum1 / Double(c)
+        let variance = Swift.max(sum2 / Double(c) - shiftedMean * shiftedMean, 0)
+        let mu = Float(Double(shift) + shiftedMean)
+        let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
+        mean[row] = mu
+        rstd[row] = inv
+        let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
+        j = 0
+        while j + 8 <= c {
+          let normalized = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+          ElementwiseKernels.store(
+            ElementwiseKernels.load(bias + j).addingProduct(normalized, ElementwiseKernels.load(weight + j)), yr + j)
+          j += 8
+        }
+        while j < c {
+          yr[j] = (xr[j] - mu) * inv * weight[j] + bias[j]
+          j += 1
+        }
+      }
+    }
+  }
+
+  /// Backward. With x̂ = (x − μ)·σ⁻¹ and ĝ = g ⊙ γ, per row:
+  /// `dx = σ⁻¹·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))`; over all rows `dγ = Σ g ⊙ x̂`, `dβ = Σ g`.
+  ///
+  /// x̂ is recomputed from the saved μ and σ⁻¹ rather than stored. dγ and dβ are summed per
+  /// chunk of rows into private partial rows and added at the end, so threads never share a write.
+  static func layerNormBackward(
+    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, columns c: Int,
+    weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, inverseStandardDeviation rstd: UnsafePointer<Float>,
+    inputGradient dx: UnsafeMutablePointer<Float>, weightGradient dWeight: UnsafeMutablePointer<Float>,
+    biasGradient dBias: UnsafeMutablePointer<Float>
+  ) {
+    let chunks = ElementwiseKernels.chunkCount(
+      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1)))
+    // Rows [0, 2c) of chunk k hold its dγ and dβ partials.
+    let partials = Tensor(zeros: [chunks, 2, c])
+    let partial = partials.buffer.pointer
+    let inverseCount = 1 / Float(c)
+    ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
+      let pw = partial + chunk * 2 * c
+      let pb = pw + c
+      for row in range {
+        let xr = x + row * c, gr = g + row * c, dxr = dx + row * c
+        let mu = mean[row], inv = rstd[row]
+        let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
+        var a1 = SIMD8<Float>(), a2 = SIMD8<Float>()
+        var j = 0
+        while j + 8 <= c {
+          let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+          let gv = ElementwiseKernels.load(gr + j)
+          let ghat = gv * ElementwiseKernels.load(weight + j)
+          a1 += ghat
+          a2 = a2.addingProduct(ghat, xhat)
+          ElementwiseKernels.store(ElementwiseKernels.load(pw + j).addingProduct(gv, xhat), pw + j)
+          ElementwiseKernels.store(ElementwiseKernels.load(pb + j) + gv, pb + j)
+          j += 8
+        }
+        var t1: Float = 0, t2: Float = 0
+        while j < c {
+          let xhat = (xr[j] - mu) * inv
+          let ghat = gr[j] * weight[j]
+          t1 += ghat
+          t2 += ghat * xhat
+          pw[j] += gr[j] * xhat
+          pb[j] += gr[j]
+          j += 1
+        }
+        let meanG = (a1.sum() + t1) * inverseCount
+        let meanGX = (a2.sum() + t2) * inverseCount
+        let meanGVector = SIMD8<Float>(repeating: meanG), meanGXVector = SIMD8<Float>(repeating: meanGX)
+        j = 0
+        while j + 8 <= c {
+          let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+          let ghat = ElementwiseKernels.load(gr + j) * ElementwiseKernels.load(weight + j)
+          let centered = (ghat - meanGVector).addingProduct(-xhat, meanGXVector)
+          ElementwiseKernels.store(centered * invVector, dxr + j)
+          j += 8
+        }
+        while j < c {
+          let xhat = (xr[j] - mu) * inv
+          dxr[j] = (gr[j] * weight[j] - meanG - xhat * meanGX) * inv
+          j += 1
+        }
+      }
+    }
+    dWeight.update(from: partial, count: c)
+    dBias.update(from: partial + c, count: c)
+    for chunk in 1..<Swift.max(chunks, 1) {
+      ElementwiseKernels.accumulate(partial + chunk * 2 * c, into: dWeight, count: c)
+      ElementwiseKernels.accumulate(partial + chunk * 2 * c + c, into: dBias, count: c)
+    }
+  }
+}

@@ -1,0 +1,64 @@
+/// What LayerNorm's backward pass needs besides the input: per-row mean and inverse standard
+/// deviation, each of shape `[rows]` (all axes but the last, flattened). The normalized
+/// tensor itself is not kept; backward recomputes it, which saves a full activation.
+public struct LayerNormStatistics: Sendable {
+  public var mean: Tensor
+  public var inverseStandardDeviation: Tensor
+}
+
+extension Tensor {
+  private func layerNormChecks(weight: Tensor, bias: Tensor, op: String) -> (rows: Int, columns: Int) {
+    opPrecondition(rank >= 1, "\(op): input must have at least one axis, got shape \(shape)")
+    let c = shape[rank - 1]
+    opPrecondition(c > 0, "\(op): last axis of \(shape) is empty")
+    opPrecondition(
+      weight.shape == [c] && bias.shape == [c],
+      "\(op): weight \(weight.shape) and bias \(bias.shape) must both be [\(c)] for input \(shape)")
+    return (count / c, c)
+  }
+
+  /// Layer normalization over the last axis:
+  /// `y = (x − μ)/√(σ² + ε) · γ + β`, with μ and σ² (biased) taken over each row of the last axis.
+  ///
+  /// - Parameters:
+  ///   - weight: γ, shape `[C]`.
+  ///   - bias: β, shape `[C]`.
+  ///   - epsilon: added to the variance (ConvNeXt and HorNet use 1e-6).
+  /// - Returns: the normalized tensor and the statistics that ``layerNormBackward(outputGradient:weight:statistics:)`` needs.
+  public func layerNorm(
+    weight: Tensor, bias: Tensor, epsilon: Float = 1e-6
+  ) -> (output: Tensor, statistics: LayerNormStatistics) {
+    let (rows, c) = layerNormChecks(weight: weight, bias: bias, op: "layerNorm")
+    let output = Tensor(uninitializedShape: shape)
+    let mean = Tensor(uninitializedShape: [rows])
+    let rstd = Tensor(uninitializedShape: [rows])
+    NormalizationKernels.layerNormForward(
+      buffer.pointer, rows: rows, columns: c, weight: weight.buffer.pointer, bias: bias.buffer.pointer,
+      epsilon: epsilon, output: output.buffer.pointer, mean: mean.buffer.pointer,
+      inverseStandardDeviation: rstd.buffer.pointer)
+    return (output, LayerNormStatistics(mean: mean, inverseStandardDeviation: rstd))
+  }
+
+  /// Gradients of ``layerNorm(weight:bias:epsilon:)`` given ∂L/∂y; `self` is the forward input.
+  ///
+  /// - Returns: ∂L/∂x (shape of `self`), ∂L/∂γ and ∂L/∂β (shape `[C]`).
+  public func layerNormBackward(
+    outputGradient: Tensor, weight: Tensor, statistics: LayerNormStatistics
+  ) -> (input: Tensor, weight: Tensor, bias: Tensor) {
+    let (rows, c) = layerNormChecks(weight: weight, bias: weight, op: "layerNormBackward")
+    opPrecondition(
+      outputGradient.shape == shape,
+      "layerNormBackward: gradient shape \(outputGradient.shape) differs from input shape \(shape)")
+    opPrecondition(
+      statistics.mean.count == rows && statistics.inverseStandardDeviation.count == rows,
+      "layerNormBackward: statistics for \(statistics.mean.count) rows, input \(shape) has \(rows)")
+    let dx = Tensor(uninitializedShape: shape)
+    let dWeight = Tensor(uninitializedShape: [c])
+    let dBias = Tensor(uninitializedShape: [c])
+    NormalizationKernels.layerNormBackward(
+      outputGradient.buffer.pointer, buffer.pointer, rows: rows, columns: c, weight: weight.buffer.pointer,
+      mean: statistics.mean.buffer.pointer, inverseStandardDeviation: statistics.inverseStandardDeviation.buffer.pointer,
+      inputGradient: dx.buffer.pointer, weightGradient: dWeight.buffer.pointer, biasGradient: dBias.buffer.pointer)
+    return (dx, dWeight, dBias)
+  }
+}

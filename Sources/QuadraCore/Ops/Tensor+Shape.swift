@@ -1,0 +1,92 @@
+// Axis permutation, transposition, concatenation, splitting and global pooling.
+
+extension Tensor {
+  /// The tensor with its axes rearranged: output axis i is input axis `axes[i]`
+  /// (e.g. `[0, 2, 3, 1]` turns NCHW into NHWC, `[0, 3, 1, 2]` turns it back).
+  public func permuted(_ axes: [Int]) -> Tensor {
+    opPrecondition(
+      axes.count == rank && axes.sorted() == Array(0..<rank),
+      "permute: axes \(axes) are not a permutation of 0..<\(rank) for shape \(shape)")
+    if axes == Array(0..<rank) { return self }
+    let result = Tensor(uninitializedShape: axes.map { shape[$0] })
+    ShapeKernels.permute(buffer.pointer, shape: shape, axes: axes, into: result.buffer.pointer)
+    return result
+  }
+
+  /// The transpose of a matrix.
+  public func transposed() -> Tensor {
+    opPrecondition(rank == 2, "transpose: expected a matrix, got shape \(shape)")
+    return permuted([1, 0])
+  }
+
+  /// Joins tensors along `axis` (negative counts from the end); all other dimensions must match.
+  public static func concat(_ tensors: [Tensor], axis: Int) -> Tensor {
+    opPrecondition(!tensors.isEmpty, "concat: no tensors given")
+    let first = tensors[0].shape
+    let resolved = axis < 0 ? axis + first.count : axis
+    opPrecondition(resolved >= 0 && resolved < first.count, "concat: axis \(axis) is out of range for shape \(first)")
+    for tensor in tensors {
+      var a = tensor.shape, b = first
+      let matches = a.count == b.count && { a[resolved] = 0; b[resolved] = 0; return a == b }()
+      opPrecondition(
+        matches, "concat: shapes \(tensors.map(\.shape)) differ outside axis \(axis)")
+    }
+    if tensors.count == 1 { return tensors[0] }
+    var shape = first
+    shape[resolved] = tensors.map { $0.shape[resolved] }.reduce(0, +)
+    let result = Tensor(uninitializedShape: shape)
+    let outer = first[..<resolved].reduce(1, *)
+    let widths = tensors.map { $0.shape[resolved...].reduce(1, *) }
+    ShapeKernels.concatenate(tensors.map { UnsafePointer($0.buffer.pointer) }, widths: widths, outer: outer, into: result.buffer.pointer)
+    return result
+  }
+
+  /// Joins tensors along their last axis (channels, for NHWC).
+  public static func concat(alongLastAxis tensors: [Tensor]) -> Tensor {
+    opPrecondition(!tensors.isEmpty, "concat(alongLastAxis:): no tensors given")
+    return concat(tensors, axis: -1)
+  }
+
+  /// Cuts the tensor along `axis` into consecutive pieces of the given sizes (which must add
+  /// up to the axis length).
+  public func split(sizes: [Int], axis: Int) -> [Tensor] {
+    let resolved = axis < 0 ? axis + rank : axis
+    opPrecondition(resolved >= 0 && resolved < rank, "split: axis \(axis) is out of range for shape \(shape)")
+    opPrecondition(
+      sizes.allSatisfy { $0 >= 0 } && sizes.reduce(0, +) == shape[resolved],
+      "split: sizes \(sizes) do not add up to \(shape[resolved]) (axis \(axis) of \(shape))")
+    if sizes.count == 1 { return [self] }
+    let parts = sizes.map { size -> Tensor in
+      var partShape = shape
+      partShape[resolved] = size
+      return Tensor(uninitializedShape: partShape)
+    }
+    let outer = shape[..<resolved].reduce(1, *)
+    let widths = parts.map { $0.shape[resolved...].reduce(1, *) }
+    ShapeKernels.split(buffer.pointer, widths: widths, outer: outer, into: parts.map(\.buffer.pointer))
+    return parts
+  }
+
+  /// Cuts the tensor along its last axis (channels, for NHWC) into pieces of the given sizes.
+  public func split(alongLastAxis sizes: [Int]) -> [Tensor] {
+    opPrecondition(rank >= 1, "split(alongLastAxis:): scalar tensor")
+    return split(sizes: sizes, axis: rank - 1)
+  }
+
+  /// Global mean pooling over the spatial axes: `[N, H, W, C] → [N, C]`.
+  public func globalMeanPooled() -> Tensor {
+    opPrecondition(rank == 4, "globalMeanPool: expected [N, H, W, C], got \(shape)")
+    opPrecondition(shape[1] * shape[2] > 0, "globalMeanPool: empty spatial extent in \(shape)")
+    return mean(alongAxes: [1, 2])
+  }
+
+  /// ∂L/∂x of ``globalMeanPooled()`` for an input of `inputShape` `[N, H, W, C]`:
+  /// every position receives `g[n, c] / (H·W)`.
+  public static func globalMeanPoolBackward(outputGradient: Tensor, inputShape: [Int]) -> Tensor {
+    opPrecondition(
+      inputShape.count == 4 && outputGradient.shape == [inputShape[0], inputShape[3]],
+      "globalMeanPoolBackward: gradient \(outputGradient.shape) does not match input \(inputShape)")
+    let scaled = outputGradient.scaled(by: 1 / Float(inputShape[1] * inputShape[2]))
+    return scaled.reshaped([inputShape[0], 1, 1, inputShape[3]]).broadcasted(to: inputShape)
+  }
+}
