@@ -49,7 +49,9 @@ let package = Package(
     // Safetensors checkpoints, JSON/JSONL results and SVG plots.
     .target(name: "QuadraIO", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
     // Kernel and model benchmarks (a library so tests can exercise them).
-    .target(name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd"], swiftSettings: kernelSettings),
+    .target(
+      name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
+      swiftSettings: kernelSettings),
     .executableTarget(
       name: "quadranet",
       dependencies: [
@@ -59,6 +61,7 @@ let package = Package(
       swiftSettings: cpuSettings),
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraAutogradTests", dependencies: ["QuadraCore", "QuadraAutograd"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraModelsTests", dependencies: ["QuadraModels"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
   ]
