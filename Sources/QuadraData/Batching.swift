@@ -98,15 +98,19 @@ public struct Augmentation: Codable, Sendable, Equatable {
               if hi > lo { (outRow + lo * c).update(from: inRow + (lo + t.dx) * c, count: (hi - lo) * c) }
               if hi < w { (outRow + hi * c).update(repeating: fill, count: (w - hi) * c) }
             } else {
-              for x in 0..<w {
-                let sx = (w - 1 - x) + t.dx
-                let o = outRow + x * c
-                if sx >= 0 && sx < w {
-                  o.update(from: inRow + sx * c, count: c)
-                } else {
-                  o.update(repeating: fill, count: c)
+              // Source column w − 1 − x + dx is inside the image for x in [dx, w + dx).
+              let lo = Swift.min(Swift.max(0, t.dx), w)
+              let hi = Swift.max(Swift.min(w, w + t.dx), lo)
+              if lo > 0 { outRow.update(repeating: fill, count: lo * c) }
+              let mirror = inRow + (w - 1 + t.dx) * c  // source pixel of x is mirror − x·c
+              if c == 1 {
+                for x in lo..<hi { outRow[x] = mirror[-x] }
+              } else {
+                for x in lo..<hi {
+                  for k in 0..<c { outRow[x * c + k] = mirror[k - x * c] }
                 }
               }
+              if hi < w { (outRow + hi * c).update(repeating: fill, count: (w - hi) * c) }
             }
           }
         }

@@ -44,7 +44,8 @@ public enum Gzip {
     // The trailer's ISIZE (length mod 2^32) sizes the output buffer up front; it is only a hint.
     var output = Data()
     let sizeHint = data.count >= 18 ? Int(data.suffix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) : 0
-    output.reserveCapacity(Swift.min(Swift.max(sizeHint, data.count), 1 << 31))
+    // Deflate expands at most ~1032:1, which bounds what a corrupt trailer can make us reserve.
+    output.reserveCapacity(Swift.min(sizeHint, data.count * 1032, 1 << 31))
 
     var stream = z_stream()
     // 16 + MAX_WBITS: expect a gzip header and trailer rather than a zlib one.

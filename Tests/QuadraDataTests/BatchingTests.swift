@@ -48,9 +48,10 @@ func sampleScalars(_ tensor: Tensor, _ row: Int) -> [Float] {
     let transforms: [Augmentation.SampleTransform] = [
       .init(dy: 0, dx: 0, flip: false), .init(dy: 2, dx: -1, flip: false), .init(dy: -3, dx: 4, flip: true),
       .init(dy: 0, dx: 0, flip: true), .init(dy: 1, dx: 9, flip: false), .init(dy: -5, dx: -2, flip: true),
+      .init(dy: 0, dx: 8, flip: true), .init(dy: 2, dx: -6, flip: true), .init(dy: -1, dx: -7, flip: false),
     ]
-    let indices = [4, 0, 5, 2, 2, 1]
-    let out = Tensor(uninitializedShape: [6, 5, 7, 3])
+    let indices = [4, 0, 5, 2, 2, 1, 3, 0, 5]
+    let out = Tensor(uninitializedShape: [9, 5, 7, 3])
     Augmentation.gather(from: images, indices: indices, transforms: transforms, fill: -1.5, into: out)
     for (row, t) in transforms.enumerated() {
       #expect(

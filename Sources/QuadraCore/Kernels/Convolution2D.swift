@@ -114,6 +114,7 @@ public enum Convolution2D {
     if let biasGradient {
       columnSums(outputGradient, rows: g.batch * pixels, columns: O, into: biasGradient)
     }
+    if g.batch == 0 { weightGradient.initialize(repeating: 0, count: O * K) }
     var first = true
     forEachImageChunk(g) { images in
       let rows = images.count * pixels

@@ -18,10 +18,15 @@
 /// - channel counts that are not a multiple of 8 run the same vector code on zero
 ///   lanes; only the final store of a partial block writes fewer lanes.
 ///
-/// The forward tile keeps 8 output columns × 8 channels of accumulators in
-/// registers and reuses each loaded weight vector 8 times (9 loads per 8 FMAs).
-/// A fused variant (several kernels over the same input) would load `x` once per
-/// tap and feed one accumulator set per kernel.
+/// ## Tiles
+/// A forward tile keeps several output columns × 8 channels of accumulators in
+/// registers for all `k × k` taps. The general tile (8 columns, any `k`) reuses each
+/// loaded weight vector 8 times (9 loads per 8 FMAs). The 7×7 tile (every model's
+/// depthwise layer) also keeps a kernel row's weights in registers and loads each
+/// input column once for all outputs it reaches (20 loads per 49 FMAs); the 7-tap
+/// weight-gradient tile likewise slides a window of inputs through registers.
+/// A fused variant (several kernels over the same input, e.g. `dw_a(x) ⊙ dw_b(x)`)
+/// fits the general tile: one input load per tap feeds one accumulator set per kernel.
 public enum DepthwiseConvolution {
   typealias Vector = SIMD8<Float>
   static let lanes = 8
@@ -42,6 +47,11 @@ public enum DepthwiseConvolution {
     #else
       return accumulator.addingProduct(a, b)
     #endif
+  }
+
+  /// `accumulator += a · b`.
+  @inline(__always) static func madd(_ accumulator: inout Vector, _ a: Vector, _ b: Vector) {
+    accumulator = multiplyAdd(accumulator, a, b)
   }
 
   /// Stores the first `count` (1...8) lanes of `value`.
@@ -237,8 +247,7 @@ public enum DepthwiseConvolution {
   }
 
   /// One output row, channel block by channel block (so the block's `k` padded rows stay
-  /// in L1), in tiles of 8 columns. When `W` is not a multiple of 8 the last tile overlaps
-  /// the previous one: it recomputes a few columns but keeps every tile at full width.
+  /// in L1), in tiles of 7 (7×7 kernel) or 8, 4 or 1 columns.
   @inline(__always)
   static func forwardRow(
     rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>,
@@ -252,26 +261,34 @@ public enum DepthwiseConvolution {
       let b = load(bias + block * lanes)
       let x = block * s.blockRowCount
       let out = output + block * lanes
-      if W >= 8 {
-        var w0 = 0
-        while w0 + 8 <= W {
-          forwardTile(8, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
-          w0 += 8
-        }
-        if w0 < W {
-          forwardTile(8, rows, khRange, x + (W - 8) * lanes, w, b, out + (W - 8) * C, C, k, lanesUsed)
-        }
-      } else if W >= 4 {
-        forwardTile(4, rows, khRange, x, w, b, out, C, k, lanesUsed)
-        if W > 4 {
-          forwardTile(4, rows, khRange, x + (W - 4) * lanes, w, b, out + (W - 4) * C, C, k, lanesUsed)
+      if k == 7 && W >= 7 {
+        forEachTile(width: W, tile: 7) { w0 in
+          forwardTile7(rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, lanesUsed)
         }
       } else {
-        for w0 in 0..<W {
-          forwardTile(1, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
+        let tile = W >= 8 ? 8 : W >= 4 ? 4 : 1
+        forEachTile(width: W, tile: tile) { w0 in
+          switch tile {
+          case 8: forwardTile(8, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
+          case 4: forwardTile(4, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
+          default: forwardTile(1, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
+          }
         }
       }
     }
+  }
+
+  /// Calls `body(firstColumn)` for tiles of `tile` columns covering `0..<width` (`width ≥ tile`).
+  /// When `width` is not a multiple of `tile` the last tile overlaps the previous one: it
+  /// recomputes a few columns (each tile writes, never accumulates) but runs at full width.
+  @inline(__always)
+  static func forEachTile(width: Int, tile: Int, _ body: (Int) -> Void) {
+    var w0 = 0
+    while w0 + tile <= width {
+      body(w0)
+      w0 += tile
+    }
+    if w0 < width { body(width - tile) }
   }
 
   /// `T` (1, 4 or 8; a constant after inlining) output columns of one channel block.
@@ -321,6 +338,53 @@ public enum DepthwiseConvolution {
       store(a6, output + 6 * C, lanes: lanesUsed)
       store(a7, output + 7 * C, lanes: lanesUsed)
     }
+  }
+
+  /// The 7×7 kernel (every model's depthwise layer): 7 output columns of one channel block.
+  ///
+  /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input
+  /// columns the tile reads is loaded once and multiplied into every output it reaches
+  /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs instead
+  /// of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators + 7 weights
+  /// + 1 input use 15 of the 16 ymm registers.
+  @inline(__always)
+  static func forwardTile7(
+    _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+    _ weight: UnsafePointer<Float>, _ bias: Vector, _ output: UnsafeMutablePointer<Float>,
+    _ C: Int, _ lanesUsed: Int
+  ) {
+    var a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias
+    for kh in khRange {
+      let xp = rows[kh] + x, wp = weight + kh &* 56
+      let w0 = load(wp), w1 = load(wp + 8), w2 = load(wp + 16), w3 = load(wp + 24)
+      let w4 = load(wp + 32), w5 = load(wp + 40), w6 = load(wp + 48)
+      // Input column i (at xp + 8i) reaches outputs j = i − 6 ... i through tap i − j.
+      var v = load(xp); madd(&a0, v, w0)
+      v = load(xp + 8); madd(&a0, v, w1); madd(&a1, v, w0)
+      v = load(xp + 16); madd(&a0, v, w2); madd(&a1, v, w1); madd(&a2, v, w0)
+      v = load(xp + 24); madd(&a0, v, w3); madd(&a1, v, w2); madd(&a2, v, w1); madd(&a3, v, w0)
+      v = load(xp + 32); madd(&a0, v, w4); madd(&a1, v, w3); madd(&a2, v, w2); madd(&a3, v, w1)
+                         madd(&a4, v, w0)
+      v = load(xp + 40); madd(&a0, v, w5); madd(&a1, v, w4); madd(&a2, v, w3); madd(&a3, v, w2)
+                         madd(&a4, v, w1); madd(&a5, v, w0)
+      v = load(xp + 48); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
+                         madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
+      v = load(xp + 56); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
+                         madd(&a5, v, w2); madd(&a6, v, w1)
+      v = load(xp + 64); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
+                         madd(&a6, v, w2)
+      v = load(xp + 72); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
+      v = load(xp + 80); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4)
+      v = load(xp + 88); madd(&a5, v, w6); madd(&a6, v, w5)
+      v = load(xp + 96); madd(&a6, v, w6)
+    }
+    store(a0, output, lanes: lanesUsed)
+    store(a1, output + C, lanes: lanesUsed)
+    store(a2, output + 2 * C, lanes: lanesUsed)
+    store(a3, output + 3 * C, lanes: lanesUsed)
+    store(a4, output + 4 * C, lanes: lanesUsed)
+    store(a5, output + 5 * C, lanes: lanesUsed)
+    store(a6, output + 6 * C, lanes: lanesUsed)
   }
 
   // MARK: Backward
@@ -426,7 +490,7 @@ public enum DepthwiseConvolution {
           let xk = x + kw0 * lanes, dwk = dw + kw0 * lanes
           // Constant tap counts let the compiler drop the unused accumulators.
           switch taps {
-          case 7: weightTile(7, xk, g, dwk, W)
+          case 7: weightTile7(xk, g, dwk, W)
           case 5: weightTile(5, xk, g, dwk, W)
           case 3: weightTile(3, xk, g, dwk, W)
           case 8: weightTile(8, xk, g, dwk, W)
@@ -469,5 +533,64 @@ public enum DepthwiseConvolution {
     if taps > 5 { store(load(dw + 40) + a5, dw + 40) }
     if taps > 6 { store(load(dw + 48) + a6, dw + 48) }
     if taps > 7 { store(load(dw + 56) + a7, dw + 56) }
+  }
+
+  /// `weightTile` for 7 taps: the 7 input columns `x[w ..< w + 7]` that step `w` needs
+  /// stay in registers and slide by one column per step, so each step loads one `dy`
+  /// and one new input vector for 7 FMAs (unrolled by 7 so the window rotates through
+  /// fixed register names).
+  @inline(__always)
+  static func weightTile7(
+    _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>, _ width: Int
+  ) {
+    var a0 = Vector.zero, a1 = Vector.zero, a2 = Vector.zero, a3 = Vector.zero
+    var a4 = Vector.zero, a5 = Vector.zero, a6 = Vector.zero
+    var xp = x, gp = dy, w = 0
+    var r0 = load(xp), r1 = load(xp + 8), r2 = load(xp + 16), r3 = load(xp + 24)
+    var r4 = load(xp + 32), r5 = load(xp + 40), r6 = Vector.zero
+    var g = Vector.zero
+    while w + 7 <= width {
+      // Step u (0...6) loads x[w + u + 6] and reads x[w + u + t] from r((u + t) % 7) for tap t.
+      g = load(gp + 0); r6 = load(xp + 48)
+      madd(&a0, r0, g); madd(&a1, r1, g); madd(&a2, r2, g); madd(&a3, r3, g)
+      madd(&a4, r4, g); madd(&a5, r5, g); madd(&a6, r6, g)
+      g = load(gp + 8); r0 = load(xp + 56)
+      madd(&a0, r1, g); madd(&a1, r2, g); madd(&a2, r3, g); madd(&a3, r4, g)
+      madd(&a4, r5, g); madd(&a5, r6, g); madd(&a6, r0, g)
+      g = load(gp + 16); r1 = load(xp + 64)
+      madd(&a0, r2, g); madd(&a1, r3, g); madd(&a2, r4, g); madd(&a3, r5, g)
+      madd(&a4, r6, g); madd(&a5, r0, g); madd(&a6, r1, g)
+      g = load(gp + 24); r2 = load(xp + 72)
+      madd(&a0, r3, g); madd(&a1, r4, g); madd(&a2, r5, g); madd(&a3, r6, g)
+      madd(&a4, r0, g); madd(&a5, r1, g); madd(&a6, r2, g)
+      g = load(gp + 32); r3 = load(xp + 80)
+      madd(&a0, r4, g); madd(&a1, r5, g); madd(&a2, r6, g); madd(&a3, r0, g)
+      madd(&a4, r1, g); madd(&a5, r2, g); madd(&a6, r3, g)
+      g = load(gp + 40); r4 = load(xp + 88)
+      madd(&a0, r5, g); madd(&a1, r6, g); madd(&a2, r0, g); madd(&a3, r1, g)
+      madd(&a4, r2, g); madd(&a5, r3, g); madd(&a6, r4, g)
+      g = load(gp + 48); r5 = load(xp + 96)
+      madd(&a0, r6, g); madd(&a1, r0, g); madd(&a2, r1, g); madd(&a3, r2, g)
+      madd(&a4, r3, g); madd(&a5, r4, g); madd(&a6, r5, g)
+      xp += 7 * lanes
+      gp += 7 * lanes
+      w += 7
+    }
+    while w < width {
+      g = load(gp)
+      madd(&a0, load(xp), g); madd(&a1, load(xp + 8), g); madd(&a2, load(xp + 16), g)
+      madd(&a3, load(xp + 24), g); madd(&a4, load(xp + 32), g); madd(&a5, load(xp + 40), g)
+      madd(&a6, load(xp + 48), g)
+      xp += lanes
+      gp += lanes
+      w += 1
+    }
+    store(load(dw) + a0, dw)
+    store(load(dw + 8) + a1, dw + 8)
+    store(load(dw + 16) + a2, dw + 16)
+    store(load(dw + 24) + a3, dw + 24)
+    store(load(dw + 32) + a4, dw + 32)
+    store(load(dw + 40) + a5, dw + 40)
+    store(load(dw + 48) + a6, dw + 48)
   }
 }
