@@ -26,11 +26,6 @@ private func slice(_ t: Tensor, _ index: Int) -> Tensor {
   return Tensor(shape: [t.shape[1], t.shape[2]], scalars: Array(t.scalars[index * size..<(index + 1) * size]))
 }
 
-private func maxDifference(_ a: Tensor, _ b: Tensor) -> Float {
-  #expect(a.shape == b.shape)
-  return zip(a.scalars, b.scalars).map { abs($0 - $1) }.max() ?? 0
-}
-
 @Suite struct MatMulTests {
   @Test(arguments: [(false, false), (false, true), (true, false), (true, true)])
   func rank2MatchesNaive(transposeA: Bool, transposeB: Bool) {

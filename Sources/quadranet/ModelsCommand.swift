@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import QuadraModels
+
+struct ModelsCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "models", abstract: "List the registered models with their parameters and MACs.")
+
+  @Option(help: "Input resolution (square) at which MACs are counted; default: 224, or 28 for the 28×28 models.")
+  var resolution: Int?
+  @Option(help: "Number of classes of the classifier head (default: the model's own).")
+  var classes: Int?
+  @Flag(help: "Print a JSON array instead of a table.") var json = false
+
+  struct Entry: Codable {
+    var name: String
+    var params: Int
+    var macs: Int
+  }
+
+  func validate() throws {
+    if let resolution, resolution < 1 { throw ValidationError("--resolution must be positive, got \(resolution)") }
+    if let classes, classes < 1 { throw ValidationError("--classes must be positive, got \(classes)") }
+  }
+
+  func run() throws {
+    var entries: [Entry] = []
+    for var config in ModelRegistry.all {
+      if let classes { config.classCount = classes }
+      let size = resolution ?? (config.inputChannels == 1 ? 28 : 224)
+      let minimum = config.stemPatchSize << (config.depths.count - 1)
+      guard size >= minimum else {
+        if !json { print("\(config.name): resolution \(size) is below its minimum \(minimum); skipped") }
+        continue
+      }
+      entries.append(Entry(name: config.name, params: config.parameterCount, macs: config.macs(resolution: size)))
+    }
+    if json {
+      try Terminal.printJSON(entries)
+      return
+    }
+    print("model            params      MACs")
+    for entry in entries {
+      print(
+        entry.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+          + String(format: "%8.2fM  %8.3fG", Double(entry.params) / 1e6, Double(entry.macs) / 1e9))
+    }
+  }
+}
