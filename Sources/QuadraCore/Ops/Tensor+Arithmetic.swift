@@ -228,7 +228,9 @@ extension Tensor {
       let base = x.baseAddress!
       while i + 8 <= x.count {
         let v = ElementwiseKernels.load(base + i)
-        m = pointwiseMax(m, pointwiseMax(v, -v))
+        // |v| by clearing the sign bit; max by compare-and-select (`pointwiseMax` is a library call).
+        let a = unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & SIMD8(repeating: 0x7FFF_FFFF), to: SIMD8<Float>.self)
+        m.replace(with: a, where: a .> m)
         i += 8
       }
       result = m.max()
