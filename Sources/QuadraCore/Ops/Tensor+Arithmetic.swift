@@ -47,7 +47,7 @@ extension Tensor {
       plan.outputShape == shape, "broadcasted(to:): shape \(self.shape) cannot be broadcast to \(shape)")
     if self.shape == shape { return self }
     let result = Tensor(uninitializedShape: shape)
-    // `a` is only a stand-in of the output shape; `SecondOperation` never reads it.
+    // `a` only stands in for the output shape: `SecondOperation` ignores its values.
     ElementwiseKernels.binary(
       SecondOperation.self, plan: plan, UnsafePointer(result.buffer.pointer), buffer.pointer, result.buffer.pointer)
     return result
