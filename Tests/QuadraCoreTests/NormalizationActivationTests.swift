@@ -86,6 +86,25 @@ import Testing
     #expect(worstDerivative < 2e-6)
   }
 
+  @Test func bothErfApproximationsAreAccurate() {
+    var worstRational = 0.0, worstExponential = 0.0, worstGaussian = 0.0
+    for i in 0..<3000 {
+      let base = -6 + Float(i) * 0.004
+      let z = SIMD8<Float>((0..<8).map { base + Float($0) * 0.0005 })
+      let rational = ActivationKernels.erf(z)
+      let (exponential, gaussian) = ActivationKernels.erfAndGaussian(z)
+      for lane in 0..<8 {
+        let reference = Foundation.erf(Double(z[lane]))
+        worstRational = max(worstRational, abs(Double(rational[lane]) - reference))
+        worstExponential = max(worstExponential, abs(Double(exponential[lane]) - reference))
+        worstGaussian = max(worstGaussian, abs(Double(gaussian[lane]) - Foundation.exp(-Double(z[lane] * z[lane]))))
+      }
+    }
+    #expect(worstRational < 1e-6)
+    #expect(worstExponential < 1e-6)
+    #expect(worstGaussian < 1e-6)
+  }
+
   @Test func vectorExpIsAccurate() {
     var worst: Float = 0
     for i in 0..<2000 {

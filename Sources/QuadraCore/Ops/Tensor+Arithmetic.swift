@@ -47,7 +47,7 @@ extension Tensor {
       plan.outputShape == shape, "broadcasted(to:): shape \(self.shape) cannot be broadcast to \(shape)")
     if self.shape == shape { return self }
     let result = Tensor(uninitializedShape: shape)
-    // `a` is only a stand-in of the output shape; `SecondOperation` never reads it.
+    // `a` only stands in for the output shape: `SecondOperation` ignores its values.
     ElementwiseKernels.binary(
       SecondOperation.self, plan: plan, UnsafePointer(result.buffer.pointer), buffer.pointer, result.buffer.pointer)
     return result
@@ -228,7 +228,9 @@ extension Tensor {
       let base = x.baseAddress!
       while i + 8 <= x.count {
         let v = ElementwiseKernels.load(base + i)
-        m = pointwiseMax(m, pointwiseMax(v, -v))
+        // |v| by clearing the sign bit; max by compare-and-select (`pointwiseMax` is a library call).
+        let a = unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & SIMD8(repeating: 0x7FFF_FFFF), to: SIMD8<Float>.self)
+        m.replace(with: a, where: a .> m)
         i += 8
       }
       result = m.max()

@@ -25,11 +25,13 @@ extension Tensor {
     let first = tensors[0].shape
     let resolved = axis < 0 ? axis + first.count : axis
     opPrecondition(resolved >= 0 && resolved < first.count, "concat: axis \(axis) is out of range for shape \(first)")
+    func otherDimensions(_ shape: [Int]) -> [Int] {
+      shape.enumerated().filter { $0.offset != resolved }.map(\.element)
+    }
     for tensor in tensors {
-      var a = tensor.shape, b = first
-      let matches = a.count == b.count && { a[resolved] = 0; b[resolved] = 0; return a == b }()
       opPrecondition(
-        matches, "concat: shapes \(tensors.map(\.shape)) differ outside axis \(axis)")
+        tensor.rank == first.count && otherDimensions(tensor.shape) == otherDimensions(first),
+        "concat: shapes \(tensors.map(\.shape)) differ outside axis \(axis)")
     }
     if tensors.count == 1 { return tensors[0] }
     var shape = first
