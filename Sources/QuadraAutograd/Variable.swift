@@ -37,7 +37,7 @@ public final class Variable: @unchecked Sendable {
 
   /// Replaces the value (same shape), e.g. an optimizer step.
   public func update(_ newValue: Tensor) {
-    precondition(
+    opPrecondition(
       newValue.shape == value.shape, "Variable.update: new shape \(newValue.shape) differs from \(value.shape)")
     value = newValue
   }
@@ -78,7 +78,7 @@ public final class Variable: @unchecked Sendable {
   /// are released as soon as it has run, so activation memory falls during backward.
   public func backward(_ seed: Tensor? = nil) {
     let seedGradient = seed ?? Tensor(shape: shape, repeating: 1)
-    precondition(
+    opPrecondition(
       seedGradient.shape == shape, "backward: seed shape \(seedGradient.shape) differs from output shape \(shape)")
     guard let root = node else {
       if requiresGrad { accumulate(seedGradient) }
@@ -93,12 +93,12 @@ public final class Variable: @unchecked Sendable {
       let inputs = node.inputs
       node.release()
       let inputGradients = pullback(gradient)
-      precondition(
+      opPrecondition(
         inputGradients.count == inputs.count,
         "backward: a pullback returned \(inputGradients.count) gradients for \(inputs.count) inputs")
       for (input, inputGradient) in zip(inputs, inputGradients) {
         guard let inputGradient else { continue }
-        precondition(
+        opPrecondition(
           inputGradient.shape == input.shape,
           "backward: gradient of shape \(inputGradient.shape) for an input of shape \(input.shape)")
         if let inputNode = input.node {

@@ -13,7 +13,7 @@ public enum Parallel {
   public static var threadCount: Int {
     get { _threadCount }
     set {
-      precondition(newValue >= 1, "Parallel.threadCount must be at least 1, got \(newValue)")
+      opPrecondition(newValue >= 1, "Parallel.threadCount must be at least 1, got \(newValue)")
       _threadCount = newValue
     }
   }

@@ -30,7 +30,7 @@ public struct Tensor: @unchecked Sendable {
   /// Creates a tensor from row-major `scalars`; their count must match the shape.
   public init(shape: [Int], scalars: [Float]) {
     let expected = shape.reduce(1, *)
-    precondition(
+    opPrecondition(
       scalars.count == expected,
       "Tensor(shape: \(shape), scalars:): \(scalars.count) scalars given, shape needs \(expected)")
     self.init(uninitializedShape: shape)
@@ -49,7 +49,7 @@ public struct Tensor: @unchecked Sendable {
   }
 
   static func validate(shape: [Int], op: String) {
-    precondition(shape.allSatisfy { $0 >= 0 }, "\(op): negative dimension in shape \(shape)")
+    opPrecondition(shape.allSatisfy { $0 >= 0 }, "\(op): negative dimension in shape \(shape)")
   }
 
   public var rank: Int { shape.count }
@@ -61,7 +61,7 @@ public struct Tensor: @unchecked Sendable {
 
   /// The single element of a one-element tensor.
   public var scalar: Float {
-    precondition(count == 1, "Tensor.scalar: tensor of shape \(shape) has \(count) elements, expected 1")
+    opPrecondition(count == 1, "Tensor.scalar: tensor of shape \(shape) has \(count) elements, expected 1")
     return buffer.pointer[0]
   }
 
@@ -69,14 +69,14 @@ public struct Tensor: @unchecked Sendable {
   public func reshaped(_ newShape: [Int]) -> Tensor {
     var resolved = newShape
     let inferred = newShape.indices.filter { newShape[$0] == -1 }
-    precondition(inferred.count <= 1, "reshape: more than one -1 in \(newShape)")
+    opPrecondition(inferred.count <= 1, "reshape: more than one -1 in \(newShape)")
     if let index = inferred.first {
       let known = newShape.enumerated().filter { $0.offset != index }.map(\.element).reduce(1, *)
-      precondition(
+      opPrecondition(
         known > 0 && count % known == 0, "reshape: cannot reshape \(shape) (\(count) elements) to \(newShape)")
       resolved[index] = count / known
     }
-    precondition(
+    opPrecondition(
       resolved.allSatisfy { $0 >= 0 } && resolved.reduce(1, *) == count,
       "reshape: cannot reshape \(shape) (\(count) elements) to \(newShape)")
     return Tensor(shape: resolved, buffer: buffer)
@@ -116,10 +116,10 @@ public struct Tensor: @unchecked Sendable {
   }
 
   private func flatIndex(_ index: [Int]) -> Int {
-    precondition(index.count == rank, "Tensor subscript: \(index.count) indices for shape \(shape)")
+    opPrecondition(index.count == rank, "Tensor subscript: \(index.count) indices for shape \(shape)")
     var flat = 0
     for (i, dim) in shape.enumerated() {
-      precondition(index[i] >= 0 && index[i] < dim, "Tensor subscript: index \(index) out of range for shape \(shape)")
+      opPrecondition(index[i] >= 0 && index[i] < dim, "Tensor subscript: index \(index) out of range for shape \(shape)")
       flat = flat * dim + index[i]
     }
     return flat

@@ -10,7 +10,7 @@ public final class TensorBuffer: @unchecked Sendable {
 
   /// Allocates uninitialized storage for `count` floats.
   public init(count: Int, device: Device = .cpu) {
-    precondition(count >= 0, "TensorBuffer: negative element count \(count)")
+    opPrecondition(count >= 0, "TensorBuffer: negative element count \(count)")
     self.device = device
     self.count = count
     let raw = MemoryAllocator.shared.allocate(byteCount: count * MemoryLayout<Float>.stride)

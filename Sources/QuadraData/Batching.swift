@@ -13,7 +13,7 @@ public struct Augmentation: Codable, Sendable, Equatable {
   public var horizontalFlip: Bool
 
   public init(padding: Int = 0, horizontalFlip: Bool = false) {
-    precondition(padding >= 0, "Augmentation: padding must be non-negative, got \(padding)")
+    opPrecondition(padding >= 0, "Augmentation: padding must be non-negative, got \(padding)")
     self.padding = padding
     self.horizontalFlip = horizontalFlip
   }
@@ -49,7 +49,7 @@ public struct Augmentation: Codable, Sendable, Equatable {
   /// `fill` is the value of padded pixels in the tensor's units; for normalized images,
   /// `normalization.normalize(raw: 0)` pads with black, as torchvision's padding before `Normalize` does.
   public func apply(to images: Tensor, fill: Float = 0, using generator: inout RandomGenerator) -> Tensor {
-    precondition(images.rank == 4, "Augmentation.apply: images must be [N, H, W, C], got \(images.shape)")
+    opPrecondition(images.rank == 4, "Augmentation.apply: images must be [N, H, W, C], got \(images.shape)")
     let n = images.shape[0]
     let transforms = drawTransforms(n, using: &generator)
     let result = Tensor(uninitializedShape: images.shape)
@@ -65,10 +65,10 @@ public struct Augmentation: Codable, Sendable, Equatable {
     from source: Tensor, indices: [Int], transforms: [SampleTransform]?, fill: Float, into output: Tensor
   ) {
     let n = source.shape[0], h = source.shape[1], w = source.shape[2], c = source.shape[3]
-    precondition(
+    opPrecondition(
       output.shape == [indices.count, h, w, c],
       "Augmentation.gather: output \(output.shape) does not match \(indices.count) samples of \(source.shape)")
-    precondition(transforms == nil || transforms!.count == indices.count, "Augmentation.gather: transform count")
+    opPrecondition(transforms == nil || transforms!.count == indices.count, "Augmentation.gather: transform count")
     let sampleSize = h * w * c, rowSize = w * c
     let src = source.buffer.pointer, dst = output.buffer.pointer
     indices.withUnsafeBufferPointer { indexList in
@@ -76,7 +76,7 @@ public struct Augmentation: Codable, Sendable, Equatable {
       Parallel.forRanges(indices.count, minimumChunk: Swift.max(1, 16_384 / Swift.max(sampleSize, 1))) { range in
         for b in range {
           let index = list[b]
-          precondition(index >= 0 && index < n, "Augmentation.gather: sample \(index) out of range 0..<\(n)")
+          opPrecondition(index >= 0 && index < n, "Augmentation.gather: sample \(index) out of range 0..<\(n)")
           let input = src + index * sampleSize, out = dst + b * sampleSize
           guard let t = transforms?[b], t != SampleTransform(dy: 0, dx: 0, flip: false) else {
             out.update(from: input, count: sampleSize)
@@ -185,8 +185,8 @@ public struct BatchIterator: Sendable {
     dataset: Dataset, batchSize: Int, shuffle: Bool = true, dropLast: Bool = false,
     augmentation: Augmentation = .none, resumingFrom state: State
   ) {
-    precondition(batchSize > 0, "BatchIterator: batch size must be positive, got \(batchSize)")
-    precondition(
+    opPrecondition(batchSize > 0, "BatchIterator: batch size must be positive, got \(batchSize)")
+    opPrecondition(
       state.position >= 0 && state.position <= dataset.count,
       "BatchIterator: saved position \(state.position) is beyond the dataset's \(dataset.count) samples")
     self.dataset = dataset

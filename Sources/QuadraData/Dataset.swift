@@ -12,7 +12,7 @@ public struct Normalization: Codable, Sendable, Equatable {
   public var std: Float
 
   public init(maxValue: Float, mean: Float, std: Float) {
-    precondition(maxValue > 0 && std > 0, "Normalization: maxValue \(maxValue) and std \(std) must be positive")
+    opPrecondition(maxValue > 0 && std > 0, "Normalization: maxValue \(maxValue) and std \(std) must be positive")
     self.maxValue = maxValue
     self.mean = mean
     self.std = std
@@ -45,13 +45,13 @@ public struct Dataset: Sendable {
     name: String, images: Tensor, labels: [Int], classCount: Int, classNames: [String]? = nil,
     normalization: Normalization, defaultAugmentation: Augmentation = .none
   ) {
-    precondition(
+    opPrecondition(
       images.rank == 4 && images.shape[0] == labels.count,
       "Dataset: images \(images.shape) must be [N, H, W, C] with N = \(labels.count) labels")
-    precondition(
+    opPrecondition(
       labels.allSatisfy { $0 >= 0 && $0 < classCount }, "Dataset: labels must lie in 0..<\(classCount)")
     let names = classNames ?? (0..<classCount).map(String.init)
-    precondition(names.count == classCount, "Dataset: \(names.count) class names for \(classCount) classes")
+    opPrecondition(names.count == classCount, "Dataset: \(names.count) class names for \(classCount) classes")
     self.name = name
     self.images = images
     self.labels = labels
@@ -72,7 +72,7 @@ public struct Dataset: Sendable {
     let result = Tensor(uninitializedShape: [indices.count] + imageShape)
     let source = images.buffer.pointer, target = result.buffer.pointer
     for (row, index) in indices.enumerated() {
-      precondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
+      opPrecondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
       (target + row * sampleSize).update(from: source + index * sampleSize, count: sampleSize)
     }
     var copy = self
@@ -142,7 +142,7 @@ public enum DatasetSplitter {
     labels: [Int], classCount: Int, holdOutCount: Int, seed: UInt64
   ) -> (kept: [Int], heldOut: [Int]) {
     let total = labels.count
-    precondition(
+    opPrecondition(
       holdOutCount >= 0 && holdOutCount <= total,
       "DatasetSplitter.stratified: cannot hold out \(holdOutCount) of \(total) samples")
     var byClass = [[Int]](repeating: [], count: classCount)

@@ -114,7 +114,7 @@ public enum Gzip {
       Int32(MemoryLayout<z_stream>.size))
     guard status == Z_OK else { throw GzipError.zlibFailure(operation: "deflateInit2", code: status) }
     defer { deflateEnd(&stream) }
-    precondition(data.count < Int(UInt32.max), "Gzip.compress: input of \(data.count) bytes is too large")
+    opPrecondition(data.count < Int(UInt32.max), "Gzip.compress: input of \(data.count) bytes is too large")
 
     var output = Data()
     let chunkSize = 1 << 16

@@ -8,10 +8,10 @@ public struct IDXArray: Equatable, Sendable {
   public var bytes: [UInt8]
 
   public init(dimensions: [Int], bytes: [UInt8]) {
-    precondition(
+    opPrecondition(
       dimensions.allSatisfy { $0 >= 0 && $0 <= Int(UInt32.max) } && dimensions.count <= 255,
       "IDXArray: invalid dimensions \(dimensions)")
-    precondition(
+    opPrecondition(
       bytes.count == dimensions.reduce(1, *),
       "IDXArray: \(bytes.count) bytes for dimensions \(dimensions) (need \(dimensions.reduce(1, *)))")
     self.dimensions = dimensions

@@ -51,7 +51,7 @@ public final class JSONLinesWriter: @unchecked Sendable {
     var line = try encoder.encode(record)
     line.append(UInt8(ascii: "\n"))
     try lock.withLock {
-      precondition(!closed, "JSONLinesWriter.append: \(url.path) is closed")
+      opPrecondition(!closed, "JSONLinesWriter.append: \(url.path) is closed")
       do {
         try handle.write(contentsOf: line)
       } catch {

@@ -30,7 +30,7 @@ public struct SVGPlot: Sendable {
     public var dashed: Bool
 
     public init(name: String, x: [Double], y: [Double], axis: Axis = .left, color: String? = nil, dashed: Bool = false) {
-      precondition(x.count == y.count, "SVGPlot.Series '\(name)': \(x.count) x values for \(y.count) y values")
+      opPrecondition(x.count == y.count, "SVGPlot.Series '\(name)': \(x.count) x values for \(y.count) y values")
       self.name = name
       self.x = x
       self.y = y
@@ -60,7 +60,7 @@ public struct SVGPlot: Sendable {
     title: String? = nil, xLabel: String = "", leftLabel: String = "", rightLabel: String = "",
     series: [Series] = [], width: Int = 720, height: Int = 420
   ) {
-    precondition(width >= 200 && height >= 150, "SVGPlot: size \(width)×\(height) is too small (min 200×150)")
+    opPrecondition(width >= 200 && height >= 150, "SVGPlot: size \(width)×\(height) is too small (min 200×150)")
     self.title = title
     self.xLabel = xLabel
     self.leftLabel = leftLabel

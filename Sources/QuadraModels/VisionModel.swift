@@ -115,11 +115,11 @@ public final class VisionModel: Module, Layer {
 
   /// Pooled, normalized features `[N, widths.last]`.
   public func features(_ images: Variable) -> Variable {
-    precondition(
+    opPrecondition(
       images.rank == 4 && images.shape[3] == config.inputChannels,
       "\(config.name): expected NHWC images [N, H, W, \(config.inputChannels)], got \(images.shape)")
     let patch = config.stemPatchSize
-    precondition(
+    opPrecondition(
       images.shape[1] >= patch << (config.depths.count - 1) && images.shape[2] >= patch << (config.depths.count - 1),
       "\(config.name): input \(images.shape[1])×\(images.shape[2]) is too small for stem \(patch) and \(config.depths.count - 1) downsamplings")
     var x = images

@@ -45,7 +45,7 @@ public final class AdamW {
     for index in parameters.indices {
       let parameter = parameters[index].parameter
       guard let gradient = parameter.variable.grad else { continue }
-      precondition(
+      opPrecondition(
         gradient.shape == parameter.variable.shape,
         "AdamW: gradient \(gradient.shape) for parameter \(parameters[index].name) of shape \(parameter.variable.shape)")
       var m = firstMoments[index] ?? Tensor(zeros: gradient.shape)
@@ -154,7 +154,7 @@ public struct CosineSchedule: Sendable, Codable {
   public var totalSteps: Int
 
   public init(peak: Float, minimum: Float = 1e-6, warmupSteps: Int, totalSteps: Int) {
-    precondition(totalSteps > 0 && warmupSteps >= 0, "CosineSchedule: totalSteps \(totalSteps), warmupSteps \(warmupSteps)")
+    opPrecondition(totalSteps > 0 && warmupSteps >= 0, "CosineSchedule: totalSteps \(totalSteps), warmupSteps \(warmupSteps)")
     self.peak = peak
     self.minimum = minimum
     self.warmupSteps = warmupSteps

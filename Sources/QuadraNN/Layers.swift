@@ -141,7 +141,7 @@ public final class DropPath: Module {
   private let source: RandomSource
 
   public init(rate: Float, source: RandomSource) {
-    precondition(rate >= 0 && rate < 1, "DropPath: rate must be in [0, 1), got \(rate)")
+    opPrecondition(rate >= 0 && rate < 1, "DropPath: rate must be in [0, 1), got \(rate)")
     self.rate = rate
     self.source = source
   }

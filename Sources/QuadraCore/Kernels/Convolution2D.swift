@@ -27,12 +27,12 @@ public enum Convolution2D {
       let description =
         "input [\(batch), \(height), \(width), \(inputChannels)], kernel \(kernelHeight)×\(kernelWidth), "
         + "\(outputChannels) outputs, stride \(stride), padding \(padding)"
-      precondition(stride.0 >= 1 && stride.1 >= 1, "conv2D: stride must be positive; \(description)")
-      precondition(padding.0 >= 0 && padding.1 >= 0, "conv2D: padding must be non-negative; \(description)")
-      precondition(
+      opPrecondition(stride.0 >= 1 && stride.1 >= 1, "conv2D: stride must be positive; \(description)")
+      opPrecondition(padding.0 >= 0 && padding.1 >= 0, "conv2D: padding must be non-negative; \(description)")
+      opPrecondition(
         kernelHeight >= 1 && kernelWidth >= 1 && inputChannels >= 1 && outputChannels >= 1,
         "conv2D: empty kernel; \(description)")
-      precondition(
+      opPrecondition(
         kernelHeight <= height + 2 * padding.0 && kernelWidth <= width + 2 * padding.1,
         "conv2D: kernel larger than the padded input; \(description)")
       self.batch = batch

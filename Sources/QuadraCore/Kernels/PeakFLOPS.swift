@@ -9,8 +9,8 @@ import Foundation
 public enum PeakFLOPS {
   /// GFLOP/s of `threads` copies of the FMA loop running for about `seconds` each, summed.
   public static func measure(threads: Int, seconds: Double = 0.3) -> Double {
-    precondition(threads >= 1, "PeakFLOPS.measure: threads must be at least 1, got \(threads)")
-    precondition(seconds > 0, "PeakFLOPS.measure: seconds must be positive, got \(seconds)")
+    opPrecondition(threads >= 1, "PeakFLOPS.measure: threads must be at least 1, got \(threads)")
+    opPrecondition(seconds > 0, "PeakFLOPS.measure: seconds must be positive, got \(seconds)")
     if threads == 1 { return singleThread(seconds: seconds) }
     let lock = NSLock()
     nonisolated(unsafe) var total = 0.0

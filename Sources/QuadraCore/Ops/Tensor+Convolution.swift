@@ -28,7 +28,7 @@ extension Tensor {
     input: Tensor, weight: Tensor, outputGradient: Tensor, needsInputGradient: Bool, hasBias: Bool
   ) -> (input: Tensor?, weight: Tensor, bias: Tensor?) {
     let (n, h, w, c, k) = checkDepthwise(input: input.shape, weight: weight.shape, bias: nil)
-    precondition(
+    opPrecondition(
       outputGradient.shape == input.shape,
       "depthwiseConv2D backward: output gradient \(outputGradient.shape) differs from output shape \(input.shape)")
     let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
@@ -50,16 +50,16 @@ extension Tensor {
     input: [Int], weight: [Int], bias: [Int]?
   ) -> (batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int) {
     let shapes = "input \(input), weight \(weight)\(bias.map { ", bias \($0)" } ?? "")"
-    precondition(input.count == 4, "depthwiseConv2D: input must be [N, H, W, C]; \(shapes)")
-    precondition(weight.count == 3, "depthwiseConv2D: weight must be [k, k, C]; \(shapes)")
-    precondition(
+    opPrecondition(input.count == 4, "depthwiseConv2D: input must be [N, H, W, C]; \(shapes)")
+    opPrecondition(weight.count == 3, "depthwiseConv2D: weight must be [k, k, C]; \(shapes)")
+    opPrecondition(
       weight[0] == weight[1] && weight[0] % 2 == 1,
       "depthwiseConv2D: kernel must be square with an odd size; \(shapes)")
-    precondition(weight[2] == input[3], "depthwiseConv2D: weight channels differ from input channels; \(shapes)")
+    opPrecondition(weight[2] == input[3], "depthwiseConv2D: weight channels differ from input channels; \(shapes)")
     if let bias {
-      precondition(bias == [input[3]], "depthwiseConv2D: bias must be [C]; \(shapes)")
+      opPrecondition(bias == [input[3]], "depthwiseConv2D: bias must be [C]; \(shapes)")
     }
-    precondition(
+    opPrecondition(
       input[1] > 0 && input[2] > 0 && input[3] > 0, "depthwiseConv2D: empty spatial or channel dimension; \(shapes)")
     return (input[0], input[1], input[2], input[3], weight[0])
   }
@@ -97,7 +97,7 @@ extension Tensor {
   ) -> (input: Tensor?, weight: Tensor, bias: Tensor?) {
     let geometry = convolutionGeometry(
       input: input.shape, weight: weight.shape, bias: nil, stride: stride, padding: padding)
-    precondition(
+    opPrecondition(
       outputGradient.shape == geometry.outputShape,
       "conv2D backward: output gradient \(outputGradient.shape) differs from output shape \(geometry.outputShape)")
     let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
@@ -114,11 +114,11 @@ extension Tensor {
     input: [Int], weight: [Int], bias: [Int]?, stride: (Int, Int), padding: (Int, Int)
   ) -> Convolution2D.Geometry {
     let shapes = "input \(input), weight \(weight)\(bias.map { ", bias \($0)" } ?? "")"
-    precondition(input.count == 4, "conv2D: input must be [N, H, W, I]; \(shapes)")
-    precondition(weight.count == 4, "conv2D: weight must be [O, kh, kw, I]; \(shapes)")
-    precondition(weight[3] == input[3], "conv2D: weight input channels differ from input channels; \(shapes)")
+    opPrecondition(input.count == 4, "conv2D: input must be [N, H, W, I]; \(shapes)")
+    opPrecondition(weight.count == 4, "conv2D: weight must be [O, kh, kw, I]; \(shapes)")
+    opPrecondition(weight[3] == input[3], "conv2D: weight input channels differ from input channels; \(shapes)")
     if let bias {
-      precondition(bias == [weight[0]], "conv2D: bias must be [O]; \(shapes)")
+      opPrecondition(bias == [weight[0]], "conv2D: bias must be [O]; \(shapes)")
     }
     return Convolution2D.Geometry(
       batch: input[0], height: input[1], width: input[2], inputChannels: input[3], outputChannels: weight[0],

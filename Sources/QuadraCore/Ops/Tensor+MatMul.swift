@@ -5,12 +5,12 @@ extension Tensor {
   /// leading dimension, which must be equal: `[b, m, k] · [b, k, n] → [b, m, n]`.
   /// Transposition is folded into the GEMM's packing, so no transposed copy is made.
   public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false) -> Tensor {
-    precondition(
+    opPrecondition(
       (rank == 2 && other.rank == 2) || (rank == 3 && other.rank == 3),
       "matmul: expected rank-2 × rank-2 or rank-3 × rank-3 tensors, got \(shape) and \(other.shape)")
     let batched = rank == 3
     let batch = batched ? shape[0] : 1
-    precondition(
+    opPrecondition(
       !batched || other.shape[0] == batch,
       "matmul: batch sizes differ in \(shape) and \(other.shape)")
     let rows = shape[rank - 2], columns = shape[rank - 1]
@@ -19,7 +19,7 @@ extension Tensor {
     let k = transposeSelf ? rows : columns
     let otherK = transposeOther ? otherColumns : otherRows
     let n = transposeOther ? otherRows : otherColumns
-    precondition(
+    opPrecondition(
       k == otherK,
       "matmul: inner dimensions differ: \(shape)\(transposeSelf ? "ᵀ" : "") · \(other.shape)\(transposeOther ? "ᵀ" : "") (\(k) vs \(otherK))"
     )
@@ -41,15 +41,15 @@ extension Tensor {
   /// the result is `[..., out]`. The leading dimensions are flattened into the GEMM's rows, and
   /// the bias is added in the GEMM's epilogue while each output tile is still in registers.
   public func linear(weight: Tensor, bias: Tensor?) -> Tensor {
-    precondition(rank >= 1, "linear: input must have rank ≥ 1, got shape \(shape)")
-    precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+    opPrecondition(rank >= 1, "linear: input must have rank ≥ 1, got shape \(shape)")
+    opPrecondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
     let inFeatures = shape[rank - 1]
     let outFeatures = weight.shape[0]
-    precondition(
+    opPrecondition(
       weight.shape[1] == inFeatures,
       "linear: input \(shape) has \(inFeatures) features but weight \(weight.shape) expects \(weight.shape[1])")
     if let bias {
-      precondition(
+      opPrecondition(
         bias.shape == [outFeatures], "linear: bias \(bias.shape) does not match weight \(weight.shape) (want [\(outFeatures)])")
     }
     let rows = shape.dropLast().reduce(1, *)
@@ -72,10 +72,10 @@ extension Tensor {
   public static func linearBackward(
     input: Tensor, weight: Tensor, outputGradient: Tensor, needsInputGradient: Bool = true, hasBias: Bool
   ) -> (input: Tensor?, weight: Tensor, bias: Tensor?) {
-    precondition(input.rank >= 1 && weight.rank == 2, "linearBackward: input \(input.shape), weight \(weight.shape)")
+    opPrecondition(input.rank >= 1 && weight.rank == 2, "linearBackward: input \(input.shape), weight \(weight.shape)")
     let inFeatures = input.shape[input.rank - 1]
     let outFeatures = weight.shape[0]
-    precondition(
+    opPrecondition(
       weight.shape[1] == inFeatures && outputGradient.shape == Array(input.shape.dropLast()) + [outFeatures],
       "linearBackward: input \(input.shape), weight \(weight.shape) and output gradient \(outputGradient.shape) do not match"
     )
@@ -111,7 +111,7 @@ extension Tensor {
   /// Threads take disjoint column ranges (multiples of 8 wide). Each range is swept in groups of
   /// 32 columns whose sums stay in four vector registers while all rows stream past.
   func columnSums() -> Tensor {
-    precondition(rank == 2, "columnSums: expected a rank-2 tensor, got \(shape)")
+    opPrecondition(rank == 2, "columnSums: expected a rank-2 tensor, got \(shape)")
     typealias V = SIMD8<Float>
     let rows = shape[0], columns = shape[1]
     let result = Tensor(zeros: [columns])
