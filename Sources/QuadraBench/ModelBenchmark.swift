@@ -1,0 +1,116 @@
+import Foundation
+import QuadraModels
+
+/// One model's measurements in `quadranet bench models`.
+public struct ModelResult: Codable, Sendable {
+  public var model: String
+  public var params: Int
+  public var macs: Int
+  public var trainImagesPerSecond: Double
+  public var inferImagesPerSecond: Double
+  /// Peak bytes of live tensors during a training step (weights, gradients, AdamW moments, activations).
+  public var trainPeakBytes: Int
+  /// Peak bytes of live tensors during an inference forward pass (weights and activations).
+  public var inferPeakBytes: Int
+  /// Training FLOPs (3 × 2 × MACs per image: forward, input and weight gradients) per second over the FMA peak.
+  public var trainFractionOfPeak: Double
+
+  enum CodingKeys: String, CodingKey {
+    case model, params, macs
+    case trainImagesPerSecond = "train_images_per_second"
+    case inferImagesPerSecond = "infer_images_per_second"
+    case trainPeakBytes = "train_peak_bytes"
+    case inferPeakBytes = "infer_peak_bytes"
+    case trainFractionOfPeak = "train_fraction_of_peak"
+  }
+}
+
+/// Trains and runs each model in the same process and engine, for side-by-side comparison.
+public enum ModelBenchmark {
+  public struct Options: Sendable {
+    public var models: [String]
+    public var resolution: Int
+    public var batchSize: Int
+    public var threads: Int
+    /// Timed training steps after one warm-up step.
+    public var steps: Int
+
+    public init(models: [String], resolution: Int = 224, batchSize: Int = 16, threads: Int, steps: Int = 2) {
+      self.models = models
+      self.resolution = resolution
+      self.batchSize = batchSize
+      self.threads = threads
+      self.steps = steps
+    }
+  }
+
+  /// Measures the FMA peak once, then every model. `progress` receives human-readable status lines.
+  public static func run(
+    _ options: Options, progress: (String) -> Void = { _ in }
+  ) throws -> (peakGFLOPS: Double, results: [ModelResult]) {
+    try Parallel.withThreadCount(options.threads) {
+      progress("measuring FMA peak with \(options.threads) thread(s)…")
+      let peak = PeakFLOPS.measure(threads: options.threads)
+      var results: [ModelResult] = []
+      for name in options.models {
+        let config = try ModelRegistry.config(named: name)
+        results.append(try measure(config: config, options: options, peakGFLOPS: peak, progress: progress))
+      }
+      return (peak, results)
+    }
+  }
+
+  static func measure(
+    config: ModelConfig, options: Options, peakGFLOPS: Double, progress: (String) -> Void
+  ) throws -> ModelResult {
+    let allocator = MemoryAllocator.shared
+    // Each model starts from an empty pool so one model's cached blocks don't hide another's allocations.
+    allocator.releaseCache()
+    let model = try VisionModel(config: config, seed: 0)
+    var generator = RandomGenerator(seed: 1)
+    let images = Tensor.normal(
+      shape: [options.batchSize, options.resolution, options.resolution, config.inputChannels], using: &generator)
+    let labels = (0..<options.batchSize).map { $0 % config.classCount }
+    let parameters = model.namedParameters()
+    let optimizer = AdamW(parameters: parameters, learningRate: 1e-4)
+    let macs = config.macs(resolution: options.resolution)
+
+    func trainStep() {
+      let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
+      loss.backward()
+      optimizer.update()
+      model.zeroGradients()
+    }
+
+    progress("\(config.name): warm-up training step (batch \(options.batchSize), \(options.resolution)²)…")
+    model.setTraining(true)
+    trainStep()
+    allocator.resetPeak()
+    var trainSeconds = Double.infinity
+    for step in 0..<options.steps {
+      trainSeconds = Swift.min(trainSeconds, Stopwatch.seconds(trainStep))
+      progress(
+        "\(config.name): training step \(step + 1)/\(options.steps): "
+          + String(format: "%.2f s, %.2f images/s", trainSeconds, Double(options.batchSize) / trainSeconds))
+    }
+    let trainPeak = allocator.peakBytes
+
+    model.setTraining(false)
+    func inferStep() {
+      GradientMode.withoutRecording { _ = model(Variable(images)) }
+    }
+    inferStep()
+    allocator.resetPeak()
+    var inferSeconds = Double.infinity
+    for _ in 0..<options.steps { inferSeconds = Swift.min(inferSeconds, Stopwatch.seconds(inferStep)) }
+    let inferPeak = allocator.peakBytes
+
+    let trainFlops = 6 * Double(macs) * Double(options.batchSize)
+    return ModelResult(
+      model: config.name, params: config.parameterCount, macs: macs,
+      trainImagesPerSecond: Double(options.batchSize) / trainSeconds,
+      inferImagesPerSecond: Double(options.batchSize) / inferSeconds,
+      trainPeakBytes: trainPeak, inferPeakBytes: inferPeak,
+      trainFractionOfPeak: trainFlops / trainSeconds / 1e9 / peakGFLOPS)
+  }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import QuadraBench
+import QuadraModels
+
+struct ModelBenchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "models",
+    abstract: "Training and inference throughput and peak memory of models, side by side in one process.")
+
+  @Option(help: "Comma-separated model names (see `quadranet models`).")
+  var models: String = "quadranet-t18,quadranet-t,hornet-t,convnext-t"
+  @Option(help: "Square input resolution.") var resolution: Int = 224
+  @Option(help: "Images per step.") var batchSize: Int = 16
+  @Option(help: "Timed steps per model (after one warm-up step); the best is reported.") var steps: Int = 2
+  @OptionGroup var threadOptions: ThreadOptions
+  @Flag(help: "Print one JSON array instead of a table.") var json = false
+
+  var modelNames: [String] { models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+  func validate() throws {
+    guard resolution >= 32 else { throw ValidationError("--resolution must be at least 32, got \(resolution)") }
+    guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+    guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+    for name in modelNames where !ModelRegistry.names.contains(name) {
+      throw ValidationError("unknown model '\(name)'; registered: \(ModelRegistry.names.joined(separator: ", "))")
+    }
+  }
+
+  func run() throws {
+    let options = ModelBenchmark.Options(
+      models: modelNames, resolution: resolution, batchSize: batchSize, threads: threadOptions.threads, steps: steps)
+    let (peak, results) = try ModelBenchmark.run(options) { Terminal.status($0) }
+    if json {
+      try Terminal.printJSON(results)
+      return
+    }
+    let baseline = results.first { $0.model == "hornet-t" }
+    print(String(format: "FMA peak %.1f GFLOP/s, %d thread(s), batch %d, %d²", peak, threadOptions.threads, batchSize, resolution))
+    print("model           params   GMACs  train img/s  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
+    for r in results {
+      var line = r.model.padding(toLength: 14, withPad: " ", startingAt: 0)
+      line += String(
+        format: "%7.2fM %7.3f %12.2f %12.2f %9.2f GiB %7.2f GiB %10.2f",
+        Double(r.params) / 1e6, Double(r.macs) / 1e9, r.trainImagesPerSecond, r.inferImagesPerSecond,
+        Double(r.trainPeakBytes) / 1_073_741_824, Double(r.inferPeakBytes) / 1_073_741_824, r.trainFractionOfPeak)
+      if let baseline {
+        line += String(
+          format: "   %.2fx, %.2fx", r.trainImagesPerSecond / baseline.trainImagesPerSecond,
+          Double(r.trainPeakBytes) / Double(baseline.trainPeakBytes))
+      }
+      print(line)
+    }
+  }
+}
