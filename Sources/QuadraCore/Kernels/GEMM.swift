@@ -66,10 +66,19 @@ public enum GEMM {
     let columnBlocks = (n + nr - 1) / nr
     // About 0.25 M multiply-adds per chunk (~10 µs), so thread dispatch stays a small cost.
     let minimumWork = 1 << 18
-    // Split rows of C when there are enough row tiles to balance the threads; short and wide
-    // products (few rows) split columns instead. Each chunk runs the whole blocked algorithm on
-    // its slice, packing its own copy of the shared operand, so chunks share no mutable state.
-    if threads > 1 && (rowBlocks >= 4 * threads || rowBlocks >= columnBlocks) {
+    // Each chunk runs the whole blocked algorithm on its slice of C, packing its own copy of the
+    // operand it shares with the other chunks, so chunks share no mutable state. Splitting rows
+    // repacks op(B) in every chunk, splitting columns repacks op(A); pick the split whose slowest
+    // chunk (multiply-adds plus packing, a packed element costing about 8 multiply-adds) is cheaper.
+    let splitRows: Bool = {
+      let packCost = 8
+      let rowChunk = Swift.min(m, (rowBlocks + threads - 1) / threads * mr)
+      let rowCost = rowChunk * n * k + packCost * (k * n + rowChunk * k * ((n + ncMax - 1) / ncMax))
+      let columnChunk = Swift.min(n, (columnBlocks + threads - 1) / threads * nr)
+      let columnCost = m * columnChunk * k + packCost * (k * columnChunk + m * k * ((columnChunk + ncMax - 1) / ncMax))
+      return rowCost <= columnCost
+    }()
+    if threads > 1 && splitRows {
       let minimumChunk = Swift.max(1, minimumWork / (mr * n * k))
       Parallel.forRanges(rowBlocks, minimumChunk: minimumChunk) { blocks in
         let start = blocks.lowerBound * mr
@@ -270,11 +279,23 @@ public enum GEMM {
       } else {
         // Column p of op(A) is row p of A: mr contiguous floats.
         var source = a + ir
-        for p in 0..<k {
-          let destination = panel + p * mr
-          for i in 0..<rows { destination[i] = source[i] }
-          for i in rows..<mr { destination[i] = 0 }
-          source += lda
+        if rows == mr {
+          for p in 0..<k {
+            let from = UnsafeRawPointer(source)
+            let destination = UnsafeMutableRawPointer(panel + p * mr)
+            destination.storeBytes(of: from.loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
+            destination.storeBytes(
+              of: from.loadUnaligned(fromByteOffset: 16, as: SIMD2<Float>.self), toByteOffset: 16,
+              as: SIMD2<Float>.self)
+            source += lda
+          }
+        } else {
+          for p in 0..<k {
+            let destination = panel + p * mr
+            for i in 0..<rows { destination[i] = source[i] }
+            for i in rows..<mr { destination[i] = 0 }
+            source += lda
+          }
         }
       }
       panel += k * mr

@@ -34,7 +34,9 @@ public enum PeakFLOPS {
     var iterations = 0
     var sum: Float = 0
     repeat {
-      sum += fmaLoop(iterations: batch)
+      // Each call starts from a different value: identical calls to a function without side
+      // effects could otherwise be merged into one.
+      sum += fmaLoop(iterations: batch, start: Float(iterations / batch % 16) * 0.01)
       iterations += batch
       elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
     } while elapsed < seconds
@@ -44,13 +46,13 @@ public enum PeakFLOPS {
   }
 
   @inline(never)
-  private static func fmaLoop(iterations: Int) -> Float {
+  private static func fmaLoop(iterations: Int, start: Float) -> Float {
     typealias V = SIMD8<Float>
     let x = V(repeating: opaqueScale)
     let y = V(repeating: opaqueOffset)
-    var a0 = V(repeating: 0.0), a1 = V(repeating: 0.1), a2 = V(repeating: 0.2), a3 = V(repeating: 0.3)
-    var a4 = V(repeating: 0.4), a5 = V(repeating: 0.5), a6 = V(repeating: 0.6), a7 = V(repeating: 0.7)
-    var a8 = V(repeating: 0.8), a9 = V(repeating: 0.9), a10 = V(repeating: 1.0), a11 = V(repeating: 1.1)
+    let s = V(repeating: start)
+    var a0 = s, a1 = s + 0.1, a2 = s + 0.2, a3 = s + 0.3, a4 = s + 0.4, a5 = s + 0.5
+    var a6 = s + 0.6, a7 = s + 0.7, a8 = s + 0.8, a9 = s + 0.9, a10 = s + 1.0, a11 = s + 1.1
     // a ← y + x·a stays bounded (|x| < 1), so the values never overflow or go denormal.
     for _ in 0..<iterations {
       a0 = multiplyAdd(y, x, a0)
