@@ -25,8 +25,9 @@
 /// depthwise layer) also keeps a kernel row's weights in registers and loads each
 /// input column once for all outputs it reaches (20 loads per 49 FMAs); the 7-tap
 /// weight-gradient tile likewise slides a window of inputs through registers.
-/// A fused variant (several kernels over the same input, e.g. `dw_a(x) ⊙ dw_b(x)`)
-/// fits the general tile: one input load per tap feeds one accumulator set per kernel.
+/// Both tiles are written once, as ``accumulate(_:_:_:_:_:_:_:)`` on a ``Tile`` of
+/// accumulators, so fused kernels over the same rows (``QuadraticDepthwiseConvolution``:
+/// `dw_a(x) ⊙ dw_b(x) + dw_c(x)` and its backward) reuse them with their own epilogues.
 public enum DepthwiseConvolution {
   typealias Vector = SIMD8<Float>
   static let lanes = 8
