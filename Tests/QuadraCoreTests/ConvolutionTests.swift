@@ -111,7 +111,7 @@ enum ConvolutionReference {
 }
 
 /// Expects `actual` to match `expected` elementwise within `tolerance · (1 + |expected|)`.
-private func expectClose(
+func expectClose(
   _ actual: Tensor?, _ expected: [Double], tolerance: Double = 1e-4, _ label: String,
   sourceLocation: SourceLocation = #_sourceLocation
 ) {

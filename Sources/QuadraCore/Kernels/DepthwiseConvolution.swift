@@ -25,8 +25,9 @@
 /// depthwise layer) also keeps a kernel row's weights in registers and loads each
 /// input column once for all outputs it reaches (20 loads per 49 FMAs); the 7-tap
 /// weight-gradient tile likewise slides a window of inputs through registers.
-/// A fused variant (several kernels over the same input, e.g. `dw_a(x) ⊙ dw_b(x)`)
-/// fits the general tile: one input load per tap feeds one accumulator set per kernel.
+/// Both tiles are written once, as ``accumulate(_:_:_:_:_:_:_:)`` on a ``Tile`` of
+/// accumulators, so fused kernels over the same rows (``QuadraticDepthwiseConvolution``:
+/// `dw_a(x) ⊙ dw_b(x) + dw_c(x)` and its backward) reuse them with their own epilogues.
 public enum DepthwiseConvolution {
   typealias Vector = SIMD8<Float>
   static let lanes = 8
@@ -113,8 +114,16 @@ public enum DepthwiseConvolution {
       return Swift.max(1, Swift.min(Parallel.threadCount, rows / minimumRows))
     }
 
-    func chunkRows(_ chunk: Int) -> Range<Int> {
-      (rows * chunk / chunks)..<(rows * (chunk + 1) / chunks)
+    /// The kernel rows `kh` whose input row `h + kh − p` lies inside the image, for output row `h`.
+    func kernelRows(at h: Int) -> Range<Int> {
+      Swift.max(0, padding - h)..<Swift.min(kernelSize, height + padding - h)
+    }
+
+    func chunkRows(_ chunk: Int) -> Range<Int> { chunkRows(chunk, of: chunks) }
+
+    /// Output rows of chunk `chunk` when the rows are split into `count` contiguous chunks.
+    func chunkRows(_ chunk: Int, of count: Int) -> Range<Int> {
+      (rows * chunk / count)..<(rows * (chunk + 1) / count)
     }
   }
 
@@ -133,6 +142,12 @@ public enum DepthwiseConvolution {
     }
   }
 
+  /// Copies `bias` `[C]` (zeros when nil) into `blocks · 8` floats with zero lanes past `C`.
+  static func packBias(_ bias: UnsafePointer<Float>?, into packed: UnsafeMutablePointer<Float>, shape s: Shape) {
+    packed.initialize(repeating: 0, count: s.blocks * lanes)
+    if let bias { packed.update(from: bias, count: s.channels) }
+  }
+
   /// Copies the `count` floats of `source` into blocks of 8 lanes placed `blockStride` apart.
   @inline(__always)
   static func scatterToBlocks(
@@ -146,6 +161,17 @@ public enum DepthwiseConvolution {
     }
     let rest = target + block * blockStride
     for lane in 0..<(count - c) { rest[lane] = source[c + lane] }
+  }
+
+  /// Copies one NHWC row (`W` columns of `C` channels) into channel-blocked layout: column
+  /// `w` of channel block `b` goes to `target + b · blockStride + w · 8`.
+  @inline(__always)
+  static func scatterRow(
+    _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, shape s: Shape, blockStride: Int
+  ) {
+    for column in 0..<s.width {
+      scatterToBlocks(source + column * s.channels, count: s.channels, target + column * lanes, blockStride: blockStride)
+    }
   }
 
   /// The input rows one output row needs, as padded channel-blocked rows in a ring of `k` slots.
@@ -182,16 +208,13 @@ public enum DepthwiseConvolution {
         image = n
         nextRow = 0
       }
-      let khRange = Swift.max(0, p - h)..<Swift.min(k, H + p - h)
+      let khRange = s.kernelRows(at: h)
       nextRow = Swift.max(nextRow, h - p + khRange.lowerBound)
       while nextRow < h - p + khRange.upperBound {
         let slot = storage + (nextRow % k) * s.paddedRowCount
-        let source = input + (n * H + nextRow) * s.width * s.channels
-        for column in 0..<s.width {
-          scatterToBlocks(
-            source + column * s.channels, count: s.channels, slot + (column + p) * lanes,
-            blockStride: s.blockRowCount)
-        }
+        scatterRow(
+          input + (n * H + nextRow) * s.width * s.channels, into: slot + p * lanes, shape: s,
+          blockStride: s.blockRowCount)
         nextRow += 1
       }
       for kh in khRange {
@@ -228,8 +251,7 @@ public enum DepthwiseConvolution {
     let packedBias = packedWeight + s.packedWeightCount
     let rings = packedBias + biasCount
     packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
-    packedBias.initialize(repeating: 0, count: biasCount)
-    if let bias { packedBias.update(from: bias, count: s.channels) }
+    packBias(bias, into: packedBias, shape: s)
 
     Parallel.forEach(chunks) { chunk in
       withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
@@ -254,27 +276,33 @@ public enum DepthwiseConvolution {
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
     output: UnsafeMutablePointer<Float>, shape s: Shape
   ) {
-    let k = s.kernelSize, W = s.width, C = s.channels
+    let k = s.kernelSize, C = s.channels
     for block in 0..<s.blocks {
       let lanesUsed = Swift.min(lanes, C - block * lanes)
       let w = weight + block * k * k * lanes
       let b = load(bias + block * lanes)
       let x = block * s.blockRowCount
       let out = output + block * lanes
-      if k == 7 && W >= 7 {
-        forEachTile(width: W, tile: 7) { w0 in
-          forwardTile7(rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, lanesUsed)
-        }
-      } else {
-        let tile = W >= 8 ? 8 : W >= 4 ? 4 : 1
-        forEachTile(width: W, tile: tile) { w0 in
-          switch tile {
-          case 8: forwardTile(8, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
-          case 4: forwardTile(4, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
-          default: forwardTile(1, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
-          }
-        }
+      forEachColumnTile(s) { T, w0 in
+        forwardTile(T, rows, khRange, x + w0 * lanes, w, b, out + w0 * C, C, k, lanesUsed)
       }
+    }
+  }
+
+  /// Calls `body(T, firstColumn)` for the column tiles of one row: 7 wide for the 7×7
+  /// kernel (when `W ≥ 7`), otherwise 8, 4 or 1 wide. Each branch passes `T` as a literal,
+  /// so inlined tile code is specialized for it.
+  @inline(__always)
+  static func forEachColumnTile(_ s: Shape, _ body: (Int, Int) -> Void) {
+    let W = s.width
+    if s.kernelSize == 7 && W >= 7 {
+      forEachTile(width: W, tile: 7) { body(7, $0) }
+    } else if W >= 8 {
+      forEachTile(width: W, tile: 8) { body(8, $0) }
+    } else if W >= 4 {
+      forEachTile(width: W, tile: 4) { body(4, $0) }
+    } else {
+      forEachTile(width: W, tile: 1) { body(1, $0) }
     }
   }
 
@@ -304,7 +332,101 @@ public enum DepthwiseConvolution {
     _ weight: UnsafePointer<Float>, _ bias: Vector, _ output: UnsafeMutablePointer<Float>,
     _ C: Int, _ k: Int, _ lanesUsed: Int
   ) {
-    var a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias
+    var tile = Tile(repeating: bias)
+    accumulate(T, &tile, rows, khRange, x, weight, k)
+    tile.store(T, output, stride: C, lanes: lanesUsed)
+  }
+
+  // MARK: Register tiles
+
+  /// Accumulators for up to 8 output columns × 8 channels of one channel block.
+  ///
+  /// Named fields (not an array) so that, once the tile functions are inlined with a
+  /// constant column count `T`, the used fields live in ymm registers and the others vanish.
+  struct Tile {
+    var v0, v1, v2, v3, v4, v5, v6, v7: Vector
+
+    @inline(__always) init(repeating value: Vector) {
+      (v0, v1, v2, v3, v4, v5, v6, v7) = (value, value, value, value, value, value, value, value)
+    }
+
+    /// Loads `T` columns of a channel-blocked row (vectors 8 floats apart).
+    @inline(__always) init(_ T: Int, loading p: UnsafePointer<Float>) {
+      self.init(repeating: .zero)
+      v0 = load(p)
+      if T > 1 { v1 = load(p + 8); v2 = load(p + 16); v3 = load(p + 24) }
+      if T > 4 { v4 = load(p + 32); v5 = load(p + 40); v6 = load(p + 48) }
+      if T > 7 { v7 = load(p + 56) }
+    }
+
+    /// Stores the first `T` columns `stride` floats apart, `lanes` lanes each (NHWC output).
+    @inline(__always) func store(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int, lanes count: Int) {
+      DepthwiseConvolution.store(v0, p, lanes: count)
+      if T > 1 {
+        DepthwiseConvolution.store(v1, p + stride, lanes: count)
+        DepthwiseConvolution.store(v2, p + 2 * stride, lanes: count)
+        DepthwiseConvolution.store(v3, p + 3 * stride, lanes: count)
+      }
+      if T > 4 {
+        DepthwiseConvolution.store(v4, p + 4 * stride, lanes: count)
+        DepthwiseConvolution.store(v5, p + 5 * stride, lanes: count)
+        DepthwiseConvolution.store(v6, p + 6 * stride, lanes: count)
+      }
+      if T > 7 { DepthwiseConvolution.store(v7, p + 7 * stride, lanes: count) }
+    }
+
+    /// Stores the first `T` columns into a channel-blocked row (full vectors 8 floats apart).
+    @inline(__always) func store(_ T: Int, blocked p: UnsafeMutablePointer<Float>) {
+      DepthwiseConvolution.store(v0, p)
+      if T > 1 {
+        DepthwiseConvolution.store(v1, p + 8)
+        DepthwiseConvolution.store(v2, p + 16)
+        DepthwiseConvolution.store(v3, p + 24)
+      }
+      if T > 4 {
+        DepthwiseConvolution.store(v4, p + 32)
+        DepthwiseConvolution.store(v5, p + 40)
+        DepthwiseConvolution.store(v6, p + 48)
+      }
+      if T > 7 { DepthwiseConvolution.store(v7, p + 56) }
+    }
+
+    /// `a ⊙ b + c`, column by column.
+    @inline(__always) static func multiplyAdd(_ a: Tile, _ b: Tile, _ c: Tile) -> Tile {
+      var r = c
+      r.v0 = DepthwiseConvolution.multiplyAdd(c.v0, a.v0, b.v0)
+      r.v1 = DepthwiseConvolution.multiplyAdd(c.v1, a.v1, b.v1)
+      r.v2 = DepthwiseConvolution.multiplyAdd(c.v2, a.v2, b.v2)
+      r.v3 = DepthwiseConvolution.multiplyAdd(c.v3, a.v3, b.v3)
+      r.v4 = DepthwiseConvolution.multiplyAdd(c.v4, a.v4, b.v4)
+      r.v5 = DepthwiseConvolution.multiplyAdd(c.v5, a.v5, b.v5)
+      r.v6 = DepthwiseConvolution.multiplyAdd(c.v6, a.v6, b.v6)
+      r.v7 = DepthwiseConvolution.multiplyAdd(c.v7, a.v7, b.v7)
+      return r
+    }
+
+    /// `a ⊙ b`, column by column.
+    @inline(__always) static func * (a: Tile, b: Tile) -> Tile {
+      multiplyAdd(a, b, Tile(repeating: .zero))
+    }
+  }
+
+  /// Adds the convolution of `T` output columns (1, 4, 7 or 8; 7 only with `k = 7`) of one
+  /// channel block to `tile`: `tile[t] += Σ_{kh ∈ khRange, j < k} rows[kh][x + (t + j) · 8] · weight[kh][j]`.
+  ///
+  /// Every tile function (plain, fused quadratic, and the input gradients) is built from this,
+  /// so the inner loops exist once.
+  @inline(__always)
+  static func accumulate(
+    _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+    _ weight: UnsafePointer<Float>, _ k: Int
+  ) {
+    if T == 7 {
+      accumulate7(&tile, rows, khRange, x, weight)
+      return
+    }
+    var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3
+    var a4 = tile.v4, a5 = tile.v5, a6 = tile.v6, a7 = tile.v7
     for kh in khRange {
       var xp = rows[kh] + x
       var wp = weight + kh &* k &* lanes
@@ -326,21 +448,10 @@ public enum DepthwiseConvolution {
         wp += lanes
       }
     }
-    store(a0, output, lanes: lanesUsed)
-    if T > 1 {
-      store(a1, output + C, lanes: lanesUsed)
-      store(a2, output + 2 * C, lanes: lanesUsed)
-      store(a3, output + 3 * C, lanes: lanesUsed)
-    }
-    if T > 4 {
-      store(a4, output + 4 * C, lanes: lanesUsed)
-      store(a5, output + 5 * C, lanes: lanesUsed)
-      store(a6, output + 6 * C, lanes: lanesUsed)
-      store(a7, output + 7 * C, lanes: lanesUsed)
-    }
+    (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6, tile.v7) = (a0, a1, a2, a3, a4, a5, a6, a7)
   }
 
-  /// The 7×7 kernel (every model's depthwise layer): 7 output columns of one channel block.
+  /// ``accumulate(_:_:_:_:_:_:_:)`` for the 7×7 kernel and 7 output columns.
   ///
   /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input
   /// columns the tile reads is loaded once and multiplied into every output it reaches
@@ -348,12 +459,11 @@ public enum DepthwiseConvolution {
   /// of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators + 7 weights
   /// + 1 input use 15 of the 16 ymm registers.
   @inline(__always)
-  static func forwardTile7(
-    _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
-    _ weight: UnsafePointer<Float>, _ bias: Vector, _ output: UnsafeMutablePointer<Float>,
-    _ C: Int, _ lanesUsed: Int
+  static func accumulate7(
+    _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+    _ weight: UnsafePointer<Float>
   ) {
-    var a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias
+    var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3, a4 = tile.v4, a5 = tile.v5, a6 = tile.v6
     for kh in khRange {
       let xp = rows[kh] + x, wp = weight + kh &* 56
       let w0 = load(wp), w1 = load(wp + 8), w2 = load(wp + 16), w3 = load(wp + 24)
@@ -378,13 +488,7 @@ public enum DepthwiseConvolution {
       v = load(xp + 88); madd(&a5, v, w6); madd(&a6, v, w5)
       v = load(xp + 96); madd(&a6, v, w6)
     }
-    store(a0, output, lanes: lanesUsed)
-    store(a1, output + C, lanes: lanesUsed)
-    store(a2, output + 2 * C, lanes: lanesUsed)
-    store(a3, output + 3 * C, lanes: lanesUsed)
-    store(a4, output + 4 * C, lanes: lanesUsed)
-    store(a5, output + 5 * C, lanes: lanesUsed)
-    store(a6, output + 6 * C, lanes: lanesUsed)
+    (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6) = (a0, a1, a2, a3, a4, a5, a6)
   }
 
   // MARK: Backward
@@ -421,7 +525,7 @@ public enum DepthwiseConvolution {
     let chunks = s.chunks
     let ringCount = k * s.paddedRowCount
     let gradientRowCount = s.blocks * s.width * lanes
-    let partialCount = s.packedWeightCount + s.blocks * lanes
+    let partialCount = Self.partialCount(s)
     let perChunk = ringCount + gradientRowCount + partialCount
     let scratch = Tensor(uninitializedShape: [chunks * perChunk])
     let scratchBase = scratch.buffer.pointer
@@ -439,21 +543,35 @@ public enum DepthwiseConvolution {
         var ring = PaddedRowRing(input: input, shape: s, storage: ringStorage, rows: rows)
         for row in s.chunkRows(chunk) {
           let khRange = ring.prepare(row: row)
-          let dy = outputGradient + row * s.width * C
-          for column in 0..<s.width {
-            scatterToBlocks(dy + column * C, count: C, gradientRow + column * lanes, blockStride: s.width * lanes)
-          }
+          scatterRow(outputGradient + row * s.width * C, into: gradientRow, shape: s, blockStride: s.width * lanes)
           weightRow(
-            rows: UnsafePointer(rows), khRange: khRange, outputGradient: gradientRow, partial: partial,
-            shape: s, hasBias: hasBias)
+            rows: UnsafePointer(rows), khRange: khRange, outputGradient: gradientRow,
+            gradientBlockStride: s.width * lanes, partial: partial, shape: s, hasBias: hasBias)
         }
       }
     }
 
-    // Fixed-order reduction of the per-thread partials, then unpacking to [k, k, C] and [C].
-    let total = scratchBase + perChunk - partialCount
-    for chunk in 1..<chunks {
-      addInPlace(total, scratchBase + (chunk + 1) * perChunk - partialCount, count: partialCount)
+    reducePartials(
+      first: scratchBase + perChunk - partialCount, stride: perChunk, chunks: chunks, shape: s,
+      weightGradient: weightGradient, biasGradient: biasGradient)
+    withExtendedLifetime(scratch) {}
+  }
+
+  /// Floats of one thread's packed weight-gradient partial: `[blocks][k][k][8]` then `[blocks][8]` (bias).
+  static func partialCount(_ s: Shape) -> Int { s.packedWeightCount + s.blocks * lanes }
+
+  /// Adds up the per-thread packed partials in a fixed order (chunk 0 first, so the result
+  /// does not depend on timing) into the first one, then unpacks it to `[k, k, C]` and `[C]`.
+  ///
+  /// - Parameters:
+  ///   - first: chunk 0's partial; chunk `i`'s is at `first + i · stride`.
+  static func reducePartials(
+    first total: UnsafeMutablePointer<Float>, stride: Int, chunks: Int, shape s: Shape,
+    weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?
+  ) {
+    let k = s.kernelSize, C = s.channels
+    for chunk in 1..<Swift.max(chunks, 1) {
+      addInPlace(total, total + chunk * stride, count: partialCount(s))
     }
     for tap in 0..<(k * k) {
       for c in 0..<C {
@@ -461,20 +579,23 @@ public enum DepthwiseConvolution {
       }
     }
     biasGradient?.update(from: total + s.packedWeightCount, count: C)
-    withExtendedLifetime(scratch) {}
   }
 
   /// Adds one output row's contribution to the packed partials. For each channel block
   /// and kernel row, up to 8 kernel columns are accumulated in registers over the whole
   /// row; one `dy` load serves all of them (`taps + 1` loads per `taps` FMAs).
+  ///
+  /// - Parameters:
+  ///   - outputGradient: the row's `∂L/∂y`, channel-blocked: column `w` of block `b` at
+  ///     `dy + b · gradientBlockStride + w · 8`.
   @inline(__always)
   static func weightRow(
     rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
-    partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool
+    gradientBlockStride: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool
   ) {
     let k = s.kernelSize, W = s.width
     for block in 0..<s.blocks {
-      let g = dy + block * W * lanes
+      let g = dy + block * gradientBlockStride
       if hasBias {
         let biasPartial = partial + s.packedWeightCount + block * lanes
         var sum = Vector.zero

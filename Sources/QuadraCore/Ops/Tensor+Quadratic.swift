@@ -1,0 +1,256 @@
+// Quadratic neurons: y = f_a(x) ⊙ f_b(x) + f_c(x) for three affine maps f_a, f_b, f_c of the
+// same input (depthwise convolutions, linear maps or dense convolutions). The backward passes
+// take only x (and the parameters): they recompute f_a(x) and f_b(x) instead of keeping them,
+// so training holds one copy of the activation per quadratic layer instead of five.
+
+/// Three tensors, one per factor `(a, b, c)` of a quadratic neuron.
+typealias TensorTriple = (Tensor, Tensor, Tensor)
+
+extension Tensor {
+  // MARK: Depthwise
+
+  /// Quadratic depthwise convolution (QuadraNet's token mixer), stride 1, "same" zero padding:
+  ///
+  ///     y = (W_a ∗ x + b_a) ⊙ (W_b ∗ x + b_b) + (W_c ∗ x + b_c)
+  ///
+  /// computed by one fused kernel that writes only `y` (see ``QuadraticDepthwiseConvolution``).
+  ///
+  /// - Parameters:
+  ///   - weights: `(W_a, W_b, W_c)`, each `[k, k, C]`, `k` odd.
+  ///   - biases: `(b_a, b_b, b_c)`, each `[C]`, or nil.
+  /// - Returns: `[N, H, W, C]`, the shape of `self`.
+  public func quadraticDepthwiseConv2D(weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) -> Tensor {
+    let (n, h, w, c, k) = Tensor.checkQuadraticDepthwise(input: shape, weights: weights, biases: biases)
+    let output = Tensor(uninitializedShape: shape)
+    QuadraticDepthwiseConvolution.forward(
+      input: buffer.pointer, weights: pointers(weights), biases: biases.map(pointers), output: output.buffer.pointer,
+      batch: n, height: h, width: w, channels: c, kernelSize: k)
+    withExtendedLifetime((weights, biases)) {}
+    return output
+  }
+
+  /// Gradients of ``quadraticDepthwiseConv2D(weights:biases:)`` given `outputGradient = ∂L/∂y`,
+  /// from the input alone: `a = W_a ∗ x + b_a` and `b = W_b ∗ x + b_b` are recomputed tile by
+  /// tile, and with `g_a = ∂L/∂y ⊙ b`, `g_b = ∂L/∂y ⊙ a`, `g_c = ∂L/∂y`
+  ///
+  /// - `∂L/∂x = Σ_i g_i ⋆ flip(W_i)` (nil unless `needsInputGradient`),
+  /// - `∂L/∂W_i[kh, kw, c] = Σ_{n,h,w} x[n, h + kh − p, w + kw − p, c] · g_i[n, h, w, c]`,
+  /// - `∂L/∂b_i = Σ_{n,h,w} g_i` (when `biases` is given).
+  public static func quadraticDepthwiseConv2DBackward(
+    input: Tensor, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor,
+    needsInputGradient: Bool = true
+  ) -> (input: Tensor?, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) {
+    let (n, h, w, c, k) = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases)
+    precondition(
+      outputGradient.shape == input.shape,
+      "quadraticDepthwiseConv2D backward: output gradient \(outputGradient.shape) differs from output shape \(input.shape)"
+    )
+    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
+    let weightGradients = uninitializedTriple(weights.0.shape)
+    let biasGradients = biases.map { _ in uninitializedTriple([c]) }
+    QuadraticDepthwiseConvolution.backward(
+      input: input.buffer.pointer, weights: pointers(weights), biases: biases.map(pointers),
+      outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient?.buffer.pointer,
+      weightGradients: mutablePointers(weightGradients), biasGradients: biasGradients.map(mutablePointers),
+      batch: n, height: h, width: w, channels: c, kernelSize: k)
+    withExtendedLifetime((weights, biases)) {}
+    return (inputGradient, weightGradients, biasGradients)
+  }
+
+  static func checkQuadraticDepthwise(
+    input: [Int], weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?
+  ) -> (batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int) {
+    let shapes = "input \(input), weights \([weights.0.shape, weights.1.shape, weights.2.shape])"
+      + (biases.map { ", biases \([$0.0.shape, $0.1.shape, $0.2.shape])" } ?? "")
+    precondition(
+      weights.0.shape == weights.1.shape && weights.0.shape == weights.2.shape,
+      "quadraticDepthwiseConv2D: the three weights differ in shape; \(shapes)")
+    if let biases {
+      precondition(
+        biases.0.shape == [input.last ?? 0] && biases.1.shape == biases.0.shape && biases.2.shape == biases.0.shape,
+        "quadraticDepthwiseConv2D: biases must be [C]; \(shapes)")
+    }
+    precondition(
+      input.count == 4 && weights.0.rank == 3 && weights.0.shape[0] == weights.0.shape[1]
+        && weights.0.shape[0] % 2 == 1 && weights.0.shape[2] == input[3] && input[1] > 0 && input[2] > 0
+        && input[3] > 0,
+      "quadraticDepthwiseConv2D: expected input [N, H, W, C] and weights [k, k, C] with k odd; \(shapes)")
+    return (input[0], input[1], input[2], input[3], weights.0.shape[0])
+  }
+
+  // MARK: Linear
+
+  /// Quadratic linear map over the last axis (QuadraLib's `QuadraFC`):
+  ///
+  ///     y = (x W_aᵀ + b_a) ⊙ (x W_bᵀ + b_b) + x W_cᵀ + b_c
+  ///
+  /// The three maps are one GEMM with the weights stacked as `[3·out, in]` (and the biases
+  /// added in its epilogue), followed by one elementwise pass.
+  ///
+  /// - Parameters:
+  ///   - weights: `(W_a, W_b, W_c)`, each `[out, in]`.
+  ///   - biases: `(b_a, b_b, b_c)`, each `[out]`, or nil.
+  /// - Returns: `[..., out]` for `self` `[..., in]`.
+  public func quadraticLinear(weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) -> Tensor {
+    let outputs = Tensor.checkQuadratic(weights: weights, biases: biases, op: "quadraticLinear")
+    let projections = linear(weight: stacked(weights), bias: biases.map(stacked))
+    return Tensor.quadraticCombination(projections, outputs: outputs)
+  }
+
+  /// Gradients of ``quadraticLinear(weights:biases:)`` from the input alone: the stacked GEMM
+  /// recomputes `[a | b | c]`, which is overwritten in place by `G = [∂L/∂y ⊙ b | ∂L/∂y ⊙ a | ∂L/∂y]`;
+  /// then ``linearBackward(input:weight:outputGradient:needsInputGradient:hasBias:)`` on the stacked
+  /// weights gives `∂L/∂x = G · W` and `∂L/∂W = Gᵀ · x` (two GEMMs for all three maps).
+  public static func quadraticLinearBackward(
+    input: Tensor, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor,
+    needsInputGradient: Bool = true
+  ) -> (input: Tensor?, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) {
+    let outputs = checkQuadratic(weights: weights, biases: biases, op: "quadraticLinear backward")
+    let stackedWeight = stacked(weights)
+    let projections = input.linear(weight: stackedWeight, bias: biases.map(stacked))
+    precondition(
+      outputGradient.shape == Array(projections.shape.dropLast()) + [outputs],
+      "quadraticLinear backward: output gradient \(outputGradient.shape) does not match input \(input.shape) and weights \(weights.0.shape)"
+    )
+    quadraticGradients(overwriting: projections, outputGradient: outputGradient)
+    let gradients = linearBackward(
+      input: input, weight: stackedWeight, outputGradient: projections, needsInputGradient: needsInputGradient,
+      hasBias: biases != nil)
+    return (gradients.input, gradients.weight.unstacked(), gradients.bias?.unstacked())
+  }
+
+  // MARK: Dense convolution
+
+  /// Quadratic dense 2-D convolution with zero padding (the authors' `QuadraConv` without
+  /// normalization and activation):
+  ///
+  ///     y = (W_a ∗ x + b_a) ⊙ (W_b ∗ x + b_b) + (W_c ∗ x + b_c)
+  ///
+  /// One ``conv2D(weight:bias:stride:padding:)`` with the weights stacked along the output
+  /// channels (`[3·O, kh, kw, I]`), so the patches are gathered once, then one elementwise pass.
+  ///
+  /// - Parameters:
+  ///   - weights: `(W_a, W_b, W_c)`, each `[O, kh, kw, I]`.
+  ///   - biases: `(b_a, b_b, b_c)`, each `[O]`, or nil.
+  public func quadraticConv2D(
+    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0)
+  ) -> Tensor {
+    let outputs = Tensor.checkQuadratic(weights: weights, biases: biases, op: "quadraticConv2D")
+    let projections = conv2D(weight: stacked(weights), bias: biases.map(stacked), stride: stride, padding: padding)
+    return Tensor.quadraticCombination(projections, outputs: outputs)
+  }
+
+  /// Gradients of ``quadraticConv2D(weights:biases:stride:padding:)`` from the input alone, as
+  /// ``quadraticLinearBackward(input:weights:biases:outputGradient:needsInputGradient:)`` with the
+  /// stacked convolution in place of the stacked GEMM.
+  public static func quadraticConv2DBackward(
+    input: Tensor, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor,
+    stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), needsInputGradient: Bool = true
+  ) -> (input: Tensor?, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) {
+    let outputs = checkQuadratic(weights: weights, biases: biases, op: "quadraticConv2D backward")
+    let stackedWeight = stacked(weights)
+    let projections = input.conv2D(weight: stackedWeight, bias: biases.map(stacked), stride: stride, padding: padding)
+    precondition(
+      outputGradient.shape == Array(projections.shape.dropLast()) + [outputs],
+      "quadraticConv2D backward: output gradient \(outputGradient.shape) does not match the output shape \(Array(projections.shape.dropLast()) + [outputs])"
+    )
+    quadraticGradients(overwriting: projections, outputGradient: outputGradient)
+    let gradients = conv2DBackward(
+      input: input, weight: stackedWeight, outputGradient: projections, stride: stride, padding: padding,
+      needsInputGradient: needsInputGradient, hasBias: biases != nil)
+    return (gradients.input, gradients.weight.unstacked(), gradients.bias?.unstacked())
+  }
+
+  // MARK: Shared pieces
+
+  /// Checks that the three weights (and biases) agree; returns the output features per factor.
+  static func checkQuadratic(weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, op: String) -> Int {
+    let shapes = "weights \([weights.0.shape, weights.1.shape, weights.2.shape])"
+      + (biases.map { ", biases \([$0.0.shape, $0.1.shape, $0.2.shape])" } ?? "")
+    precondition(
+      weights.0.rank >= 2 && weights.0.shape == weights.1.shape && weights.0.shape == weights.2.shape,
+      "\(op): the three weights must have one shape; \(shapes)")
+    if let biases {
+      precondition(
+        biases.0.shape == [weights.0.shape[0]] && biases.1.shape == biases.0.shape && biases.2.shape == biases.0.shape,
+        "\(op): biases must be [out]; \(shapes)")
+    }
+    return weights.0.shape[0]
+  }
+
+  /// `y[r, j] = z[r, j] · z[r, F + j] + z[r, 2F + j]` for `z` `[..., 3F]`, giving `[..., F]`.
+  static func quadraticCombination(_ z: Tensor, outputs F: Int) -> Tensor {
+    let result = Tensor(uninitializedShape: Array(z.shape.dropLast()) + [F])
+    let rows = F == 0 ? 0 : z.count / (3 * F)
+    let source = z.buffer.pointer, target = result.buffer.pointer
+    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(F, 1))) { range in
+      for row in range {
+        let a = UnsafePointer(source + row * 3 * F), b = a + F, c = b + F, y = target + row * F
+        var j = 0
+        while j + 8 <= F {
+          ElementwiseKernels.store(
+            ElementwiseKernels.load(c + j).addingProduct(ElementwiseKernels.load(a + j), ElementwiseKernels.load(b + j)),
+            y + j)
+          j += 8
+        }
+        while j < F {
+          y[j] = a[j] * b[j] + c[j]
+          j += 1
+        }
+      }
+    }
+    return result
+  }
+
+  /// Overwrites `z = [a | b | c]` (`[..., 3F]`) with `[dy ⊙ b | dy ⊙ a | dy]` for `dy` `[..., F]`:
+  /// the gradients of the three affine maps. `z` must be a fresh tensor (it is written through).
+  static func quadraticGradients(overwriting z: Tensor, outputGradient dy: Tensor) {
+    let F = dy.shape.last ?? 0
+    let rows = F == 0 ? 0 : dy.count / F
+    let target = z.buffer.pointer, gradient = dy.buffer.pointer
+    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(F, 1))) { range in
+      for row in range {
+        let a = target + row * 3 * F, b = a + F, c = b + F, g = UnsafePointer(gradient + row * F)
+        var j = 0
+        while j + 8 <= F {
+          let gv = ElementwiseKernels.load(g + j)
+          let av = ElementwiseKernels.load(a + j), bv = ElementwiseKernels.load(b + j)
+          ElementwiseKernels.store(gv * bv, a + j)
+          ElementwiseKernels.store(gv * av, b + j)
+          ElementwiseKernels.store(gv, c + j)
+          j += 8
+        }
+        while j < F {
+          let av = a[j]
+          a[j] = g[j] * b[j]
+          b[j] = g[j] * av
+          c[j] = g[j]
+          j += 1
+        }
+      }
+    }
+  }
+
+  /// Splits a tensor stacked along axis 0 into its three equal parts.
+  func unstacked() -> TensorTriple {
+    let parts = split(sizes: [shape[0] / 3, shape[0] / 3, shape[0] / 3], axis: 0)
+    return (parts[0], parts[1], parts[2])
+  }
+}
+
+// Tuples cannot be extended, so the helpers on triples are free functions.
+
+private func uninitializedTriple(_ shape: [Int]) -> TensorTriple {
+  (Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape))
+}
+
+/// The three tensors concatenated along axis 0 (weights `[3·out, ...]`, biases `[3·out]`).
+private func stacked(_ triple: TensorTriple) -> Tensor { Tensor.concat([triple.0, triple.1, triple.2], axis: 0) }
+
+private func pointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.Pointers {
+  (UnsafePointer(triple.0.buffer.pointer), UnsafePointer(triple.1.buffer.pointer), UnsafePointer(triple.2.buffer.pointer))
+}
+
+private func mutablePointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.MutablePointers {
+  (triple.0.buffer.pointer, triple.1.buffer.pointer, triple.2.buffer.pointer)
+}

@@ -1,0 +1,82 @@
+import Testing
+
+@testable import QuadraModels
+
+/// The three quadratic layers against the composition of their children,
+/// `child1(x) * child2(x) + child3(x)`: same outputs and same gradients for the input and every
+/// parameter, and PyTorch-style parameter names.
+@Suite struct QuadraticLayerTests {
+  /// Output and gradients (input first, then parameters in `namedParameters()` order) of `forward`.
+  func run(_ module: Module, _ input: Tensor, seed: Tensor? = nil, _ forward: (Variable) -> Variable) -> [Tensor] {
+    module.zeroGradients()
+    let x = Variable(input, requiresGrad: true)
+    let y = forward(x)
+    y.backward(seed ?? Tensor(shape: y.shape, repeating: 1))
+    return [y.value, x.grad!] + module.namedParameters().map { $0.parameter.variable.grad! }
+  }
+
+  func randomize(_ module: Module, seed: UInt64) {
+    var generator = RandomGenerator(seed: seed)
+    for (_, parameter) in module.namedParameters() {
+      parameter.variable.update(Tensor.normal(shape: parameter.variable.shape, std: 0.3, using: &generator))
+    }
+  }
+
+  func expectSame(_ a: [Tensor], _ b: [Tensor], _ label: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(a.count == b.count, "\(label): count", sourceLocation: sourceLocation)
+    for (i, (x, y)) in zip(a, b).enumerated() {
+      #expect(x.shape == y.shape, "\(label) #\(i) shape", sourceLocation: sourceLocation)
+      let scale = 1 + y.maxAbs()
+      let error = x.shape == y.shape ? x.subtracting(y).maxAbs() / scale : .infinity
+      #expect(error < 1e-4, "\(label) #\(i): relative error \(error)", sourceLocation: sourceLocation)
+    }
+  }
+
+  @Test func depthwiseFusedMatchesComposition() {
+    var generator = RandomGenerator(seed: 51)
+    let layer = QuadraticDepthwiseConv2d(channels: 12, kernelSize: 7, generator: &generator)
+    randomize(layer, seed: 52)
+    let x = Tensor.normal(shape: [2, 9, 8, 12], using: &generator)
+    let dy = Tensor.normal(shape: x.shape, using: &generator)
+    #expect(layer.usesFusedKernel)
+    let fused = run(layer, x, seed: dy) { layer($0) }
+    layer.usesFusedKernel = false
+    let unfused = run(layer, x, seed: dy) { layer($0) }
+    expectSame(fused, unfused, "depthwise")
+    #expect(
+      layer.namedParameters().map(\.name) == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+      ])
+  }
+
+  @Test func linearMatchesComposition() {
+    var generator = RandomGenerator(seed: 53)
+    let layer = QuadraticLinear(inputSize: 10, outputSize: 7, generator: &generator)
+    randomize(layer, seed: 54)
+    let x = Tensor.normal(shape: [3, 5, 10], using: &generator)
+    let dy = Tensor.normal(shape: [3, 5, 7], using: &generator)
+    let fused = run(layer, x, seed: dy) { layer($0) }
+    let composed = run(layer, x, seed: dy) { layer.linear1($0) * layer.linear2($0) + layer.linear3($0) }
+    expectSame(fused, composed, "linear")
+    #expect(layer.namedParameters().map(\.name).first == "linear1.weight")
+    #expect(layer.parameterCount == 3 * (7 * 10 + 7))
+
+    let noBias = QuadraticLinear(inputSize: 10, outputSize: 7, bias: false, generator: &generator)
+    expectSame(
+      run(noBias, x) { noBias($0) }, run(noBias, x) { noBias.linear1($0) * noBias.linear2($0) + noBias.linear3($0) },
+      "linear without bias")
+  }
+
+  @Test func denseConvolutionMatchesComposition() {
+    var generator = RandomGenerator(seed: 55)
+    let layer = QuadraticConv2d(
+      inputChannels: 3, outputChannels: 5, kernelSize: 3, stride: 2, padding: 1, generator: &generator)
+    randomize(layer, seed: 56)
+    let x = Tensor.normal(shape: [2, 9, 7, 3], using: &generator)
+    let fused = run(layer, x) { layer($0) }
+    let composed = run(layer, x) { layer.conv1($0) * layer.conv2($0) + layer.conv3($0) }
+    #expect(fused[0].shape == [2, 5, 4, 5])
+    expectSame(fused, composed, "dense")
+    #expect(layer.namedParameters().map(\.name).last == "conv3.bias")
+  }
+}
