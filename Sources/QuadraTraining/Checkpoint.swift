@@ -18,6 +18,8 @@ public enum CheckpointError: Error, CustomStringConvertible, LocalizedError {
   case configMismatch(path: String, saved: String, requested: String, differences: [String])
   /// The weights carry no model config (e.g. a PyTorch state dict) and no model was named.
   case missingConfig(path: String)
+  /// The file is missing or not a valid safetensors file.
+  case unreadable(path: String, reason: String)
   /// A metadata entry is missing or malformed.
   case invalidMetadata(path: String, key: String, reason: String)
   /// `--resume` points at weights without a training-state file next to them.
@@ -53,6 +55,8 @@ public enum CheckpointError: Error, CustomStringConvertible, LocalizedError {
         + differences.joined(separator: "; ")
     case .missingConfig(let path):
       return "\(path): the file has no model config in its metadata (a plain PyTorch state dict?); name the model with --model"
+    case .unreadable(let path, let reason):
+      return "\(path): \(reason)"
     case .invalidMetadata(let path, let key, let reason):
       return "\(path): metadata '\(key)': \(reason)"
     case .missingTrainingState(let path):
@@ -148,10 +152,7 @@ public struct WeightsCheckpoint {
   /// Reads a weights file (or `model.safetensors` inside a directory).
   public static func read(from path: URL) throws -> WeightsCheckpoint {
     let url = CheckpointFiles.weightsURL(for: path)
-    guard FileManager.default.fileExists(atPath: url.path) else {
-      throw SafetensorsError.unreadable(path: url.path, reason: "no such file")
-    }
-    let file = try Safetensors.read(contentsOf: url)
+    let file = try readSafetensors(url)
     let metadata = file.metadata
     var checkpoint = WeightsCheckpoint(tensors: file.tensors, path: url.path)
     let decoder = JSONDecoder()
@@ -267,6 +268,19 @@ public struct WeightsCheckpoint {
   }
 }
 
+/// Reads a safetensors file; errors name the file.
+func readSafetensors(_ url: URL) throws -> SafetensorsFile {
+  guard FileManager.default.fileExists(atPath: url.path) else {
+    throw CheckpointError.unreadable(path: url.path, reason: "no such file")
+  }
+  do {
+    return try Safetensors.read(contentsOf: url)
+  } catch let error as SafetensorsError {
+    if case .unreadable = error { throw error }
+    throw CheckpointError.unreadable(path: url.path, reason: error.description)
+  }
+}
+
 extension ModelConfig {
   /// Human-readable differences between two configs (empty when equal).
   public static func differences(_ saved: ModelConfig, _ requested: ModelConfig) -> [String] {
@@ -280,7 +294,14 @@ extension ModelConfig {
     compare("stemPatchSize", saved.stemPatchSize, requested.stemPatchSize)
     compare("depths", saved.depths, requested.depths)
     compare("widths", saved.widths, requested.widths)
-    compare("mixers", saved.mixers, requested.mixers)
+    func short(_ mixer: TokenMixer) -> String {
+      switch mixer {
+      case .quadratic(let k): return "quadratic(\(k))"
+      case .depthwise(let k): return "depthwise(\(k))"
+      case .gnConv(let order, let scale): return "gnConv(order \(order), scale \(scale))"
+      }
+    }
+    compare("mixers", saved.mixers.map(short), requested.mixers.map(short))
     compare("mlpRatio", saved.mlpRatio, requested.mlpRatio)
     compare("layerScaleInit", saved.layerScaleInit, requested.layerScaleInit)
     compare("dropPathRate", saved.dropPathRate, requested.dropPathRate)

@@ -234,7 +234,7 @@ public struct TrainingCheckpoint {
     guard FileManager.default.fileExists(atPath: stateURL.path) else {
       throw CheckpointError.missingTrainingState(path: weightsURL.path)
     }
-    let file = try Safetensors.read(contentsOf: stateURL)
+    let file = try readSafetensors(stateURL)
     guard let json = file.metadata[CheckpointFiles.Key.trainingState] else {
       throw CheckpointError.invalidMetadata(path: stateURL.path, key: CheckpointFiles.Key.trainingState, reason: "missing")
     }
