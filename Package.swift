@@ -26,6 +26,7 @@ let package = Package(
     .library(name: "QuadraModels", targets: ["QuadraModels"]),
     .library(name: "QuadraData", targets: ["QuadraData"]),
     .library(name: "QuadraIO", targets: ["QuadraIO"]),
+    .library(name: "QuadraTraining", targets: ["QuadraTraining"]),
     .executable(name: "quadranet", targets: ["quadranet"]),
   ],
   dependencies: [
@@ -48,6 +49,9 @@ let package = Package(
       resources: [.copy("Resources")], swiftSettings: cpuSettings),
     // Safetensors checkpoints, JSON/JSONL results and SVG plots.
     .target(name: "QuadraIO", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
+    // Training and evaluation loops, PyTorch-compatible checkpoints, run outputs (metrics, summary, curves).
+    .target(
+      name: "QuadraTraining", dependencies: ["QuadraModels", "QuadraData", "QuadraIO"], swiftSettings: cpuSettings),
     // Kernel and model benchmarks (a library so tests can exercise them).
     .target(
       name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
@@ -55,7 +59,7 @@ let package = Package(
     .executableTarget(
       name: "quadranet",
       dependencies: [
-        "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench",
+        "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: cpuSettings),
@@ -64,5 +68,6 @@ let package = Package(
     .testTarget(name: "QuadraModelsTests", dependencies: ["QuadraModels"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
   ]
 )

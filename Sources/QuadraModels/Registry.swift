@@ -22,9 +22,18 @@ public enum ModelRegistry {
     ModelConfig(name: "convnext-b", depths: [3, 3, 27, 3], widths: widths(128), mixers: depthwise7),
   ] + smallModels
 
-  /// 28×28 grayscale variants for MNIST-style data: a 2×2 stem (28 → 14) and three stages
+  /// Small grayscale models. `quadranet-digits` is for the 8×8 digits: a 2×2 stem (8 → 4) and two
+  /// stages (4×4, 2×2) with 3×3 quadratic kernels. (A 1×1 stem learns much more slowly: LayerNorm over
+  /// the channels of a one-pixel projection `x·w` keeps only the sign of `x` until the bias has grown.)
+  /// Its layer scale starts at 0.1 rather than 1e-6: with four blocks the residual branches need not
+  /// start switched off, and the model then learns in a few epochs.
+  /// The 28×28 variants for MNIST-style data use a 2×2 stem (28 → 14) and three stages
   /// (14, 7, 3), with depths chosen so the three families have matched MACs.
   static let smallModels: [ModelConfig] = [
+    ModelConfig(
+      name: "quadranet-digits", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [2, 2],
+      widths: [48, 96], mixers: [TokenMixer](repeating: .quadratic(kernelSize: 3), count: 2), layerScaleInit: 0.1,
+      dropPathRate: 0.05),
     ModelConfig(
       name: "quadranet-28", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [2, 2, 2],
       widths: [32, 64, 128], mixers: [TokenMixer](repeating: .quadratic(kernelSize: 7), count: 3), dropPathRate: 0.05),

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import QuadraData
+import QuadraModels
+import QuadraTraining
+
+struct EvalCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "eval",
+    abstract: "Evaluate a checkpoint's top-1 accuracy on a dataset's test split.",
+    discussion: """
+      The checkpoint is a safetensors file with PyTorch names and layouts (ours, or a PyTorch \
+      state dict saved with safetensors.torch.save_file), or a run directory (its model.safetensors). \
+      A file without our config metadata needs --model.
+      """)
+
+  @Option(help: "The weights: a .safetensors file or a run directory.") var checkpoint: String
+  @Option(help: "digits, fashion-mnist, or an IDX directory (default: the checkpoint's dataset, else digits).")
+  var dataset: String?
+  @Option(help: "Registered model; required for files without a saved config, checked against it otherwise.")
+  var model: String?
+  @Option(help: "Evaluation batch size.") var batchSize: Int = 250
+  @OptionGroup var threadOptions: ThreadOptions
+  @Flag(help: "Print one JSON object instead of a sentence.") var json = false
+
+  struct Report: Codable {
+    var model: String
+    var dataset: String
+    var accuracy: Double
+    var correct: Int
+    var count: Int
+    var loss: Double
+  }
+
+  func validate() throws {
+    guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+  }
+
+  func run() throws {
+    Parallel.threadCount = threadOptions.threads
+    let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
+    let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
+    let splits = try DatasetSplits.load(datasetName)
+    let requested = try model.map {
+      try ModelRegistry.config(named: $0, classCount: splits.test.classCount, inputChannels: splits.test.imageShape[2])
+    }
+    let network = try weights.makeModel(requested: requested)
+    try Evaluator.checkCompatibility(network.config, with: splits.test)
+    if let saved = weights.normalization, saved != splits.test.normalization {
+      Terminal.status(
+        "note: the model was trained with input normalization mean \(saved.mean), std \(saved.std); "
+          + "\(splits.test.name) uses mean \(splits.test.normalization.mean), std \(splits.test.normalization.std)")
+    }
+    let result = Evaluator.evaluate(network, on: splits.test, batchSize: batchSize)
+    let report = Report(
+      model: network.config.name, dataset: datasetName.description, accuracy: result.accuracy, correct: result.correct,
+      count: result.count, loss: result.loss)
+    if json {
+      try Terminal.printJSON(report)
+    } else {
+      print(
+        String(
+          format: "%@ on %@: test accuracy %.2f%% (%d/%d), loss %.4f", report.model, splits.test.name,
+          100 * report.accuracy, report.correct, report.count, report.loss))
+    }
+  }
+}
