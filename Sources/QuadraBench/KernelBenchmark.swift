@@ -33,7 +33,8 @@ public enum KernelBenchmark {
   public static func run(threads: Int, progress: (String) -> Void = { _ in }) -> KernelReport {
     Parallel.withThreadCount(threads) {
       progress("measuring FMA peak with \(threads) thread(s)…")
-      let peak = PeakFLOPS.measure(threads: threads)
+      // Best of three: another process briefly using the core must not understate the peak.
+      let peak = (0..<3).map { _ in PeakFLOPS.measure(threads: threads, seconds: 0.2) }.max()!
       var results: [KernelResult] = []
       func record(_ name: String, flops: Double, seconds: Double) {
         let gflops = flops / seconds / 1e9

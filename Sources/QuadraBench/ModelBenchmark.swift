@@ -50,19 +50,25 @@ public enum ModelBenchmark {
   ) throws -> (peakGFLOPS: Double, results: [ModelResult]) {
     try Parallel.withThreadCount(options.threads) {
       progress("measuring FMA peak with \(options.threads) thread(s)…")
-      let peak = PeakFLOPS.measure(threads: options.threads)
+      let peakBefore = PeakFLOPS.measure(threads: options.threads)
       var results: [ModelResult] = []
       for name in options.models {
         let config = try ModelRegistry.config(named: name)
-        results.append(try measure(config: config, options: options, peakGFLOPS: peak, progress: progress))
+        results.append(try measure(config: config, options: options, progress: progress))
+      }
+      // The peak is measured again at the end and the higher value kept: a run disturbed by other
+      // work on the machine would otherwise understate the peak and overstate every fraction.
+      let peak = Swift.max(peakBefore, PeakFLOPS.measure(threads: options.threads))
+      for index in results.indices {
+        let flops = 6 * Double(results[index].macs) * results[index].trainImagesPerSecond
+        results[index].trainFractionOfPeak = flops / 1e9 / peak
       }
       return (peak, results)
     }
   }
 
-  static func measure(
-    config: ModelConfig, options: Options, peakGFLOPS: Double, progress: (String) -> Void
-  ) throws -> ModelResult {
+  /// Measures one model; `trainFractionOfPeak` is filled in by ``run(_:progress:)``.
+  static func measure(config: ModelConfig, options: Options, progress: (String) -> Void) throws -> ModelResult {
     let allocator = MemoryAllocator.shared
     // Each model starts from an empty pool so one model's cached blocks don't hide another's allocations.
     allocator.releaseCache()
@@ -105,12 +111,11 @@ public enum ModelBenchmark {
     for _ in 0..<options.steps { inferSeconds = Swift.min(inferSeconds, Stopwatch.seconds(inferStep)) }
     let inferPeak = allocator.peakBytes
 
-    let trainFlops = 6 * Double(macs) * Double(options.batchSize)
     return ModelResult(
       model: config.name, params: config.parameterCount, macs: macs,
       trainImagesPerSecond: Double(options.batchSize) / trainSeconds,
       inferImagesPerSecond: Double(options.batchSize) / inferSeconds,
       trainPeakBytes: trainPeak, inferPeakBytes: inferPeak,
-      trainFractionOfPeak: trainFlops / trainSeconds / 1e9 / peakGFLOPS)
+      trainFractionOfPeak: 0)
   }
 }
