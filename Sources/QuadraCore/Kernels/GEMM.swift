@@ -25,6 +25,13 @@ public enum GEMM {
   /// Columns of a packed B block: `kc × nc` floats (1 MiB) stay in L3.
   static let ncMax = 1024
 
+  /// `C = alpha · op(A) · op(B) + beta · C` on row-major storage, using up to ``Parallel/threadCount`` threads.
+  ///
+  /// - Parameters:
+  ///   - m: rows of `op(A)` and `C`; `n`: columns of `op(B)` and `C`; `k`: the shared dimension.
+  ///   - a: `A` as stored: `m × k` with row stride `lda`, or `k × m` when `transposeA`.
+  ///   - b: `B` as stored: `k × n` with row stride `ldb`, or `n × k` when `transposeB`.
+  ///   - c: `m × n` with row stride `ldc`; not read when `beta == 0`. Must not overlap `a` or `b`.
   public static func multiply(
     m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
