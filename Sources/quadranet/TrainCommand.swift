@@ -25,8 +25,8 @@ struct TrainCommand: ParsableCommand {
   var model: String?
   @Option(help: "A model config as JSON (as saved in checkpoints), instead of a registered --model.")
   var config: String?
-  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files.")
-  var dataset: String = "digits"
+  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
+  var dataset: String?
   @Option(help: "Epochs to train.") var epochs: Int?
   @Option(help: "Training batch size.") var batchSize: Int?
   @Option(name: .customLong("lr"), help: "Peak learning rate (AdamW, cosine schedule).") var learningRate: Float?
@@ -89,16 +89,16 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     Parallel.threadCount = threadOptions.threads
-    let datasetName = try DatasetName(parsing: dataset)
+    // Everything is validated before the output directory is touched.
+    let checkpoint = try resume.map { try TrainingCheckpoint.read(from: URL(fileURLWithPath: $0)) }
+    let datasetName = try DatasetName(parsing: dataset ?? checkpoint?.state.dataset ?? "digits")
     let splits = try DatasetSplits.load(datasetName)
     let datasetLabel = datasetName.description
 
-    // Everything is validated before the output directory is touched.
     let trainer: Trainer
     let outputDirectory: URL
-    if let resume {
+    if let resume, let checkpoint {
       let url = URL(fileURLWithPath: resume)
-      let checkpoint = try TrainingCheckpoint.read(from: url)
       if model != nil || config != nil {
         _ = try checkpoint.weights.resolvedConfig(requested: try resolveConfig(datasetName: datasetName, splits: splits))
       }
