@@ -73,7 +73,7 @@ public final class Trainer {
     // The iterator's streams are offset from the weight seed so they are not the init's random numbers.
     iterator = BatchIterator(
       dataset: splits.train, batchSize: options.batchSize, shuffle: true, dropLast: true,
-      augmentation: splits.train.defaultAugmentation, seed: options.seed &+ 0x0DA7A)
+      augmentation: options.augmentation ?? splits.train.defaultAugmentation, seed: options.seed &+ 0x0DA7A)
     guard iterator.batchesPerEpoch > 0 else {
       throw TrainingError.invalidOption(
         "batch size \(options.batchSize) exceeds the \(splits.train.count) training samples of \(splits.train.name)")
@@ -159,7 +159,7 @@ public final class Trainer {
     model.randomSource.generator = state.dropPathGenerator
     iterator = BatchIterator(
       dataset: splits.train, batchSize: options.batchSize, shuffle: true, dropLast: true,
-      augmentation: splits.train.defaultAugmentation, resumingFrom: state.batchIterator)
+      augmentation: options.augmentation ?? splits.train.defaultAugmentation, resumingFrom: state.batchIterator)
     history = state.history
     globalStep = state.globalStep
     savedPeakBytes = state.peakBytes

@@ -25,11 +25,13 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
   public var seed: UInt64
   /// Batch size of the per-epoch test evaluation (does not affect training).
   public var evaluationBatchSize: Int
+  /// Training augmentation; nil uses the dataset's default (`Dataset.defaultAugmentation`).
+  public var augmentation: Augmentation?
 
   public init(
     epochs: Int = 10, batchSize: Int = 64, learningRate: Float = 2e-3, minimumLearningRate: Float = 1e-5,
     warmupEpochs: Double = 1, weightDecay: Float = 0.05, labelSmoothing: Float = 0.1, emaDecay: Float? = nil,
-    clipGradientNorm: Float? = nil, seed: UInt64 = 0, evaluationBatchSize: Int = 250
+    clipGradientNorm: Float? = nil, seed: UInt64 = 0, evaluationBatchSize: Int = 250, augmentation: Augmentation? = nil
   ) {
     self.epochs = epochs
     self.batchSize = batchSize
@@ -42,6 +44,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     self.clipGradientNorm = clipGradientNorm
     self.seed = seed
     self.evaluationBatchSize = evaluationBatchSize
+    self.augmentation = augmentation
   }
 
   /// Checks every value is usable; the error names the option.
@@ -86,6 +89,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     compare("gradient clipping", clipGradientNorm.map { "\($0)" } ?? "none", other.clipGradientNorm.map { "\($0)" } ?? "none")
     compare("seed", seed, other.seed)
     compare("evaluation batch size", evaluationBatchSize, other.evaluationBatchSize)
+    func describe(_ a: Augmentation?) -> String {
+      a.map { "crop padding \($0.padding), flip \($0.horizontalFlip)" } ?? "dataset default"
+    }
+    compare("augmentation", describe(augmentation), describe(other.augmentation))
     return result
   }
 }

@@ -25,8 +25,8 @@ struct TrainCommand: ParsableCommand {
   var model: String?
   @Option(help: "A model config as JSON (as saved in checkpoints), instead of a registered --model.")
   var config: String?
-  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files.")
-  var dataset: String = "digits"
+  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
+  var dataset: String?
   @Option(help: "Epochs to train.") var epochs: Int?
   @Option(help: "Training batch size.") var batchSize: Int?
   @Option(name: .customLong("lr"), help: "Peak learning rate (AdamW, cosine schedule).") var learningRate: Float?
@@ -43,6 +43,8 @@ struct TrainCommand: ParsableCommand {
   var emaDecay: Float?
   @Option(name: .customLong("clip-grad"), help: "Clip the global gradient norm to this value.")
   var clipGradient: Float?
+  @Option(help: "Random-crop padding in pixels (0: no crop; default: the dataset's).") var cropPadding: Int?
+  @Option(help: "Random horizontal flips, true or false (default: the dataset's).") var flip: Bool?
   @Option(help: ArgumentHelp("Stop after this epoch, as if interrupted (for testing --resume).", visibility: .hidden))
   var stopAfterEpoch: Int?
   @Flag(help: "Print the summary as JSON on standard output.") var json = false
@@ -67,14 +69,20 @@ struct TrainCommand: ParsableCommand {
     if let clipGradient, !(clipGradient.isFinite && clipGradient > 0) {
       throw ValidationError("--clip-grad must be positive, got \(clipGradient)")
     }
+    if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
     if let stopAfterEpoch, stopAfterEpoch < 1 {
       throw ValidationError("--stop-after-epoch must be at least 1, got \(stopAfterEpoch)")
     }
   }
 
   /// The recipe: `base` with every given flag applied.
-  func options(base: TrainingOptions) -> TrainingOptions {
+  func options(base: TrainingOptions, datasetDefault: Augmentation) -> TrainingOptions {
     var options = base
+    if cropPadding != nil || flip != nil {
+      let start = options.augmentation ?? datasetDefault
+      options.augmentation = Augmentation(
+        padding: cropPadding ?? start.padding, horizontalFlip: flip ?? start.horizontalFlip)
+    }
     if let epochs { options.epochs = epochs }
     if let batchSize { options.batchSize = batchSize }
     if let learningRate { options.learningRate = learningRate }
@@ -89,21 +97,21 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     Parallel.threadCount = threadOptions.threads
-    let datasetName = try DatasetName(parsing: dataset)
+    // Everything is validated before the output directory is touched.
+    let checkpoint = try resume.map { try TrainingCheckpoint.read(from: URL(fileURLWithPath: $0)) }
+    let datasetName = try DatasetName(parsing: dataset ?? checkpoint?.state.dataset ?? "digits")
     let splits = try DatasetSplits.load(datasetName)
     let datasetLabel = datasetName.description
 
-    // Everything is validated before the output directory is touched.
     let trainer: Trainer
     let outputDirectory: URL
-    if let resume {
+    if let resume, let checkpoint {
       let url = URL(fileURLWithPath: resume)
-      let checkpoint = try TrainingCheckpoint.read(from: url)
       if model != nil || config != nil {
         _ = try checkpoint.weights.resolvedConfig(requested: try resolveConfig(datasetName: datasetName, splits: splits))
       }
       let saved = checkpoint.state.options
-      let differences = saved.differences(from: options(base: saved))
+      let differences = saved.differences(from: options(base: saved, datasetDefault: splits.train.defaultAugmentation))
       guard differences.isEmpty else {
         throw ValidationError(
           "--resume continues the saved recipe; these flags contradict it: \(differences.joined(separator: "; "))")
@@ -119,7 +127,8 @@ struct TrainCommand: ParsableCommand {
       Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
     } else {
       let config = try resolveConfig(datasetName: datasetName, splits: splits)
-      let options = options(base: TrainingRecipe.defaultOptions(for: datasetName))
+      let options = options(
+        base: TrainingRecipe.defaultOptions(for: datasetName), datasetDefault: splits.train.defaultAugmentation)
       try options.validate()
       let network = try VisionModel(config: config, seed: options.seed)
       trainer = try Trainer(model: network, splits: splits, dataset: datasetLabel, options: options)

@@ -21,6 +21,7 @@ import Testing
     options.epochs = 3
     options.emaDecay = 0.8
     options.clipGradientNorm = 1
+    options.augmentation = Augmentation(padding: 1, horizontalFlip: true)
     let uninterrupted = try makeTemporaryDirectory()
     let interrupted = try makeTemporaryDirectory()
     let resumed = try makeTemporaryDirectory()
