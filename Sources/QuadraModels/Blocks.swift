@@ -19,25 +19,29 @@ struct PointwiseMLP {
   }
 }
 
-/// QuadraBlock (the authors' `QuadraBlock1_dw`):
+/// The block shared by QuadraNet and HorNet (a "MetaFormer" block with a high-order mixer):
 ///
-///     x = x + DropPath(γ₁ ⊙ QuadraConv(LN₁(x)))
+///     x = x + DropPath(γ₁ ⊙ Mixer(LN₁(x)))
 ///     x = x + DropPath(γ₂ ⊙ pwconv2(GELU(pwconv1(LN₂(x)))))
-public final class QuadraBlock: Module {
+///
+/// Subclasses choose the mixer and its PyTorch name.
+public class MixerBlock: Module {
   public let norm1: LayerNorm
-  public let quadraConv: QuadraticDepthwiseConv2d
   public let norm2: LayerNorm
   let mlp: PointwiseMLP
   public let gamma1: Variable
   public let gamma2: Variable
   public let dropPath: DropPath
+  let mixerName: String
+  let mixer: any Module & Layer
 
-  public init(
-    channels: Int, kernelSize: Int, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
-    randomSource: RandomSource, generator: inout RandomGenerator
+  init(
+    channels: Int, mixerName: String, mixer: any Module & Layer, mlpRatio: Int, layerScaleInit: Float,
+    dropPath rate: Float, randomSource: RandomSource, generator: inout RandomGenerator
   ) {
     norm1 = LayerNorm(channels: channels)
-    quadraConv = QuadraticDepthwiseConv2d(channels: channels, kernelSize: kernelSize, generator: &generator)
+    self.mixerName = mixerName
+    self.mixer = mixer
     norm2 = LayerNorm(channels: channels)
     mlp = PointwiseMLP(channels: channels, ratio: mlpRatio, generator: &generator)
     gamma1 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
@@ -54,15 +58,31 @@ public final class QuadraBlock: Module {
 
   public override var children: [(name: String, module: Module)] {
     [
-      (name: "norm1", module: norm1), (name: "QuadraConv", module: quadraConv), (name: "norm2", module: norm2),
+      (name: "norm1", module: norm1), (name: mixerName, module: mixer), (name: "norm2", module: norm2),
       (name: "pwconv1", module: mlp.pwconv1), (name: "pwconv2", module: mlp.pwconv2),
       (name: "drop_path", module: dropPath),
     ]
   }
 
   public func callAsFunction(_ x: Variable) -> Variable {
-    let mixed = x + dropPath(quadraConv(norm1(x)) * gamma1)
+    let mixed = x + dropPath(mixer(norm1(x)) * gamma1)
     return mixed + dropPath(mlp(norm2(mixed)) * gamma2)
+  }
+}
+
+/// QuadraBlock (the authors' `QuadraBlock1_dw`): the mixer is a quadratic depthwise k×k convolution,
+/// registered as `QuadraConv`.
+public final class QuadraBlock: MixerBlock {
+  public var quadraConv: QuadraticDepthwiseConv2d { mixer as! QuadraticDepthwiseConv2d }
+
+  public init(
+    channels: Int, kernelSize: Int, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
+    randomSource: RandomSource, generator: inout RandomGenerator
+  ) {
+    let mixer = QuadraticDepthwiseConv2d(channels: channels, kernelSize: kernelSize, generator: &generator)
+    super.init(
+      channels: channels, mixerName: "QuadraConv", mixer: mixer, mlpRatio: mlpRatio, layerScaleInit: layerScaleInit,
+      dropPath: rate, randomSource: randomSource, generator: &generator)
   }
 }
 
@@ -115,47 +135,18 @@ public final class GnConv: Module {
   }
 }
 
-/// HorNet block (`hornet.py` `Block`): the QuadraBlock structure with gⁿConv as the mixer.
-public final class HorNetBlock: Module {
-  public let norm1: LayerNorm
-  public let gnconv: GnConv
-  public let norm2: LayerNorm
-  let mlp: PointwiseMLP
-  public let gamma1: Variable
-  public let gamma2: Variable
-  public let dropPath: DropPath
+/// HorNet block (`hornet.py` `Block`): the mixer is gⁿConv, registered as `gnconv`.
+public final class HorNetBlock: MixerBlock {
+  public var gnconv: GnConv { mixer as! GnConv }
 
   public init(
     channels: Int, order: Int, scale: Float, mlpRatio: Int, layerScaleInit: Float, dropPath rate: Float,
     randomSource: RandomSource, generator: inout RandomGenerator
   ) {
-    norm1 = LayerNorm(channels: channels)
-    gnconv = GnConv(channels: channels, order: order, scale: scale, generator: &generator)
-    norm2 = LayerNorm(channels: channels)
-    mlp = PointwiseMLP(channels: channels, ratio: mlpRatio, generator: &generator)
-    gamma1 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
-    gamma2 = makeLayerScale(channels: channels, initialValue: layerScaleInit)
-    dropPath = DropPath(rate: rate, source: randomSource)
-  }
-
-  public override var parameters: [(name: String, parameter: Parameter)] {
-    [
-      (name: "gamma1", parameter: Parameter(gamma1, weightDecay: false)),
-      (name: "gamma2", parameter: Parameter(gamma2, weightDecay: false)),
-    ]
-  }
-
-  public override var children: [(name: String, module: Module)] {
-    [
-      (name: "norm1", module: norm1), (name: "gnconv", module: gnconv), (name: "norm2", module: norm2),
-      (name: "pwconv1", module: mlp.pwconv1), (name: "pwconv2", module: mlp.pwconv2),
-      (name: "drop_path", module: dropPath),
-    ]
-  }
-
-  public func callAsFunction(_ x: Variable) -> Variable {
-    let mixed = x + dropPath(gnconv(norm1(x)) * gamma1)
-    return mixed + dropPath(mlp(norm2(mixed)) * gamma2)
+    let mixer = GnConv(channels: channels, order: order, scale: scale, generator: &generator)
+    super.init(
+      channels: channels, mixerName: "gnconv", mixer: mixer, mlpRatio: mlpRatio, layerScaleInit: layerScaleInit,
+      dropPath: rate, randomSource: randomSource, generator: &generator)
   }
 }
 

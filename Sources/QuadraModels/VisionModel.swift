@@ -5,9 +5,10 @@ public protocol Layer: AnyObject {
   func callAsFunction(_ x: Variable) -> Variable
 }
 
-extension QuadraBlock: Layer {}
-extension HorNetBlock: Layer {}
+extension MixerBlock: Layer {}
 extension ConvNeXtBlock: Layer {}
+extension QuadraticDepthwiseConv2d: Layer {}
+extension GnConv: Layer {}
 
 /// A named pair of modules applied in order (PyTorch `nn.Sequential` of two), used for the
 /// stem (`conv → LN`) and the downsampling layers (`LN → conv`).
