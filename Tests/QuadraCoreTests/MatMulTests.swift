@@ -7,12 +7,13 @@ private func naiveMatMul(_ a: Tensor, _ b: Tensor, transposeA: Bool, transposeB:
   let m = transposeA ? a.shape[1] : a.shape[0]
   let k = transposeA ? a.shape[0] : a.shape[1]
   let n = transposeB ? b.shape[0] : b.shape[1]
+  let x = a.scalars, y = b.scalars
   var values = [Float]()
   for i in 0..<m {
     for j in 0..<n {
       var sum = 0.0
       for p in 0..<k {
-        sum += Double(transposeA ? a[p, i] : a[i, p]) * Double(transposeB ? b[j, p] : b[p, j])
+        sum += Double(transposeA ? x[p * m + i] : x[i * k + p]) * Double(transposeB ? y[j * k + p] : y[p * n + j])
       }
       values.append(Float(sum))
     }
@@ -49,6 +50,22 @@ private func slice(_ t: Tensor, _ index: Int) -> Tensor {
     for index in 0..<batch {
       let expected = naiveMatMul(slice(a, index), slice(b, index), transposeA: transposeA, transposeB: transposeB)
       #expect(maxDifference(slice(result, index), expected) < 1e-4)
+    }
+  }
+
+  /// Mid-sized batches run one batch per thread; large ones run in turn, each on all threads.
+  @Test func batchedProductsSplitAcrossThreads() {
+    var generator = RandomGenerator(seed: 6)
+    for (batch, m, k, n) in [(6, 40, 45, 50), (2, 130, 129, 131)] {
+      let a = Tensor.normal(shape: [batch, m, k], using: &generator)
+      let b = Tensor.normal(shape: [batch, n, k], using: &generator)
+      for threads in [1, 2] {
+        let result = Parallel.withThreadCount(threads) { a.matmul(b, transposeOther: true) }
+        for index in 0..<batch {
+          let expected = naiveMatMul(slice(a, index), slice(b, index), transposeA: false, transposeB: true)
+          #expect(maxDifference(slice(result, index), expected) < 1e-3)
+        }
+      }
     }
   }
 

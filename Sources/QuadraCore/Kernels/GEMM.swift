@@ -47,12 +47,13 @@ public enum GEMM {
   /// ``multiply(m:n:k:a:lda:transposeA:b:ldb:transposeB:c:ldc:alpha:beta:)`` that also adds
   /// `columnBias[j]` to every element of column `j`:
   /// `C = alpha · op(A) · op(B) + beta · C + 1 · biasᵀ`, in the kernel's epilogue (no extra pass over `C`).
+  /// `parallel: false` keeps it on the calling thread (for callers that already run in parallel).
   static func multiply(
     m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
     b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
     c: UnsafeMutablePointer<Float>, ldc: Int,
-    alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?
+    alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?, parallel: Bool = true
   ) {
     precondition(m >= 0 && n >= 0 && k >= 0, "GEMM: negative size m=\(m) n=\(n) k=\(k)")
     precondition(
@@ -68,7 +69,7 @@ public enum GEMM {
       return
     }
 
-    let threads = Parallel.threadCount
+    let threads = parallel ? Parallel.threadCount : 1
     let rowBlocks = (m + mr - 1) / mr
     let columnBlocks = (n + nr - 1) / nr
     // About 0.25 M multiply-adds per chunk (~10 µs), so thread dispatch stays a small cost.
@@ -260,8 +261,8 @@ public enum GEMM {
       let rows = Swift.min(mr, m - ir)
       if !transposeA {
         if rows == mr {
-          // Six rows read in parallel, eight columns at a time; each column of the panel is
-          // written as six consecutive floats.
+          // Walk the six rows together, so each column of the panel is written as six
+          // consecutive floats (the compiler turns this into vector loads and shuffles).
           let r0 = a + ir * lda, r1 = r0 + lda, r2 = r1 + lda
           let r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda
           for p in 0..<k {

@@ -25,12 +25,22 @@ extension Tensor {
     )
     let result = Tensor(uninitializedShape: batched ? [batch, m, n] : [m, n])
     let a = buffer.pointer, b = other.buffer.pointer, c = result.buffer.pointer
-    for index in 0..<batch {
+    func product(_ index: Int, parallel: Bool) {
       GEMM.multiply(
         m: m, n: n, k: k,
         a: a + index * rows * columns, lda: Swift.max(1, columns), transposeA: transposeSelf,
         b: b + index * otherRows * otherColumns, ldb: Swift.max(1, otherColumns), transposeB: transposeOther,
-        c: c + index * m * n, ldc: Swift.max(1, n))
+        c: c + index * m * n, ldc: Swift.max(1, n), alpha: 1, beta: 0, columnBias: nil, parallel: parallel)
+    }
+    // Small products (e.g. attention maps) are too small to split across threads one by one, so
+    // threads take whole batches; large ones run one after another, each using all threads.
+    let work = m * n * k
+    if batch > 1 && work < 1 << 21 {
+      Parallel.forRanges(batch, minimumChunk: Swift.max(1, (1 << 18) / Swift.max(1, work))) { range in
+        for index in range { product(index, parallel: false) }
+      }
+    } else {
+      for index in 0..<batch { product(index, parallel: true) }
     }
     return result
   }
