@@ -53,7 +53,7 @@ public enum MixerBenchmark {
     Parallel.withThreadCount(threads) {
       var results: [MixerShapeResult] = []
       for shape in shapes {
-        precondition(shape.count == 4, "MixerBenchmark: shapes must be [N, H, W, C], got \(shape)")
+        opPrecondition(shape.count == 4, "MixerBenchmark: shapes must be [N, H, W, C], got \(shape)")
         var generator = RandomGenerator(seed: 3)
         let layer = QuadraticDepthwiseConv2d(channels: shape[3], kernelSize: kernelSize, generator: &generator)
         let input = Tensor.normal(shape: shape, using: &generator)

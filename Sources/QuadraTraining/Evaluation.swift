@@ -17,7 +17,7 @@ public enum Evaluator {
   /// Evaluates `model` in inference mode (no drop path, nothing recorded for gradients) on all of
   /// `dataset`, in order, without augmentation. The model's training mode is restored afterwards.
   public static func evaluate(_ model: VisionModel, on dataset: Dataset, batchSize: Int = 250) -> EvaluationResult {
-    precondition(batchSize > 0, "Evaluator.evaluate: batch size must be positive, got \(batchSize)")
+    opPrecondition(batchSize > 0, "Evaluator.evaluate: batch size must be positive, got \(batchSize)")
     let wasTraining = model.isTraining
     model.setTraining(false)
     defer { model.setTraining(wasTraining) }

@@ -13,13 +13,13 @@ extension TorchLayout {
     switch self {
     case .identical: return s
     case .convolution:
-      precondition(s.count == 4, "TorchLayout.convolution: engine shape \(s) is not [O, kh, kw, I]")
+      opPrecondition(s.count == 4, "TorchLayout.convolution: engine shape \(s) is not [O, kh, kw, I]")
       return [s[0], s[3], s[1], s[2]]
     case .depthwiseConvolution:
-      precondition(s.count == 3, "TorchLayout.depthwiseConvolution: engine shape \(s) is not [kh, kw, C]")
+      opPrecondition(s.count == 3, "TorchLayout.depthwiseConvolution: engine shape \(s) is not [kh, kw, C]")
       return [s[2], 1, s[0], s[1]]
     case .pointwiseConvolution:
-      precondition(s.count == 2, "TorchLayout.pointwiseConvolution: engine shape \(s) is not [O, I]")
+      opPrecondition(s.count == 2, "TorchLayout.pointwiseConvolution: engine shape \(s) is not [O, I]")
       return [s[0], s[1], 1, 1]
     }
   }
@@ -52,7 +52,7 @@ extension TorchLayout {
   /// A PyTorch-layout tensor in the engine's layout. The shape must be one ``toTorch(_:)`` produces.
   public func fromTorch(_ tensor: Tensor) -> Tensor {
     let s = tensor.shape
-    precondition(engineShape(torchShape: s) != nil, "TorchLayout.\(self).fromTorch: shape \(s) has the wrong form")
+    opPrecondition(engineShape(torchShape: s) != nil, "TorchLayout.\(self).fromTorch: shape \(s) has the wrong form")
     switch self {
     case .identical:
       return tensor

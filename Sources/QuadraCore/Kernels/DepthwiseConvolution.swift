@@ -85,9 +85,9 @@ public enum DepthwiseConvolution {
     let batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
-      precondition(
+      opPrecondition(
         kernelSize >= 1 && kernelSize % 2 == 1, "\(op): kernel size must be odd and positive, got \(kernelSize)")
-      precondition(
+      opPrecondition(
         batch >= 0 && height >= 1 && width >= 1 && channels >= 1,
         "\(op): bad input shape [\(batch), \(height), \(width), \(channels)]")
       self.batch = batch

@@ -55,14 +55,14 @@ public enum GEMM {
     c: UnsafeMutablePointer<Float>, ldc: Int,
     alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?, parallel: Bool = true
   ) {
-    precondition(m >= 0 && n >= 0 && k >= 0, "GEMM: negative size m=\(m) n=\(n) k=\(k)")
-    precondition(
+    opPrecondition(m >= 0 && n >= 0 && k >= 0, "GEMM: negative size m=\(m) n=\(n) k=\(k)")
+    opPrecondition(
       lda >= Swift.max(1, transposeA ? m : k),
       "GEMM: lda=\(lda) too small for \(transposeA ? "Aᵀ" : "A") with m=\(m) k=\(k)")
-    precondition(
+    opPrecondition(
       ldb >= Swift.max(1, transposeB ? k : n),
       "GEMM: ldb=\(ldb) too small for \(transposeB ? "Bᵀ" : "B") with k=\(k) n=\(n)")
-    precondition(ldc >= Swift.max(1, n), "GEMM: ldc=\(ldc) smaller than n=\(n)")
+    opPrecondition(ldc >= Swift.max(1, n), "GEMM: ldc=\(ldc) smaller than n=\(n)")
     guard m > 0, n > 0 else { return }
     if k == 0 || alpha == 0 {
       scaleOnly(m: m, n: n, c: c, ldc: ldc, beta: beta, columnBias: columnBias)

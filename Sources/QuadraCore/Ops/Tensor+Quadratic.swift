@@ -41,7 +41,7 @@ extension Tensor {
     needsInputGradient: Bool = true
   ) -> (input: Tensor?, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) {
     let (n, h, w, c, k) = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases)
-    precondition(
+    opPrecondition(
       outputGradient.shape == input.shape,
       "quadraticDepthwiseConv2D backward: output gradient \(outputGradient.shape) differs from output shape \(input.shape)"
     )
@@ -62,15 +62,15 @@ extension Tensor {
   ) -> (batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int) {
     let shapes = "input \(input), weights \([weights.0.shape, weights.1.shape, weights.2.shape])"
       + (biases.map { ", biases \([$0.0.shape, $0.1.shape, $0.2.shape])" } ?? "")
-    precondition(
+    opPrecondition(
       weights.0.shape == weights.1.shape && weights.0.shape == weights.2.shape,
       "quadraticDepthwiseConv2D: the three weights differ in shape; \(shapes)")
     if let biases {
-      precondition(
+      opPrecondition(
         biases.0.shape == [input.last ?? 0] && biases.1.shape == biases.0.shape && biases.2.shape == biases.0.shape,
         "quadraticDepthwiseConv2D: biases must be [C]; \(shapes)")
     }
-    precondition(
+    opPrecondition(
       input.count == 4 && weights.0.rank == 3 && weights.0.shape[0] == weights.0.shape[1]
         && weights.0.shape[0] % 2 == 1 && weights.0.shape[2] == input[3] && input[1] > 0 && input[2] > 0
         && input[3] > 0,
@@ -108,7 +108,7 @@ extension Tensor {
     let outputs = checkQuadratic(weights: weights, biases: biases, op: "quadraticLinear backward")
     let stackedWeight = stacked(weights)
     let projections = input.linear(weight: stackedWeight, bias: biases.map(stacked))
-    precondition(
+    opPrecondition(
       outputGradient.shape == Array(projections.shape.dropLast()) + [outputs],
       "quadraticLinear backward: output gradient \(outputGradient.shape) does not match input \(input.shape) and weights \(weights.0.shape)"
     )
@@ -150,7 +150,7 @@ extension Tensor {
     let outputs = checkQuadratic(weights: weights, biases: biases, op: "quadraticConv2D backward")
     let stackedWeight = stacked(weights)
     let projections = input.conv2D(weight: stackedWeight, bias: biases.map(stacked), stride: stride, padding: padding)
-    precondition(
+    opPrecondition(
       outputGradient.shape == Array(projections.shape.dropLast()) + [outputs],
       "quadraticConv2D backward: output gradient \(outputGradient.shape) does not match the output shape \(Array(projections.shape.dropLast()) + [outputs])"
     )
@@ -167,11 +167,11 @@ extension Tensor {
   static func checkQuadratic(weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, op: String) -> Int {
     let shapes = "weights \([weights.0.shape, weights.1.shape, weights.2.shape])"
       + (biases.map { ", biases \([$0.0.shape, $0.1.shape, $0.2.shape])" } ?? "")
-    precondition(
+    opPrecondition(
       weights.0.rank >= 2 && weights.0.shape == weights.1.shape && weights.0.shape == weights.2.shape,
       "\(op): the three weights must have one shape; \(shapes)")
     if let biases {
-      precondition(
+      opPrecondition(
         biases.0.shape == [weights.0.shape[0]] && biases.1.shape == biases.0.shape && biases.2.shape == biases.0.shape,
         "\(op): biases must be [out]; \(shapes)")
     }
