@@ -94,12 +94,7 @@ import Testing
 
   @Test(arguments: ["quadranet", "hornet", "convnext"])
   func tinyModelTrainsEndToEnd(family: String) throws {
-    let mixers: [TokenMixer] =
-      switch family {
-      case "quadranet": [.quadratic(kernelSize: 3), .quadratic(kernelSize: 3)]
-      case "hornet": [.gnConv(order: 2, scale: 1.0 / 3.0), .gnConv(order: 3, scale: 1.0 / 3.0)]
-      default: [.depthwise(kernelSize: 3), .depthwise(kernelSize: 3)]
-      }
+    let mixers = tinyMixers(family: family)
     let config = ModelConfig(
       name: "tiny-\(family)", inputChannels: 1, classCount: 3, stemPatchSize: 2, depths: [1, 1], widths: [8, 16],
       mixers: mixers, layerScaleInit: 0.5, dropPathRate: 0.1)

@@ -8,12 +8,7 @@ import Testing
 @Suite struct ModelGradientTests {
   @Test(arguments: ["quadranet", "hornet", "convnext"])
   func lossGradientMatchesFiniteDifferences(family: String) throws {
-    let mixers: [TokenMixer] =
-      switch family {
-      case "quadranet": [.quadratic(kernelSize: 3), .quadratic(kernelSize: 3)]
-      case "hornet": [.gnConv(order: 2, scale: 1.0 / 3.0), .gnConv(order: 3, scale: 1.0 / 3.0)]
-      default: [.depthwise(kernelSize: 3), .depthwise(kernelSize: 3)]
-      }
+    let mixers = tinyMixers(family: family)
     let config = ModelConfig(
       name: "grad-\(family)", inputChannels: 2, classCount: 4, stemPatchSize: 2, depths: [1, 1], widths: [8, 16],
       mixers: mixers, layerScaleInit: 0.7)
@@ -65,5 +60,14 @@ import Testing
       minus.withUnsafeMutableBufferPointer { $0[index] -= epsilon }
       check((lossWith(plus) - lossWith(minus)) / Double(2 * epsilon), inputGradient.scalars[index], "input[\(index)]")
     }
+  }
+}
+
+/// Two-stage token mixers of a tiny model of `family` (3×3 kernels; gⁿConv orders 2 and 3).
+func tinyMixers(family: String) -> [TokenMixer] {
+  switch family {
+  case "quadranet": [.quadratic(kernelSize: 3), .quadratic(kernelSize: 3)]
+  case "hornet": [.gnConv(order: 2, scale: 1.0 / 3.0), .gnConv(order: 3, scale: 1.0 / 3.0)]
+  default: [.depthwise(kernelSize: 3), .depthwise(kernelSize: 3)]
   }
 }
