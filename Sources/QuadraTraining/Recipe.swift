@@ -21,9 +21,11 @@ public enum TrainingRecipe {
         epochs: 30, batchSize: 32, learningRate: 3e-3, minimumLearningRate: 1e-5, warmupEpochs: 2,
         weightDecay: 0.05, labelSmoothing: 0.1)
     case .fashionMNIST, .idxDirectory:
+      // Tuned on a 20k-image, 4-epoch proxy: batch 64 (more steps) +1.2 points over 128, no random
+      // crop +3.2 (flips stay where the dataset has them), lr 4e-3 with a half-epoch warm-up.
       return TrainingOptions(
-        epochs: 10, batchSize: 128, learningRate: 3e-3, minimumLearningRate: 1e-5, warmupEpochs: 1,
-        weightDecay: 0.05, labelSmoothing: 0.1)
+        epochs: 10, batchSize: 64, learningRate: 4e-3, minimumLearningRate: 1e-5, warmupEpochs: 0.5,
+        weightDecay: 0.05, labelSmoothing: 0.1, augmentation: Augmentation(padding: 0, horizontalFlip: dataset == .fashionMNIST))
     }
   }
 }
