@@ -296,10 +296,14 @@ public struct TrainingCheckpoint {
     ]
     try Safetensors.write(tensors, metadata: metadata, to: directory.appendingPathComponent(CheckpointFiles.trainingState))
     try weights.write(to: directory.appendingPathComponent(CheckpointFiles.weights))
+    let emaURL = directory.appendingPathComponent(CheckpointFiles.emaWeights)
     if let emaShadow {
       var ema = weights
       ema.tensors = emaShadow
-      try ema.write(to: directory.appendingPathComponent(CheckpointFiles.emaWeights))
+      try ema.write(to: emaURL)
+    } else if FileManager.default.fileExists(atPath: emaURL.path) {
+      // A stale average from an earlier run in this directory would not match these weights.
+      try FileManager.default.removeItem(at: emaURL)
     }
   }
 }
