@@ -39,7 +39,7 @@ struct ModelBenchCommand: ParsableCommand {
     print(String(format: "FMA peak %.1f GFLOP/s, %d thread(s), batch %d, %d²", peak, threadOptions.threads, batchSize, resolution))
     print("model           params   GMACs  train img/s  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
     for r in results {
-      var line = r.model.padding(toLength: 14, withPad: " ", startingAt: 0)
+      var line = r.model.padding(toLength: 16, withPad: " ", startingAt: 0)
       line += String(
         format: "%7.2fM %7.3f %12.2f %12.2f %9.2f GiB %7.2f GiB %10.2f",
         Double(r.params) / 1e6, Double(r.macs) / 1e9, r.trainImagesPerSecond, r.inferImagesPerSecond,

@@ -39,10 +39,10 @@ struct ModelsCommand: ParsableCommand {
       try Terminal.printJSON(entries)
       return
     }
-    print("model            params      MACs")
+    print("model                params      MACs")
     for entry in entries {
       print(
-        entry.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+        entry.name.padding(toLength: 18, withPad: " ", startingAt: 0)
           + String(format: "%8.2fM  %8.3fG", Double(entry.params) / 1e6, Double(entry.macs) / 1e9))
     }
   }
