@@ -35,10 +35,13 @@ public struct ModelConfig: Codable, Sendable, Equatable {
   public var layerScaleInit: Float
   /// Maximum drop-path rate, increasing linearly over the blocks (timm's `drop_path_rate`).
   public var dropPathRate: Float
+  /// How convolution and linear weights are drawn (timm's truncated normal, std 0.02, by default).
+  public var weightInitialization: WeightInitialization
 
   public init(
     name: String, inputChannels: Int = 3, classCount: Int = 1000, stemPatchSize: Int = 4, depths: [Int],
-    widths: [Int], mixers: [TokenMixer], mlpRatio: Int = 4, layerScaleInit: Float = 1e-6, dropPathRate: Float = 0
+    widths: [Int], mixers: [TokenMixer], mlpRatio: Int = 4, layerScaleInit: Float = 1e-6, dropPathRate: Float = 0,
+    weightInitialization: WeightInitialization = .timm
   ) {
     self.name = name
     self.inputChannels = inputChannels
@@ -50,6 +53,25 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     self.mlpRatio = mlpRatio
     self.layerScaleInit = layerScaleInit
     self.dropPathRate = dropPathRate
+    self.weightInitialization = weightInitialization
+  }
+
+  private enum CodingKeys: String, CodingKey {
+    case name, inputChannels, classCount, stemPatchSize, depths, widths, mixers, mlpRatio, layerScaleInit,
+      dropPathRate, weightInitialization
+  }
+
+  /// Decodes configs written before `weightInitialization` existed as using the timm default.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    self.init(
+      name: try c.decode(String.self, forKey: .name), inputChannels: try c.decode(Int.self, forKey: .inputChannels),
+      classCount: try c.decode(Int.self, forKey: .classCount),
+      stemPatchSize: try c.decode(Int.self, forKey: .stemPatchSize), depths: try c.decode([Int].self, forKey: .depths),
+      widths: try c.decode([Int].self, forKey: .widths), mixers: try c.decode([TokenMixer].self, forKey: .mixers),
+      mlpRatio: try c.decode(Int.self, forKey: .mlpRatio), layerScaleInit: try c.decode(Float.self, forKey: .layerScaleInit),
+      dropPathRate: try c.decode(Float.self, forKey: .dropPathRate),
+      weightInitialization: try c.decodeIfPresent(WeightInitialization.self, forKey: .weightInitialization) ?? .timm)
   }
 
   /// Checks the config describes a buildable model; the message names the first problem.

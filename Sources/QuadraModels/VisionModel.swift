@@ -44,7 +44,7 @@ public final class VisionModel: Module, Layer {
   public let norm: LayerNorm
   public let head: Linear
 
-  /// Builds the model with weights drawn from `seed` (truncated normal, std 0.02; zero biases).
+  /// Builds the model with weights drawn from `seed` with `config.weightInitialization`; zero biases.
   public init(config: ModelConfig, seed: UInt64 = 0) throws {
     try config.validate()
     self.config = config
@@ -105,6 +105,11 @@ public final class VisionModel: Module, Layer {
     norm = LayerNorm(channels: widths[widths.count - 1])
     head = Linear(inputSize: widths[widths.count - 1], outputSize: config.classCount, generator: &generator)
     super.init()
+    // The layers draw timm's default as they are built; another scheme redraws (keeping the
+    // default's weights for a given seed unchanged).
+    if config.weightInitialization != .timm {
+      initializeWeights(config.weightInitialization, using: &generator)
+    }
   }
 
   public override var children: [(name: String, module: Module)] {

@@ -13,8 +13,8 @@ public enum TrainingRecipe {
   /// The default recipe for `dataset`.
   ///
   /// Digits (1437 training images of 8×8): 30 short epochs, about a minute on two cores.
-  /// Fashion-MNIST and other 28×28 IDX data: 10 epochs without random crops (flips only where the
-  /// dataset has them), about 20 minutes for `quadranet-28` on two cores.
+  /// Fashion-MNIST and other 28×28 IDX data: 10 epochs with 1-pixel random crops (flips only where
+  /// the dataset has them), under 20 minutes for `quadranet-28` on two cores.
   public static func defaultOptions(for dataset: DatasetName) -> TrainingOptions {
     switch dataset {
     case .digits:
@@ -22,11 +22,12 @@ public enum TrainingRecipe {
         epochs: 30, batchSize: 32, learningRate: 3e-3, minimumLearningRate: 1e-5, warmupEpochs: 2,
         weightDecay: 0.05, labelSmoothing: 0.1)
     case .fashionMNIST, .idxDirectory:
-      // Tuned on a 20k-image, 4-epoch proxy: batch 64 (more steps) +1.2 points over 128, no random
-      // crop +3.2 (flips stay where the dataset has them), lr 4e-3 with a half-epoch warm-up.
+      // Tuned on a 20k-image proxy: batch 64 (more steps) +1.2 points over 128, lr 4e-3 with a
+      // half-epoch warm-up (2e-3: −0.9). Crops: 2-pixel padding cost 3.2 points on a 4-epoch proxy,
+      // 1-pixel padding gained 0.5 in full 10-epoch runs (91.8% → 92.3%).
       return TrainingOptions(
         epochs: 10, batchSize: 64, learningRate: 4e-3, minimumLearningRate: 1e-5, warmupEpochs: 0.5,
-        weightDecay: 0.05, labelSmoothing: 0.1, augmentation: Augmentation(padding: 0, horizontalFlip: dataset == .fashionMNIST))
+        weightDecay: 0.05, labelSmoothing: 0.1, augmentation: Augmentation(padding: 1, horizontalFlip: dataset == .fashionMNIST))
     }
   }
 }
