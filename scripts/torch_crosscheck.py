@@ -142,8 +142,11 @@ class VisionModel(nn.Module):
         super().__init__()
         widths, depths = config["widths"], config["depths"]
         patch = config["stemPatchSize"]
+        # An overlapping stem (kernel > stride) is padded so the output size stays resolution / stride.
+        kernel = config.get("stemKernelSize", patch)
         self.downsample_layers = nn.ModuleList(
-            [nn.Sequential(nn.Conv2d(config["inputChannels"], widths[0], kernel_size=patch, stride=patch),
+            [nn.Sequential(nn.Conv2d(config["inputChannels"], widths[0], kernel_size=kernel, stride=patch,
+                                     padding=(kernel - patch + 1) // 2),
                            LayerNorm(widths[0], eps=1e-6, data_format="channels_first"))]
             + [nn.Sequential(LayerNorm(widths[i], eps=1e-6, data_format="channels_first"),
                              nn.Conv2d(widths[i], widths[i + 1], kernel_size=2, stride=2))

@@ -5,8 +5,8 @@ extension ModelConfig {
   public func macs(resolution: Int) -> Int {
     let sizes = stageResolutions(inputResolution: resolution)
     var total = 0
-    // Stem: a patchify convolution.
-    total += sizes[0] * sizes[0] * widths[0] * inputChannels * stemPatchSize * stemPatchSize
+    // Stem: a patchify (or overlapping) convolution.
+    total += sizes[0] * sizes[0] * widths[0] * inputChannels * stemKernel * stemKernel
     for stage in depths.indices {
       let pixels = sizes[stage] * sizes[stage]
       let c = widths[stage]
@@ -31,7 +31,7 @@ extension ModelConfig {
 
   /// Trainable parameters, computed from the config (equals `VisionModel.parameterCount`).
   public var parameterCount: Int {
-    var total = inputChannels * stemPatchSize * stemPatchSize * widths[0] + widths[0] + 2 * widths[0]
+    var total = inputChannels * stemKernel * stemKernel * widths[0] + widths[0] + 2 * widths[0]
     for stage in depths.indices {
       let c = widths[stage]
       if stage > 0 { total += 2 * widths[stage - 1] + widths[stage - 1] * 4 * c + c }

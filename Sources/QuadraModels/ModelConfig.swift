@@ -26,8 +26,11 @@ public struct ModelConfig: Codable, Sendable, Equatable {
   public var name: String
   public var inputChannels: Int
   public var classCount: Int
-  /// Stem kernel size = stride (4 for 224² ImageNet models).
+  /// Stem stride (4 for 224² ImageNet models): the stem divides the resolution by it.
   public var stemPatchSize: Int
+  /// Stem kernel size for an overlapping stem (larger than ``stemPatchSize``, padded by ``stemPadding``
+  /// so the output size stays `resolution / stemPatchSize`); `nil` for the official patchify stem.
+  public var stemKernelSize: Int?
   public var depths: [Int]
   public var widths: [Int]
   public var mixers: [TokenMixer]
@@ -39,7 +42,8 @@ public struct ModelConfig: Codable, Sendable, Equatable {
   public var weightInitialization: WeightInitialization
 
   public init(
-    name: String, inputChannels: Int = 3, classCount: Int = 1000, stemPatchSize: Int = 4, depths: [Int],
+    name: String, inputChannels: Int = 3, classCount: Int = 1000, stemPatchSize: Int = 4, stemKernelSize: Int? = nil,
+    depths: [Int],
     widths: [Int], mixers: [TokenMixer], mlpRatio: Int = 4, layerScaleInit: Float = 1e-6, dropPathRate: Float = 0,
     weightInitialization: WeightInitialization = .timm
   ) {
@@ -47,6 +51,7 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     self.inputChannels = inputChannels
     self.classCount = classCount
     self.stemPatchSize = stemPatchSize
+    self.stemKernelSize = stemKernelSize
     self.depths = depths
     self.widths = widths
     self.mixers = mixers
@@ -57,17 +62,19 @@ public struct ModelConfig: Codable, Sendable, Equatable {
   }
 
   private enum CodingKeys: String, CodingKey {
-    case name, inputChannels, classCount, stemPatchSize, depths, widths, mixers, mlpRatio, layerScaleInit,
+    case name, inputChannels, classCount, stemPatchSize, stemKernelSize, depths, widths, mixers, mlpRatio, layerScaleInit,
       dropPathRate, weightInitialization
   }
 
-  /// Decodes configs written before `weightInitialization` existed as using the timm default.
+  /// Decodes configs written before `stemKernelSize` and `weightInitialization` existed as using a
+  /// patchify stem and the timm initialization.
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     self.init(
       name: try c.decode(String.self, forKey: .name), inputChannels: try c.decode(Int.self, forKey: .inputChannels),
       classCount: try c.decode(Int.self, forKey: .classCount),
-      stemPatchSize: try c.decode(Int.self, forKey: .stemPatchSize), depths: try c.decode([Int].self, forKey: .depths),
+      stemPatchSize: try c.decode(Int.self, forKey: .stemPatchSize),
+      stemKernelSize: try c.decodeIfPresent(Int.self, forKey: .stemKernelSize), depths: try c.decode([Int].self, forKey: .depths),
       widths: try c.decode([Int].self, forKey: .widths), mixers: try c.decode([TokenMixer].self, forKey: .mixers),
       mlpRatio: try c.decode(Int.self, forKey: .mlpRatio), layerScaleInit: try c.decode(Float.self, forKey: .layerScaleInit),
       dropPathRate: try c.decode(Float.self, forKey: .dropPathRate),
@@ -87,6 +94,9 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     guard inputChannels > 0, classCount > 0, stemPatchSize > 0, mlpRatio > 0 else {
       throw fail("inputChannels, classCount, stemPatchSize and mlpRatio must be positive")
     }
+    guard stemKernel >= stemPatchSize else {
+      throw fail("stemKernelSize (\(stemKernel)) must be at least stemPatchSize (\(stemPatchSize))")
+    }
     guard dropPathRate >= 0, dropPathRate < 1 else { throw fail("dropPathRate must be in [0, 1), got \(dropPathRate)") }
     for (stage, mixer) in mixers.enumerated() {
       switch mixer {
@@ -100,9 +110,16 @@ public struct ModelConfig: Codable, Sendable, Equatable {
     }
   }
 
+  /// Zero padding of the stem on each side: `(kernel − stride + 1) / 2`, so an overlapping stem
+  /// (e.g. kernel 4, stride 2, padding 1) keeps the patchify stem's output size.
+  public var stemPadding: Int { (stemKernel - stemPatchSize + 1) / 2 }
+
+  /// The stem's kernel size: ``stemKernelSize``, or ``stemPatchSize`` for a patchify stem.
+  public var stemKernel: Int { stemKernelSize ?? stemPatchSize }
+
   /// The spatial size after the stem and each downsampling, for a square input of `resolution`.
   public func stageResolutions(inputResolution resolution: Int) -> [Int] {
-    var size = resolution / stemPatchSize
+    var size = (resolution + 2 * stemPadding - stemKernel) / stemPatchSize + 1
     var sizes = [size]
     for _ in 1..<depths.count {
       size /= 2

@@ -55,8 +55,8 @@ public final class VisionModel: Module, Layer {
       NormAndConv(
         norm: LayerNorm(channels: widths[0]),
         conv: Conv2d(
-          inputChannels: config.inputChannels, outputChannels: widths[0], kernelSize: config.stemPatchSize,
-          stride: config.stemPatchSize, generator: &generator),
+          inputChannels: config.inputChannels, outputChannels: widths[0], kernelSize: config.stemKernel,
+          stride: config.stemPatchSize, padding: config.stemPadding, generator: &generator),
         normFirst: false)
     ]
     for i in 1..<widths.count {

@@ -292,6 +292,7 @@ extension ModelConfig {
     compare("inputChannels", saved.inputChannels, requested.inputChannels)
     compare("classCount", saved.classCount, requested.classCount)
     compare("stemPatchSize", saved.stemPatchSize, requested.stemPatchSize)
+    compare("stemKernelSize", saved.stemKernel, requested.stemKernel)
     compare("depths", saved.depths, requested.depths)
     compare("widths", saved.widths, requested.widths)
     func short(_ mixer: TokenMixer) -> String {
@@ -305,6 +306,7 @@ extension ModelConfig {
     compare("mlpRatio", saved.mlpRatio, requested.mlpRatio)
     compare("layerScaleInit", saved.layerScaleInit, requested.layerScaleInit)
     compare("dropPathRate", saved.dropPathRate, requested.dropPathRate)
+    compare("weightInitialization", "\(saved.weightInitialization)", "\(requested.weightInitialization)")
     if result.isEmpty && saved != requested { result.append("configs differ") }
     return result
   }

@@ -36,4 +36,28 @@ import Testing
     #expect(throws: ModelConfigError.self) { try config.validate() }
     #expect(throws: ModelConfigError.self) { try ModelRegistry.config(named: "no-such-model") }
   }
+
+  @Test(arguments: [(2, 2, 0), (3, 2, 1), (4, 2, 1), (4, 4, 0), (7, 4, 2)])
+  func overlappingStemKeepsThePatchifyOutputSize(kernel: Int, stride: Int, padding: Int) throws {
+    let config = ModelConfig(
+      name: "stem-test", inputChannels: 1, classCount: 5, stemPatchSize: stride, stemKernelSize: kernel,
+      depths: [1, 1], widths: [8, 16], mixers: [.quadratic(kernelSize: 3), .depthwise(kernelSize: 3)], mlpRatio: 2)
+    try config.validate()
+    #expect(config.stemPadding == padding)
+    #expect(config.stageResolutions(inputResolution: 28) == [28 / stride, 28 / stride / 2])
+    let model = try VisionModel(config: config, seed: 2)
+    #expect(model.parameterCount == config.parameterCount)
+    let stem = try #require(model.namedParameters().first { $0.name == "downsample_layers.0.0.weight" })
+    #expect(stem.parameter.variable.shape == [8, kernel, kernel, 1])
+    // The stem's output has the patchify stem's size: run it on a batch and check the logits' shape.
+    let images = Variable(Tensor(shape: [2, 28, 28, 1], scalars: (0..<(2 * 28 * 28)).map { Float($0 % 17) / 17 }))
+    #expect(model(images).shape == [2, 5])
+    #expect(model.downsampleLayers[0](images).shape == [2, 28 / stride, 28 / stride, 8])
+  }
+
+  @Test func stemKernelSmallerThanItsStrideIsRejected() {
+    let config = ModelConfig(
+      name: "bad-stem", stemPatchSize: 4, stemKernelSize: 3, depths: [1], widths: [8], mixers: [.quadratic(kernelSize: 3)])
+    #expect(throws: ModelConfigError.self) { try config.validate() }
+  }
 }
