@@ -1,3 +1,6 @@
+import Foundation
+import Synchronization
+
 /// A tensor that takes part in automatic differentiation.
 ///
 /// Operations on variables compute their value eagerly with QuadraCore kernels
@@ -72,20 +75,36 @@ public final class Variable: @unchecked Sendable {
 
   /// Back-propagates from this variable.
   ///
-  /// - Parameter seed: ∂L/∂self; defaults to ones (so a scalar loss gets gradient 1).
+  /// - Parameter seed: ∂L/∂self, of this variable's shape. It may be omitted only for a
+  ///   single-element output (a scalar loss), which then gets gradient 1, as in PyTorch.
+  /// - Throws: ``AutogradError`` when the seed is missing for a multi-element output or has the
+  ///   wrong shape, or when the graph below this variable was already released by an earlier
+  ///   backward pass (as PyTorch's "Trying to backward through the graph a second time"). All
+  ///   checks happen before any gradient is written, so a failed call changes nothing.
   ///
   /// Nodes are visited in reverse tape order; each node's pullback and saved tensors
   /// are released as soon as it has run, so activation memory falls during backward.
-  public func backward(_ seed: Tensor? = nil) {
-    let seedGradient = seed ?? Tensor(shape: shape, repeating: 1)
-    opPrecondition(
-      seedGradient.shape == shape, "backward: seed shape \(seedGradient.shape) differs from output shape \(shape)")
+  /// A graph therefore supports one backward pass: a second pass through any of its
+  /// nodes, from the same root or from another root sharing them, throws.
+  public func backward(_ seed: Tensor? = nil) throws(AutogradError) {
+    let seedGradient: Tensor
+    if let seed {
+      guard seed.shape == shape else { throw .seedShapeMismatch(seed: seed.shape, output: shape) }
+      seedGradient = seed
+    } else {
+      guard value.count == 1 else { throw .implicitSeedForNonScalar(shape: shape) }
+      seedGradient = Tensor(shape: shape, repeating: 1)
+    }
     guard let root = node else {
       if requiresGrad { accumulate(seedGradient) }
       return
     }
+    let nodes = GradientNode.reachable(from: root)
+    if let released = nodes.first(where: \.isReleased) {
+      throw .graphAlreadyReleased(tapePosition: released.position)
+    }
     root.outputGradient = seedGradient
-    for node in GradientNode.reachable(from: root) {
+    for node in nodes {
       guard let gradient = node.outputGradient, let pullback = node.pullback else {
         node.release()
         continue
@@ -93,14 +112,14 @@ public final class Variable: @unchecked Sendable {
       let inputs = node.inputs
       node.release()
       let inputGradients = pullback(gradient)
-      opPrecondition(
-        inputGradients.count == inputs.count,
-        "backward: a pullback returned \(inputGradients.count) gradients for \(inputs.count) inputs")
+      guard inputGradients.count == inputs.count else {
+        throw .pullbackGradientCount(returned: inputGradients.count, inputs: inputs.count)
+      }
       for (input, inputGradient) in zip(inputs, inputGradients) {
         guard let inputGradient else { continue }
-        opPrecondition(
-          inputGradient.shape == input.shape,
-          "backward: gradient of shape \(inputGradient.shape) for an input of shape \(input.shape)")
+        guard inputGradient.shape == input.shape else {
+          throw .pullbackGradientShape(gradient: inputGradient.shape, input: input.shape)
+        }
         if let inputNode = input.node {
           inputNode.outputGradient = inputNode.outputGradient.map { $0.adding(inputGradient) } ?? inputGradient
         } else if input.requiresGrad {
@@ -127,17 +146,20 @@ extension Variable: CustomStringConvertible {
 
 /// One entry of the gradient tape.
 public final class GradientNode: @unchecked Sendable {
-  nonisolated(unsafe) private static var nextPosition = 0
+  /// The last position handed out; atomic because graphs are recorded concurrently in one process.
+  private static let lastPosition = Atomic<Int>(0)
 
-  /// Position on the tape: a node's inputs were always recorded before it.
+  /// Position on the tape: a node's inputs were always recorded before it (positions are unique
+  /// and increase in recording order, also across threads).
   let position: Int
   var inputs: [Variable]
   var pullback: ((Tensor) -> [Tensor?])?
   var outputGradient: Tensor?
+  /// Set once a backward pass has run (or skipped) this node and dropped what it saved.
+  private(set) var isReleased = false
 
   init(inputs: [Variable], pullback: @escaping (Tensor) -> [Tensor?]) {
-    GradientNode.nextPosition += 1
-    self.position = GradientNode.nextPosition
+    self.position = GradientNode.lastPosition.add(1, ordering: .relaxed).newValue
     self.inputs = inputs
     self.pullback = pullback
   }
@@ -146,6 +168,7 @@ public final class GradientNode: @unchecked Sendable {
     inputs = []
     pullback = nil
     outputGradient = nil
+    isReleased = true
   }
 
   /// The nodes that `root` depends on (itself included), latest first.
@@ -163,6 +186,40 @@ public final class GradientNode: @unchecked Sendable {
     }
     return nodes.sorted { $0.position > $1.position }
   }
+}
+
+/// Why a backward pass was refused.
+public enum AutogradError: Error, Equatable, CustomStringConvertible {
+  /// `backward()` without a seed on an output with more than one element.
+  case implicitSeedForNonScalar(shape: [Int])
+  /// The seed's shape differs from the output's.
+  case seedShapeMismatch(seed: [Int], output: [Int])
+  /// The pass needs a node whose saved tensors an earlier backward pass already released.
+  case graphAlreadyReleased(tapePosition: Int)
+  /// A pullback returned a different number of gradients than its node has inputs (an op bug).
+  case pullbackGradientCount(returned: Int, inputs: Int)
+  /// A pullback returned a gradient whose shape differs from its input's (an op bug).
+  case pullbackGradientShape(gradient: [Int], input: [Int])
+
+  public var description: String {
+    switch self {
+    case .implicitSeedForNonScalar(let shape):
+      "backward: a seed gradient can be omitted only for a single-element output; this output has shape \(shape)"
+    case .seedShapeMismatch(let seed, let output):
+      "backward: seed shape \(seed) differs from output shape \(output)"
+    case .graphAlreadyReleased(let position):
+      "backward: trying to backward through the graph a second time: the saved tensors of tape node "
+        + "\(position) were already released by an earlier backward pass; recompute the forward pass"
+    case .pullbackGradientCount(let returned, let inputs):
+      "backward: a pullback returned \(returned) gradients for \(inputs) inputs"
+    case .pullbackGradientShape(let gradient, let input):
+      "backward: a pullback returned a gradient of shape \(gradient) for an input of shape \(input)"
+    }
+  }
+}
+
+extension AutogradError: LocalizedError {
+  public var errorDescription: String? { description }
 }
 
 /// Whether operations record onto the tape.

@@ -18,11 +18,16 @@ public struct KernelResult: Codable, Sendable {
 public struct KernelReport: Codable, Sendable {
   public var threads: Int
   public var peakGFLOPS: Double
+  /// Lanes of the FMA vectors that reached the peak (8: AVX2-wide, 16: AVX-512-wide).
+  public var peakVectorWidth: Int
   public var results: [KernelResult]
+  /// Conditions that make the numbers less trustworthy (more threads than cores, a kernel above the peak).
+  public var warnings: [String]
 
   enum CodingKeys: String, CodingKey {
-    case threads, results
+    case threads, results, warnings
     case peakGFLOPS = "peak_gflops"
+    case peakVectorWidth = "peak_vector_width"
   }
 }
 
@@ -30,11 +35,20 @@ public struct KernelReport: Codable, Sendable {
 /// convolution that dominate QuadraNet, HorNet and ConvNeXt, as GFLOP/s and as a
 /// fraction of that peak (measured in the same process with the same thread count).
 public enum KernelBenchmark {
-  public static func run(threads: Int, progress: (String) -> Void = { _ in }) -> KernelReport {
-    Parallel.withThreadCount(threads) {
+  /// Runs the benchmark with `threads` kernel threads; `progress` receives the table's lines and warnings.
+  ///
+  /// - Throws: when `threads` is outside 1...``QuadraCore/ComputeContext/maximumThreadCount``.
+  public static func run(threads: Int, progress: (String) -> Void = { _ in }) throws -> KernelReport {
+    try ComputeContext.current.with(threads: threads).run {
+      var warnings: [String] = []
+      func warn(_ warning: String) {
+        warnings.append(warning)
+        progress("warning: " + warning)
+      }
+      if let warning = BenchmarkWarnings.oversubscription(threads: threads) { warn(warning) }
       progress("measuring FMA peak with \(threads) thread(s)…")
-      // Best of three: another process briefly using the core must not understate the peak.
-      let peak = (0..<3).map { _ in PeakFLOPS.measure(threads: threads, seconds: 0.2) }.max()!
+      let peakMeasurement = try PeakFLOPS.measure(threads: threads)
+      let peak = peakMeasurement.gflops
       var results: [KernelResult] = []
       func record(_ name: String, flops: Double, seconds: Double) {
         let gflops = flops / seconds / 1e9
@@ -42,6 +56,7 @@ public enum KernelBenchmark {
         progress(
           name.padding(toLength: 20, withPad: " ", startingAt: 0)
             + String(format: "%8.2f GFLOP/s  %5.1f%% of peak", gflops, 100 * gflops / peak))
+        if let warning = BenchmarkWarnings.abovePeak(name, fraction: gflops / peak) { warn(warning) }
       }
       for (name, m, n, k) in [
         ("gemm_1024", 1024, 1024, 1024), ("gemm_3136x256x64", 3136, 256, 64), ("gemm_196x1536x384", 196, 1536, 384),
@@ -72,7 +87,30 @@ public enum KernelBenchmark {
       }
       // Backward computes both the input and the weight gradient: twice the forward FLOPs.
       record("dwconv7_backward", flops: 2 * flops, seconds: backward)
-      return KernelReport(threads: threads, peakGFLOPS: peak, results: results)
+      return KernelReport(
+        threads: threads, peakGFLOPS: peak, peakVectorWidth: peakMeasurement.vectorWidth, results: results,
+        warnings: warnings)
     }
+  }
+}
+
+/// The warnings `bench kernels` and `bench models` print next to fractions of the FMA peak.
+enum BenchmarkWarnings {
+  /// A warning when `threads` exceeds the cores this process may use: the threads then share
+  /// cores, so neither the peak nor the kernels gain from the extra threads.
+  static func oversubscription(threads: Int) -> String? {
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    guard threads > cores else { return nil }
+    return "--threads \(threads) exceeds the \(cores) active core(s); threads share cores, "
+      + "so use --threads 1...\(cores) for meaningful speeds"
+  }
+
+  /// A warning when `name` ran faster than the measured peak: impossible for a correct peak, so the
+  /// peak run was slowed down (by other work on the machine, or a frequency change).
+  static func abovePeak(_ name: String, fraction: Double) -> String? {
+    guard fraction > 1 else { return nil }
+    return String(
+      format: "%@ reached %.0f%% of the measured FMA peak; the peak was understated "
+        + "(machine busy or clock changed while it was measured)", name, 100 * fraction)
   }
 }

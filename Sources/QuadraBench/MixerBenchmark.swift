@@ -49,8 +49,8 @@ public enum MixerBenchmark {
   public static func run(
     threads: Int, shapes: [[Int]] = stageShapes, kernelSize: Int = 7, repetitions: Int = 3,
     progress: (String) -> Void = { _ in }
-  ) -> MixerReport {
-    Parallel.withThreadCount(threads) {
+  ) throws -> MixerReport {
+    try ComputeContext.current.with(threads: threads).run {
       var results: [MixerShapeResult] = []
       for shape in shapes {
         opPrecondition(shape.count == 4, "MixerBenchmark: shapes must be [N, H, W, C], got \(shape)")
@@ -58,20 +58,20 @@ public enum MixerBenchmark {
         let layer = QuadraticDepthwiseConv2d(channels: shape[3], kernelSize: kernelSize, generator: &generator)
         let input = Tensor.normal(shape: shape, using: &generator)
         let seed = Tensor.normal(shape: shape, using: &generator)
-        func measure(fused: Bool) -> MixerMeasurement {
+        func measure(fused: Bool) throws -> MixerMeasurement {
           layer.usesFusedKernel = fused
           let x = Variable(input, requiresGrad: true)
-          let seconds = Stopwatch.best(repetitions: repetitions) {
+          let seconds = try Stopwatch.best(repetitions: repetitions) {
             layer.zeroGradients()
             x.zeroGradient()
-            layer(x).backward(seed)
+            try layer(x).backward(seed)
           }
-          let saved = savedBytes(layer: layer, input: input, seed: seed)
+          let saved = try savedBytes(layer: layer, input: input, seed: seed)
           layer.zeroGradients()
           return MixerMeasurement(seconds: seconds, savedBytes: saved)
         }
-        let fused = measure(fused: true)
-        let unfused = measure(fused: false)
+        let fused = try measure(fused: true)
+        let unfused = try measure(fused: false)
         layer.usesFusedKernel = true
         results.append(MixerShapeResult(shape: shape, fused: fused, unfused: unfused))
         progress(
@@ -91,11 +91,15 @@ public enum MixerBenchmark {
   /// Live bytes the tape adds between forward and backward, without the output: the input is
   /// created (as a fresh copy, like a preceding layer's output) after the first reading, so it
   /// counts exactly when the tape keeps it.
-  static func savedBytes(layer: QuadraticDepthwiseConv2d, input: Tensor, seed: Tensor) -> Int {
-    let before = MemoryAllocator.shared.liveBytes
-    let y = layer(Variable(input.copy(), requiresGrad: true))
-    let saved = MemoryAllocator.shared.liveBytes - before - y.value.count * MemoryLayout<Float>.size
-    y.backward(seed)  // releases the tape
+  static func savedBytes(layer: QuadraticDepthwiseConv2d, input: Tensor, seed: Tensor) throws -> Int {
+    // A tracker of its own: tensors allocated concurrently elsewhere in the process do not count.
+    let memory = MemoryTracker()
+    let (y, saved) = ComputeContext.current.with(memory: memory).run {
+      let before = memory.liveBytes
+      let y = layer(Variable(input.copy(), requiresGrad: true))
+      return (y, memory.liveBytes - before - y.value.count * MemoryLayout<Float>.size)
+    }
+    try y.backward(seed)  // releases the tape
     return saved
   }
 

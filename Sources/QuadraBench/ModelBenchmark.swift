@@ -45,23 +45,33 @@ public enum ModelBenchmark {
   }
 
   /// Measures the FMA peak once, then every model. `progress` receives human-readable status lines.
+  ///
+  /// Each model runs in its own ``QuadraCore/ComputeContext`` (with `options.threads` threads and a
+  /// fresh memory tracker), so its peak bytes count only its own tensors.
   public static func run(
     _ options: Options, progress: (String) -> Void = { _ in }
   ) throws -> (peakGFLOPS: Double, results: [ModelResult]) {
-    try Parallel.withThreadCount(options.threads) {
+    try ComputeContext.current.with(threads: options.threads).run {
+      if let warning = BenchmarkWarnings.oversubscription(threads: options.threads) {
+        progress("warning: " + warning)
+      }
       progress("measuring FMA peak with \(options.threads) thread(s)…")
-      let peakBefore = PeakFLOPS.measure(threads: options.threads)
+      let peakBefore = try PeakFLOPS.measure(threads: options.threads).gflops
       var results: [ModelResult] = []
       for name in options.models {
         let config = try ModelRegistry.config(named: name)
-        results.append(try measure(config: config, options: options, progress: progress))
+        let context = ComputeContext.current.with(memory: MemoryTracker())
+        results.append(try context.run { try measure(config: config, options: options, progress: progress) })
       }
       // The peak is measured again at the end and the higher value kept: a run disturbed by other
       // work on the machine would otherwise understate the peak and overstate every fraction.
-      let peak = Swift.max(peakBefore, PeakFLOPS.measure(threads: options.threads))
+      let peak = Swift.max(peakBefore, try PeakFLOPS.measure(threads: options.threads).gflops)
       for index in results.indices {
         let flops = 6 * Double(results[index].macs) * results[index].trainImagesPerSecond
         results[index].trainFractionOfPeak = flops / 1e9 / peak
+        if let warning = BenchmarkWarnings.abovePeak(results[index].model, fraction: flops / 1e9 / peak) {
+          progress("warning: " + warning)
+        }
       }
       return (peak, results)
     }
@@ -69,9 +79,9 @@ public enum ModelBenchmark {
 
   /// Measures one model; `trainFractionOfPeak` is filled in by ``run(_:progress:)``.
   static func measure(config: ModelConfig, options: Options, progress: (String) -> Void) throws -> ModelResult {
-    let allocator = MemoryAllocator.shared
+    let memory = ComputeContext.current.memory
     // Each model starts from an empty pool so one model's cached blocks don't hide another's allocations.
-    allocator.releaseCache()
+    MemoryAllocator.shared.releaseCache()
     let model = try VisionModel(config: config, seed: 0)
     var generator = RandomGenerator(seed: 1)
     let images = Tensor.normal(
@@ -81,35 +91,35 @@ public enum ModelBenchmark {
     let optimizer = AdamW(parameters: parameters, learningRate: 1e-4)
     let macs = config.macs(resolution: options.resolution)
 
-    func trainStep() {
+    func trainStep() throws {
       let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
-      loss.backward()
+      try loss.backward()
       optimizer.update()
       model.zeroGradients()
     }
 
     progress("\(config.name): warm-up training step (batch \(options.batchSize), \(options.resolution)²)…")
     model.setTraining(true)
-    trainStep()
-    allocator.resetPeak()
+    try trainStep()
+    memory.resetPeak()
     var trainSeconds = Double.infinity
     for step in 0..<options.steps {
-      trainSeconds = Swift.min(trainSeconds, Stopwatch.seconds(trainStep))
+      trainSeconds = Swift.min(trainSeconds, try Stopwatch.seconds(trainStep))
       progress(
         "\(config.name): training step \(step + 1)/\(options.steps): "
           + String(format: "%.2f s, %.2f images/s", trainSeconds, Double(options.batchSize) / trainSeconds))
     }
-    let trainPeak = allocator.peakBytes
+    let trainPeak = memory.peakBytes
 
     model.setTraining(false)
     func inferStep() {
       GradientMode.withoutRecording { _ = model(Variable(images)) }
     }
     inferStep()
-    allocator.resetPeak()
+    memory.resetPeak()
     var inferSeconds = Double.infinity
     for _ in 0..<options.steps { inferSeconds = Swift.min(inferSeconds, Stopwatch.seconds(inferStep)) }
-    let inferPeak = allocator.peakBytes
+    let inferPeak = memory.peakBytes
 
     return ModelResult(
       model: config.name, params: config.parameterCount, macs: macs,

@@ -4,23 +4,23 @@ import Dispatch
 /// several timed repetitions — the least disturbed by other work on the machine.
 public enum Stopwatch {
   /// Seconds taken by one call of `body`.
-  public static func seconds(_ body: () -> Void) -> Double {
+  public static func seconds(_ body: () throws -> Void) rethrows -> Double {
     let start = DispatchTime.now().uptimeNanoseconds
-    body()
+    try body()
     return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
   }
 
   /// The best time of `repetitions` calls after `warmup` untimed calls; repetitions continue
   /// until at least `minimumSeconds` have been spent timing (so short kernels get more samples).
   public static func best(
-    warmup: Int = 1, repetitions: Int = 3, minimumSeconds: Double = 0.2, _ body: () -> Void
-  ) -> Double {
-    for _ in 0..<warmup { body() }
+    warmup: Int = 1, repetitions: Int = 3, minimumSeconds: Double = 0.2, _ body: () throws -> Void
+  ) rethrows -> Double {
+    for _ in 0..<warmup { try body() }
     var best = Double.infinity
     var spent = 0.0
     var count = 0
     while count < repetitions || spent < minimumSeconds {
-      let t = seconds(body)
+      let t = try seconds(body)
       best = Swift.min(best, t)
       spent += t
       count += 1

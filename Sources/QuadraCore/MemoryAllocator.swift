@@ -1,65 +1,67 @@
 import Foundation
+import Synchronization
 
-/// The single allocator behind every tensor buffer.
+/// The single allocator behind every tensor buffer: a process-wide pool of freed blocks.
 ///
-/// It counts the bytes handed out and still alive (``liveBytes``) and the
-/// high-water mark since the last reset (``peakBytes``), like PyTorch's
-/// `torch.cuda.memory_allocated` / `max_memory_allocated`. Freed blocks are kept
-/// in a pool keyed by their exact size, because a training step allocates the
-/// same shapes every iteration; cached blocks do not count as live.
-public final class MemoryAllocator: @unchecked Sendable {
+/// Freed blocks are kept in a pool keyed by their exact size, because a training step allocates
+/// the same shapes every iteration; cached blocks are not live memory. The pool is shared by all
+/// ``ComputeContext``s (a block freed by one context may serve another); the accounting of live
+/// and peak bytes is per context, in ``MemoryTracker``, done by ``TensorBuffer``.
+public final class MemoryAllocator: Sendable {
   /// The process-wide allocator used by ``TensorBuffer``.
   public static let shared = MemoryAllocator()
 
   /// Blocks are aligned for the widest vector loads (AVX-512 lines).
   public static let alignment = 64
 
-  private let lock = NSLock()
-  private var pool: [Int: [UnsafeMutableRawPointer]] = [:]
-  private var _liveBytes = 0
-  private var _peakBytes = 0
-  private var _cachedBytes = 0
-  private var _allocationCount = 0
+  /// A freed block; the pool owns it exclusively until it hands it to one caller.
+  private struct Block: @unchecked Sendable {
+    let address: UnsafeMutableRawPointer
+  }
 
-  /// Upper bound on pooled (freed but cached) bytes; beyond it blocks go back to the system.
-  public var cacheLimitBytes: Int = 8 << 30
+  private struct Pool {
+    var blocks: [Int: [Block]] = [:]
+    var cachedBytes = 0
+    var cacheLimitBytes = 8 << 30
+  }
+
+  private let pool = Mutex(Pool())
 
   public init() {}
 
-  /// Bytes held by live tensors right now.
-  public var liveBytes: Int { lock.withLock { _liveBytes } }
-  /// The largest value ``liveBytes`` reached since the last ``resetPeak()``.
-  public var peakBytes: Int { lock.withLock { _peakBytes } }
-  /// Bytes kept in the pool for reuse (not live).
-  public var cachedBytes: Int { lock.withLock { _cachedBytes } }
-  /// Number of allocations requested so far (pool hits included).
-  public var allocationCount: Int { lock.withLock { _allocationCount } }
+  /// Upper bound on pooled (freed but cached) bytes; beyond it blocks go back to the system.
+  /// Values below zero count as zero (nothing is cached).
+  public var cacheLimitBytes: Int {
+    get { pool.withLock { $0.cacheLimitBytes } }
+    set { pool.withLock { $0.cacheLimitBytes = Swift.max(0, newValue) } }
+  }
 
-  /// Starts a new peak measurement from the current live bytes.
-  public func resetPeak() { lock.withLock { _peakBytes = _liveBytes } }
+  /// Bytes kept in the pool for reuse (not live).
+  public var cachedBytes: Int { pool.withLock { $0.cachedBytes } }
 
   /// Returns all pooled blocks to the system.
   public func releaseCache() {
-    lock.withLock {
-      for (_, blocks) in pool { for block in blocks { block.deallocate() } }
-      pool.removeAll()
-      _cachedBytes = 0
+    let released = pool.withLock { pool in
+      defer {
+        pool.blocks.removeAll()
+        pool.cachedBytes = 0
+      }
+      return pool.blocks.values.joined()
     }
+    for block in released { block.address.deallocate() }
   }
 
   /// Allocates `byteCount` bytes (uninitialized), reusing a pooled block of the same size when there is one.
+  ///
+  /// The allocator does no accounting: ``TensorBuffer`` reports its bytes to the current
+  /// context's ``MemoryTracker``.
   public func allocate(byteCount: Int) -> UnsafeMutableRawPointer {
     let size = Swift.max(byteCount, 1)
-    let reused: UnsafeMutableRawPointer? = lock.withLock {
-      _allocationCount += 1
-      _liveBytes += size
-      if _liveBytes > _peakBytes { _peakBytes = _liveBytes }
-      if var blocks = pool[size], let block = blocks.popLast() {
-        pool[size] = blocks.isEmpty ? nil : blocks
-        _cachedBytes -= size
-        return block
-      }
-      return nil
+    let reused: UnsafeMutableRawPointer? = pool.withLock { pool in
+      guard var blocks = pool.blocks[size], let block = blocks.popLast() else { return nil }
+      pool.blocks[size] = blocks.isEmpty ? nil : blocks
+      pool.cachedBytes -= size
+      return block.address
     }
     return reused ?? UnsafeMutableRawPointer.allocate(byteCount: size, alignment: Self.alignment)
   }
@@ -67,21 +69,35 @@ public final class MemoryAllocator: @unchecked Sendable {
   /// Gives a block back; it is pooled for reuse unless the cache is full.
   public func deallocate(_ pointer: UnsafeMutableRawPointer, byteCount: Int) {
     let size = Swift.max(byteCount, 1)
-    let keep: Bool = lock.withLock {
-      _liveBytes -= size
-      guard _cachedBytes + size <= cacheLimitBytes else { return false }
-      pool[size, default: []].append(pointer)
-      _cachedBytes += size
+    let block = Block(address: pointer)
+    let kept: Bool = pool.withLock { pool in
+      guard pool.cachedBytes + size <= pool.cacheLimitBytes else { return false }
+      pool.blocks[size, default: []].append(block)
+      pool.cachedBytes += size
       return true
     }
-    if !keep { pointer.deallocate() }
+    if !kept { pointer.deallocate() }
   }
+}
 
-  /// Measures the peak live bytes while `body` runs (on top of what was live before).
+// The accounting moved to per-context trackers; these forward to the running task's tracker so
+// code written against the process-wide counters keeps its meaning in a single-context program.
+extension MemoryAllocator {
+  /// Bytes held by live tensors of the current context's tracker.
+  @available(*, deprecated, message: "use ComputeContext.current.memory.liveBytes")
+  public var liveBytes: Int { ComputeContext.current.memory.liveBytes }
+
+  /// The current context's peak live bytes since its last reset.
+  @available(*, deprecated, message: "use ComputeContext.current.memory.peakBytes")
+  public var peakBytes: Int { ComputeContext.current.memory.peakBytes }
+
+  /// Starts a new peak measurement in the current context's tracker.
+  @available(*, deprecated, message: "use ComputeContext.current.memory.resetPeak()")
+  public func resetPeak() { ComputeContext.current.memory.resetPeak() }
+
+  /// Measures the peak live bytes of `body` with the current context's tracker.
+  @available(*, deprecated, message: "use ComputeContext.current.memory.measurePeak(_:)")
   public func measurePeak<R>(_ body: () throws -> R) rethrows -> (result: R, peakBytes: Int) {
-    let base = liveBytes
-    resetPeak()
-    let result = try body()
-    return (result, peakBytes - base)
+    try ComputeContext.current.memory.measurePeak(body)
   }
 }

@@ -3,45 +3,55 @@ import Foundation
 
 /// Splits kernel work across threads.
 ///
-/// ``threadCount`` defaults to all cores and is set once by the CLI (`--threads`)
-/// or by benchmarks; kernels read it when they start. Work is split into at most
-/// ``threadCount`` contiguous chunks so each thread touches its own memory.
+/// The thread count comes from the running task's ``ComputeContext`` (``ComputeContext/current``),
+/// so concurrent tasks can use different counts; kernels read ``threadCount`` when they start.
+/// Work is split into at most ``threadCount`` contiguous chunks so each thread touches its own memory.
 public enum Parallel {
-  nonisolated(unsafe) private static var _threadCount = ProcessInfo.processInfo.activeProcessorCount
+  /// Threads kernels may use (≥ 1): the current context's ``ComputeContext/threadCount``.
+  public static var threadCount: Int { ComputeContext.current.threadCount }
 
-  /// Threads kernels may use (≥ 1).
-  public static var threadCount: Int {
-    get { _threadCount }
-    set {
-      opPrecondition(newValue >= 1, "Parallel.threadCount must be at least 1, got \(newValue)")
-      _threadCount = newValue
-    }
-  }
-
-  /// Runs `body` with the thread count temporarily set to `threads`.
+  /// Runs `body` in a copy of the current context whose thread count is `threads` (same memory tracker).
+  ///
+  /// For thread counts fixed in code (tests, sweeps). `threads` must be in
+  /// 1...``ComputeContext/maximumThreadCount``, or this stops the process with that message; a
+  /// count that comes from user input goes through the throwing ``ComputeContext/with(threads:)``.
   public static func withThreadCount<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
-    let saved = threadCount
-    threadCount = threads
-    defer { threadCount = saved }
-    return try body()
+    let context: ComputeContext
+    do {
+      context = try ComputeContext.current.with(threads: threads)
+    } catch {
+      opPrecondition(false, "Parallel.withThreadCount: \(error)")
+      return try body()  // unreachable: opPrecondition(false, …) stops the process
+    }
+    return try context.run(body)
   }
 
   /// Calls `body(range)` for contiguous sub-ranges covering `0..<count`, in parallel.
   ///
   /// `minimumChunk` keeps tiny loops on one thread, where dispatch would cost more than the work.
+  /// The workers run in the caller's context (task-local values do not cross into
+  /// `DispatchQueue.concurrentPerform` by themselves), so tensors they allocate are charged to
+  /// the caller's tracker.
   public static func forRanges(_ count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
     guard count > 0 else { return }
-    let chunks = Swift.min(threadCount, Swift.max(1, count / Swift.max(minimumChunk, 1)))
+    let context = ComputeContext.current
+    let chunks = Swift.min(context.threadCount, Swift.max(1, count / Swift.max(minimumChunk, 1)))
     if chunks <= 1 {
       body(0..<count)
       return
     }
     // Kernels capture raw pointers, which are not Sendable; each chunk writes a disjoint range.
     nonisolated(unsafe) let work = body
+    let needsContext = context !== ComputeContext.processDefault
     DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
       let start = count * chunk / chunks
       let end = count * (chunk + 1) / chunks
-      if start < end { work(start..<end) }
+      guard start < end else { return }
+      if needsContext {
+        context.run { work(start..<end) }
+      } else {
+        work(start..<end)
+      }
     }
   }
 

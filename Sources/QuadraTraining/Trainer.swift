@@ -202,7 +202,7 @@ public final class Trainer {
     }
     var metricsWriter: JSONLinesWriter?
     defer { try? metricsWriter?.close() }
-    MemoryAllocator.shared.resetPeak()
+    ComputeContext.current.memory.resetPeak()
     let runStart = Date()
     let batchesPerEpoch = iterator.batchesPerEpoch
     var batchesThisRun = 0
@@ -215,7 +215,7 @@ public final class Trainer {
       var samples = 0
       var batchIndex = 0
       while let batch = iterator.next() {
-        let loss = step(batch)
+        let loss = try step(batch)
         guard loss.isFinite else {
           throw TrainingError.diverged(epoch: epoch + 1, step: globalStep, loss: loss)
         }
@@ -240,7 +240,7 @@ public final class Trainer {
         seconds: Date().timeIntervalSince(epochStart), imagesPerSecond: Double(samples) / Swift.max(trainSeconds, 1e-9))
       history.append(metrics)
       if let outputDirectory {
-        try checkpoint(peakBytes: MemoryAllocator.shared.peakBytes).write(to: outputDirectory)
+        try checkpoint(peakBytes: ComputeContext.current.memory.peakBytes).write(to: outputDirectory)
         if let writer = metricsWriter {
           try writer.append(metrics)
         } else {
@@ -255,7 +255,7 @@ public final class Trainer {
       progress(.epochFinished(metrics, totalEpochs: options.epochs))
     }
 
-    let summary = makeSummary(peakBytes: Swift.max(MemoryAllocator.shared.peakBytes, savedPeakBytes))
+    let summary = makeSummary(peakBytes: Swift.max(ComputeContext.current.memory.peakBytes, savedPeakBytes))
     if let outputDirectory {
       let encoder = JSONEncoder()
       encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -265,14 +265,14 @@ public final class Trainer {
   }
 
   /// One optimizer step on `batch`; returns the batch's loss.
-  func step(_ batch: Batch) -> Float {
+  func step(_ batch: Batch) throws -> Float {
     optimizer.learningRate = schedule.learningRate(at: globalStep)
     let logits = model(Variable(batch.images))
     let loss = logits.softmaxCrossEntropy(labels: batch.labels, labelSmoothing: options.labelSmoothing)
     let value = loss.value.scalar
     guard value.isFinite else { return value }
     model.zeroGradients()
-    loss.backward()
+    try loss.backward()
     if let clip = options.clipGradientNorm { clipGradientNorm(parameters, maxNorm: clip) }
     optimizer.update()
     ema?.update(from: parameters)

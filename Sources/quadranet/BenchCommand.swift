@@ -27,13 +27,16 @@ struct KernelsCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of a table.") var json = false
 
   func run() throws {
-    let report = KernelBenchmark.run(threads: threadOptions.threads) { line in
+    let report = try KernelBenchmark.run(threads: threadOptions.threads) { line in
       if !json { print(line) } else { Terminal.status(line) }
     }
     if json {
       try Terminal.printJSON(report)
     } else {
-      print(String(format: "peak: %.1f GFLOP/s with %d thread(s)", report.peakGFLOPS, report.threads))
+      print(
+        String(
+          format: "peak: %.1f GFLOP/s with %d thread(s), %d-lane FMA vectors", report.peakGFLOPS, report.threads,
+          report.peakVectorWidth))
     }
   }
 }

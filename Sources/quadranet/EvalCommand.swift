@@ -37,7 +37,11 @@ struct EvalCommand: ParsableCommand {
   }
 
   func run() throws {
-    Parallel.threadCount = threadOptions.threads
+    // The kernels' thread count comes from the context the body runs in.
+    try ComputeContext(threads: threadOptions.threads).run { try runInContext() }
+  }
+
+  private func runInContext() throws {
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
     let splits = try DatasetSplits.load(datasetName)

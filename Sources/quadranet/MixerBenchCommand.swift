@@ -13,7 +13,7 @@ struct MixerCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of a table.") var json = false
 
   func run() throws {
-    let report = MixerBenchmark.run(threads: threadOptions.threads) { line in
+    let report = try MixerBenchmark.run(threads: threadOptions.threads) { line in
       if !json { print(line) } else { Terminal.status(line) }
     }
     if json {

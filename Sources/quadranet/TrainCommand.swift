@@ -96,7 +96,11 @@ struct TrainCommand: ParsableCommand {
   }
 
   func run() throws {
-    Parallel.threadCount = threadOptions.threads
+    // The kernels' thread count comes from the context the body runs in.
+    try ComputeContext(threads: threadOptions.threads).run { try runInContext() }
+  }
+
+  private func runInContext() throws {
     // Everything is validated before the output directory is touched.
     let checkpoint = try resume.map { try TrainingCheckpoint.read(from: URL(fileURLWithPath: $0)) }
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint?.state.dataset ?? "digits")

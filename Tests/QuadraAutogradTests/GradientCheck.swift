@@ -26,7 +26,12 @@ func checkGradients(
   let variables = inputs.map { Variable($0, requiresGrad: true) }
   let output = function(variables)
   let projection = Tensor.normal(shape: output.shape, using: &generator)
-  output.backward(projection)
+  do {
+    try output.backward(projection)
+  } catch {
+    Issue.record(error, sourceLocation: sourceLocation)
+    return
+  }
 
   func loss(_ values: [Tensor]) -> Double {
     let out = GradientMode.withoutRecording { function(values.map { Variable($0) }) }

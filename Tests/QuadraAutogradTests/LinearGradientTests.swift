@@ -45,12 +45,12 @@ import Testing
     checkGradients([x, weight, bias]) { v in linear(v[0], weight: v[1], bias: v[2]) }
   }
 
-  @Test func untrackedInputsGetNoGradient() {
+  @Test func untrackedInputsGetNoGradient() throws {
     var generator = RandomGenerator(seed: 26)
     let x = Variable(Tensor.normal(shape: [2, 3], using: &generator))
     let weight = Variable(Tensor.normal(shape: [4, 3], using: &generator), requiresGrad: true)
     let bias = Variable(Tensor.normal(shape: [4], using: &generator))
-    linear(x, weight: weight, bias: bias).backward()
+    try linear(x, weight: weight, bias: bias).sum().backward()
     #expect(x.grad == nil && bias.grad == nil)
     // dW = 1ᵀ · X: each row of dW is the column sums of X.
     let columnSums = (0..<3).map { j in (0..<2).map { x.value[$0, j] }.reduce(0, +) }
@@ -59,7 +59,7 @@ import Testing
 
     let a = Variable(Tensor.normal(shape: [2, 3], using: &generator), requiresGrad: true)
     let b = Variable(Tensor.normal(shape: [3, 2], using: &generator))
-    matmul(a, b).backward()
+    try matmul(a, b).sum().backward()
     #expect(a.grad != nil && b.grad == nil)
   }
 }

@@ -263,9 +263,10 @@ func expectClose(
 
   /// A small scratch cap forces one image per im2col pass; dW then accumulates over passes.
   @Test func denseChunkedOverImagesMatchesReference() {
-    let saved = Convolution2D.maximumScratchCount
-    Convolution2D.maximumScratchCount = 64
-    defer { Convolution2D.maximumScratchCount = saved }
+    Convolution2D.$maximumScratchCount.withValue(64) { denseChunkedOverImagesMatchesReferenceWithSmallScratch() }
+  }
+
+  private func denseChunkedOverImagesMatchesReferenceWithSmallScratch() {
     var rng = RandomGenerator(seed: 22)
     let g = ConvolutionReference.Dense(N: 3, H: 7, W: 5, I: 3, O: 4, KH: 3, KW: 3, sh: 2, sw: 1, ph: 1, pw: 1)
     #expect(Convolution2D.Geometry(
@@ -294,30 +295,25 @@ func expectClose(
     let depthwise = Tensor.normal(shape: [5, 5, 4], using: &rng)
     let dyDense = Tensor(shape: [2, 5, 5, 6], repeating: 1)
 
-    /// Live-byte growth across `body` with its results still held. A few attempts, so an
-    /// allocation by a test running concurrently in another suite cannot fail this one.
-    func growth(expected: Int, _ body: () -> [Tensor?]) -> Int {
-      var measured = 0
-      for _ in 0..<3 {
-        let before = MemoryAllocator.shared.liveBytes
-        let results = body()
-        measured = MemoryAllocator.shared.liveBytes - before
-        withExtendedLifetime(results) {}
-        if measured == expected { break }
-      }
-      return measured
+    /// Live-byte growth across `body` with its results still held, counted by a tracker of its
+    /// own so tests running concurrently cannot disturb it.
+    func growth(_ body: () -> [Tensor?]) -> Int {
+      let memory = MemoryTracker()
+      let results = memory.run(body)
+      defer { withExtendedLifetime(results) {} }
+      return memory.liveBytes
     }
 
-    #expect(growth(expected: dyDense.count * 4) {
+    #expect(growth {
       [x.conv2D(weight: dense, bias: nil, stride: (2, 2), padding: (1, 1))]
     } == dyDense.count * 4)
-    #expect(growth(expected: (x.count + dense.count + 6) * 4) {
+    #expect(growth {
       let g = Tensor.conv2DBackward(
         input: x, weight: dense, outputGradient: dyDense, stride: (2, 2), padding: (1, 1),
         needsInputGradient: true, hasBias: true)
       return [g.input, g.weight, g.bias]
     } == (x.count + dense.count + 6) * 4)
-    #expect(growth(expected: (2 * x.count + depthwise.count + 4) * 4) {
+    #expect(growth {
       let z = x.depthwiseConv2D(weight: depthwise, bias: nil)
       let g = Tensor.depthwiseConv2DBackward(
         input: x, weight: depthwise, outputGradient: z, needsInputGradient: true, hasBias: true)

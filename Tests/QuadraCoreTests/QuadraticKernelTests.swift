@@ -210,11 +210,12 @@ enum QuadraticReference {
   /// Scratch (packed weights, rings, partials) is released: only the results stay live.
   @Test func onlyResultsStayLive() {
     let p = Problem(2, 9, 11, 13, 7, seed: 600)
-    let before = MemoryAllocator.shared.liveBytes
-    let y = p.x.quadraticDepthwiseConv2D(weights: p.w, biases: p.b)
-    let g = Tensor.quadraticDepthwiseConv2DBackward(input: p.x, weights: p.w, biases: p.b, outputGradient: y)
-    let grown = MemoryAllocator.shared.liveBytes - before
-    #expect(grown == (2 * p.x.count + 3 * p.w.0.count + 3 * 13) * 4)
+    let memory = MemoryTracker()
+    let (y, g) = memory.run {
+      let y = p.x.quadraticDepthwiseConv2D(weights: p.w, biases: p.b)
+      return (y, Tensor.quadraticDepthwiseConv2DBackward(input: p.x, weights: p.w, biases: p.b, outputGradient: y))
+    }
+    #expect(memory.liveBytes == (2 * p.x.count + 3 * p.w.0.count + 3 * 13) * 4)
     withExtendedLifetime((y, g)) {}
   }
 

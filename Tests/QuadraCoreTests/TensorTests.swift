@@ -19,17 +19,18 @@ import Testing
     #expect(b.scalars == [1, 5])
   }
 
-  @Test func allocatorTracksLiveAndPeakBytes() {
-    let allocator = MemoryAllocator.shared
-    let before = allocator.liveBytes
-    allocator.resetPeak()
-    do {
+  @Test func trackerCountsLivePeakAndAllocations() {
+    let memory = MemoryTracker()
+    memory.run {
       let t = Tensor(zeros: [256])
-      #expect(allocator.liveBytes == before + 1024)
+      #expect(memory.liveBytes == 1024)
       _ = t
     }
-    #expect(allocator.liveBytes == before)
-    #expect(allocator.peakBytes >= before + 1024)
+    #expect(memory.liveBytes == 0)
+    #expect(memory.peakBytes == 1024)
+    #expect(memory.allocationCount == 1)
+    memory.resetPeak()
+    #expect(memory.peakBytes == 0)
   }
 
   @Test func badReshapeTraps() async {

@@ -23,7 +23,7 @@ import Testing
     let images = Tensor.normal(shape: [2, 8, 8, 2], using: &generator)
     let labels = [1, 3]
     let input = Variable(images, requiresGrad: true)
-    model(input).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).backward()
+    try model(input).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).backward()
 
     func lossWith(_ images: Tensor) -> Double {
       Double(

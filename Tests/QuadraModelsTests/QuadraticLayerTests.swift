@@ -7,11 +7,13 @@ import Testing
 /// parameter, and PyTorch-style parameter names.
 @Suite struct QuadraticLayerTests {
   /// Output and gradients (input first, then parameters in `namedParameters()` order) of `forward`.
-  func run(_ module: Module, _ input: Tensor, seed: Tensor? = nil, _ forward: (Variable) -> Variable) -> [Tensor] {
+  func run(
+    _ module: Module, _ input: Tensor, seed: Tensor? = nil, _ forward: (Variable) -> Variable
+  ) throws -> [Tensor] {
     module.zeroGradients()
     let x = Variable(input, requiresGrad: true)
     let y = forward(x)
-    y.backward(seed ?? Tensor(shape: y.shape, repeating: 1))
+    try y.backward(seed ?? Tensor(shape: y.shape, repeating: 1))
     return [y.value, x.grad!] + module.namedParameters().map { $0.parameter.variable.grad! }
   }
 
@@ -32,16 +34,16 @@ import Testing
     }
   }
 
-  @Test func depthwiseFusedMatchesComposition() {
+  @Test func depthwiseFusedMatchesComposition() throws {
     var generator = RandomGenerator(seed: 51)
     let layer = QuadraticDepthwiseConv2d(channels: 12, kernelSize: 7, generator: &generator)
     randomize(layer, seed: 52)
     let x = Tensor.normal(shape: [2, 9, 8, 12], using: &generator)
     let dy = Tensor.normal(shape: x.shape, using: &generator)
     #expect(layer.usesFusedKernel)
-    let fused = run(layer, x, seed: dy) { layer($0) }
+    let fused = try run(layer, x, seed: dy) { layer($0) }
     layer.usesFusedKernel = false
-    let unfused = run(layer, x, seed: dy) { layer($0) }
+    let unfused = try run(layer, x, seed: dy) { layer($0) }
     expectSame(fused, unfused, "depthwise")
     #expect(
       layer.namedParameters().map(\.name) == [
@@ -49,32 +51,32 @@ import Testing
       ])
   }
 
-  @Test func linearMatchesComposition() {
+  @Test func linearMatchesComposition() throws {
     var generator = RandomGenerator(seed: 53)
     let layer = QuadraticLinear(inputSize: 10, outputSize: 7, generator: &generator)
     randomize(layer, seed: 54)
     let x = Tensor.normal(shape: [3, 5, 10], using: &generator)
     let dy = Tensor.normal(shape: [3, 5, 7], using: &generator)
-    let fused = run(layer, x, seed: dy) { layer($0) }
-    let composed = run(layer, x, seed: dy) { layer.linear1($0) * layer.linear2($0) + layer.linear3($0) }
+    let fused = try run(layer, x, seed: dy) { layer($0) }
+    let composed = try run(layer, x, seed: dy) { layer.linear1($0) * layer.linear2($0) + layer.linear3($0) }
     expectSame(fused, composed, "linear")
     #expect(layer.namedParameters().map(\.name).first == "linear1.weight")
     #expect(layer.parameterCount == 3 * (7 * 10 + 7))
 
     let noBias = QuadraticLinear(inputSize: 10, outputSize: 7, bias: false, generator: &generator)
     expectSame(
-      run(noBias, x) { noBias($0) }, run(noBias, x) { noBias.linear1($0) * noBias.linear2($0) + noBias.linear3($0) },
+      try run(noBias, x) { noBias($0) }, try run(noBias, x) { noBias.linear1($0) * noBias.linear2($0) + noBias.linear3($0) },
       "linear without bias")
   }
 
-  @Test func denseConvolutionMatchesComposition() {
+  @Test func denseConvolutionMatchesComposition() throws {
     var generator = RandomGenerator(seed: 55)
     let layer = QuadraticConv2d(
       inputChannels: 3, outputChannels: 5, kernelSize: 3, stride: 2, padding: 1, generator: &generator)
     randomize(layer, seed: 56)
     let x = Tensor.normal(shape: [2, 9, 7, 3], using: &generator)
-    let fused = run(layer, x) { layer($0) }
-    let composed = run(layer, x) { layer.conv1($0) * layer.conv2($0) + layer.conv3($0) }
+    let fused = try run(layer, x) { layer($0) }
+    let composed = try run(layer, x) { layer.conv1($0) * layer.conv2($0) + layer.conv3($0) }
     #expect(fused[0].shape == [2, 5, 4, 5])
     expectSame(fused, composed, "dense")
     #expect(layer.namedParameters().map(\.name).last == "conv3.bias")

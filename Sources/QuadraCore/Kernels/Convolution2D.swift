@@ -69,7 +69,10 @@ public enum Convolution2D {
   }
 
   /// Cap on the cols scratch (floats): larger batches are processed in image chunks.
-  nonisolated(unsafe) static var maximumScratchCount = 1 << 24
+  ///
+  /// Task-local so a test can lower it (`$maximumScratchCount.withValue(64) { … }`) without
+  /// changing the chunking of convolutions running concurrently in other tasks.
+  @TaskLocal static var maximumScratchCount = 1 << 24
 
   // MARK: Forward
 

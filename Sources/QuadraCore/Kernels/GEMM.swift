@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// General matrix multiply on row-major matrices:
 /// `C = alpha · op(A) · op(B) + beta · C`, with `op(X) = X` or `Xᵀ`.
@@ -421,22 +422,27 @@ func multiplyAdd(_ acc: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> S
 /// every time, so buffers go back to a small pool after each call. They are not tensors, so they
 /// are not counted by ``MemoryAllocator``.
 enum GEMMScratch {
-  private static let lock = NSLock()
-  nonisolated(unsafe) private static var pool: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+  /// A packing buffer; the pool hands each one to a single GEMM slice at a time.
+  private struct Buffer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    let capacity: Int
+  }
+
+  private static let pool = Mutex<[Buffer]>([])
 
   static func withBuffer<R>(count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-    var buffer = lock.withLock { pool.popLast() }
+    var buffer = pool.withLock { $0.popLast() }
     if let existing = buffer, existing.capacity < count {
       existing.pointer.deallocate()
       buffer = nil
     }
     let entry =
       buffer
-      ?? (
-        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
-          .bindMemory(to: Float.self, capacity: count), count
-      )
-    defer { lock.withLock { pool.append(entry) } }
+      ?? Buffer(
+        pointer: UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
+          .bindMemory(to: Float.self, capacity: count),
+        capacity: count)
+    defer { pool.withLock { $0.append(entry) } }
     return body(entry.pointer)
   }
 }
