@@ -94,11 +94,8 @@ public enum MixerBenchmark {
   static func savedBytes(layer: QuadraticDepthwiseConv2d, input: Tensor, seed: Tensor) throws -> Int {
     // A tracker of its own: tensors allocated concurrently elsewhere in the process do not count.
     let memory = MemoryTracker()
-    let (y, saved) = ComputeContext.current.with(memory: memory).run {
-      let before = memory.liveBytes
-      let y = layer(Variable(input.copy(), requiresGrad: true))
-      return (y, memory.liveBytes - before - y.value.count * MemoryLayout<Float>.size)
-    }
+    let y = memory.run { layer(Variable(input.copy(), requiresGrad: true)) }
+    let saved = memory.liveBytes - y.value.count * MemoryLayout<Float>.size
     try y.backward(seed)  // releases the tape
     return saved
   }
