@@ -160,6 +160,12 @@ public enum OptimizerError: Error, CustomStringConvertible, Equatable {
     public var name: String
     public var expected: [Int]
     public var found: [Int]
+
+    public init(name: String, expected: [Int], found: [Int]) {
+      self.name = name
+      self.expected = expected
+      self.found = found
+    }
   }
 
   /// A hyper-parameter outside its range; `allowed` spells the range.
