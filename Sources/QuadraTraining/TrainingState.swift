@@ -228,14 +228,14 @@ public struct TrainingState: Codable, Sendable {
 
 /// A resumable training checkpoint: the weights file plus the training-state file next to it.
 ///
-/// `training_state.safetensors` holds the AdamW moments as `optimizer.exp_avg.<name>` and
-/// `optimizer.exp_avg_sq.<name>`, the EMA shadow as `ema.<name>` (all in PyTorch layout, like the
+/// `training_state.safetensors` holds the optimizer state as `optimizer.<state>.<name>` (AdamW:
+/// `exp_avg`, `exp_avg_sq`; SGD with momentum: `momentum_buffer`), the EMA shadow as `ema.<name>` (all in PyTorch layout, like the
 /// weights) and ``TrainingState`` as JSON under the metadata key `training_state`. Both files carry
 /// the epoch and global step, so a pair from different saves is detected.
 public struct TrainingCheckpoint {
   public var weights: WeightsCheckpoint
   public var state: TrainingState
-  /// Optimizer moments by `exp_avg.<name>` / `exp_avg_sq.<name>`, PyTorch layout.
+  /// Optimizer state by `<state>.<name>` (`exp_avg.<name>`, `momentum_buffer.<name>`, …), PyTorch layout.
   public var optimizerMoments: [String: Tensor]
   /// EMA shadow by parameter name, PyTorch layout.
   public var emaShadow: [String: Tensor]?
