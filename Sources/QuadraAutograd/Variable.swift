@@ -50,6 +50,17 @@ public final class Variable: @unchecked Sendable {
     try value.withUnsafeMutableBufferPointer(body)
   }
 
+  /// Gives in-place access to the value as a tensor, for optimizers: the storage is updated
+  /// without a copy when nothing else shares it. The body must keep the shape.
+  public func updateValueInPlace<R>(_ body: (inout Tensor) throws -> R) rethrows -> R {
+    let shape = value.shape
+    defer {
+      opPrecondition(
+        value.shape == shape, "Variable.updateValueInPlace: the shape changed from \(shape) to \(value.shape)")
+    }
+    return try body(&value)
+  }
+
   /// Forgets the accumulated gradient.
   public func zeroGradient() { grad = nil }
 

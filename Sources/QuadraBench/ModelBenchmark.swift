@@ -88,7 +88,7 @@ public enum ModelBenchmark {
       shape: [options.batchSize, options.resolution, options.resolution, config.inputChannels], using: &generator)
     let labels = (0..<options.batchSize).map { $0 % config.classCount }
     let parameters = model.namedParameters()
-    let optimizer = AdamW(parameters: parameters, learningRate: 1e-4)
+    let optimizer = try AdamW(parameters: parameters, learningRate: 1e-4)
     let macs = config.macs(resolution: options.resolution)
 
     func trainStep() throws {

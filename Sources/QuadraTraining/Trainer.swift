@@ -29,11 +29,19 @@ public struct TrainingProgress: Sendable, Equatable {
   public var etaSeconds: Double
 }
 
-/// Trains a ``VisionModel`` on a dataset with AdamW, a per-step cosine schedule with linear warm-up,
-/// label smoothing, drop path, the dataset's default augmentation, and optional EMA and gradient clipping;
-/// evaluates on the test split after every epoch and, given an output directory, writes
-/// `model.safetensors` + `training_state.safetensors` (atomically), `metrics.jsonl`, `curves.svg` and,
-/// at the end, `summary.json`.
+/// Trains a ``VisionModel`` on a dataset with AdamW or SGD, a per-step cosine schedule with linear
+/// warm-up, label smoothing, drop path, the dataset's default augmentation, and optional EMA,
+/// gradient clipping and gradient accumulation; evaluates on the test split after every epoch and,
+/// given an output directory, writes `model.safetensors` + `training_state.safetensors`
+/// (atomically), `metrics.jsonl`, `curves.svg` and, at the end, `summary.json`.
+///
+/// One optimizer step takes ``TrainingOptions/accumulateSteps`` (N) micro-batches of
+/// ``TrainingOptions/batchSize``: each micro-batch's loss is scaled by 1/N before its backward
+/// pass, so the summed gradients are those of the mean loss over the N·batch samples. Then the
+/// ``gradientHooks`` run, then gradient clipping, the optimizer update and the EMA. An epoch's
+/// trailing k < N micro-batches still make a step, with their losses scaled by 1/k. Steps never
+/// span epochs (checkpoints are written at epoch ends), and the learning-rate schedule counts
+/// optimizer steps: ⌈batches per epoch / N⌉ per epoch.
 ///
 /// The run is a deterministic function of the seed and the thread count: a run resumed from a
 /// checkpoint (``init(resuming:splits:dataset:)``) yields bit-identical losses to an uninterrupted one.
@@ -48,9 +56,16 @@ public final class Trainer {
   public private(set) var history: [EpochMetrics]
   /// Optimizer steps taken so far.
   public private(set) var globalStep: Int
+  /// Optimizer steps per epoch: ⌈micro-batches per epoch / accumulate steps⌉.
+  public let stepsPerEpoch: Int
+  /// The optimizer chosen by ``TrainingOptions/optimizer``.
+  public let optimizer: any Optimizer
+  /// Run on the summed gradients of every optimizer step, in order, before gradient clipping
+  /// and the update; see ``GradientHook`` for the contract.
+  public var gradientHooks: [any GradientHook] = []
 
   let parameters: [(name: String, parameter: Parameter)]
-  let optimizer: AdamW
+  let clipping: GradientNormClipping?
   var ema: ExponentialMovingAverage?
   var iterator: BatchIterator
   var savedPeakBytes: Int
@@ -68,7 +83,8 @@ public final class Trainer {
     self.dataset = dataset
     self.options = options
     parameters = model.namedParameters()
-    optimizer = AdamW(parameters: parameters, learningRate: options.learningRate, weightDecay: options.weightDecay)
+    optimizer = try options.makeOptimizer(parameters: parameters)
+    clipping = try options.clipGradientNorm.map { try GradientNormClipping(maxNorm: $0) }
     ema = options.emaDecay.map { ExponentialMovingAverage(parameters: model.namedParameters(), decay: $0) }
     // The iterator's streams are offset from the weight seed so they are not the init's random numbers.
     iterator = BatchIterator(
@@ -78,10 +94,10 @@ public final class Trainer {
       throw TrainingError.invalidOption(
         "batch size \(options.batchSize) exceeds the \(splits.train.count) training samples of \(splits.train.name)")
     }
-    let steps = options.epochs * iterator.batchesPerEpoch
+    stepsPerEpoch = (iterator.batchesPerEpoch + options.accumulateSteps - 1) / options.accumulateSteps
     schedule = CosineSchedule(
       peak: options.learningRate, minimum: options.minimumLearningRate,
-      warmupSteps: Int((options.warmupEpochs * Double(iterator.batchesPerEpoch)).rounded()), totalSteps: steps)
+      warmupSteps: Int((options.warmupEpochs * Double(stepsPerEpoch)).rounded()), totalSteps: options.epochs * stepsPerEpoch)
     history = []
     globalStep = 0
     savedPeakBytes = 0
@@ -110,15 +126,17 @@ public final class Trainer {
     guard state.batchIterator.position <= splits.train.count else {
       throw CheckpointError.resumeMismatch(path: path, reason: "its batch position is beyond the training set")
     }
-    // Optimizer moments: check names and shapes against the parameters, then convert layouts.
+    // Optimizer state: exactly the tensors the optimizer holds after the saved step count, each of
+    // its parameter's shape (PyTorch layout in the file).
     var moments: [String: Tensor] = [:]
+    var missing: [String] = []
     var unknown: [String] = []
     var wrongShapes: [CheckpointError.ShapeMismatch] = []
-    let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.parameter) })
-    for (key, tensor) in checkpoint.optimizerMoments {
-      let name = key.hasPrefix("exp_avg_sq.") ? String(key.dropFirst(11)) : key.hasPrefix("exp_avg.") ? String(key.dropFirst(8)) : nil
-      guard let name, let parameter = byName[name] else {
-        unknown.append(TrainingCheckpoint.optimizerPrefix + key)
+    let expectedKeys = optimizer.stateKeys(afterSteps: state.optimizerStep)
+    for (key, index) in expectedKeys {
+      let parameter = parameters[index].parameter
+      guard let tensor = checkpoint.optimizerMoments[key] else {
+        missing.append(TrainingCheckpoint.optimizerPrefix + key)
         continue
       }
       let expected = parameter.torchLayout.torchShape(engineShape: parameter.variable.shape)
@@ -128,9 +146,12 @@ public final class Trainer {
       }
       moments[key] = parameter.torchLayout.fromTorch(tensor)
     }
+    unknown += Set(checkpoint.optimizerMoments.keys).subtracting(expectedKeys.map(\.key))
+      .map { TrainingCheckpoint.optimizerPrefix + $0 }
+    let byName = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.parameter) })
     var shadow: [String: Tensor]?
     if let saved = checkpoint.emaShadow {
-      let missing = parameters.map(\.name).filter { saved[$0] == nil }.map { TrainingCheckpoint.emaPrefix + $0 }
+      missing += parameters.map(\.name).filter { saved[$0] == nil }.map { TrainingCheckpoint.emaPrefix + $0 }
       var converted: [String: Tensor] = [:]
       for (name, tensor) in saved {
         guard let parameter = byName[name] else {
@@ -149,10 +170,11 @@ public final class Trainer {
       }
       shadow = converted
     }
-    guard unknown.isEmpty, wrongShapes.isEmpty else {
-      throw CheckpointError.stateDictMismatch(path: path, missing: [], unexpected: unknown.sorted(), wrongShapes: wrongShapes)
+    guard missing.isEmpty, unknown.isEmpty, wrongShapes.isEmpty else {
+      throw CheckpointError.stateDictMismatch(
+        path: path, missing: missing, unexpected: unknown.sorted(), wrongShapes: wrongShapes)
     }
-    try optimizer.load(step: state.optimizerStep, tensors: moments)
+    try optimizer.load(state: OptimizerState(step: state.optimizerStep, tensors: moments))
     if let shadow, let decay = options.emaDecay {
       ema = ExponentialMovingAverage(shadow: shadow, decay: decay)
     }
@@ -169,9 +191,9 @@ public final class Trainer {
   public func checkpoint(peakBytes: Int = 0) -> TrainingCheckpoint {
     let layouts = Dictionary(uniqueKeysWithValues: parameters.map { ($0.name, $0.parameter.torchLayout) })
     var moments: [String: Tensor] = [:]
-    for (key, tensor) in optimizer.state.tensors {
-      let name = key.hasPrefix("exp_avg_sq.") ? String(key.dropFirst(11)) : String(key.dropFirst(8))
-      moments[key] = layouts[name]!.toTorch(tensor)
+    let stateTensors = optimizer.stateTensors
+    for (key, index) in optimizer.stateKeys(afterSteps: optimizer.step) {
+      moments[key] = parameters[index].parameter.torchLayout.toTorch(stateTensors[key]!)
     }
     let shadow = ema.map { ema in
       Dictionary(uniqueKeysWithValues: ema.shadow.map { ($0.key, layouts[$0.key]!.toTorch($0.value)) })
@@ -264,21 +286,48 @@ public final class Trainer {
     return summary
   }
 
-  /// One optimizer step on `batch`; returns the batch's loss.
+  /// Trains on `batch`, the micro-batch the iterator has just yielded (its position in the
+  /// epoch comes from the iterator); returns the batch's loss.
   func step(_ batch: Batch) throws -> Float {
-    optimizer.learningRate = schedule.learningRate(at: globalStep)
+    try step(batch, microBatchIndex: iterator.state.position / options.batchSize - 1)
+  }
+
+  /// Forward and backward on micro-batch `microBatchIndex` (0-based, within the epoch) with the
+  /// loss scaled by 1 / (micro-batches of its optimizer step); the step's last micro-batch then
+  /// runs the hooks, clipping, the update and the EMA. Returns the unscaled loss; a non-finite
+  /// loss returns before the backward pass.
+  func step(_ batch: Batch, microBatchIndex: Int) throws -> Float {
+    let accumulate = options.accumulateSteps
+    let firstOfStep = microBatchIndex / accumulate * accumulate
+    let microBatches = Swift.min(accumulate, iterator.batchesPerEpoch - firstOfStep)
     let logits = model(Variable(batch.images))
     let loss = logits.softmaxCrossEntropy(labels: batch.labels, labelSmoothing: options.labelSmoothing)
     let value = loss.value.scalar
     guard value.isFinite else { return value }
-    model.zeroGradients()
-    try loss.backward()
-    if let clip = options.clipGradientNorm { clipGradientNorm(parameters, maxNorm: clip) }
+    if microBatchIndex == firstOfStep { model.zeroGradients() }
+    // Gradients add up across micro-batches; the seed makes them those of the step's mean loss.
+    try loss.backward(Tensor(shape: loss.shape, repeating: 1 / Float(microBatches)))
+    guard microBatchIndex == firstOfStep + microBatches - 1 else { return value }
+    try applyOptimizerStep()
+    return value
+  }
+
+  /// Hooks, clipping, update and EMA on the summed gradients, then clears them.
+  func applyOptimizerStep() throws {
+    if !gradientHooks.isEmpty {
+      for hook in gradientHooks { try hook.processGradients(of: parameters, step: globalStep) }
+      for (name, parameter) in parameters {
+        if let gradient = parameter.variable.grad, gradient.shape != parameter.variable.shape {
+          throw TrainingError.invalidGradient(parameter: name, expected: parameter.variable.shape, found: gradient.shape)
+        }
+      }
+    }
+    clipping?.processGradients(of: parameters, step: globalStep)
+    optimizer.learningRate = schedule.learningRate(at: globalStep)
     optimizer.update()
     ema?.update(from: parameters)
     model.zeroGradients()
     globalStep += 1
-    return value
   }
 
   /// Test-split evaluation of the weights that matter: the EMA average when EMA is on.

@@ -13,7 +13,8 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
   public var minimumLearningRate: Float
   /// Linear warm-up length in epochs (converted to steps; fractions allowed).
   public var warmupEpochs: Double
-  /// Decoupled weight decay λ of AdamW (applied to convolution and linear weights only).
+  /// Weight decay λ (convolution and linear weights only): decoupled for AdamW, an L2 term added
+  /// to the gradient for SGD.
   public var weightDecay: Float
   /// Label smoothing ε of the cross-entropy.
   public var labelSmoothing: Float
@@ -27,11 +28,21 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
   public var evaluationBatchSize: Int
   /// Training augmentation; nil uses the dataset's default (`Dataset.defaultAugmentation`).
   public var augmentation: Augmentation?
+  /// The optimizer (`--optimizer`); checkpoints saved before it existed read as AdamW.
+  public var optimizer: OptimizerKind
+  /// SGD momentum μ in [0, 1) (`--momentum`); 0 for AdamW.
+  public var momentum: Float
+  /// Nesterov momentum (`--nesterov`; SGD with μ > 0 only).
+  public var nesterov: Bool
+  /// Micro-batches of `batchSize` whose gradients are summed into one optimizer step, in
+  /// ``accumulateStepsRange`` (`--accumulate-steps`); see ``Trainer``.
+  public var accumulateSteps: Int
 
   public init(
     epochs: Int = 10, batchSize: Int = 64, learningRate: Float = 2e-3, minimumLearningRate: Float = 1e-5,
     warmupEpochs: Double = 1, weightDecay: Float = 0.05, labelSmoothing: Float = 0.1, emaDecay: Float? = nil,
-    clipGradientNorm: Float? = nil, seed: UInt64 = 0, evaluationBatchSize: Int = 250, augmentation: Augmentation? = nil
+    clipGradientNorm: Float? = nil, seed: UInt64 = 0, evaluationBatchSize: Int = 250, augmentation: Augmentation? = nil,
+    optimizer: OptimizerKind = .adamW, momentum: Float = 0, nesterov: Bool = false, accumulateSteps: Int = 1
   ) {
     self.epochs = epochs
     self.batchSize = batchSize
@@ -45,6 +56,10 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     self.seed = seed
     self.evaluationBatchSize = evaluationBatchSize
     self.augmentation = augmentation
+    self.optimizer = optimizer
+    self.momentum = momentum
+    self.nesterov = nesterov
+    self.accumulateSteps = accumulateSteps
   }
 
   /// Checks every value is usable; the error names the option.
@@ -70,6 +85,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     if let clipGradientNorm, !(clipGradientNorm.isFinite && clipGradientNorm > 0) {
       throw fail("gradient clipping norm must be positive, got \(clipGradientNorm)")
     }
+    try validateOptimizer()
   }
 
   /// Human-readable differences (for a resume whose flags contradict the checkpoint).
@@ -93,6 +109,7 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
       a.map { "crop padding \($0.padding), flip \($0.horizontalFlip)" } ?? "dataset default"
     }
     compare("augmentation", describe(augmentation), describe(other.augmentation))
+    result += optimizerDifferences(from: other)
     return result
   }
 }
@@ -104,6 +121,8 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
   case incompatibleData(String)
   /// The loss became NaN or infinite; nothing of the failed epoch is written.
   case diverged(epoch: Int, step: Int, loss: Float)
+  /// A gradient hook left a gradient whose shape is not its parameter's.
+  case invalidGradient(parameter: String, expected: [Int], found: [Int])
 
   public var description: String {
     switch self {
@@ -112,6 +131,8 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
     case .diverged(let epoch, let step, let loss):
       return "training diverged: loss \(loss) at epoch \(epoch), step \(step); try a lower learning rate "
         + "or gradient clipping (--clip-grad). The last checkpoint was kept."
+    case .invalidGradient(let parameter, let expected, let found):
+      return "a gradient hook left the gradient of \(parameter) with shape \(found), the parameter has shape \(expected)"
     }
   }
 
@@ -191,7 +212,7 @@ public struct TrainingState: Codable, Sendable {
   /// Optimizer steps taken; the schedule position.
   public var globalStep: Int
   public var schedule: CosineSchedule
-  /// AdamW's bias-correction step count.
+  /// The optimizer's step count (AdamW's bias-correction t); equals `globalStep`.
   public var optimizerStep: Int
   /// Shuffle and augmentation generators and the position in the epoch.
   public var batchIterator: BatchIterator.State
@@ -207,14 +228,14 @@ public struct TrainingState: Codable, Sendable {
 
 /// A resumable training checkpoint: the weights file plus the training-state file next to it.
 ///
-/// `training_state.safetensors` holds the AdamW moments as `optimizer.exp_avg.<name>` and
-/// `optimizer.exp_avg_sq.<name>`, the EMA shadow as `ema.<name>` (all in PyTorch layout, like the
+/// `training_state.safetensors` holds the optimizer state as `optimizer.<state>.<name>` (AdamW:
+/// `exp_avg`, `exp_avg_sq`; SGD with momentum: `momentum_buffer`), the EMA shadow as `ema.<name>` (all in PyTorch layout, like the
 /// weights) and ``TrainingState`` as JSON under the metadata key `training_state`. Both files carry
 /// the epoch and global step, so a pair from different saves is detected.
 public struct TrainingCheckpoint {
   public var weights: WeightsCheckpoint
   public var state: TrainingState
-  /// Optimizer moments by `exp_avg.<name>` / `exp_avg_sq.<name>`, PyTorch layout.
+  /// Optimizer state by `<state>.<name>` (`exp_avg.<name>`, `momentum_buffer.<name>`, …), PyTorch layout.
   public var optimizerMoments: [String: Tensor]
   /// EMA shadow by parameter name, PyTorch layout.
   public var emaShadow: [String: Tensor]?

@@ -29,7 +29,7 @@ struct TrainCommand: ParsableCommand {
   var dataset: String?
   @Option(help: "Epochs to train.") var epochs: Int?
   @Option(help: "Training batch size.") var batchSize: Int?
-  @Option(name: .customLong("lr"), help: "Peak learning rate (AdamW, cosine schedule).") var learningRate: Float?
+  @Option(name: .customLong("lr"), help: "Peak learning rate of the cosine schedule.") var learningRate: Float?
   @OptionGroup var threadOptions: ThreadOptions
   @Option(help: "Seed of the weights, shuffling, augmentation and drop path.") var seed: UInt64?
   @Option(help: "Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming).")
@@ -37,12 +37,17 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Continue a run: its directory or its model.safetensors (training_state.safetensors must be next to it).")
   var resume: String?
   @Option(help: "Linear learning-rate warm-up, in epochs.") var warmupEpochs: Double?
-  @Option(help: "AdamW decoupled weight decay.") var weightDecay: Float?
+  @Option(help: "Weight decay of conv and linear weights, in [0, 1): decoupled for AdamW, L2 for SGD.") var weightDecay: Float?
   @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Float?
   @Option(name: .customLong("ema"), help: "Keep an exponential moving average of the weights with this decay and evaluate it.")
   var emaDecay: Float?
   @Option(name: .customLong("clip-grad"), help: "Clip the global gradient norm to this value.")
   var clipGradient: Float?
+  @Option(help: "Optimizer: adamw or sgd (default: adamw).") var optimizer: OptimizerKind?
+  @Option(help: "SGD momentum, in [0, 1) (default 0 as in torch.optim.SGD; 0.9 is usual).") var momentum: Float?
+  @Flag(help: "Nesterov momentum (SGD with --momentum above 0).") var nesterov = false
+  @Option(help: "Micro-batches of --batch-size summed into one optimizer step, in 1...1024 (default 1).")
+  var accumulateSteps: Int?
   @Option(help: "Random-crop padding in pixels (0: no crop; default: the dataset's).") var cropPadding: Int?
   @Option(help: "Random horizontal flips, true or false (default: the dataset's).") var flip: Bool?
   @Option(help: ArgumentHelp("Stop after this epoch, as if interrupted (for testing --resume).", visibility: .hidden))
@@ -69,6 +74,10 @@ struct TrainCommand: ParsableCommand {
     if let clipGradient, !(clipGradient.isFinite && clipGradient > 0) {
       throw ValidationError("--clip-grad must be positive, got \(clipGradient)")
     }
+    if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1), got \(momentum)") }
+    if let accumulateSteps, !TrainingOptions.accumulateStepsRange.contains(accumulateSteps) {
+      throw ValidationError("--accumulate-steps must be in \(TrainingOptions.accumulateStepsRange), got \(accumulateSteps)")
+    }
     if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
     if let stopAfterEpoch, stopAfterEpoch < 1 {
       throw ValidationError("--stop-after-epoch must be at least 1, got \(stopAfterEpoch)")
@@ -92,6 +101,10 @@ struct TrainCommand: ParsableCommand {
     if let emaDecay { options.emaDecay = emaDecay }
     if let clipGradient { options.clipGradientNorm = clipGradient }
     if let seed { options.seed = seed }
+    if let optimizer { options.optimizer = optimizer }
+    if let momentum { options.momentum = momentum }
+    if nesterov { options.nesterov = true }
+    if let accumulateSteps { options.accumulateSteps = accumulateSteps }
     return options
   }
 
@@ -194,3 +207,5 @@ struct TrainCommand: ParsableCommand {
     }
   }
 }
+
+extension OptimizerKind: ExpressibleByArgument {}

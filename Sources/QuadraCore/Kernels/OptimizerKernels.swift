@@ -1,0 +1,94 @@
+/// Per-element parameter-update loops of the optimizers, the exponential moving average and
+/// gradient clipping. Each loop reads and writes every element once, in parallel chunks.
+///
+/// The arithmetic of each element is written out in a fixed order (no fused multiply-add):
+/// the AdamW loop reproduces the original implementation bit for bit, which resumed runs and
+/// the tests rely on.
+enum OptimizerKernels {
+  /// Elements below which an update stays on one thread.
+  static let parallelGrain = 1 << 15
+
+  /// AdamW: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `θ ← θ·scale − stepSize·m / (√v·c₂ + ε)`.
+  static func adamW(
+    parameter theta: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+    firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>, count: Int,
+    beta1: Float, beta2: Float, epsilon: Float, stepSize: Float, inverseRootSecondCorrection: Float,
+    parameterScale: Float
+  ) {
+    Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
+      for i in range {
+        let gi = g[i]
+        let mi = beta1 * m[i] + (1 - beta1) * gi
+        let vi = beta2 * v[i] + (1 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        let denominator = vi.squareRoot() * inverseRootSecondCorrection + epsilon
+        theta[i] = theta[i] * parameterScale - stepSize * mi / denominator
+      }
+    }
+  }
+
+  /// SGD as `torch.optim.SGD` with dampening 0: `d = g + λθ`; with a momentum buffer
+  /// `b ← μb + d` and `d = b` (or `d + μb` for Nesterov); then `θ ← θ − lr·d`.
+  static func sgd(
+    parameter theta: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+    momentumBuffer buffer: UnsafeMutablePointer<Float>?, count: Int, learningRate: Float, momentum: Float,
+    weightDecay: Float, nesterov: Bool
+  ) {
+    Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
+      guard let buffer else {
+        for i in range { theta[i] = theta[i] - learningRate * (g[i] + weightDecay * theta[i]) }
+        return
+      }
+      for i in range {
+        let direction = g[i] + weightDecay * theta[i]
+        let b = momentum * buffer[i] + direction
+        buffer[i] = b
+        theta[i] = theta[i] - learningRate * (nesterov ? direction + momentum * b : b)
+      }
+    }
+  }
+
+  /// `x ← α·x + β·y`.
+  static func linearCombination(
+    _ x: UnsafeMutablePointer<Float>, scaledBy alpha: Float, adding y: UnsafePointer<Float>, scaledBy beta: Float,
+    count: Int
+  ) {
+    Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
+      for i in range { x[i] = alpha * x[i] + beta * y[i] }
+    }
+  }
+
+  /// `Σ xᵢ²` with eight-lane Float partials folded into Double every 1024 elements, per chunk;
+  /// the chunks' totals are added in chunk order, so the result depends only on the thread count.
+  static func sumOfSquares(_ x: UnsafePointer<Float>, count n: Int) -> Double {
+    let chunks = ElementwiseKernels.chunkCount(n, minimumChunk: parallelGrain * 4)
+    let partials = UnsafeMutablePointer<Double>.allocate(capacity: chunks)
+    defer { partials.deallocate() }
+    partials.initialize(repeating: 0, count: chunks)
+    ElementwiseKernels.forChunks(n, chunks: chunks) { chunk, range in
+      var total = 0.0
+      var i = range.lowerBound
+      while i < range.upperBound {
+        let end = Swift.min(range.upperBound, i + 1024)
+        var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
+        while i + 16 <= end {
+          let a = ElementwiseKernels.load(x + i), b = ElementwiseKernels.load(x + i + 8)
+          s0 += a * a
+          s1 += b * b
+          i += 16
+        }
+        var tail: Float = 0
+        while i < end {
+          tail += x[i] * x[i]
+          i += 1
+        }
+        total += Double((s0 + s1).sum()) + Double(tail)
+      }
+      partials[chunk] = total
+    }
+    var total = 0.0
+    for chunk in 0..<chunks { total += partials[chunk] }
+    return total
+  }
+}

@@ -1,0 +1,109 @@
+// Tensor-level parameter updates for the optimizers, the weight average and gradient clipping.
+//
+// They mutate their `inout` tensors in place: a tensor whose storage nobody else shares is
+// updated without any allocation (storage that is shared is copied first, as for every
+// in-place tensor operation). Optimizers keep their state in storage they alone hold, so a
+// training step allocates nothing here.
+
+extension Tensor {
+  private static func checkSameShape(_ tensors: [(name: String, shape: [Int])], op: String) {
+    let expected = tensors[0].shape
+    for tensor in tensors.dropFirst() {
+      opPrecondition(
+        tensor.shape == expected,
+        "\(op): \(tensor.name) has shape \(tensor.shape), \(tensors[0].name) has \(expected)")
+    }
+  }
+
+  /// One AdamW step on every element, in place:
+  ///
+  ///     m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+  ///     θ ← θ · parameterScale − stepSize · m / (√v · inverseRootSecondCorrection + ε)
+  ///
+  /// With `stepSize = lr / (1 − β₁ᵗ)`, `inverseRootSecondCorrection = 1 / √(1 − β₂ᵗ)` and
+  /// `parameterScale = 1 − lr·λ` (1 without weight decay) this is `torch.optim.AdamW` at step t.
+  ///
+  /// - Parameters:
+  ///   - parameter: θ, updated in place.
+  ///   - gradient: g, same shape.
+  ///   - firstMoment: m, same shape, updated in place.
+  ///   - secondMoment: v, same shape, updated in place.
+  public static func adamWStep(
+    parameter: inout Tensor, gradient: Tensor, firstMoment: inout Tensor, secondMoment: inout Tensor,
+    beta1: Float, beta2: Float, epsilon: Float, stepSize: Float, inverseRootSecondCorrection: Float,
+    parameterScale: Float
+  ) {
+    checkSameShape(
+      [("parameter", parameter.shape), ("gradient", gradient.shape), ("first moment", firstMoment.shape),
+       ("second moment", secondMoment.shape)], op: "adamWStep")
+    let count = parameter.count
+    parameter.withUnsafeMutableBufferPointer { theta in
+      firstMoment.withUnsafeMutableBufferPointer { m in
+        secondMoment.withUnsafeMutableBufferPointer { v in
+          OptimizerKernels.adamW(
+            parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, firstMoment: m.baseAddress!,
+            secondMoment: v.baseAddress!, count: count, beta1: beta1, beta2: beta2, epsilon: epsilon,
+            stepSize: stepSize, inverseRootSecondCorrection: inverseRootSecondCorrection,
+            parameterScale: parameterScale)
+        }
+      }
+    }
+  }
+
+  /// One step of SGD with momentum, in place, as `torch.optim.SGD` with dampening 0:
+  ///
+  ///     d ← g + λ θ
+  ///     b ← μ b + d
+  ///     θ ← θ − lr · (d + μ b)   (Nesterov)   or   θ ← θ − lr · b
+  ///
+  /// A zero-initialized buffer makes the first step `b = d`, as PyTorch's first step does.
+  ///
+  /// - Parameters:
+  ///   - parameter: θ, updated in place.
+  ///   - gradient: g, same shape.
+  ///   - momentumBuffer: b, same shape, updated in place.
+  ///   - weightDecay: λ of the coupled L2 penalty added to the gradient.
+  public static func sgdStep(
+    parameter: inout Tensor, gradient: Tensor, momentumBuffer: inout Tensor, learningRate: Float, momentum: Float,
+    weightDecay: Float, nesterov: Bool
+  ) {
+    checkSameShape(
+      [("parameter", parameter.shape), ("gradient", gradient.shape), ("momentum buffer", momentumBuffer.shape)],
+      op: "sgdStep")
+    let count = parameter.count
+    parameter.withUnsafeMutableBufferPointer { theta in
+      momentumBuffer.withUnsafeMutableBufferPointer { b in
+        OptimizerKernels.sgd(
+          parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, momentumBuffer: b.baseAddress!,
+          count: count, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay, nesterov: nesterov)
+      }
+    }
+  }
+
+  /// One step of plain SGD (no momentum), in place: `θ ← θ − lr · (g + λ θ)`.
+  public static func sgdStep(parameter: inout Tensor, gradient: Tensor, learningRate: Float, weightDecay: Float) {
+    checkSameShape([("parameter", parameter.shape), ("gradient", gradient.shape)], op: "sgdStep")
+    let count = parameter.count
+    parameter.withUnsafeMutableBufferPointer { theta in
+      OptimizerKernels.sgd(
+        parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, momentumBuffer: nil, count: count,
+        learningRate: learningRate, momentum: 0, weightDecay: weightDecay, nesterov: false)
+    }
+  }
+
+  /// In place `self ← α · self + β · other` (e.g. an exponential moving average,
+  /// `shadow ← d · shadow + (1 − d) · θ`); `other` has `self`'s shape.
+  public mutating func formLinearCombination(scaledBy alpha: Float, adding other: Tensor, scaledBy beta: Float) {
+    Tensor.checkSameShape([("self", shape), ("other", other.shape)], op: "formLinearCombination")
+    let count = self.count
+    withUnsafeMutableBufferPointer { x in
+      OptimizerKernels.linearCombination(
+        x.baseAddress!, scaledBy: alpha, adding: other.buffer.pointer, scaledBy: beta, count: count)
+    }
+  }
+
+  /// The squared L2 norm `Σ xᵢ²`, accumulated in Double (deterministic for a given thread count).
+  public func squaredNorm() -> Double {
+    OptimizerKernels.sumOfSquares(buffer.pointer, count: count)
+  }
+}
