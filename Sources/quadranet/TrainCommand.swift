@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QuadraData
+import QuadraIO
 import QuadraModels
 import QuadraTraining
 
@@ -47,6 +48,14 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Random horizontal flips, true or false (default: the dataset's).") var flip: Bool?
   @Option(help: ArgumentHelp("Stop after this epoch, as if interrupted (for testing --resume).", visibility: .hidden))
   var stopAfterEpoch: Int?
+  @Flag(
+    help: """
+      Start a new run in a directory that holds another run's checkpoint. Nothing is removed before this \
+      run's first checkpoint is complete; then the old model.safetensors, training_state.safetensors, \
+      model_ema.safetensors and checkpoints/ are replaced, summary.json is removed and metrics.jsonl and \
+      curves.svg are rewritten.
+      """)
+  var overwrite = false
   @Flag(help: "Print the summary as JSON on standard output.") var json = false
 
   func validate() throws {
@@ -96,47 +105,91 @@ struct TrainCommand: ParsableCommand {
   }
 
   func run() throws {
+    try Terminal.withReadableFileErrors { try train() }
+  }
+
+  /// Opens (creates, locks, probes) the output directory before any data is loaded or step taken,
+  /// so a bad `--out` or a directory in use fails at once.
+  func train() throws {
     Parallel.threadCount = threadOptions.threads
-    // Everything is validated before the output directory is touched.
-    let checkpoint = try resume.map { try TrainingCheckpoint.read(from: URL(fileURLWithPath: $0)) }
-    let datasetName = try DatasetName(parsing: dataset ?? checkpoint?.state.dataset ?? "digits")
-    let splits = try DatasetSplits.load(datasetName)
-    let datasetLabel = datasetName.description
-
-    let trainer: Trainer
-    let outputDirectory: URL
-    if let resume, let checkpoint {
-      let url = URL(fileURLWithPath: resume)
-      if model != nil || config != nil {
-        _ = try checkpoint.weights.resolvedConfig(requested: try resolveConfig(datasetName: datasetName, splits: splits))
-      }
-      let saved = checkpoint.state.options
-      let differences = saved.differences(from: options(base: saved, datasetDefault: splits.train.defaultAugmentation))
-      guard differences.isEmpty else {
-        throw ValidationError(
-          "--resume continues the saved recipe; these flags contradict it: \(differences.joined(separator: "; "))")
-      }
-      if checkpoint.state.threads != Parallel.threadCount {
-        Terminal.status(
-          "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
-            + "\(Parallel.threadCount); results match an uninterrupted run only with the same count")
-      }
-      trainer = try Trainer(resuming: checkpoint, splits: splits, dataset: datasetLabel)
-      outputDirectory = out.map { URL(fileURLWithPath: $0) }
-        ?? CheckpointFiles.weightsURL(for: url).deletingLastPathComponent()
-      Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
-    } else {
-      let config = try resolveConfig(datasetName: datasetName, splits: splits)
-      let options = options(
-        base: TrainingRecipe.defaultOptions(for: datasetName), datasetDefault: splits.train.defaultAugmentation)
-      try options.validate()
-      let network = try VisionModel(config: config, seed: options.seed)
-      trainer = try Trainer(model: network, splits: splits, dataset: datasetLabel, options: options)
-      let runName = "\(config.name)-\(Self.shortName(datasetName))"
-      outputDirectory = URL(fileURLWithPath: out ?? "runs/\(runName)")
+    if overwrite && resume != nil {
+      throw ValidationError("--overwrite starts a new run; it cannot be combined with --resume")
     }
+    if let resume {
+      try resumeRun(from: URL(fileURLWithPath: resume))
+      return
+    }
+    let datasetName = try DatasetName(parsing: dataset ?? "digits")
+    let configFile = try readConfigFile()
+    let runName = "\(configFile?.name ?? model ?? TrainingRecipe.defaultModel(for: datasetName))-\(Self.shortName(datasetName))"
+    let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
+    try claim(directory, history: [])
+    let splits = try DatasetSplits.load(datasetName)
+    let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
+    let recipe = TrainingRecipe.defaultOptions(for: datasetName)
+    var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
+    for note in TrainingRecipe.fitDefaults(&options, recipe: recipe, warmupGiven: warmupEpochs != nil) {
+      Terminal.status("note: \(note)")
+    }
+    try options.validate()
+    let network = try VisionModel(config: config, seed: options.seed)
+    let trainer = try Trainer(model: network, splits: splits, dataset: datasetName.description, options: options)
+    try train(trainer, splits: splits, into: directory)
+  }
 
+  /// `--resume`: the newest complete checkpoint pair of the run, continued into its own directory
+  /// (or `--out`); only `--epochs` may change the recipe.
+  func resumeRun(from path: URL) throws {
+    let directory = try RunDirectory(url: out.map { URL(fileURLWithPath: $0) } ?? RunDirectory.runURL(forResumePath: path))
+    // Read under the lock when resuming in place, so no other process is saving meanwhile.
+    let checkpoint = try TrainingCheckpoint.read(from: path)
+    try claim(directory, history: checkpoint.state.history)
+    let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
+    let splits = try DatasetSplits.load(datasetName)
+    if model != nil || config != nil {
+      _ = try checkpoint.weights.resolvedConfig(
+        requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
+    }
+    let saved = checkpoint.state.options
+    var requested = options(base: saved, datasetDefault: splits.train.defaultAugmentation)
+    requested.epochs = saved.epochs  // --epochs may change the length; see Trainer.init(resuming:…).
+    let differences = saved.differences(from: requested)
+    guard differences.isEmpty else {
+      throw ValidationError(
+        "--resume continues the saved recipe (only --epochs may change); these flags contradict it: "
+          + differences.joined(separator: "; "))
+    }
+    if checkpoint.state.threads != Parallel.threadCount {
+      Terminal.status(
+        "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
+          + "\(Parallel.threadCount); results match an uninterrupted run only with the same count")
+    }
+    let trainer = try Trainer(
+      resuming: checkpoint, splits: splits, dataset: datasetName.description, epochs: epochs)
+    if trainer.options.epochs != saved.epochs {
+      let step = checkpoint.state.globalStep
+      Terminal.status(
+        "note: the run now has \(trainer.options.epochs) epochs instead of \(saved.epochs): the cosine schedule is "
+          + "recomputed over \(trainer.options.epochs) epochs (warm-up unchanged), so the next step's learning rate is "
+          + "\(trainer.schedule.learningRate(at: step)) instead of \(checkpoint.state.schedule.learningRate(at: step)); "
+          + "the result differs from a run planned with \(trainer.options.epochs) epochs from the start")
+    }
+    Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
+    try train(trainer, splits: splits, into: directory)
+  }
+
+  /// Checks what the directory holds against this run; explains what `--overwrite` will replace.
+  func claim(_ directory: RunDirectory, history: [EpochMetrics]) throws {
+    if case .replacing(let holding) = try directory.claim(history: history, overwrite: overwrite) {
+      Terminal.status(
+        "--overwrite: \(directory.url.path) holds \(holding); it is kept until this run's first checkpoint is complete, "
+          + "then its checkpoint files and summary.json are replaced or removed")
+    }
+  }
+
+  func train(_ trainer: Trainer, splits: DatasetSplits, into directory: RunDirectory) throws {
     let options = trainer.options
+    let outputDirectory = directory.url
     Terminal.status(
       "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
         + "(\(splits.train.count) images, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
@@ -145,7 +198,7 @@ struct TrainCommand: ParsableCommand {
       FileHandle.standardError.write(Data(text.utf8))
     }
     let summary = try trainer.run(
-      outputDirectory: outputDirectory, stopAfterEpoch: stopAfterEpoch, progress: printer.handle)
+      in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: printer.handle)
     if json {
       try Terminal.printJSON(summary)
     } else {
@@ -158,25 +211,30 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
-  /// The model config from --config, --model or the dataset's default model.
-  func resolveConfig(datasetName: DatasetName, splits: DatasetSplits) throws -> ModelConfig {
-    if let config {
-      let data: Data
-      do {
-        data = try Data(contentsOf: URL(fileURLWithPath: config))
-      } catch {
-        throw ValidationError("--config \(config): cannot read the file (\(error.localizedDescription))")
-      }
-      do {
-        let decoded = try JSONDecoder().decode(ModelConfig.self, from: data)
-        try decoded.validate()
-        return decoded
-      } catch let error as ModelConfigError {
-        throw error
-      } catch {
-        throw ValidationError("--config \(config): not a valid model config (\(error))")
-      }
+  /// The model config of `--config`, read and validated; nil without the flag.
+  func readConfigFile() throws -> ModelConfig? {
+    guard let config else { return nil }
+    let data: Data
+    do {
+      data = try Data(contentsOf: URL(fileURLWithPath: config))
+    } catch {
+      let reason = FileWriteError(foundationError: error, path: config, operation: "reading")?.reason
+      throw ValidationError("--config \(config): cannot read the file (\(reason ?? error.localizedDescription))")
     }
+    do {
+      let decoded = try JSONDecoder().decode(ModelConfig.self, from: data)
+      try decoded.validate()
+      return decoded
+    } catch let error as ModelConfigError {
+      throw error
+    } catch {
+      throw ValidationError("--config \(config): not a valid model config (\(error))")
+    }
+  }
+
+  /// The model config from --config, --model or the dataset's default model.
+  func resolveConfig(configFile: ModelConfig?, datasetName: DatasetName, splits: DatasetSplits) throws -> ModelConfig {
+    if let configFile { return configFile }
     return try ModelRegistry.config(
       named: model ?? TrainingRecipe.defaultModel(for: datasetName), classCount: splits.train.classCount,
       inputChannels: splits.train.imageShape[2])
