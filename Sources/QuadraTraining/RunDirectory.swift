@@ -317,6 +317,8 @@ public final class RunDirectory {
         if manager.fileExists(atPath: target.path) { try fileSystem.removeFile(target) }
         continue
       }
+      // rename(2) between two links of one file does nothing and would leave the temporary link behind.
+      if Self.isSameFile(source, target) { continue }
       let temporary = url.appendingPathComponent(".\(name).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
       if try !fileSystem.link(source, to: temporary) {
         let data = try files?.first(where: { $0.name == name })?.data ?? Data(contentsOf: source)
@@ -350,10 +352,17 @@ public final class RunDirectory {
   /// Whether every top-level pair file is the same file (hard link) as `save`'s, or absent when it is.
   private func isPublished(_ save: Save) -> Bool {
     Self.pairFiles.allSatisfy { name in
-      var a = stat(), b = stat()
-      let inSave = stat(save.url.appendingPathComponent(name).path, &a) == 0
-      let atTop = stat(url.appendingPathComponent(name).path, &b) == 0
-      return inSave == atTop && (!inSave || (a.st_ino == b.st_ino && a.st_dev == b.st_dev))
+      let source = save.url.appendingPathComponent(name), target = url.appendingPathComponent(name)
+      let inSave = FileManager.default.fileExists(atPath: source.path)
+      let atTop = FileManager.default.fileExists(atPath: target.path)
+      return inSave == atTop && (!inSave || Self.isSameFile(source, target))
     }
+  }
+
+  /// Whether both paths exist and are links to one file (same device and inode).
+  static func isSameFile(_ a: URL, _ b: URL) -> Bool {
+    var first = stat(), second = stat()
+    guard stat(a.path, &first) == 0, stat(b.path, &second) == 0 else { return false }
+    return first.st_ino == second.st_ino && first.st_dev == second.st_dev
   }
 }

@@ -121,7 +121,10 @@ struct TrainCommand: ParsableCommand {
     }
     let datasetName = try DatasetName(parsing: dataset ?? "digits")
     let configFile = try readConfigFile()
-    let runName = "\(configFile?.name ?? model ?? TrainingRecipe.defaultModel(for: datasetName))-\(Self.shortName(datasetName))"
+    // Resolving the name checks --model before any directory is created.
+    let modelName = try configFile?.name
+      ?? ModelRegistry.config(named: model ?? TrainingRecipe.defaultModel(for: datasetName)).name
+    let runName = "\(modelName)-\(Self.shortName(datasetName))"
     let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
     try claim(directory, history: [])
     let splits = try DatasetSplits.load(datasetName)

@@ -27,7 +27,7 @@ struct CommandLineTests {
     let process = Process()
     process.executableURL = quadranetBinary
     process.arguments = arguments + ["--threads", "1"]
-    FileManager.default.createFile(atPath: stderr.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
     process.standardError = try FileHandle(forWritingTo: stderr)
     process.standardOutput = FileHandle.nullDevice
     try process.run()

@@ -58,7 +58,7 @@ func entries(under url: URL) -> [String] {
     let trainer = try Trainer(
       model: try VisionModel(config: Tiny.quadraNet, seed: 2), splits: splits, dataset: "digits", options: options)
     try trainer.run(outputDirectory: directory, stopAfterEpoch: 1)
-    let first = try trainer.checkpoint().encodedFiles()
+    let first = try TrainingCheckpoint.read(from: directory).encodedFiles()
     try trainer.run(outputDirectory: nil)
     #expect(trainer.completedEpochs == 2)
     return (first, trainer.checkpoint())
