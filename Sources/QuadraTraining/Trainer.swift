@@ -31,9 +31,9 @@ public struct TrainingProgress: Sendable, Equatable {
 
 /// Trains a ``VisionModel`` on a dataset with AdamW, a per-step cosine schedule with linear warm-up,
 /// label smoothing, drop path, the dataset's default augmentation, and optional EMA and gradient clipping;
-/// evaluates on the test split after every epoch and, given an output directory, writes
-/// `model.safetensors` + `training_state.safetensors` (atomically), `metrics.jsonl`, `curves.svg` and,
-/// at the end, `summary.json`.
+/// evaluates on the test split after every epoch and, given an output directory (a locked
+/// ``RunDirectory``), saves the `model.safetensors` + `training_state.safetensors` pair crash-safely,
+/// and writes `metrics.jsonl`, `curves.svg` and, at the end, `summary.json`.
 ///
 /// The run is a deterministic function of the seed and the thread count: a run resumed from a
 /// checkpoint (``init(resuming:splits:dataset:)``) yields bit-identical losses to an uninterrupted one.

@@ -18,8 +18,10 @@ struct TrainCommand: ParsableCommand {
     discussion: """
       With no options, trains quadranet-digits on the embedded 8×8 digits. Writes into the output \
       directory: model.safetensors (PyTorch names and layouts), training_state.safetensors (for \
-      --resume), metrics.jsonl, curves.svg and summary.json. Recipe options not given take the \
-      dataset's defaults, or the checkpoint's values when resuming.
+      --resume), checkpoints/ (the newest complete pair, which --resume reads), metrics.jsonl, \
+      curves.svg and summary.json; the directory is locked while training. Recipe options not given \
+      take the dataset's defaults, or the checkpoint's values when resuming (where only --epochs may \
+      change: the cosine schedule is then recomputed over the new total).
       """)
 
   @Option(help: "Registered model (default: quadranet-digits for digits, quadranet-28 otherwise).")
@@ -33,9 +35,17 @@ struct TrainCommand: ParsableCommand {
   @Option(name: .customLong("lr"), help: "Peak learning rate (AdamW, cosine schedule).") var learningRate: Float?
   @OptionGroup var threadOptions: ThreadOptions
   @Option(help: "Seed of the weights, shuffling, augmentation and drop path.") var seed: UInt64?
-  @Option(help: "Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming).")
+  @Option(
+    help: """
+      Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming); created, \
+      locked and checked for writing before any data is loaded.
+      """)
   var out: String?
-  @Option(help: "Continue a run: its directory or its model.safetensors (training_state.safetensors must be next to it).")
+  @Option(
+    help: """
+      Continue a run: its directory or its model.safetensors (the newest complete checkpoint pair in its \
+      checkpoints/ is resumed; runs saved before checkpoints/ existed need training_state.safetensors next to it).
+      """)
   var resume: String?
   @Option(help: "Linear learning-rate warm-up, in epochs.") var warmupEpochs: Double?
   @Option(help: "AdamW decoupled weight decay.") var weightDecay: Float?
@@ -171,11 +181,14 @@ struct TrainCommand: ParsableCommand {
       resuming: checkpoint, splits: splits, dataset: datasetName.description, epochs: epochs)
     if trainer.options.epochs != saved.epochs {
       let step = checkpoint.state.globalStep
+      let (planned, recomputed) = (checkpoint.state.schedule.learningRate(at: step), trainer.schedule.learningRate(at: step))
+      let nextRate = planned == recomputed
+        ? "the next step's learning rate stays \(planned), later ones follow the new cosine"
+        : "the next step's learning rate is \(recomputed) instead of \(planned)"
       Terminal.status(
         "note: the run now has \(trainer.options.epochs) epochs instead of \(saved.epochs): the cosine schedule is "
-          + "recomputed over \(trainer.options.epochs) epochs (warm-up unchanged), so the next step's learning rate is "
-          + "\(trainer.schedule.learningRate(at: step)) instead of \(checkpoint.state.schedule.learningRate(at: step)); "
-          + "the result differs from a run planned with \(trainer.options.epochs) epochs from the start")
+          + "recomputed over \(trainer.options.epochs) epochs (warm-up unchanged), so \(nextRate); the result differs "
+          + "from a run planned with \(trainer.options.epochs) epochs from the start")
     }
     Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
     try train(trainer, splits: splits, into: directory)
