@@ -282,7 +282,9 @@ public final class RunDirectory {
   /// Saves `checkpoint` as a new pair, crash-safely (see the type's documentation), and returns the save.
   @discardableResult
   public func save(_ checkpoint: TrainingCheckpoint) throws -> Save {
-    precondition(lockDescriptor >= 0, "RunDirectory.save after unlock")
+    guard lockDescriptor >= 0 else {
+      throw RunDirectoryError.notWritable(path: url.path, reason: "its lock was released (unlock()); open it again to save")
+    }
     let files = try checkpoint.encodedFiles()
     let folder = url.appendingPathComponent(Self.checkpointsFolder)
     if !FileManager.default.fileExists(atPath: folder.path) {
