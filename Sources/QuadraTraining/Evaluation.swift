@@ -13,11 +13,37 @@ public struct EvaluationResult: Codable, Equatable, Sendable {
   public var accuracy: Double { count == 0 ? 0 : Double(correct) / Double(count) }
 }
 
+/// Why an evaluation has no meaningful result.
+public enum EvaluationError: Error, CustomStringConvertible, LocalizedError {
+  case invalidBatchSize(Int)
+  /// Weights with NaN or infinite values (e.g. saved from a diverged run): tensor names and counts.
+  case nonFiniteWeights(path: String, tensors: [(name: String, count: Int)])
+  /// The mean loss is NaN or infinite although the weights are finite (activations overflowed).
+  case nonFiniteLoss(path: String, dataset: String, loss: Double)
+
+  public var description: String {
+    switch self {
+    case .invalidBatchSize(let size):
+      return "evaluation batch size must be at least 1, got \(size)"
+    case .nonFiniteWeights(let path, let tensors):
+      let shown = tensors.prefix(CheckpointError.listedNames).map { "\($0.name) (\($0.count))" }.joined(separator: ", ")
+      let more = tensors.count > CheckpointError.listedNames ? ", … (\(tensors.count) tensors in all)" : ""
+      return "\(path): the weights contain NaN or infinite values, so the model cannot be evaluated "
+        + "(saved from a diverged run?): \(shown)\(more)"
+    case .nonFiniteLoss(let path, let dataset, let loss):
+      return "\(path): the loss on \(dataset) is \(loss) although the weights are finite (the activations "
+        + "overflow); the accuracy would be meaningless"
+    }
+  }
+
+  public var errorDescription: String? { description }
+}
+
 public enum Evaluator {
   /// Evaluates `model` in inference mode (no drop path, nothing recorded for gradients) on all of
   /// `dataset`, in order, without augmentation. The model's training mode is restored afterwards.
-  public static func evaluate(_ model: VisionModel, on dataset: Dataset, batchSize: Int = 250) -> EvaluationResult {
-    opPrecondition(batchSize > 0, "Evaluator.evaluate: batch size must be positive, got \(batchSize)")
+  public static func evaluate(_ model: VisionModel, on dataset: Dataset, batchSize: Int = 250) throws -> EvaluationResult {
+    guard batchSize > 0 else { throw EvaluationError.invalidBatchSize(batchSize) }
     let wasTraining = model.isTraining
     model.setTraining(false)
     defer { model.setTraining(wasTraining) }
@@ -35,8 +61,31 @@ public enum Evaluator {
     return EvaluationResult(correct: correct, count: dataset.count, loss: dataset.count == 0 ? 0 : lossSum / Double(dataset.count))
   }
 
-  /// Throws when `config` cannot run on `dataset`'s images or labels (channels, classes, image size).
+  /// Throws when `weights` hold NaN or infinite values, naming the tensors.
+  public static func checkFinite(_ weights: WeightsCheckpoint) throws {
+    var bad: [(name: String, count: Int)] = []
+    for name in weights.tensors.keys.sorted() {
+      let count = weights.tensors[name]!.scalars.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+      if count > 0 { bad.append((name, count)) }
+    }
+    guard bad.isEmpty else { throw EvaluationError.nonFiniteWeights(path: weights.path, tensors: bad) }
+  }
+
+  /// Pixel standard deviations (after scaling to [0, 1]) at or below this mean the images are constant:
+  /// the dataset's normalization clamps a zero deviation to it, and dividing by it turns any padding or
+  /// rounding difference into inputs of order 10⁴ that overflow the gradients at the first step.
+  public static let smallestUsableStandardDeviation: Float = 1e-6
+
+  /// Throws when `config` cannot run on `dataset`'s images or labels (channels, classes, image size),
+  /// or when the images carry no signal (pixel variance 0, which makes the input normalization divide by 0).
   public static func checkCompatibility(_ config: ModelConfig, with dataset: Dataset) throws {
+    let std = dataset.normalization.std
+    guard std > smallestUsableStandardDeviation else {
+      throw TrainingError.incompatibleData(
+        "\(dataset.name): every training pixel has the same value (pixel variance 0), so the input normalization "
+          + "(x/\(dataset.normalization.maxValue) − \(dataset.normalization.mean)) / std has std = 0 (clamped to \(std)) "
+          + "and would scale any difference by 1/\(std); there is nothing to learn from constant images")
+    }
     let shape = dataset.imageShape
     guard shape[2] == config.inputChannels else {
       throw TrainingError.incompatibleData(

@@ -30,4 +30,29 @@ public enum TrainingRecipe {
         weightDecay: 0.05, labelSmoothing: 0.1, augmentation: Augmentation(padding: 1, horizontalFlip: dataset == .fashionMNIST))
     }
   }
+
+  /// Scales recipe defaults that the user's flags made invalid, keeping the recipe's proportions, and
+  /// returns a note per change (nothing that validates is changed):
+  /// - a warm-up longer than the run (`--epochs 1` on digits' 2-epoch warm-up), unless the warm-up was
+  ///   given: `warm-up = recipe warm-up × epochs / recipe epochs`;
+  /// - a final learning rate above the peak (`--lr` below the recipe's 1e-5 minimum):
+  ///   `minimum = lr × recipe minimum / recipe peak`.
+  public static func fitDefaults(_ options: inout TrainingOptions, recipe: TrainingOptions, warmupGiven: Bool) -> [String] {
+    var notes: [String] = []
+    if !warmupGiven, options.warmupEpochs > Double(options.epochs), recipe.epochs > 0 {
+      let fitted = recipe.warmupEpochs * Double(options.epochs) / Double(recipe.epochs)
+      notes.append(
+        "the recipe's \(recipe.warmupEpochs)-epoch warm-up exceeds --epochs \(options.epochs); using \(fitted) epochs "
+          + "(the same fraction of the run; set --warmup-epochs to choose)")
+      options.warmupEpochs = fitted
+    }
+    if options.minimumLearningRate > options.learningRate, recipe.learningRate > 0 {
+      let fitted = options.learningRate * (recipe.minimumLearningRate / recipe.learningRate)
+      notes.append(
+        "the recipe's final learning rate \(recipe.minimumLearningRate) exceeds --lr \(options.learningRate); the "
+          + "cosine schedule decays to \(fitted) instead (the recipe's ratio of final to peak rate)")
+      options.minimumLearningRate = fitted
+    }
+    return notes
+  }
 }

@@ -32,8 +32,8 @@ public struct TrainingProgress: Sendable, Equatable {
 /// Trains a ``VisionModel`` on a dataset with AdamW or SGD, a per-step cosine schedule with linear
 /// warm-up, label smoothing, drop path, the dataset's default augmentation, and optional EMA,
 /// gradient clipping and gradient accumulation; evaluates on the test split after every epoch and,
-/// given an output directory, writes `model.safetensors` + `training_state.safetensors`
-/// (atomically), `metrics.jsonl`, `curves.svg` and, at the end, `summary.json`.
+/// given an output directory (a locked ``RunDirectory``), saves the `model.safetensors` +
+/// `training_state.safetensors` pair crash-safely, writes `metrics.jsonl`, `curves.svg` and, at the end, `summary.json`.
 ///
 /// One optimizer step takes ``TrainingOptions/accumulateSteps`` (N) micro-batches of
 /// ``TrainingOptions/batchSize``: each micro-batch's loss is scaled by 1/N before its backward
@@ -107,9 +107,26 @@ public final class Trainer {
   /// position, shuffle/augmentation and drop-path generators all come from `checkpoint`.
   ///
   /// Checks the checkpoint against the data first: same dataset name and training-set size.
-  public convenience init(resuming checkpoint: TrainingCheckpoint, splits: DatasetSplits, dataset: String) throws {
+  ///
+  /// `epochs` changes the run's length (e.g. extends a finished run); it must exceed the completed
+  /// epochs. The cosine schedule is then recomputed over the new total (warm-up unchanged), so the
+  /// remaining steps get the learning rates of the longer (or shorter) schedule: after a finished run
+  /// the rate rises again from the minimum to the new schedule's value at this step. The result is
+  /// therefore not what a run planned with `epochs` from the start would give.
+  public convenience init(
+    resuming checkpoint: TrainingCheckpoint, splits: DatasetSplits, dataset: String, epochs: Int? = nil
+  ) throws {
     let state = checkpoint.state
     let path = checkpoint.weights.path
+    var options = state.options
+    if let epochs, epochs != options.epochs {
+      guard epochs > state.epoch else {
+        throw CheckpointError.resumeMismatch(
+          path: path, reason: "it already completed \(state.epoch) epoch(s); to continue, the number of epochs must "
+            + "be at least \(state.epoch + 1), got \(epochs)")
+      }
+      options.epochs = epochs
+    }
     guard state.dataset == dataset else {
       throw CheckpointError.resumeMismatch(path: path, reason: "it was trained on '\(state.dataset)', not '\(dataset)'")
     }
@@ -118,9 +135,12 @@ public final class Trainer {
         path: path, reason: "it was trained on \(state.trainCount) samples, \(splits.train.name) has \(splits.train.count)")
     }
     let model = try checkpoint.weights.makeModel()
-    try self.init(model: model, splits: splits, dataset: dataset, options: state.options)
+    try self.init(model: model, splits: splits, dataset: dataset, options: options)
     let (a, b) = (state.schedule, schedule)
-    guard a.peak == b.peak, a.minimum == b.minimum, a.warmupSteps == b.warmupSteps, a.totalSteps == b.totalSteps else {
+    let lengthChanged = options.epochs != state.options.epochs
+    guard a.peak == b.peak, a.minimum == b.minimum, a.warmupSteps == b.warmupSteps,
+      a.totalSteps == b.totalSteps || lengthChanged
+    else {
       throw CheckpointError.resumeMismatch(path: path, reason: "its learning-rate schedule \(state.schedule) differs from \(schedule)")
     }
     guard state.batchIterator.position <= splits.train.count else {
@@ -211,17 +231,33 @@ public final class Trainer {
 
   /// Runs the remaining epochs (or up to `stopAfterEpoch`, to simulate an interruption).
   ///
-  /// With an `outputDirectory`, it is created only now — after everything was validated — and every
-  /// completed epoch replaces the checkpoint atomically; a failing epoch writes nothing.
+  /// With an `outputDirectory`, it is opened as a ``RunDirectory`` (created, locked, probed) before the
+  /// first step, and every completed epoch saves a crash-safe checkpoint pair; a failing epoch writes
+  /// nothing. The directory must be empty or hold this run's own earlier checkpoint, unless `overwrite`
+  /// (then another run's files stay until this run's first checkpoint is complete).
   @discardableResult
   public func run(
-    outputDirectory: URL?, stopAfterEpoch: Int? = nil, progress: (TrainingEvent) -> Void = { _ in }
+    outputDirectory: URL?, overwrite: Bool = false, stopAfterEpoch: Int? = nil,
+    progress: (TrainingEvent) -> Void = { _ in }
+  ) throws -> TrainingSummary {
+    let directory = try outputDirectory.map { try RunDirectory(url: $0) }
+    defer { directory?.unlock() }
+    return try run(in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: progress)
+  }
+
+  /// Runs the remaining epochs into an opened (locked) run directory; see ``run(outputDirectory:overwrite:stopAfterEpoch:progress:)``.
+  @discardableResult
+  public func run(
+    in directory: RunDirectory?, overwrite: Bool = false, stopAfterEpoch: Int? = nil,
+    progress: (TrainingEvent) -> Void = { _ in }
   ) throws -> TrainingSummary {
     let lastEpoch = Swift.min(options.epochs, stopAfterEpoch ?? options.epochs)
     let firstEpoch = completedEpochs
-    if let outputDirectory {
-      try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
-    }
+    let claim = try directory?.claim(history: history, overwrite: overwrite)
+    // The newest checkpoint of *this* run on disk (for the divergence message).
+    var savedEpoch: Int?
+    if case .continuing(let epoch)? = claim { savedEpoch = epoch }
+    let outputDirectory = directory?.url
     var metricsWriter: JSONLinesWriter?
     defer { try? metricsWriter?.close() }
     ComputeContext.current.memory.resetPeak()
@@ -239,7 +275,9 @@ public final class Trainer {
       while let batch = iterator.next() {
         let loss = try step(batch)
         guard loss.isFinite else {
-          throw TrainingError.diverged(epoch: epoch + 1, step: globalStep, loss: loss)
+          throw TrainingError.diverged(
+            epoch: epoch + 1, step: globalStep, loss: loss, cause: divergenceCause(batch),
+            checkpoint: checkpointStatus(directory, savedEpoch: savedEpoch, claim: claim))
         }
         lossSum += Double(loss) * Double(batch.count)
         samples += batch.count
@@ -256,13 +294,19 @@ public final class Trainer {
       }
       let trainSeconds = Date().timeIntervalSince(epochStart)
       progress(.evaluating(epoch: epoch + 1))
-      let evaluation = evaluateTestSplit()
+      let evaluation = try evaluateTestSplit()
       let metrics = EpochMetrics(
         epoch: epoch + 1, trainLoss: lossSum / Double(Swift.max(samples, 1)), testAccuracy: evaluation.accuracy,
         seconds: Date().timeIntervalSince(epochStart), imagesPerSecond: Double(samples) / Swift.max(trainSeconds, 1e-9))
       history.append(metrics)
-      if let outputDirectory {
-        try checkpoint(peakBytes: ComputeContext.current.memory.peakBytes).write(to: outputDirectory)
+      if let directory, let outputDirectory {
+        try directory.save(checkpoint(peakBytes: ComputeContext.current.memory.peakBytes))
+        if savedEpoch == nil, case .replacing? = claim {
+          // The replaced run's summary would describe the other run; its metrics and curves are rewritten below.
+          let summaryURL = outputDirectory.appendingPathComponent(RunFiles.summary)
+          if FileManager.default.fileExists(atPath: summaryURL.path) { try directory.fileSystem.removeFile(summaryURL) }
+        }
+        savedEpoch = epoch + 1
         if let writer = metricsWriter {
           try writer.append(metrics)
         } else {
@@ -330,13 +374,55 @@ public final class Trainer {
     globalStep += 1
   }
 
+  /// Why the loss of a step on `batch` became non-finite, as a sentence with what to do.
+  func divergenceCause(_ batch: Batch) -> String {
+    var largest: Float = 0
+    var finiteInputs = true
+    batch.images.withUnsafeBufferPointer { values in
+      for value in values {
+        if !value.isFinite { finiteInputs = false }
+        largest = Swift.max(largest, Swift.abs(value))
+      }
+    }
+    let normalization = splits.train.normalization
+    if !finiteInputs { return "The input images contain NaN or infinite values; the data, not the recipe, is the cause." }
+    if largest > Self.largestPlausibleInput {
+      return "The normalized inputs reach |x| = \(largest): the dataset's normalization (x/\(normalization.maxValue) − "
+        + "\(normalization.mean)) / \(normalization.std) divides by a standard deviation near 0 (the training pixels "
+        + "hardly vary), so the gradients overflow; the learning rate is not the cause."
+    }
+    let weightsFinite = parameters.allSatisfy { entry in
+      entry.parameter.variable.value.scalars.allSatisfy(\.isFinite)
+    }
+    let rate = schedule.learningRate(at: globalStep)
+    return (weightsFinite ? "" : "The weights hold NaN or infinite values. ")
+      + "The learning rate at this step was \(rate); try a lower --lr or gradient clipping (--clip-grad)."
+  }
+
+  /// Inputs normalized to zero mean and unit variance stay far below this; larger ones mean a degenerate normalization.
+  static let largestPlausibleInput: Float = 1e3
+
+  /// What is left to resume from after a divergence, as a sentence.
+  func checkpointStatus(_ directory: RunDirectory?, savedEpoch: Int?, claim: RunDirectory.Claim?) -> String {
+    guard let directory else { return "Nothing was saved (no output directory)." }
+    let path = directory.url.path
+    guard let savedEpoch else {
+      var text = "No checkpoint of this run was written yet (it diverged before its first epoch ended)."
+      if case .replacing? = claim { text += " \(path) still holds the files of the run it was to replace, untouched." }
+      return text
+    }
+    return "The checkpoint of epoch \(savedEpoch) in \(path) is intact: `quadranet train --resume \(path)` continues "
+      + "from it (with the same recipe and thread count it repeats these steps exactly); to change the recipe, start "
+      + "over with --overwrite."
+  }
+
   /// Test-split evaluation of the weights that matter: the EMA average when EMA is on.
-  public func evaluateTestSplit() -> EvaluationResult {
-    guard let ema else { return Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize) }
+  public func evaluateTestSplit() throws -> EvaluationResult {
+    guard let ema else { return try Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize) }
     let saved = parameters.map { $0.parameter.variable.value }
     for (name, parameter) in parameters { parameter.variable.update(ema.shadow[name]!) }
     defer { for (index, entry) in parameters.enumerated() { entry.parameter.variable.update(saved[index]) } }
-    return Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize)
+    return try Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize)
   }
 
   func makeSummary(peakBytes: Int) -> TrainingSummary {

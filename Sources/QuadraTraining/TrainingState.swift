@@ -119,8 +119,9 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
   case invalidOption(String)
   /// The model does not fit the data (channels, classes or image size).
   case incompatibleData(String)
-  /// The loss became NaN or infinite; nothing of the failed epoch is written.
-  case diverged(epoch: Int, step: Int, loss: Float)
+  /// The loss became NaN or infinite at 0-based optimizer `step`; nothing of the failed epoch is written.
+  /// `cause` is the diagnosis, `checkpoint` what is left to resume from (both sentences).
+  case diverged(epoch: Int, step: Int, loss: Float, cause: String, checkpoint: String)
   /// A gradient hook left a gradient whose shape is not its parameter's.
   case invalidGradient(parameter: String, expected: [Int], found: [Int])
 
@@ -128,9 +129,8 @@ public enum TrainingError: Error, CustomStringConvertible, LocalizedError {
     switch self {
     case .invalidOption(let message): return "invalid option: \(message)"
     case .incompatibleData(let message): return message
-    case .diverged(let epoch, let step, let loss):
-      return "training diverged: loss \(loss) at epoch \(epoch), step \(step); try a lower learning rate "
-        + "or gradient clipping (--clip-grad). The last checkpoint was kept."
+    case .diverged(let epoch, let step, let loss, let cause, let checkpoint):
+      return "training diverged: loss \(loss) at epoch \(epoch), step \(step). \(cause) \(checkpoint)"
     case .invalidGradient(let parameter, let expected, let found):
       return "a gradient hook left the gradient of \(parameter) with shape \(found), the parameter has shape \(expected)"
     }
@@ -253,10 +253,11 @@ public struct TrainingCheckpoint {
     self.emaShadow = emaShadow
   }
 
-  /// Reads `model.safetensors` and `training_state.safetensors` from a run directory, or the weights
-  /// file given and the state file next to it.
+  /// Reads the checkpoint pair a run directory (or a weights file in it) resumes from: the newest
+  /// complete save in `checkpoints/` (see ``RunDirectory``), or, for directories written before saves
+  /// existed, `model.safetensors` (or the weights file given) and `training_state.safetensors` next to it.
   public static func read(from path: URL) throws -> TrainingCheckpoint {
-    let weightsURL = CheckpointFiles.weightsURL(for: path)
+    let weightsURL = RunDirectory.resumeWeightsURL(for: path)
     let stateURL = weightsURL.deletingLastPathComponent().appendingPathComponent(CheckpointFiles.trainingState)
     let weights = try WeightsCheckpoint.read(from: weightsURL)
     guard FileManager.default.fileExists(atPath: stateURL.path) else {
@@ -277,7 +278,8 @@ public struct TrainingCheckpoint {
       throw CheckpointError.inconsistentFiles(
         weights: weightsURL.path, state: stateURL.path,
         reason: "weights at epoch \(weights.epoch.map(String.init) ?? "?") step \(weights.globalStep.map(String.init) ?? "?"), "
-          + "training state at epoch \(state.epoch) step \(state.globalStep)")
+          + "training state at epoch \(state.epoch) step \(state.globalStep) (a crash between the two writes of a "
+          + "version before paired checkpoints; this pair cannot be resumed: start over with --overwrite)")
     }
     guard weights.config?.name == state.model else {
       throw CheckpointError.inconsistentFiles(
@@ -303,9 +305,8 @@ public struct TrainingCheckpoint {
       weights: weights, state: state, optimizerMoments: moments, emaShadow: shadow.isEmpty ? nil : shadow)
   }
 
-  /// Writes the training state, then the weights (and the EMA weights when present) into `directory`,
-  /// each atomically; the files already there stay intact until their replacement is complete.
-  public func write(to directory: URL) throws {
+  /// The pair's files and their bytes: weights, EMA weights (when EMA is on), training state.
+  public func encodedFiles() throws -> [(name: String, data: Data)] {
     var tensors: [String: Tensor] = [:]
     for (name, tensor) in optimizerMoments { tensors[Self.optimizerPrefix + name] = tensor }
     for (name, tensor) in emaShadow ?? [:] { tensors[Self.emaPrefix + name] = tensor }
@@ -315,16 +316,17 @@ public struct TrainingCheckpoint {
       CheckpointFiles.Key.epoch: String(state.epoch),
       CheckpointFiles.Key.globalStep: String(state.globalStep),
     ]
-    try Safetensors.write(tensors, metadata: metadata, to: directory.appendingPathComponent(CheckpointFiles.trainingState))
-    try weights.write(to: directory.appendingPathComponent(CheckpointFiles.weights))
-    let emaURL = directory.appendingPathComponent(CheckpointFiles.emaWeights)
+    var files = [(name: CheckpointFiles.weights, data: try Safetensors.encode(weights.tensors, metadata: weights.metadata))]
     if let emaShadow {
-      var ema = weights
-      ema.tensors = emaShadow
-      try ema.write(to: emaURL)
-    } else if FileManager.default.fileExists(atPath: emaURL.path) {
-      // A stale average from an earlier run in this directory would not match these weights.
-      try FileManager.default.removeItem(at: emaURL)
+      files.append((CheckpointFiles.emaWeights, try Safetensors.encode(emaShadow, metadata: weights.metadata)))
     }
+    files.append((CheckpointFiles.trainingState, try Safetensors.encode(tensors, metadata: metadata)))
+    return files
+  }
+
+  /// Saves the pair into the run directory `directory` (created if needed), crash-safely: see ``RunDirectory``.
+  /// Fails if another process holds the directory's lock.
+  public func write(to directory: URL) throws {
+    try RunDirectory(url: directory).save(self)
   }
 }

@@ -38,11 +38,13 @@ struct EvalCommand: ParsableCommand {
 
   func run() throws {
     // The kernels' thread count comes from the context the body runs in.
-    try ComputeContext(threads: threadOptions.threads).run { try runInContext() }
+    try ComputeContext(threads: threadOptions.threads).run { try Terminal.withReadableFileErrors { try evaluate() } }
   }
 
-  private func runInContext() throws {
+  /// Fails (exit status 1) on weights or a loss that are NaN or infinite: an accuracy from them means nothing.
+  func evaluate() throws {
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
+    try Evaluator.checkFinite(weights)
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
     let splits = try DatasetSplits.load(datasetName)
     let requested = try model.map {
@@ -55,7 +57,10 @@ struct EvalCommand: ParsableCommand {
         "note: the model was trained with input normalization mean \(saved.mean), std \(saved.std); "
           + "\(splits.test.name) uses mean \(splits.test.normalization.mean), std \(splits.test.normalization.std)")
     }
-    let result = Evaluator.evaluate(network, on: splits.test, batchSize: batchSize)
+    let result = try Evaluator.evaluate(network, on: splits.test, batchSize: batchSize)
+    guard result.loss.isFinite else {
+      throw EvaluationError.nonFiniteLoss(path: weights.path, dataset: splits.test.name, loss: result.loss)
+    }
     let report = Report(
       model: network.config.name, dataset: datasetName.description, accuracy: result.accuracy, correct: result.correct,
       count: result.count, loss: result.loss)

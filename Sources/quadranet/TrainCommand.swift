@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QuadraData
+import QuadraIO
 import QuadraModels
 import QuadraTraining
 
@@ -17,8 +18,10 @@ struct TrainCommand: ParsableCommand {
     discussion: """
       With no options, trains quadranet-digits on the embedded 8×8 digits. Writes into the output \
       directory: model.safetensors (PyTorch names and layouts), training_state.safetensors (for \
-      --resume), metrics.jsonl, curves.svg and summary.json. Recipe options not given take the \
-      dataset's defaults, or the checkpoint's values when resuming.
+      --resume), checkpoints/ (the newest complete pair, which --resume reads), metrics.jsonl, \
+      curves.svg and summary.json; the directory is locked while training. Recipe options not given \
+      take the dataset's defaults, or the checkpoint's values when resuming (where only --epochs may \
+      change: the cosine schedule is then recomputed over the new total).
       """)
 
   @Option(help: "Registered model (default: quadranet-digits for digits, quadranet-28 otherwise).")
@@ -32,9 +35,17 @@ struct TrainCommand: ParsableCommand {
   @Option(name: .customLong("lr"), help: "Peak learning rate of the cosine schedule.") var learningRate: Float?
   @OptionGroup var threadOptions: ThreadOptions
   @Option(help: "Seed of the weights, shuffling, augmentation and drop path.") var seed: UInt64?
-  @Option(help: "Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming).")
+  @Option(
+    help: """
+      Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming); created, \
+      locked and checked for writing before any data is loaded.
+      """)
   var out: String?
-  @Option(help: "Continue a run: its directory or its model.safetensors (training_state.safetensors must be next to it).")
+  @Option(
+    help: """
+      Continue a run: its directory or its model.safetensors (the newest complete checkpoint pair in its \
+      checkpoints/ is resumed; runs saved before checkpoints/ existed need training_state.safetensors next to it).
+      """)
   var resume: String?
   @Option(help: "Linear learning-rate warm-up, in epochs.") var warmupEpochs: Double?
   @Option(help: "Weight decay of conv and linear weights, in [0, 1): decoupled for AdamW, L2 for SGD.") var weightDecay: Float?
@@ -52,6 +63,14 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Random horizontal flips, true or false (default: the dataset's).") var flip: Bool?
   @Option(help: ArgumentHelp("Stop after this epoch, as if interrupted (for testing --resume).", visibility: .hidden))
   var stopAfterEpoch: Int?
+  @Flag(
+    help: """
+      Start a new run in a directory that holds another run's checkpoint. Nothing is removed before this \
+      run's first checkpoint is complete; then the old model.safetensors, training_state.safetensors, \
+      model_ema.safetensors and checkpoints/ are replaced, summary.json is removed and metrics.jsonl and \
+      curves.svg are rewritten.
+      """)
+  var overwrite = false
   @Flag(help: "Print the summary as JSON on standard output.") var json = false
 
   func validate() throws {
@@ -110,50 +129,96 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     // The kernels' thread count comes from the context the body runs in.
-    try ComputeContext(threads: threadOptions.threads).run { try runInContext() }
+    try ComputeContext(threads: threadOptions.threads).run { try Terminal.withReadableFileErrors { try train() } }
   }
 
-  private func runInContext() throws {
-    // Everything is validated before the output directory is touched.
-    let checkpoint = try resume.map { try TrainingCheckpoint.read(from: URL(fileURLWithPath: $0)) }
-    let datasetName = try DatasetName(parsing: dataset ?? checkpoint?.state.dataset ?? "digits")
-    let splits = try DatasetSplits.load(datasetName)
-    let datasetLabel = datasetName.description
-
-    let trainer: Trainer
-    let outputDirectory: URL
-    if let resume, let checkpoint {
-      let url = URL(fileURLWithPath: resume)
-      if model != nil || config != nil {
-        _ = try checkpoint.weights.resolvedConfig(requested: try resolveConfig(datasetName: datasetName, splits: splits))
-      }
-      let saved = checkpoint.state.options
-      let differences = saved.differences(from: options(base: saved, datasetDefault: splits.train.defaultAugmentation))
-      guard differences.isEmpty else {
-        throw ValidationError(
-          "--resume continues the saved recipe; these flags contradict it: \(differences.joined(separator: "; "))")
-      }
-      if checkpoint.state.threads != Parallel.threadCount {
-        Terminal.status(
-          "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
-            + "\(Parallel.threadCount); results match an uninterrupted run only with the same count")
-      }
-      trainer = try Trainer(resuming: checkpoint, splits: splits, dataset: datasetLabel)
-      outputDirectory = out.map { URL(fileURLWithPath: $0) }
-        ?? CheckpointFiles.weightsURL(for: url).deletingLastPathComponent()
-      Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
-    } else {
-      let config = try resolveConfig(datasetName: datasetName, splits: splits)
-      let options = options(
-        base: TrainingRecipe.defaultOptions(for: datasetName), datasetDefault: splits.train.defaultAugmentation)
-      try options.validate()
-      let network = try VisionModel(config: config, seed: options.seed)
-      trainer = try Trainer(model: network, splits: splits, dataset: datasetLabel, options: options)
-      let runName = "\(config.name)-\(Self.shortName(datasetName))"
-      outputDirectory = URL(fileURLWithPath: out ?? "runs/\(runName)")
+  /// Opens (creates, locks, probes) the output directory before any data is loaded or step taken,
+  /// so a bad `--out` or a directory in use fails at once.
+  func train() throws {
+    if overwrite && resume != nil {
+      throw ValidationError("--overwrite starts a new run; it cannot be combined with --resume")
     }
+    if let resume {
+      try resumeRun(from: URL(fileURLWithPath: resume))
+      return
+    }
+    let datasetName = try DatasetName(parsing: dataset ?? "digits")
+    let configFile = try readConfigFile()
+    // Resolving the name checks --model before any directory is created.
+    let modelName = try configFile?.name
+      ?? ModelRegistry.config(named: model ?? TrainingRecipe.defaultModel(for: datasetName)).name
+    let runName = "\(modelName)-\(Self.shortName(datasetName))"
+    let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
+    try claim(directory, history: [])
+    let splits = try DatasetSplits.load(datasetName)
+    let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
+    let recipe = TrainingRecipe.defaultOptions(for: datasetName)
+    var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
+    for note in TrainingRecipe.fitDefaults(&options, recipe: recipe, warmupGiven: warmupEpochs != nil) {
+      Terminal.status("note: \(note)")
+    }
+    try options.validate()
+    let network = try VisionModel(config: config, seed: options.seed)
+    let trainer = try Trainer(model: network, splits: splits, dataset: datasetName.description, options: options)
+    try train(trainer, splits: splits, into: directory)
+  }
 
+  /// `--resume`: the newest complete checkpoint pair of the run, continued into its own directory
+  /// (or `--out`); only `--epochs` may change the recipe.
+  func resumeRun(from path: URL) throws {
+    let directory = try RunDirectory(url: out.map { URL(fileURLWithPath: $0) } ?? RunDirectory.runURL(forResumePath: path))
+    // Read under the lock when resuming in place, so no other process is saving meanwhile.
+    let checkpoint = try TrainingCheckpoint.read(from: path)
+    try claim(directory, history: checkpoint.state.history)
+    let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
+    let splits = try DatasetSplits.load(datasetName)
+    if model != nil || config != nil {
+      _ = try checkpoint.weights.resolvedConfig(
+        requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
+    }
+    let saved = checkpoint.state.options
+    var requested = options(base: saved, datasetDefault: splits.train.defaultAugmentation)
+    requested.epochs = saved.epochs  // --epochs may change the length; see Trainer.init(resuming:…).
+    let differences = saved.differences(from: requested)
+    guard differences.isEmpty else {
+      throw ValidationError(
+        "--resume continues the saved recipe (only --epochs may change); these flags contradict it: "
+          + differences.joined(separator: "; "))
+    }
+    if checkpoint.state.threads != Parallel.threadCount {
+      Terminal.status(
+        "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
+          + "\(Parallel.threadCount); results match an uninterrupted run only with the same count")
+    }
+    let trainer = try Trainer(
+      resuming: checkpoint, splits: splits, dataset: datasetName.description, epochs: epochs)
+    if trainer.options.epochs != saved.epochs {
+      let step = checkpoint.state.globalStep
+      let (planned, recomputed) = (checkpoint.state.schedule.learningRate(at: step), trainer.schedule.learningRate(at: step))
+      let nextRate = planned == recomputed
+        ? "the next step's learning rate stays \(planned), later ones follow the new cosine"
+        : "the next step's learning rate is \(recomputed) instead of \(planned)"
+      Terminal.status(
+        "note: the run now has \(trainer.options.epochs) epochs instead of \(saved.epochs): the cosine schedule is "
+          + "recomputed over \(trainer.options.epochs) epochs (warm-up unchanged), so \(nextRate); the result differs "
+          + "from a run planned with \(trainer.options.epochs) epochs from the start")
+    }
+    Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
+    try train(trainer, splits: splits, into: directory)
+  }
+
+  /// Checks what the directory holds against this run; explains what `--overwrite` will replace.
+  func claim(_ directory: RunDirectory, history: [EpochMetrics]) throws {
+    if case .replacing(let holding) = try directory.claim(history: history, overwrite: overwrite) {
+      Terminal.status(
+        "--overwrite: \(directory.url.path) holds \(holding); it is kept until this run's first checkpoint is complete, "
+          + "then its checkpoint files and summary.json are replaced or removed")
+    }
+  }
+
+  func train(_ trainer: Trainer, splits: DatasetSplits, into directory: RunDirectory) throws {
     let options = trainer.options
+    let outputDirectory = directory.url
     Terminal.status(
       "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
         + "(\(splits.train.count) images, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
@@ -162,7 +227,7 @@ struct TrainCommand: ParsableCommand {
       FileHandle.standardError.write(Data(text.utf8))
     }
     let summary = try trainer.run(
-      outputDirectory: outputDirectory, stopAfterEpoch: stopAfterEpoch, progress: printer.handle)
+      in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: printer.handle)
     if json {
       try Terminal.printJSON(summary)
     } else {
@@ -175,25 +240,30 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
-  /// The model config from --config, --model or the dataset's default model.
-  func resolveConfig(datasetName: DatasetName, splits: DatasetSplits) throws -> ModelConfig {
-    if let config {
-      let data: Data
-      do {
-        data = try Data(contentsOf: URL(fileURLWithPath: config))
-      } catch {
-        throw ValidationError("--config \(config): cannot read the file (\(error.localizedDescription))")
-      }
-      do {
-        let decoded = try JSONDecoder().decode(ModelConfig.self, from: data)
-        try decoded.validate()
-        return decoded
-      } catch let error as ModelConfigError {
-        throw error
-      } catch {
-        throw ValidationError("--config \(config): not a valid model config (\(error))")
-      }
+  /// The model config of `--config`, read and validated; nil without the flag.
+  func readConfigFile() throws -> ModelConfig? {
+    guard let config else { return nil }
+    let data: Data
+    do {
+      data = try Data(contentsOf: URL(fileURLWithPath: config))
+    } catch {
+      let reason = FileWriteError(foundationError: error, path: config, operation: "reading")?.reason
+      throw ValidationError("--config \(config): cannot read the file (\(reason ?? error.localizedDescription))")
     }
+    do {
+      let decoded = try JSONDecoder().decode(ModelConfig.self, from: data)
+      try decoded.validate()
+      return decoded
+    } catch let error as ModelConfigError {
+      throw error
+    } catch {
+      throw ValidationError("--config \(config): not a valid model config (\(error))")
+    }
+  }
+
+  /// The model config from --config, --model or the dataset's default model.
+  func resolveConfig(configFile: ModelConfig?, datasetName: DatasetName, splits: DatasetSplits) throws -> ModelConfig {
+    if let configFile { return configFile }
     return try ModelRegistry.config(
       named: model ?? TrainingRecipe.defaultModel(for: datasetName), classCount: splits.train.classCount,
       inputChannels: splits.train.imageShape[2])

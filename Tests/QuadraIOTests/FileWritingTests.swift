@@ -134,3 +134,46 @@ struct EpochRecord: Codable, Equatable {
     }
   }
 }
+
+@Suite struct DurableFileSystemTests {
+  final class Recorder: @unchecked Sendable {
+    let lock = NSLock()
+    var operations: [FileOperation] = []
+  }
+
+  @Test func everyStepPassesTheHookAndAFailureStopsWithoutCleanup() throws {
+    let directory = try makeTemporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let recorder = Recorder()
+    let data = Data((0..<100).map { UInt8($0) })
+    let file = directory.appendingPathComponent("f")
+    let recording = DurableFileSystem { operation in recorder.lock.withLock { recorder.operations.append(operation) } }
+    try recording.writeNewFile(data, to: file)
+    #expect(recorder.operations == [.createFile(file.path), .write(file.path, range: 0..<50), .write(file.path, range: 50..<100), .syncFile(file.path)])
+    #expect(try Data(contentsOf: file) == data)
+
+    // A failure before the second half leaves the torn file as a crash would: nothing is cleaned up.
+    struct Crash: Error {}
+    let torn = directory.appendingPathComponent("torn")
+    let crashing = DurableFileSystem { operation in
+      if case .write(_, let range) = operation, range.lowerBound > 0 { throw Crash() }
+    }
+    #expect(throws: Crash.self) { try crashing.writeNewFile(data, to: torn) }
+    #expect(try Data(contentsOf: torn) == data.prefix(50))
+    // Existing files are never overwritten by writeNewFile.
+    let exists = thrownError { try recording.writeNewFile(data, to: torn) }
+    #expect("\(exists!)".contains("File exists"))
+  }
+
+  @Test func foundationErrorsBecomePathAndReason() throws {
+    let missing = "/nonexistent-\(UUID().uuidString)/x"
+    do {
+      _ = try FileManager.default.contentsOfDirectory(atPath: missing)
+      Issue.record("listing a missing directory succeeded")
+    } catch {
+      let mapped = try #require(FileWriteError(foundationError: error, path: "fallback", operation: "listing"))
+      #expect(mapped.description.hasPrefix(missing) && mapped.reason == "No such file or directory")
+    }
+    #expect(FileWriteError(foundationError: FileWriteError(path: "p", operation: "o", reason: "r"), path: "p", operation: "o") == nil)
+  }
+}

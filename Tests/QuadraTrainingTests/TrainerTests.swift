@@ -7,10 +7,17 @@ import Testing
 @testable import QuadraTraining
 
 @Suite(.serialized) struct TrainerTests {
+  /// Every file under `directory` (relative path → bytes), the lock file excepted (it holds the last holder's pid).
   func files(in directory: URL) throws -> [String: Data] {
     var result: [String: Data] = [:]
-    for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
-      result[name] = try Data(contentsOf: directory.appendingPathComponent(name))
+    let enumerator = FileManager.default.enumerator(atPath: directory.path)!
+    while let name = enumerator.nextObject() as? String {
+      var isDirectory: ObjCBool = false
+      let url = directory.appendingPathComponent(name)
+      guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue,
+        name != RunDirectory.lockFileName
+      else { continue }
+      result[name] = try Data(contentsOf: url)
     }
     return result
   }
@@ -98,10 +105,10 @@ import Testing
     options.learningRate = 1e-2
     options.labelSmoothing = 0
     let model = try VisionModel(config: Tiny.quadraNet, seed: 0)
-    let before = Evaluator.evaluate(model, on: splits.train)
+    let before = try Evaluator.evaluate(model, on: splits.train)
     let trainer = try Trainer(model: model, splits: splits, dataset: "digits", options: options)
     try trainer.run(outputDirectory: nil)
-    let after = Evaluator.evaluate(model, on: splits.train)
+    let after = try Evaluator.evaluate(model, on: splits.train)
     #expect(after.loss < 0.8 * before.loss, "loss \(before.loss) → \(after.loss)")
     #expect(trainer.history.last!.trainLoss < trainer.history.first!.trainLoss)
     #expect(after.accuracy > before.accuracy)
@@ -131,19 +138,22 @@ import Testing
     config.depths = [1, 2]
     #expect(throws: CheckpointError.self) { _ = try checkpoint.weights.makeModel(requested: config) }
 
-    // A run that diverges stops with an error and writes nothing of the failed epoch.
+    // A new run that diverges stops with an error and writes nothing of the failed epoch; with --overwrite
+    // the old run's files stay untouched until a complete checkpoint of the new run exists.
     var diverging = options
     diverging.learningRate = 1e30
     diverging.minimumLearningRate = 1e29
     diverging.warmupEpochs = 0
     let trainer = try Trainer(
       model: try VisionModel(config: Tiny.quadraNet), splits: splits, dataset: "digits", options: diverging)
-    let error = thrownError { try trainer.run(outputDirectory: directory) }
+    let error = thrownError { try trainer.run(outputDirectory: directory, overwrite: true) }
     guard case .diverged? = error as? TrainingError else {
       Issue.record("expected divergence, got \(String(describing: error))")
       return
     }
     #expect(try files(in: directory) == before)
+    #expect("\(error!)".contains("No checkpoint of this run was written yet"))
+    #expect("\(error!)".contains("still holds the files of the run it was to replace"))
   }
 
   @Test func invalidOptionsAndIncompatibleModelsAreRejected() throws {

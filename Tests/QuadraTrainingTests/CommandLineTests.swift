@@ -1,0 +1,119 @@
+import Foundation
+import Testing
+
+@testable import QuadraData
+@testable import QuadraIO
+@testable import QuadraModels
+@testable import QuadraTraining
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The `quadranet` binary of this checkout (`swift build -c release` or `swift test -c release` builds it).
+let quadranetBinary = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  .deletingLastPathComponent().appendingPathComponent(".build/release/quadranet")
+
+/// Runs the real CLI in child processes; skipped (with this reason) when the binary has not been built.
+@Suite(
+  .serialized,
+  .enabled(
+    if: FileManager.default.isExecutableFile(atPath: quadranetBinary.path),
+    "needs .build/release/quadranet: run `swift build -c release` first"))
+struct CommandLineTests {
+  func start(_ arguments: [String], stderr: URL) throws -> Process {
+    let process = Process()
+    process.executableURL = quadranetBinary
+    process.arguments = arguments + ["--threads", "1"]
+    _ = FileManager.default.createFile(atPath: stderr.path, contents: nil)
+    process.standardError = try FileHandle(forWritingTo: stderr)
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    return process
+  }
+
+  /// Exit status and standard error of a finished command.
+  func run(_ arguments: [String], in directory: URL) throws -> (status: Int32, stderr: String) {
+    let log = directory.appendingPathComponent("stderr-\(UUID().uuidString).txt")
+    let process = try start(arguments, stderr: log)
+    process.waitUntilExit()
+    return (process.terminationStatus, try String(contentsOf: log, encoding: .utf8))
+  }
+
+  /// Waits until `condition` holds (polling), for at most `seconds`.
+  func wait(seconds: Double, until condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+      if condition() { return true }
+      usleep(20_000)
+    }
+    return condition()
+  }
+
+  @Test func killNineDuringTrainingAlwaysLeavesAResumableRun() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let run = root.appendingPathComponent("run")
+    var generator = SystemRandomNumberGenerator()
+    var lastSequence = 0
+    var lastHistory: [EpochMetrics] = []
+    for round in 0..<3 {
+      let arguments = round == 0 ? ["train", "--epochs", "60", "--out", run.path] : ["train", "--resume", run.path]
+      let child = try start(arguments, stderr: root.appendingPathComponent("log-\(round).txt"))
+      // Kill at a random moment after the run's next save began to be possible.
+      let saved = wait(seconds: 240) { (RunDirectory.committedSaves(in: run).last?.sequence ?? 0) > lastSequence }
+      #expect(saved, "round \(round): no new checkpoint")
+      // The running process holds the lock; a second trainer is refused, naming it.
+      let refused = thrownError { _ = try RunDirectory(url: run) }
+      #expect("\(refused.map { "\($0)" } ?? "none")".contains("process \(child.processIdentifier)"))
+      usleep(UInt32.random(in: 0...1_500_000, using: &generator))
+      kill(child.processIdentifier, SIGKILL)
+      child.waitUntilExit()
+      #expect(child.terminationReason == .uncaughtSignal)
+
+      let checkpoint = try TrainingCheckpoint.read(from: run)
+      #expect(checkpoint.state.epoch >= 1 && checkpoint.state.history.count == checkpoint.state.epoch)
+      #expect(Array(checkpoint.state.history.prefix(lastHistory.count)) == lastHistory)
+      _ = try WeightsCheckpoint.read(from: run).makeModel()
+      lastHistory = checkpoint.state.history
+      lastSequence = RunDirectory.committedSaves(in: run).last?.sequence ?? 0
+      // The kernel released the lock with the process.
+      try RunDirectory(url: run).unlock()
+    }
+  }
+
+  @Test func defaultRecipeAcceptsOneEpochAndATinyLearningRate() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let result = try run(["train", "--epochs", "1", "--lr", "5e-6", "--out", root.appendingPathComponent("run").path], in: root)
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stderr.contains("warm-up") && result.stderr.contains("decays to"))
+  }
+
+  @Test func badOutputDirectoriesGiveCleanMessagesBeforeLoadingData() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let file = root.appendingPathComponent("file")
+    try Data("x".utf8).write(to: file)
+    for out in [file.path, file.appendingPathComponent("run").path] {
+      let result = try run(["train", "--out", out], in: root)
+      #expect(result.status != 0)
+      #expect(result.stderr.contains(file.path) && !result.stderr.contains("Domain") && !result.stderr.contains("training "))
+    }
+  }
+
+  @Test func evalOfNonFiniteWeightsFails() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    var weights = WeightsCheckpoint(model: try VisionModel(config: Tiny.quadraNet), dataset: "digits")
+    let shape = weights.tensors["norm.weight"]!.shape
+    weights.tensors["norm.weight"] = Tensor(shape: shape, scalars: Array(repeating: .nan, count: shape.reduce(1, *)))
+    let url = root.appendingPathComponent("diverged.safetensors")
+    try weights.write(to: url)
+    let result = try run(["eval", "--checkpoint", url.path], in: root)
+    #expect(result.status != 0)
+    #expect(result.stderr.contains(url.path) && result.stderr.contains("NaN") && result.stderr.contains("norm.weight"))
+  }
+}
