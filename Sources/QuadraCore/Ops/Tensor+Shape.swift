@@ -8,8 +8,8 @@ extension Tensor {
       axes.count == rank && axes.sorted() == Array(0..<rank),
       "permute: axes \(axes) are not a permutation of 0..<\(rank) for shape \(shape)")
     if axes == Array(0..<rank) { return self }
-    let result = Tensor(uninitializedShape: axes.map { shape[$0] })
-    ShapeKernels.permute(buffer.pointer, shape: shape, axes: axes, into: result.buffer.pointer)
+    let result = Tensor(uninitializedShape: axes.map { shape[$0] }, device: device)
+    backend.permute(self, axes: axes, into: result)
     return result
   }
 
@@ -36,10 +36,18 @@ extension Tensor {
     if tensors.count == 1 { return tensors[0] }
     var shape = first
     shape[resolved] = tensors.map { $0.shape[resolved] }.reduce(0, +)
-    let result = Tensor(uninitializedShape: shape)
+    let backend = Backends.backend(op: "concat", tensors)
+    let result = Tensor(uninitializedShape: shape, device: tensors[0].device)
     let outer = first[..<resolved].reduce(1, *)
-    let widths = tensors.map { $0.shape[resolved...].reduce(1, *) }
-    ShapeKernels.concatenate(tensors.map { UnsafePointer($0.buffer.pointer) }, widths: widths, outer: outer, into: result.buffer.pointer)
+    let total = result.count / Swift.max(outer, 1)
+    var offset = 0
+    for tensor in tensors {
+      let width = tensor.shape[resolved...].reduce(1, *)
+      backend.copyBlock(
+        from: tensor, StridedBlock(offset: 0, rowStride: width), into: result,
+        StridedBlock(offset: offset, rowStride: total), rows: outer, width: width)
+      offset += width
+    }
     return result
   }
 
@@ -61,11 +69,18 @@ extension Tensor {
     let parts = sizes.map { size -> Tensor in
       var partShape = shape
       partShape[resolved] = size
-      return Tensor(uninitializedShape: partShape)
+      return Tensor(uninitializedShape: partShape, device: device)
     }
     let outer = shape[..<resolved].reduce(1, *)
-    let widths = parts.map { $0.shape[resolved...].reduce(1, *) }
-    ShapeKernels.split(buffer.pointer, widths: widths, outer: outer, into: parts.map(\.buffer.pointer))
+    let total = shape[resolved...].reduce(1, *)
+    var offset = 0
+    for part in parts {
+      let width = part.count / Swift.max(outer, 1)
+      backend.copyBlock(
+        from: self, StridedBlock(offset: offset, rowStride: total), into: part,
+        StridedBlock(offset: 0, rowStride: width), rows: outer, width: width)
+      offset += width
+    }
     return parts
   }
 
