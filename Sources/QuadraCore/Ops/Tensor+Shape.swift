@@ -1,4 +1,5 @@
-// Axis permutation, transposition, concatenation, splitting and global pooling.
+// Axis permutation, transposition, concatenation, splitting, slice writes, image gathering and
+// global pooling.
 
 extension Tensor {
   /// The tensor with its axes rearranged: output axis i is input axis `axes[i]`
@@ -88,6 +89,49 @@ extension Tensor {
   public func split(alongLastAxis sizes: [Int]) -> [Tensor] {
     opPrecondition(rank >= 1, "split(alongLastAxis:): scalar tensor")
     return split(sizes: sizes, axis: rank - 1)
+  }
+
+  /// Copies `piece` into this tensor's storage at `offset` along `axis`: the inverse of one part
+  /// of ``split(sizes:axis:)`` (e.g. a split's gradient assembled piece by piece in place).
+  ///
+  /// This writes through to the storage without copy-on-write, so every tensor sharing it
+  /// (reshaped views, copies of this value) sees the change; use it on storage you own.
+  /// `piece` must match `self` outside `axis`, and `offset + piece.shape[axis]` must not exceed `self.shape[axis]`.
+  public func write(_ piece: Tensor, alongAxis axis: Int, at offset: Int) {
+    let resolved = axis < 0 ? axis + rank : axis
+    opPrecondition(resolved >= 0 && resolved < rank, "write(alongAxis:): axis \(axis) is out of range for shape \(shape)")
+    var expected = shape
+    expected[resolved] = piece.rank == rank ? piece.shape[resolved] : -1
+    opPrecondition(
+      piece.shape == expected && offset >= 0 && offset + piece.shape[resolved] <= shape[resolved],
+      "write(alongAxis:): piece \(piece.shape) does not fit shape \(shape) at offset \(offset) of axis \(axis)")
+    let backend = Backends.backend(op: "write(alongAxis:)", self, piece)
+    let outer = shape[..<resolved].reduce(1, *)
+    let inner = shape[(resolved + 1)...].reduce(1, *)
+    let width = piece.shape[resolved] * inner
+    backend.copyBlock(
+      from: piece, StridedBlock(offset: 0, rowStride: width), into: self,
+      StridedBlock(offset: offset * inner, rowStride: shape[resolved] * inner), rows: outer, width: width)
+  }
+
+  /// A batch of images cut from `source` (`[N, H, W, C]`): image `b` is `source[indices[b]]`
+  /// moved by `transforms[b]` (random crop shift and flip; nil = unchanged), with `fill` where
+  /// the shifted window leaves the image. The result is `[indices.count, H, W, C]`.
+  public static func gatheringImages(
+    _ source: Tensor, indices: [Int], transforms: [ImageTransform]? = nil, fill: Float = 0
+  ) -> Tensor {
+    opPrecondition(source.rank == 4, "gatheringImages: source must be [N, H, W, C], got \(source.shape)")
+    let n = source.shape[0]
+    for (b, index) in indices.enumerated() {
+      opPrecondition(
+        index >= 0 && index < n, "gatheringImages: index \(index) at position \(b) is out of range 0..<\(n)")
+    }
+    opPrecondition(
+      transforms == nil || transforms!.count == indices.count,
+      "gatheringImages: \(transforms?.count ?? 0) transforms for \(indices.count) indices")
+    let result = Tensor(uninitializedShape: [indices.count] + source.shape.dropFirst(), device: source.device)
+    source.backend.gatherImages(from: source, indices: indices, transforms: transforms, fill: fill, into: result)
+    return result
   }
 
   /// Global mean pooling over the spatial axes: `[N, H, W, C] → [N, C]`.
