@@ -24,7 +24,19 @@ struct OpsBenchCommand: ParsableCommand {
   @OptionGroup var threadOptions: ThreadOptions
   @Flag(help: "Print one JSON object instead of a table.") var json = false
 
+  /// The op families named by `--ops` (empty: all).
+  var selectedOps: [String] {
+    ops.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+  }
+
   func validate() throws {
+    guard Backends.named(backend) != nil else {
+      throw ValidationError("--backend: unknown backend \"\(backend)\"; choose one of \(Backends.all.map(\.name))")
+    }
+    let known = BackendOpCatalog.opNames
+    if let unknown = selectedOps.first(where: { !known.contains($0) }) {
+      throw ValidationError("--ops: unknown op \"\(unknown)\"; choose from \(known.joined(separator: ","))")
+    }
     guard BackendOpCatalog.Scale(rawValue: size) != nil else {
       throw ValidationError("--size must be one of \(BackendOpCatalog.Scale.allCases.map(\.rawValue)), got \"\(size)\"")
     }
@@ -34,11 +46,10 @@ struct OpsBenchCommand: ParsableCommand {
   }
 
   func run() throws {
-    let selected = ops.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     let report: OpBenchReport
     do {
       report = try OpBenchmark.run(
-        backendName: backend, ops: selected, threads: threadOptions.threads,
+        backendName: backend, ops: selectedOps, threads: threadOptions.threads,
         scale: BackendOpCatalog.Scale(rawValue: size)!, repetitions: repetitions
       ) { line in
         if !json { print(line) } else { Terminal.status(line) }
