@@ -65,10 +65,9 @@ public enum KernelBenchmark {
         let a = Tensor.uniform(shape: [m, k], lower: -1, upper: 1, using: &generator)
         let b = Tensor.uniform(shape: [k, n], lower: -1, upper: 1, using: &generator)
         let c = Tensor(uninitializedShape: [m, n])
+        let backend = CPUBackend()
         let seconds = Stopwatch.best(repetitions: 5) {
-          GEMM.multiply(
-            m: m, n: n, k: k, a: a.buffer.pointer, lda: k, transposeA: false, b: b.buffer.pointer, ldb: n,
-            transposeB: false, c: c.buffer.pointer, ldc: n)
+          backend.matrixMultiply(a, b, MatrixProduct(m: m, n: n, k: k), columnBias: nil, into: c)
         }
         record(name, flops: 2 * Double(m * n * k), seconds: seconds)
       }

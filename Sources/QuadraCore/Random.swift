@@ -52,34 +52,26 @@ extension Tensor {
     shape: [Int], std: Float = 0.02, lower: Float = -2, upper: Float = 2,
     using generator: inout RandomGenerator
   ) -> Tensor {
-    var result = Tensor(uninitializedShape: shape)
-    result.withUnsafeMutableBufferPointer { out in
-      for i in out.indices {
-        var v: Float
-        repeat { v = generator.nextNormal() * std } while v < lower || v > upper
-        out[i] = v
-      }
+    // Drawn on the host in order (the sequence defines the values), then copied to the tensor.
+    let values = (0..<shape.reduce(1, *)).map { _ -> Float in
+      var v: Float
+      repeat { v = generator.nextNormal() * std } while v < lower || v > upper
+      return v
     }
-    return result
+    return Tensor(shape: shape, scalars: values)
   }
 
   /// Uniform samples in [lower, upper).
   public static func uniform(
     shape: [Int], lower: Float = 0, upper: Float = 1, using generator: inout RandomGenerator
   ) -> Tensor {
-    var result = Tensor(uninitializedShape: shape)
-    result.withUnsafeMutableBufferPointer { out in
-      for i in out.indices { out[i] = lower + (upper - lower) * generator.nextUniform() }
-    }
-    return result
+    let values = (0..<shape.reduce(1, *)).map { _ in lower + (upper - lower) * generator.nextUniform() }
+    return Tensor(shape: shape, scalars: values)
   }
 
   /// Standard-normal samples scaled by `std`.
   public static func normal(shape: [Int], std: Float = 1, using generator: inout RandomGenerator) -> Tensor {
-    var result = Tensor(uninitializedShape: shape)
-    result.withUnsafeMutableBufferPointer { out in
-      for i in out.indices { out[i] = generator.nextNormal() * std }
-    }
-    return result
+    let values = (0..<shape.reduce(1, *)).map { _ in generator.nextNormal() * std }
+    return Tensor(shape: shape, scalars: values)
   }
 }

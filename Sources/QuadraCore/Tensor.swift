@@ -15,32 +15,30 @@ public struct Tensor: @unchecked Sendable {
   public init(uninitializedShape shape: [Int], device: Device = .cpu) {
     Tensor.validate(shape: shape, op: "Tensor")
     self.shape = shape
-    self.buffer = TensorBuffer(count: shape.reduce(1, *), device: device)
+    self.buffer = Backends.backend(for: device).makeBuffer(count: shape.reduce(1, *))
   }
 
   /// Creates a tensor filled with `value`.
-  public init(shape: [Int], repeating value: Float) {
-    self.init(uninitializedShape: shape)
-    buffer.pointer.initialize(repeating: value, count: buffer.count)
+  public init(shape: [Int], repeating value: Float, device: Device = .cpu) {
+    self.init(uninitializedShape: shape, device: device)
+    backend.fill(self, with: value)
   }
 
   /// Creates a tensor of zeros.
-  public init(zeros shape: [Int]) { self.init(shape: shape, repeating: 0) }
+  public init(zeros shape: [Int], device: Device = .cpu) { self.init(shape: shape, repeating: 0, device: device) }
 
-  /// Creates a tensor from row-major `scalars`; their count must match the shape.
-  public init(shape: [Int], scalars: [Float]) {
+  /// Creates a tensor from row-major `scalars` (host memory); their count must match the shape.
+  public init(shape: [Int], scalars: [Float], device: Device = .cpu) {
     let expected = shape.reduce(1, *)
     opPrecondition(
       scalars.count == expected,
       "Tensor(shape: \(shape), scalars:): \(scalars.count) scalars given, shape needs \(expected)")
-    self.init(uninitializedShape: shape)
-    scalars.withUnsafeBufferPointer { source in
-      buffer.pointer.update(from: source.baseAddress!, count: expected)
-    }
+    self.init(uninitializedShape: shape, device: device)
+    scalars.withUnsafeBufferPointer { backend.copy(fromHost: $0, into: self, at: 0) }
   }
 
   /// A scalar tensor (rank 0).
-  public init(_ scalar: Float) { self.init(shape: [], scalars: [scalar]) }
+  public init(_ scalar: Float, device: Device = .cpu) { self.init(shape: [], scalars: [scalar], device: device) }
 
   /// Shares `buffer` under a new shape with the same element count.
   init(shape: [Int], buffer: TensorBuffer) {
@@ -56,13 +54,33 @@ public struct Tensor: @unchecked Sendable {
   public var count: Int { buffer.count }
   public var device: Device { buffer.device }
 
-  /// All elements in row-major order.
-  public var scalars: [Float] { Array(UnsafeBufferPointer(start: buffer.pointer, count: count)) }
+  /// The backend that serves this tensor's device (``Backends/current`` when it lives there).
+  var backend: any Backend { Backends.backend(for: device) }
+
+  /// All elements in row-major order, copied to host memory.
+  public var scalars: [Float] {
+    [Float](unsafeUninitializedCapacity: count) { out, initialized in
+      backend.copy(self, from: 0, toHost: out)
+      initialized = count
+    }
+  }
 
   /// The single element of a one-element tensor.
   public var scalar: Float {
     opPrecondition(count == 1, "Tensor.scalar: tensor of shape \(shape) has \(count) elements, expected 1")
-    return buffer.pointer[0]
+    return element(at: 0)
+  }
+
+  /// The same elements on `device` (`self` when it is already there), through host memory.
+  public func moved(to device: Device) -> Tensor {
+    if device == self.device { return self }
+    return Tensor(shape: shape, scalars: scalars, device: device)
+  }
+
+  private func element(at flat: Int) -> Float {
+    var value: Float = 0
+    withUnsafeMutablePointer(to: &value) { backend.copy(self, from: flat, toHost: UnsafeMutableBufferPointer(start: $0, count: 1)) }
+    return value
   }
 
   /// The same elements viewed under another shape (storage is shared). One dimension may be -1.
@@ -82,36 +100,56 @@ public struct Tensor: @unchecked Sendable {
     return Tensor(shape: resolved, buffer: buffer)
   }
 
-  /// Reads the elements through a pointer (no copy).
+  /// Reads the elements through a host pointer: the escape hatch for code outside the backends.
+  ///
+  /// On the CPU this is the storage itself (no copy); on another device it is a host copy.
+  /// Ops never use it: they call ``Backends`` primitives.
   public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
-    try body(UnsafeBufferPointer(start: buffer.pointer, count: count))
+    if device.kind == .cpu {
+      return try withExtendedLifetime(buffer) { try body(UnsafeBufferPointer(start: buffer.pointer, count: count)) }
+    }
+    return try scalars.withUnsafeBufferPointer(body)
   }
 
-  /// Writes the elements through a pointer, copying the storage first if another tensor shares it.
+  /// Writes the elements through a host pointer, copying the storage first if another tensor shares it.
+  ///
+  /// On the CPU the pointer addresses the storage itself; on another device it addresses a host
+  /// copy that is written back when `body` returns.
   public mutating func withUnsafeMutableBufferPointer<R>(
     _ body: (UnsafeMutableBufferPointer<Float>) throws -> R
   ) rethrows -> R {
-    if !isKnownUniquelyReferenced(&buffer) {
-      let copy = TensorBuffer(count: count, device: device)
-      copy.pointer.update(from: buffer.pointer, count: count)
-      buffer = copy
+    makeStorageUnique()
+    if device.kind == .cpu {
+      return try withExtendedLifetime(buffer) {
+        try body(UnsafeMutableBufferPointer(start: buffer.pointer, count: count))
+      }
     }
-    return try body(UnsafeMutableBufferPointer(start: buffer.pointer, count: count))
+    var host = scalars
+    defer { host.withUnsafeBufferPointer { backend.copy(fromHost: $0, into: self, at: 0) } }
+    return try host.withUnsafeMutableBufferPointer { try body($0) }
   }
 
-  /// A deep copy with its own storage.
+  /// Gives `self` its own storage if another tensor shares it (copy on write).
+  mutating func makeStorageUnique() {
+    if !isKnownUniquelyReferenced(&buffer) { buffer = copy().buffer }
+  }
+
+  /// A deep copy with its own storage (on the same device).
   public func copy() -> Tensor {
-    let result = Tensor(uninitializedShape: shape)
-    result.buffer.pointer.update(from: buffer.pointer, count: count)
+    let result = Tensor(uninitializedShape: shape, device: device)
+    let whole = StridedBlock(offset: 0, rowStride: count)
+    backend.copyBlock(from: self, whole, into: result, whole, rows: 1, width: count)
     return result
   }
 
   /// The element at a multi-dimensional index (slow; for tests and small lookups).
   public subscript(index: Int...) -> Float {
-    get { buffer.pointer[flatIndex(index)] }
+    get { element(at: flatIndex(index)) }
     set {
       let flat = flatIndex(index)
-      withUnsafeMutableBufferPointer { $0[flat] = newValue }
+      makeStorageUnique()
+      let value = [newValue]
+      value.withUnsafeBufferPointer { backend.copy(fromHost: $0, into: self, at: flat) }
     }
   }
 

@@ -23,13 +23,8 @@ public struct Augmentation: Codable, Sendable, Equatable {
 
   public var isIdentity: Bool { padding == 0 && !horizontalFlip }
 
-  /// The transform of one sample.
-  struct SampleTransform: Equatable {
-    /// Shift of the crop window: output `(y, x)` reads input `(y + dy, x + dx)`.
-    var dy: Int
-    var dx: Int
-    var flip: Bool
-  }
+  /// The transform of one sample (a crop shift and a flip bit).
+  typealias SampleTransform = ImageTransform
 
   /// Draws the transforms of `count` samples: per sample `dy`, `dx` uniform in `−p…p`, then the flip bit.
   func drawTransforms(_ count: Int, using generator: inout RandomGenerator) -> [SampleTransform] {
@@ -52,70 +47,7 @@ public struct Augmentation: Codable, Sendable, Equatable {
     opPrecondition(images.rank == 4, "Augmentation.apply: images must be [N, H, W, C], got \(images.shape)")
     let n = images.shape[0]
     let transforms = drawTransforms(n, using: &generator)
-    let result = Tensor(uninitializedShape: images.shape)
-    Augmentation.gather(
-      from: images, indices: Array(0..<n), transforms: transforms, fill: fill, into: result)
-    return result
-  }
-
-  /// Copies samples `indices` of `source` into consecutive rows of `output`, applying `transforms`
-  /// (one per row; `nil` = copy unchanged). Output pixel `(y, x)` of row `b` is source pixel
-  /// `(y + dy, x' + dx)` with `x' = W − 1 − x` if flipped, else `x`; outside the image it is `fill`.
-  static func gather(
-    from source: Tensor, indices: [Int], transforms: [SampleTransform]?, fill: Float, into output: Tensor
-  ) {
-    let n = source.shape[0], h = source.shape[1], w = source.shape[2], c = source.shape[3]
-    opPrecondition(
-      output.shape == [indices.count, h, w, c],
-      "Augmentation.gather: output \(output.shape) does not match \(indices.count) samples of \(source.shape)")
-    opPrecondition(transforms == nil || transforms!.count == indices.count, "Augmentation.gather: transform count")
-    let sampleSize = h * w * c, rowSize = w * c
-    let src = source.buffer.pointer, dst = output.buffer.pointer
-    indices.withUnsafeBufferPointer { indexList in
-      let list = indexList
-      Parallel.forRanges(indices.count, minimumChunk: Swift.max(1, 16_384 / Swift.max(sampleSize, 1))) { range in
-        for b in range {
-          let index = list[b]
-          opPrecondition(index >= 0 && index < n, "Augmentation.gather: sample \(index) out of range 0..<\(n)")
-          let input = src + index * sampleSize, out = dst + b * sampleSize
-          guard let t = transforms?[b], t != SampleTransform(dy: 0, dx: 0, flip: false) else {
-            out.update(from: input, count: sampleSize)
-            continue
-          }
-          for y in 0..<h {
-            let sy = y + t.dy
-            let outRow = out + y * rowSize
-            guard sy >= 0 && sy < h else {
-              outRow.update(repeating: fill, count: rowSize)
-              continue
-            }
-            let inRow = input + sy * rowSize
-            if !t.flip {
-              // Columns x with 0 ≤ x + dx < w come from the input; the rest are padding.
-              let lo = Swift.min(Swift.max(0, -t.dx), w)
-              let hi = Swift.max(Swift.min(w, w - t.dx), lo)
-              if lo > 0 { outRow.update(repeating: fill, count: lo * c) }
-              if hi > lo { (outRow + lo * c).update(from: inRow + (lo + t.dx) * c, count: (hi - lo) * c) }
-              if hi < w { (outRow + hi * c).update(repeating: fill, count: (w - hi) * c) }
-            } else {
-              // Source column w − 1 − x + dx is inside the image for x in [dx, w + dx).
-              let lo = Swift.min(Swift.max(0, t.dx), w)
-              let hi = Swift.max(Swift.min(w, w + t.dx), lo)
-              if lo > 0 { outRow.update(repeating: fill, count: lo * c) }
-              let mirror = inRow + (w - 1 + t.dx) * c  // source pixel of x is mirror − x·c
-              if c == 1 {
-                for x in lo..<hi { outRow[x] = mirror[-x] }
-              } else {
-                for x in lo..<hi {
-                  for k in 0..<c { outRow[x * c + k] = mirror[k - x * c] }
-                }
-              }
-              if hi < w { (outRow + hi * c).update(repeating: fill, count: (w - hi) * c) }
-            }
-          }
-        }
-      }
-    }
+    return Tensor.gatheringImages(images, indices: Array(0..<n), transforms: transforms, fill: fill)
   }
 }
 
@@ -230,8 +162,7 @@ public struct BatchIterator: Sendable {
     state.position += size
     let transforms =
       augmentation.isIdentity ? nil : augmentation.drawTransforms(size, using: &state.augmentationGenerator)
-    let images = Tensor(uninitializedShape: [size] + dataset.imageShape)
-    Augmentation.gather(from: dataset.images, indices: indices, transforms: transforms, fill: fill, into: images)
+    let images = Tensor.gatheringImages(dataset.images, indices: indices, transforms: transforms, fill: fill)
     return Batch(images: images, labels: indices.map { dataset.labels[$0] }, indices: indices)
   }
 }

@@ -68,13 +68,10 @@ public struct Dataset: Sendable {
 
   /// The samples at `indices`, in that order.
   public func subset(_ indices: [Int], name: String? = nil) -> Dataset {
-    let sampleSize = imageShape.reduce(1, *)
-    let result = Tensor(uninitializedShape: [indices.count] + imageShape)
-    let source = images.buffer.pointer, target = result.buffer.pointer
-    for (row, index) in indices.enumerated() {
+    for index in indices {
       opPrecondition(index >= 0 && index < count, "Dataset.subset: index \(index) out of range 0..<\(count)")
-      (target + row * sampleSize).update(from: source + index * sampleSize, count: sampleSize)
     }
+    let result = Tensor.gatheringImages(images, indices: indices)
     var copy = self
     copy.name = name ?? self.name
     copy.images = result
@@ -230,21 +227,24 @@ struct RawImages {
     // A 256-entry table replaces a divide per pixel and is exact for every byte value.
     var table = [Float](repeating: 0, count: 256)
     for v in 0..<256 { table[v] = normalization.normalize(raw: Float(v)) }
-    let result = Tensor(uninitializedShape: [indices.count, height, width, 1])
     let size = sampleSize
-    let out = result.buffer.pointer
-    table.withUnsafeBufferPointer { lookup in
-      pixels.withUnsafeBufferPointer { source in
-        let lut = lookup.baseAddress!, src = source.baseAddress!
-        Parallel.forRanges(indices.count, minimumChunk: 256) { range in
-          for row in range {
-            let from = src + indices[row] * size, to = out + row * size
-            for k in 0..<size { to[k] = lut[Int(from[k])] }
+    // Normalized on the host, then copied to the tensor's device in one transfer.
+    let values = [Float](unsafeUninitializedCapacity: indices.count * size) { out, initialized in
+      let target = out.baseAddress!
+      table.withUnsafeBufferPointer { lookup in
+        pixels.withUnsafeBufferPointer { source in
+          let lut = lookup.baseAddress!, src = source.baseAddress!
+          Parallel.forRanges(indices.count, minimumChunk: 256) { range in
+            for row in range {
+              let from = src + indices[row] * size, to = target + row * size
+              for k in 0..<size { to[k] = lut[Int(from[k])] }
+            }
           }
         }
       }
+      initialized = indices.count * size
     }
-    return result
+    return Tensor(shape: [indices.count, height, width, 1], scalars: values)
   }
 }
 

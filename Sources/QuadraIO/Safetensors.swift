@@ -128,11 +128,12 @@ public enum Safetensors {
     withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { data.append(contentsOf: $0) }
     data.append(headerBytes)
     for name in names {
-      tensors[name]!.withUnsafeBufferPointer { values in
+      // `scalars` is a host copy, whatever device the tensor lives on.
+      tensors[name]!.scalars.withUnsafeBufferPointer { values in
         #if _endian(big)
           for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
         #else
-          data.append(UnsafeBufferPointer(start: values.baseAddress, count: values.count))
+          data.append(values)
         #endif
       }
     }
@@ -228,8 +229,9 @@ public enum Safetensors {
 
   /// Converts little-endian elements at `source` to a Float tensor.
   static func convert(_ source: UnsafeRawPointer, _ entry: Entry) -> Tensor {
-    var tensor = Tensor(uninitializedShape: entry.shape)
-    tensor.withUnsafeMutableBufferPointer { out in
+    let count = entry.shape.reduce(1, *)
+    // Decoded on the host, then copied into the tensor (on whatever device it lives) in one transfer.
+    let values = [Float](unsafeUninitializedCapacity: count) { out, initialized in
       switch entry.dtype {
       case .f32:
         #if _endian(little)
@@ -254,8 +256,9 @@ public enum Safetensors {
           out[i] = Float(Double(bitPattern: UInt64(littleEndian: source.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
         }
       }
+      initialized = count
     }
-    return tensor
+    return Tensor(shape: entry.shape, scalars: values)
   }
 
   /// Coding keys for a JSON object with arbitrary keys.

@@ -51,8 +51,7 @@ func sampleScalars(_ tensor: Tensor, _ row: Int) -> [Float] {
       .init(dy: 0, dx: 8, flip: true), .init(dy: 2, dx: -6, flip: true), .init(dy: -1, dx: -7, flip: false),
     ]
     let indices = [4, 0, 5, 2, 2, 1, 3, 0, 5]
-    let out = Tensor(uninitializedShape: [9, 5, 7, 3])
-    Augmentation.gather(from: images, indices: indices, transforms: transforms, fill: -1.5, into: out)
+    let out = Tensor.gatheringImages(images, indices: indices, transforms: transforms, fill: -1.5)
     for (row, t) in transforms.enumerated() {
       #expect(
         sampleScalars(out, row)

@@ -105,14 +105,9 @@ final class SplitGradient: @unchecked Sendable {
     if isClosed { return nil }
     let isFirst = buffer == nil
     if isFirst { buffer = Tensor(zeros: shape) }
-    let destination = buffer!.buffer.pointer
-    let source = gradient.buffer.pointer
-    let width = widths[index], offset = offsets[index], rowLength = rowLength
-    Parallel.forRanges(outer, minimumChunk: Swift.max(1, (1 << 15) / Swift.max(width, 1))) { range in
-      for row in range {
-        (destination + row * rowLength + offset).update(from: source + row * width, count: width)
-      }
-    }
+    // In place: after the first piece the tape shares this storage as the hub's gradient.
+    buffer!.reshaped([outer, rowLength]).write(
+      gradient.reshaped([outer, widths[index]]), alongAxis: 1, at: offsets[index])
     return isFirst ? buffer : nil
   }
 

@@ -124,3 +124,40 @@ enum ActivationKernels {
     if i < n { storePartial(f(loadPartial(x + i, count: n - i)), out + i, count: n - i) }
   }
 }
+
+/// One softmax row, shared by the softmax and cross-entropy kernels.
+enum SoftmaxRow {
+  /// Writes softmax(x) to `y` and returns (max, Σ e^(x − max)), from which log-sum-exp follows.
+  @inline(__always)
+  static func compute(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count c: Int) -> (max: Float, sum: Float) {
+    var m = -Float.infinity
+    for j in 0..<c { m = Swift.max(m, x[j]) }
+    let mv = SIMD8<Float>(repeating: m)
+    var s = SIMD8<Float>()
+    var tail: Float = 0
+    var j = 0
+    while j + 8 <= c {
+      let e = ActivationKernels.exp(ElementwiseKernels.load(x + j) - mv)
+      ElementwiseKernels.store(e, y + j)
+      s += e
+      j += 8
+    }
+    if j < c {
+      let e = ActivationKernels.exp(ActivationKernels.loadPartial(x + j, count: c - j) - mv)
+      ActivationKernels.storePartial(e, y + j, count: c - j)
+      for k in 0..<(c - j) { tail += e[k] }
+    }
+    let total = s.sum() + tail
+    let inverse = SIMD8<Float>(repeating: 1 / total)
+    j = 0
+    while j + 8 <= c {
+      ElementwiseKernels.store(ElementwiseKernels.load(y + j) * inverse, y + j)
+      j += 8
+    }
+    while j < c {
+      y[j] *= inverse[0]
+      j += 1
+    }
+    return (m, total)
+  }
+}

@@ -139,11 +139,12 @@ public enum Convolution2D {
           b: weight, ldb: K, transposeB: false, c: dx, ldc: K, alpha: 1, beta: 0)
         return
       }
-      let dcols = Tensor(uninitializedShape: [rows, K])
-      GEMM.multiply(
-        m: rows, n: K, k: O, a: dy, lda: O, transposeA: false,
-        b: weight, ldb: K, transposeB: false, c: dcols.buffer.pointer, ldc: K, alpha: 1, beta: 0)
-      col2im(dcols.buffer.pointer, into: dx, imageCount: images.count, geometry: g)
+      KernelScratch.with(count: rows * K) { dcols in
+        GEMM.multiply(
+          m: rows, n: K, k: O, a: dy, lda: O, transposeA: false,
+          b: weight, ldb: K, transposeB: false, c: dcols, ldc: K, alpha: 1, beta: 0)
+        col2im(dcols, into: dx, imageCount: images.count, geometry: g)
+      }
     }
   }
 
@@ -170,10 +171,10 @@ public enum Convolution2D {
       body(input + images.lowerBound * imageCount)
       return
     }
-    let cols = Tensor(uninitializedShape: [images.count * g.outputHeight * g.outputWidth, g.patchCount])
-    im2col(input + images.lowerBound * imageCount, into: cols.buffer.pointer, imageCount: images.count, geometry: g)
-    body(cols.buffer.pointer)
-    withExtendedLifetime(cols) {}
+    KernelScratch.with(count: images.count * g.outputHeight * g.outputWidth * g.patchCount) { cols in
+      im2col(input + images.lowerBound * imageCount, into: cols, imageCount: images.count, geometry: g)
+      body(cols)
+    }
   }
 
   /// Gathers each output pixel's patch into a row of `cols` (`[images·OH·OW, kh·kw·I]`),
@@ -253,15 +254,15 @@ public enum Convolution2D {
     _ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>
   ) {
     let chunks = Swift.max(1, Swift.min(Parallel.threadCount, rows * columns / (1 << 16)))
-    let partials = Tensor(zeros: [chunks, columns])
-    let base = partials.buffer.pointer
-    Parallel.forEach(chunks) { chunk in
-      let partial = base + chunk * columns
-      for i in (rows * chunk / chunks)..<(rows * (chunk + 1) / chunks) {
-        DepthwiseConvolution.addInPlace(partial, matrix + i * columns, count: columns)
+    KernelScratch.with(count: chunks * columns, zeroed: true) { base in
+      Parallel.forEach(chunks) { chunk in
+        let partial = base + chunk * columns
+        for i in (rows * chunk / chunks)..<(rows * (chunk + 1) / chunks) {
+          DepthwiseConvolution.addInPlace(partial, matrix + i * columns, count: columns)
+        }
       }
+      sums.update(from: base, count: columns)
+      for chunk in 1..<chunks { DepthwiseConvolution.addInPlace(sums, base + chunk * columns, count: columns) }
     }
-    sums.update(from: base, count: columns)
-    for chunk in 1..<chunks { DepthwiseConvolution.addInPlace(sums, base + chunk * columns, count: columns) }
   }
 }

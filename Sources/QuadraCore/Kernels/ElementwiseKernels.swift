@@ -399,12 +399,12 @@ extension ElementwiseKernels {
       for i in 0..<dims[0] { accumulateBlock(input + i * blockElements, output) }
       return
     }
-    let partials = Tensor(zeros: [chunks, outCount])
-    let partial = partials.buffer.pointer
-    forChunks(dims[0], chunks: chunks) { chunk, range in
-      for i in range { accumulateBlock(input + i * blockElements, partial + chunk * outCount) }
+    KernelScratch.with(count: chunks * outCount, zeroed: true) { partial in
+      forChunks(dims[0], chunks: chunks) { chunk, range in
+        for i in range { accumulateBlock(input + i * blockElements, partial + chunk * outCount) }
+      }
+      output.update(from: partial, count: outCount)
+      for chunk in 1..<chunks { accumulate(partial + chunk * outCount, into: output, count: outCount) }
     }
-    output.update(from: partial, count: outCount)
-    for chunk in 1..<chunks { accumulate(partial + chunk * outCount, into: output, count: outCount) }
   }
 }

@@ -128,5 +128,7 @@ enum NormalizationKernels {
       ElementwiseKernels.accumulate(partial + chunk * 2 * c, into: dWeight, count: c)
       ElementwiseKernels.accumulate(partial + chunk * 2 * c + c, into: dBias, count: c)
     }
+    // The partials were used only through `partial`; keep them alive until here.
+    withExtendedLifetime(partials) {}
   }
 }

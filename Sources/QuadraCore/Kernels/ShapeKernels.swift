@@ -132,39 +132,4 @@ enum ShapeKernels {
       K.store(SIMD8(m0[j], m1[j], m2[j], m3[j], m4[j], m5[j], m6[j], m7[j]), d + j * destinationStride)
     }
   }
-
-  /// Copies `parts` side by side: each has `outer` rows of `widths[i]` elements; the output rows
-  /// have `Σ widths` elements.
-  static func concatenate(
-    _ parts: [UnsafePointer<Float>], widths: [Int], outer: Int, into output: UnsafeMutablePointer<Float>
-  ) {
-    let total = widths.reduce(0, +)
-    Parallel.forRanges(outer, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(total, 1))) {
-      range in
-      for row in range {
-        var offset = row * total
-        for (part, width) in zip(parts, widths) {
-          (output + offset).update(from: part + row * width, count: width)
-          offset += width
-        }
-      }
-    }
-  }
-
-  /// The inverse of ``concatenate(_:widths:outer:into:)``.
-  static func split(
-    _ input: UnsafePointer<Float>, widths: [Int], outer: Int, into parts: [UnsafeMutablePointer<Float>]
-  ) {
-    let total = widths.reduce(0, +)
-    Parallel.forRanges(outer, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(total, 1))) {
-      range in
-      for row in range {
-        var offset = row * total
-        for (part, width) in zip(parts, widths) {
-          (part + row * width).update(from: input + offset, count: width)
-          offset += width
-        }
-      }
-    }
-  }
 }

@@ -11,30 +11,31 @@ extension Tensor {
     BroadcastPlan(a, b, op: op).outputShape
   }
 
-  private func broadcasting<Op: BinaryElementwiseOperation>(_ op: Op.Type, _ other: Tensor, name: String) -> Tensor {
+  private func broadcasting(_ op: BinaryOperator, _ other: Tensor, name: String) -> Tensor {
     let plan = BroadcastPlan(shape, other.shape, op: name)
-    let result = Tensor(uninitializedShape: plan.outputShape)
-    ElementwiseKernels.binary(op, plan: plan, buffer.pointer, other.buffer.pointer, result.buffer.pointer)
+    let backend = Backends.backend(op: name, self, other)
+    let result = Tensor(uninitializedShape: plan.outputShape, device: device)
+    backend.binary(op, self, other, into: result)
     return result
   }
 
   /// Elementwise `self + other`, broadcasting.
-  public func adding(_ other: Tensor) -> Tensor { broadcasting(AddOperation.self, other, name: "add") }
+  public func adding(_ other: Tensor) -> Tensor { broadcasting(.add, other, name: "add") }
 
   /// Elementwise `self − other`, broadcasting.
-  public func subtracting(_ other: Tensor) -> Tensor { broadcasting(SubtractOperation.self, other, name: "subtract") }
+  public func subtracting(_ other: Tensor) -> Tensor { broadcasting(.subtract, other, name: "subtract") }
 
   /// Elementwise (Hadamard) product `self ⊙ other`, broadcasting.
-  public func multiplying(_ other: Tensor) -> Tensor { broadcasting(MultiplyOperation.self, other, name: "multiply") }
+  public func multiplying(_ other: Tensor) -> Tensor { broadcasting(.multiply, other, name: "multiply") }
 
   /// Every element multiplied by `factor`.
   public func scaled(by factor: Float) -> Tensor {
-    multiplying(Tensor(factor))
+    multiplying(Tensor(factor, device: device))
   }
 
   /// `scalar` added to every element.
   public func adding(_ scalar: Float) -> Tensor {
-    adding(Tensor(scalar))
+    adding(Tensor(scalar, device: device))
   }
 
   /// Every element negated.
@@ -46,24 +47,21 @@ extension Tensor {
     opPrecondition(
       plan.outputShape == shape, "broadcasted(to:): shape \(self.shape) cannot be broadcast to \(shape)")
     if self.shape == shape { return self }
-    let result = Tensor(uninitializedShape: shape)
-    // `a` only stands in for the output shape: `SecondOperation` ignores its values.
-    ElementwiseKernels.binary(
-      SecondOperation.self, plan: plan, UnsafePointer(result.buffer.pointer), buffer.pointer, result.buffer.pointer)
+    let result = Tensor(uninitializedShape: shape, device: device)
+    // The first operand only stands in for the output shape: `.second` does not read it.
+    backend.binary(.second, result, self, into: result)
     return result
   }
 
   /// Updates `self` in place with a broadcast operand whose broadcast shape is `self`'s.
-  private mutating func formBroadcasting<Op: BinaryElementwiseOperation>(
-    _ op: Op.Type, _ other: Tensor, name: String
-  ) {
+  private mutating func formBroadcasting(_ op: BinaryOperator, _ other: Tensor, name: String) {
     let plan = BroadcastPlan(shape, other.shape, op: name)
     opPrecondition(
       plan.outputShape == shape,
       "\(name): in-place result must keep shape \(shape), but \(shape) and \(other.shape) broadcast to \(plan.outputShape)")
-    withUnsafeMutableBufferPointer { out in
-      ElementwiseKernels.binary(op, plan: plan, UnsafePointer(out.baseAddress!), other.buffer.pointer, out.baseAddress!)
-    }
+    let backend = Backends.backend(op: name, self, other)
+    makeStorageUnique()
+    backend.binary(op, self, other, into: self)
   }
 
   public static func + (lhs: Tensor, rhs: Tensor) -> Tensor { lhs.adding(rhs) }
@@ -72,24 +70,24 @@ extension Tensor {
   public static func + (lhs: Tensor, rhs: Float) -> Tensor { lhs.adding(rhs) }
   public static func + (lhs: Float, rhs: Tensor) -> Tensor { rhs.adding(lhs) }
   public static func - (lhs: Tensor, rhs: Float) -> Tensor { lhs.adding(-rhs) }
-  public static func - (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs).subtracting(rhs) }
+  public static func - (lhs: Float, rhs: Tensor) -> Tensor { Tensor(lhs, device: rhs.device).subtracting(rhs) }
   public static func * (lhs: Tensor, rhs: Float) -> Tensor { lhs.scaled(by: rhs) }
   public static func * (lhs: Float, rhs: Tensor) -> Tensor { rhs.scaled(by: lhs) }
   public static prefix func - (operand: Tensor) -> Tensor { operand.negated() }
 
   /// In-place `lhs += rhs`; `rhs` broadcasts to `lhs`'s shape (e.g. gradient accumulation).
-  public static func += (lhs: inout Tensor, rhs: Tensor) { lhs.formBroadcasting(AddOperation.self, rhs, name: "+=") }
+  public static func += (lhs: inout Tensor, rhs: Tensor) { lhs.formBroadcasting(.add, rhs, name: "+=") }
   /// In-place `lhs −= rhs`; `rhs` broadcasts to `lhs`'s shape.
   public static func -= (lhs: inout Tensor, rhs: Tensor) {
-    lhs.formBroadcasting(SubtractOperation.self, rhs, name: "-=")
+    lhs.formBroadcasting(.subtract, rhs, name: "-=")
   }
   /// In-place `lhs ⊙= rhs`; `rhs` broadcasts to `lhs`'s shape.
   public static func *= (lhs: inout Tensor, rhs: Tensor) {
-    lhs.formBroadcasting(MultiplyOperation.self, rhs, name: "*=")
+    lhs.formBroadcasting(.multiply, rhs, name: "*=")
   }
   /// In-place scaling.
   public static func *= (lhs: inout Tensor, rhs: Float) {
-    lhs.formBroadcasting(MultiplyOperation.self, Tensor(rhs), name: "*=")
+    lhs.formBroadcasting(.multiply, Tensor(rhs, device: lhs.device), name: "*=")
   }
 }
 
@@ -114,8 +112,8 @@ extension Tensor {
         "sum(toShape:): shape \(target) does not broadcast to \(shape)")
       keep[axis] = padded[axis] == shape[axis]
     }
-    let result = Tensor(uninitializedShape: target)
-    ElementwiseKernels.reduceSum(buffer.pointer, shape: shape, keep: keep, into: result.buffer.pointer)
+    let result = Tensor(uninitializedShape: target, device: device)
+    backend.sum(self, keeping: keep, into: result)
     return result
   }
 
@@ -127,42 +125,21 @@ extension Tensor {
     let trailingVector = a.shape == b.shape && a.rank >= 1 && a.shape[a.rank - 1] == c && c > 0
       && target.dropLast().allSatisfy { $0 == 1 } && target.count <= a.rank && a.count > c
     guard trailingVector else { return a.multiplying(b).sum(toShape: target) }
-    let rows = a.count / c
-    let chunks = ElementwiseKernels.chunkCount(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / c))
-    let partials = Tensor(zeros: [chunks, c])
-    let x = a.buffer.pointer, y = b.buffer.pointer, partial = partials.buffer.pointer
-    ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
-      let out = partial + chunk * c
-      for row in range {
-        let xr = x + row * c, yr = y + row * c
-        var j = 0
-        while j + 8 <= c {
-          ElementwiseKernels.store(
-            ElementwiseKernels.load(out + j).addingProduct(ElementwiseKernels.load(xr + j), ElementwiseKernels.load(yr + j)),
-            out + j)
-          j += 8
-        }
-        while j < c {
-          out[j] += xr[j] * yr[j]
-          j += 1
-        }
-      }
-    }
-    let result = Tensor(uninitializedShape: target)
-    result.buffer.pointer.update(from: partial, count: c)
-    for chunk in 1..<chunks { ElementwiseKernels.accumulate(partial + chunk * c, into: result.buffer.pointer, count: c) }
+    let backend = Backends.backend(op: "sumOfProducts", a, b)
+    let result = Tensor(uninitializedShape: target, device: a.device)
+    backend.sumOfProducts(a, b, into: result)
     return result
   }
 
   /// The sum of all elements as a rank-0 tensor (accumulated in Double).
   public func sum() -> Tensor {
-    Tensor(Float(ElementwiseKernels.sumAll(buffer.pointer, count: count)))
+    Tensor(Float(backend.sumAll(self)), device: device)
   }
 
   /// The mean of all elements as a rank-0 tensor.
   public func mean() -> Tensor {
     opPrecondition(count > 0, "mean: tensor of shape \(shape) is empty")
-    return Tensor(Float(ElementwiseKernels.sumAll(buffer.pointer, count: count) / Double(count)))
+    return Tensor(Float(backend.sumAll(self) / Double(count)), device: device)
   }
 
   /// Normalizes axis indices (negative ones count from the end) and checks them.
@@ -190,9 +167,9 @@ extension Tensor {
   /// Sums over `axes` (negative axes count from the end); they are dropped unless `keepingDimensions`.
   public func sum(alongAxes axes: [Int], keepingDimensions: Bool = false) -> Tensor {
     let axes = normalizedAxes(axes, op: "sum(alongAxes:)")
-    let result = Tensor(uninitializedShape: reducedShape(alongAxes: axes, keepingDimensions: keepingDimensions))
-    let keep = (0..<rank).map { !axes.contains($0) }
-    ElementwiseKernels.reduceSum(buffer.pointer, shape: shape, keep: keep, into: result.buffer.pointer)
+    let result = Tensor(
+      uninitializedShape: reducedShape(alongAxes: axes, keepingDimensions: keepingDimensions), device: device)
+    backend.sum(self, keeping: (0..<rank).map { !axes.contains($0) }, into: result)
     return result
   }
 
@@ -211,57 +188,28 @@ extension Tensor {
 
 extension Tensor {
   /// A tensor of ones.
-  public init(ones shape: [Int]) { self.init(shape: shape, repeating: 1) }
+  public init(ones shape: [Int], device: Device = .cpu) { self.init(shape: shape, repeating: 1, device: device) }
 
   /// Zeros with the shape of `other`.
-  public static func zeros(like other: Tensor) -> Tensor { Tensor(zeros: other.shape) }
+  public static func zeros(like other: Tensor) -> Tensor { Tensor(zeros: other.shape, device: other.device) }
 
   /// Ones with the shape of `other`.
-  public static func ones(like other: Tensor) -> Tensor { Tensor(ones: other.shape) }
+  public static func ones(like other: Tensor) -> Tensor { Tensor(ones: other.shape, device: other.device) }
 
   /// The largest absolute element (0 for an empty tensor).
-  public func maxAbs() -> Float {
-    var result: Float = 0
-    withUnsafeBufferPointer { x in
-      var m = SIMD8<Float>()
-      var i = 0
-      let base = x.baseAddress!
-      while i + 8 <= x.count {
-        let v = ElementwiseKernels.load(base + i)
-        // |v| by clearing the sign bit; max by compare-and-select (`pointwiseMax` is a library call).
-        let a = unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & SIMD8(repeating: 0x7FFF_FFFF), to: SIMD8<Float>.self)
-        m.replace(with: a, where: a .> m)
-        i += 8
-      }
-      result = m.max()
-      while i < x.count {
-        result = Swift.max(result, Swift.abs(x[i]))
-        i += 1
-      }
-    }
-    return result
-  }
+  public func maxAbs() -> Float { backend.maxAbs(self) }
 
   /// The sum of squared elements, accumulated in Double (e.g. for gradient-norm clipping).
-  public func squaredSum() -> Double {
-    withUnsafeBufferPointer { x in
-      var total = 0.0
-      for v in x { total += Double(v) * Double(v) }
-      return total
-    }
-  }
+  public func squaredSum() -> Double { backend.squaredSum(self) }
 
   /// Whether the shapes match and `|a − b| ≤ absoluteTolerance + relativeTolerance·|b|` elementwise
   /// (NumPy's `allclose`, with `other` as the reference). NaNs never compare close.
   public func allClose(_ other: Tensor, relativeTolerance: Float = 1e-5, absoluteTolerance: Float = 1e-6) -> Bool {
     guard shape == other.shape else { return false }
-    return withUnsafeBufferPointer { a in
-      other.withUnsafeBufferPointer { b in
-        for i in a.indices where !(Swift.abs(a[i] - b[i]) <= absoluteTolerance + relativeTolerance * Swift.abs(b[i])) {
-          return false
-        }
-        return true
-      }
+    let (a, b) = (scalars, other.scalars)
+    for i in a.indices where !(Swift.abs(a[i] - b[i]) <= absoluteTolerance + relativeTolerance * Swift.abs(b[i])) {
+      return false
     }
+    return true
   }
 }

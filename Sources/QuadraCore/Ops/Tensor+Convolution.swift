@@ -10,12 +10,10 @@ extension Tensor {
   ///   - bias: `[C]` or nil.
   /// - Returns: `[N, H, W, C]`, the shape of `self`.
   public func depthwiseConv2D(weight: Tensor, bias: Tensor?) -> Tensor {
-    let (n, h, w, c, k) = Tensor.checkDepthwise(input: shape, weight: weight.shape, bias: bias?.shape)
-    let output = Tensor(uninitializedShape: shape)
-    DepthwiseConvolution.forward(
-      input: buffer.pointer, weight: weight.buffer.pointer, bias: bias.map { UnsafePointer($0.buffer.pointer) },
-      output: output.buffer.pointer, batch: n, height: h, width: w, channels: c, kernelSize: k)
-    withExtendedLifetime((weight, bias)) {}
+    _ = Tensor.checkDepthwise(input: shape, weight: weight.shape, bias: bias?.shape)
+    let backend = Backends.backend(op: "depthwiseConv2D", [self, weight] + (bias.map { [$0] } ?? []))
+    let output = Tensor(uninitializedShape: shape, device: device)
+    backend.depthwiseConvolution(self, weight: weight, bias: bias, into: output)
     return output
   }
 
@@ -27,22 +25,18 @@ extension Tensor {
   public static func depthwiseConv2DBackward(
     input: Tensor, weight: Tensor, outputGradient: Tensor, needsInputGradient: Bool, hasBias: Bool
   ) -> (input: Tensor?, weight: Tensor, bias: Tensor?) {
-    let (n, h, w, c, k) = checkDepthwise(input: input.shape, weight: weight.shape, bias: nil)
+    let c = checkDepthwise(input: input.shape, weight: weight.shape, bias: nil).channels
     opPrecondition(
       outputGradient.shape == input.shape,
       "depthwiseConv2D backward: output gradient \(outputGradient.shape) differs from output shape \(input.shape)")
-    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
-    if let inputGradient {
-      DepthwiseConvolution.backwardInput(
-        outputGradient: outputGradient.buffer.pointer, weight: weight.buffer.pointer,
-        inputGradient: inputGradient.buffer.pointer, batch: n, height: h, width: w, channels: c, kernelSize: k)
-    }
-    let weightGradient = Tensor(uninitializedShape: weight.shape)
-    let biasGradient = hasBias ? Tensor(uninitializedShape: [c]) : nil
-    DepthwiseConvolution.backwardWeight(
-      input: input.buffer.pointer, outputGradient: outputGradient.buffer.pointer,
-      weightGradient: weightGradient.buffer.pointer, biasGradient: biasGradient?.buffer.pointer,
-      batch: n, height: h, width: w, channels: c, kernelSize: k)
+    let backend = Backends.backend(op: "depthwiseConv2D backward", [input, weight, outputGradient])
+    let device = input.device
+    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape, device: device) : nil
+    let weightGradient = Tensor(uninitializedShape: weight.shape, device: device)
+    let biasGradient = hasBias ? Tensor(uninitializedShape: [c], device: device) : nil
+    backend.depthwiseConvolutionBackward(
+      input, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient,
+      weightGradient: weightGradient, biasGradient: biasGradient)
     return (inputGradient, weightGradient, biasGradient)
   }
 
@@ -81,11 +75,9 @@ extension Tensor {
   ) -> Tensor {
     let geometry = Tensor.convolutionGeometry(
       input: shape, weight: weight.shape, bias: bias?.shape, stride: stride, padding: padding)
-    let output = Tensor(uninitializedShape: geometry.outputShape)
-    Convolution2D.forward(
-      input: buffer.pointer, weight: weight.buffer.pointer, bias: bias.map { UnsafePointer($0.buffer.pointer) },
-      output: output.buffer.pointer, geometry: geometry)
-    withExtendedLifetime((weight, bias)) {}
+    let backend = Backends.backend(op: "conv2D", [self, weight] + (bias.map { [$0] } ?? []))
+    let output = Tensor(uninitializedShape: geometry.outputShape, device: device)
+    backend.convolution2D(self, weight: weight, bias: bias, geometry: geometry, into: output)
     return output
   }
 
@@ -100,13 +92,14 @@ extension Tensor {
     opPrecondition(
       outputGradient.shape == geometry.outputShape,
       "conv2D backward: output gradient \(outputGradient.shape) differs from output shape \(geometry.outputShape)")
-    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
-    let weightGradient = Tensor(uninitializedShape: weight.shape)
-    let biasGradient = hasBias ? Tensor(uninitializedShape: [geometry.outputChannels]) : nil
-    Convolution2D.backward(
-      input: input.buffer.pointer, weight: weight.buffer.pointer, outputGradient: outputGradient.buffer.pointer,
-      inputGradient: inputGradient?.buffer.pointer, weightGradient: weightGradient.buffer.pointer,
-      biasGradient: biasGradient?.buffer.pointer, geometry: geometry)
+    let backend = Backends.backend(op: "conv2D backward", [input, weight, outputGradient])
+    let device = input.device
+    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape, device: device) : nil
+    let weightGradient = Tensor(uninitializedShape: weight.shape, device: device)
+    let biasGradient = hasBias ? Tensor(uninitializedShape: [geometry.outputChannels], device: device) : nil
+    backend.convolution2DBackward(
+      input, weight: weight, outputGradient: outputGradient, geometry: geometry, inputGradient: inputGradient,
+      weightGradient: weightGradient, biasGradient: biasGradient)
     return (inputGradient, weightGradient, biasGradient)
   }
 

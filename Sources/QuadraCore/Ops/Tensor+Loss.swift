@@ -1,5 +1,3 @@
-import Foundation
-
 // Softmax cross-entropy with label smoothing, and the arg-max used for accuracy.
 
 extension Tensor {
@@ -23,28 +21,11 @@ extension Tensor {
   public func softmaxCrossEntropy(
     labels: [Int], labelSmoothing: Float = 0
   ) -> (loss: Float, probabilities: Tensor) {
-    let (b, k) = checkClassification(labels: labels, labelSmoothing: labelSmoothing, op: "softmaxCrossEntropy")
-    let probabilities = Tensor(uninitializedShape: shape)
-    let z = buffer.pointer, p = probabilities.buffer.pointer
-    let rowLosses = UnsafeMutablePointer<Double>.allocate(capacity: b)
-    defer { rowLosses.deallocate() }
-    let offTarget = Double(labelSmoothing) / Double(k)
-    let onTarget = 1 - Double(labelSmoothing)
-    labels.withUnsafeBufferPointer { labels in
-      Parallel.forRanges(b, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / k)) { range in
-        for row in range {
-          let zr = z + row * k
-          let (m, s) = SoftmaxRow.compute(zr, p + row * k, count: k)
-          let logSumExp = Double(m) + Foundation.log(Double(s))
-          var zSum = 0.0
-          for j in 0..<k { zSum += Double(zr[j]) }
-          rowLosses[row] = logSumExp - offTarget * zSum - onTarget * Double(zr[labels[row]])
-        }
-      }
-    }
-    var total = 0.0
-    for row in 0..<b { total += rowLosses[row] }
-    return (Float(total / Double(Swift.max(b, 1))), probabilities)
+    _ = checkClassification(labels: labels, labelSmoothing: labelSmoothing, op: "softmaxCrossEntropy")
+    let probabilities = Tensor(uninitializedShape: shape, device: device)
+    let loss = backend.softmaxCrossEntropy(
+      self, labels: labels, labelSmoothing: labelSmoothing, probabilities: probabilities)
+    return (Float(loss), probabilities)
   }
 
   /// ∂L/∂logits of ``softmaxCrossEntropy(labels:labelSmoothing:)``: `(softmax − q)·scale`,
@@ -52,15 +33,11 @@ extension Tensor {
   public static func softmaxCrossEntropyBackward(
     probabilities: Tensor, labels: [Int], labelSmoothing: Float, scale: Float
   ) -> Tensor {
-    let (b, k) = probabilities.checkClassification(
+    _ = probabilities.checkClassification(
       labels: labels, labelSmoothing: labelSmoothing, op: "softmaxCrossEntropyBackward")
-    let offTarget = labelSmoothing / Float(k)
-    let onTarget = 1 - labelSmoothing
-    var result = probabilities.adding(-offTarget)
-    result.withUnsafeMutableBufferPointer { g in
-      for row in 0..<b { g[row * k + labels[row]] -= onTarget }
-    }
-    result *= scale
+    let result = Tensor(uninitializedShape: probabilities.shape, device: probabilities.device)
+    probabilities.backend.softmaxCrossEntropyBackward(
+      probabilities: probabilities, labels: labels, labelSmoothing: labelSmoothing, scale: scale, into: result)
     return result
   }
 
@@ -68,17 +45,6 @@ extension Tensor {
   /// for logits `[B, K]` these are the predicted classes.
   public func argmaxAlongLastAxis() -> [Int] {
     opPrecondition(rank >= 1 && shape[rank - 1] > 0, "argmaxAlongLastAxis: shape \(shape) needs a non-empty last axis")
-    let c = shape[rank - 1]
-    let rows = count / c
-    let x = buffer.pointer
-    return [Int](unsafeUninitializedCapacity: rows) { out, initialized in
-      for row in 0..<rows {
-        let xr = x + row * c
-        var best = 0
-        for j in 1..<c where xr[j] > xr[best] { best = j }
-        out[row] = best
-      }
-      initialized = rows
-    }
+    return backend.argmaxRows(self)
   }
 }

@@ -23,25 +23,11 @@ extension Tensor {
       k == otherK,
       "matmul: inner dimensions differ: \(shape)\(transposeSelf ? "ᵀ" : "") · \(other.shape)\(transposeOther ? "ᵀ" : "") (\(k) vs \(otherK))"
     )
-    let result = Tensor(uninitializedShape: batched ? [batch, m, n] : [m, n])
-    let a = buffer.pointer, b = other.buffer.pointer, c = result.buffer.pointer
-    func product(_ index: Int, parallel: Bool) {
-      GEMM.multiply(
-        m: m, n: n, k: k,
-        a: a + index * rows * columns, lda: Swift.max(1, columns), transposeA: transposeSelf,
-        b: b + index * otherRows * otherColumns, ldb: Swift.max(1, otherColumns), transposeB: transposeOther,
-        c: c + index * m * n, ldc: Swift.max(1, n), alpha: 1, beta: 0, columnBias: nil, parallel: parallel)
-    }
-    // Small products (e.g. attention maps) are too small to split across threads one by one, so
-    // threads take whole batches; large ones run one after another, each using all threads.
-    let work = m * n * k
-    if batch > 1 && work < 1 << 21 {
-      Parallel.forRanges(batch, minimumChunk: Swift.max(1, (1 << 18) / Swift.max(1, work))) { range in
-        for index in range { product(index, parallel: false) }
-      }
-    } else {
-      for index in 0..<batch { product(index, parallel: true) }
-    }
+    let backend = Backends.backend(op: "matmul", self, other)
+    let result = Tensor(uninitializedShape: batched ? [batch, m, n] : [m, n], device: device)
+    backend.matrixMultiply(
+      self, other, MatrixProduct(batch: batch, m: m, n: n, k: k, transposeA: transposeSelf, transposeB: transposeOther),
+      columnBias: nil, into: result)
     return result
   }
 
@@ -63,13 +49,11 @@ extension Tensor {
         bias.shape == [outFeatures], "linear: bias \(bias.shape) does not match weight \(weight.shape) (want [\(outFeatures)])")
     }
     let rows = shape.dropLast().reduce(1, *)
-    let result = Tensor(uninitializedShape: Array(shape.dropLast()) + [outFeatures])
-    GEMM.multiply(
-      m: rows, n: outFeatures, k: inFeatures,
-      a: buffer.pointer, lda: Swift.max(1, inFeatures), transposeA: false,
-      b: weight.buffer.pointer, ldb: Swift.max(1, inFeatures), transposeB: true,
-      c: result.buffer.pointer, ldc: Swift.max(1, outFeatures),
-      alpha: 1, beta: 0, columnBias: bias.map { UnsafePointer($0.buffer.pointer) })
+    let backend = Backends.backend(op: "linear", [self, weight] + (bias.map { [$0] } ?? []))
+    let result = Tensor(uninitializedShape: Array(shape.dropLast()) + [outFeatures], device: device)
+    backend.matrixMultiply(
+      self, weight, MatrixProduct(m: rows, n: outFeatures, k: inFeatures, transposeB: true), columnBias: bias,
+      into: result)
     return result
   }
 
@@ -90,86 +74,25 @@ extension Tensor {
       "linearBackward: input \(input.shape), weight \(weight.shape) and output gradient \(outputGradient.shape) do not match"
     )
     let rows = input.shape.dropLast().reduce(1, *)
-    let dY = outputGradient.buffer.pointer
+    let backend = Backends.backend(op: "linearBackward", input, weight, outputGradient)
+    let device = input.device
 
     var inputGradient: Tensor?
     if needsInputGradient {
-      let result = Tensor(uninitializedShape: input.shape)
-      // [rows, out] · [out, in]
-      GEMM.multiply(
-        m: rows, n: inFeatures, k: outFeatures,
-        a: dY, lda: Swift.max(1, outFeatures), transposeA: false,
-        b: weight.buffer.pointer, ldb: Swift.max(1, inFeatures), transposeB: false,
-        c: result.buffer.pointer, ldc: Swift.max(1, inFeatures))
+      // dX = dY · W: [rows, out] · [out, in]
+      let result = Tensor(uninitializedShape: input.shape, device: device)
+      backend.matrixMultiply(
+        outputGradient, weight, MatrixProduct(m: rows, n: inFeatures, k: outFeatures), columnBias: nil, into: result)
       inputGradient = result
     }
 
-    // [out, rows] · [rows, in]: dY is read transposed through packing.
-    let weightGradient = Tensor(uninitializedShape: weight.shape)
-    GEMM.multiply(
-      m: outFeatures, n: inFeatures, k: rows,
-      a: dY, lda: Swift.max(1, outFeatures), transposeA: true,
-      b: input.buffer.pointer, ldb: Swift.max(1, inFeatures), transposeB: false,
-      c: weightGradient.buffer.pointer, ldc: Swift.max(1, inFeatures))
+    // dW = dYᵀ · X: [out, rows] · [rows, in]; dY is read transposed.
+    let weightGradient = Tensor(uninitializedShape: weight.shape, device: device)
+    backend.matrixMultiply(
+      outputGradient, input, MatrixProduct(m: outFeatures, n: inFeatures, k: rows, transposeA: true), columnBias: nil,
+      into: weightGradient)
 
-    let biasGradient = hasBias ? outputGradient.reshaped([rows, outFeatures]).columnSums() : nil
+    let biasGradient = hasBias ? outputGradient.reshaped([rows, outFeatures]).sum(alongAxes: [0]) : nil
     return (inputGradient, weightGradient, biasGradient)
-  }
-
-  /// Sums a `[rows, columns]` matrix over its rows: `s_j = Σ_i x_ij`, shape `[columns]`.
-  ///
-  /// Threads take disjoint column ranges (multiples of 8 wide). Each range is swept in groups of
-  /// 32 columns whose sums stay in four vector registers while all rows stream past.
-  func columnSums() -> Tensor {
-    opPrecondition(rank == 2, "columnSums: expected a rank-2 tensor, got \(shape)")
-    typealias V = SIMD8<Float>
-    let rows = shape[0], columns = shape[1]
-    let result = Tensor(zeros: [columns])
-    guard rows > 0, columns > 0 else { return result }
-    let source = buffer.pointer, sums = result.buffer.pointer
-    @inline(__always) func load(_ pointer: UnsafePointer<Float>) -> V {
-      UnsafeRawPointer(pointer).loadUnaligned(as: V.self)
-    }
-    @inline(__always) func store(_ value: V, _ pointer: UnsafeMutablePointer<Float>) {
-      UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: V.self)
-    }
-    let vectorBlocks = (columns + 7) / 8
-    Parallel.forRanges(vectorBlocks, minimumChunk: Swift.max(1, (1 << 16) / (rows * 8))) { blocks in
-      var j = blocks.lowerBound * 8
-      let end = Swift.min(columns, blocks.upperBound * 8)
-      while j + 32 <= end {
-        var s0 = V(), s1 = V(), s2 = V(), s3 = V()
-        var row = UnsafePointer(source + j)
-        for _ in 0..<rows {
-          s0 += load(row)
-          s1 += load(row + 8)
-          s2 += load(row + 16)
-          s3 += load(row + 24)
-          row += columns
-        }
-        store(s0, sums + j)
-        store(s1, sums + j + 8)
-        store(s2, sums + j + 16)
-        store(s3, sums + j + 24)
-        j += 32
-      }
-      while j + 8 <= end {
-        var s0 = V()
-        var row = UnsafePointer(source + j)
-        for _ in 0..<rows {
-          s0 += load(row)
-          row += columns
-        }
-        store(s0, sums + j)
-        j += 8
-      }
-      while j < end {
-        var total: Float = 0
-        for i in 0..<rows { total += source[i * columns + j] }
-        sums[j] = total
-        j += 1
-      }
-    }
-    return result
   }
 }

@@ -28,14 +28,13 @@ extension Tensor {
   public func layerNorm(
     weight: Tensor, bias: Tensor, epsilon: Float = 1e-6
   ) -> (output: Tensor, statistics: LayerNormStatistics) {
-    let (rows, c) = layerNormChecks(weight: weight, bias: bias, op: "layerNorm")
-    let output = Tensor(uninitializedShape: shape)
-    let mean = Tensor(uninitializedShape: [rows])
-    let rstd = Tensor(uninitializedShape: [rows])
-    NormalizationKernels.layerNormForward(
-      buffer.pointer, rows: rows, columns: c, weight: weight.buffer.pointer, bias: bias.buffer.pointer,
-      epsilon: epsilon, output: output.buffer.pointer, mean: mean.buffer.pointer,
-      inverseStandardDeviation: rstd.buffer.pointer)
+    let rows = layerNormChecks(weight: weight, bias: bias, op: "layerNorm").rows
+    let backend = Backends.backend(op: "layerNorm", self, weight, bias)
+    let output = Tensor(uninitializedShape: shape, device: device)
+    let mean = Tensor(uninitializedShape: [rows], device: device)
+    let rstd = Tensor(uninitializedShape: [rows], device: device)
+    backend.layerNorm(
+      self, weight: weight, bias: bias, epsilon: epsilon, into: output, mean: mean, inverseStandardDeviation: rstd)
     return (output, LayerNormStatistics(mean: mean, inverseStandardDeviation: rstd))
   }
 
@@ -52,13 +51,15 @@ extension Tensor {
     opPrecondition(
       statistics.mean.count == rows && statistics.inverseStandardDeviation.count == rows,
       "layerNormBackward: statistics for \(statistics.mean.count) rows, input \(shape) has \(rows)")
-    let dx = Tensor(uninitializedShape: shape)
-    let dWeight = Tensor(uninitializedShape: [c])
-    let dBias = Tensor(uninitializedShape: [c])
-    NormalizationKernels.layerNormBackward(
-      outputGradient.buffer.pointer, buffer.pointer, rows: rows, columns: c, weight: weight.buffer.pointer,
-      mean: statistics.mean.buffer.pointer, inverseStandardDeviation: statistics.inverseStandardDeviation.buffer.pointer,
-      inputGradient: dx.buffer.pointer, weightGradient: dWeight.buffer.pointer, biasGradient: dBias.buffer.pointer)
+    let backend = Backends.backend(
+      op: "layerNormBackward", self, outputGradient, weight, statistics.mean, statistics.inverseStandardDeviation)
+    let dx = Tensor(uninitializedShape: shape, device: device)
+    let dWeight = Tensor(uninitializedShape: [c], device: device)
+    let dBias = Tensor(uninitializedShape: [c], device: device)
+    backend.layerNormBackward(
+      self, outputGradient: outputGradient, weight: weight, mean: statistics.mean,
+      inverseStandardDeviation: statistics.inverseStandardDeviation, inputGradient: dx, weightGradient: dWeight,
+      biasGradient: dBias)
     return (dx, dWeight, dBias)
   }
 }

@@ -3,9 +3,6 @@
 // take only x (and the parameters): they recompute f_a(x) and f_b(x) instead of keeping them,
 // so training holds one copy of the activation per quadratic layer instead of five.
 
-/// Three tensors, one per factor `(a, b, c)` of a quadratic neuron.
-typealias TensorTriple = (Tensor, Tensor, Tensor)
-
 extension Tensor {
   // MARK: Depthwise
 
@@ -20,12 +17,10 @@ extension Tensor {
   ///   - biases: `(b_a, b_b, b_c)`, each `[C]`, or nil.
   /// - Returns: `[N, H, W, C]`, the shape of `self`.
   public func quadraticDepthwiseConv2D(weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) -> Tensor {
-    let (n, h, w, c, k) = Tensor.checkQuadraticDepthwise(input: shape, weights: weights, biases: biases)
-    let output = Tensor(uninitializedShape: shape)
-    QuadraticDepthwiseConvolution.forward(
-      input: buffer.pointer, weights: pointers(weights), biases: biases.map(pointers), output: output.buffer.pointer,
-      batch: n, height: h, width: w, channels: c, kernelSize: k)
-    withExtendedLifetime((weights, biases)) {}
+    _ = Tensor.checkQuadraticDepthwise(input: shape, weights: weights, biases: biases)
+    let backend = Backends.backend(op: "quadraticDepthwiseConv2D", [self] + tensors(weights, biases))
+    let output = Tensor(uninitializedShape: shape, device: device)
+    backend.quadraticDepthwiseConvolution(self, weights: weights, biases: biases, into: output)
     return output
   }
 
@@ -40,20 +35,20 @@ extension Tensor {
     input: Tensor, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor,
     needsInputGradient: Bool = true
   ) -> (input: Tensor?, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?) {
-    let (n, h, w, c, k) = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases)
+    let c = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases).channels
     opPrecondition(
       outputGradient.shape == input.shape,
       "quadraticDepthwiseConv2D backward: output gradient \(outputGradient.shape) differs from output shape \(input.shape)"
     )
-    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape) : nil
-    let weightGradients = uninitializedTriple(weights.0.shape)
-    let biasGradients = biases.map { _ in uninitializedTriple([c]) }
-    QuadraticDepthwiseConvolution.backward(
-      input: input.buffer.pointer, weights: pointers(weights), biases: biases.map(pointers),
-      outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient?.buffer.pointer,
-      weightGradients: mutablePointers(weightGradients), biasGradients: biasGradients.map(mutablePointers),
-      batch: n, height: h, width: w, channels: c, kernelSize: k)
-    withExtendedLifetime((weights, biases)) {}
+    let backend = Backends.backend(
+      op: "quadraticDepthwiseConv2D backward", [input, outputGradient] + tensors(weights, biases))
+    let device = input.device
+    let inputGradient = needsInputGradient ? Tensor(uninitializedShape: input.shape, device: device) : nil
+    let weightGradients = uninitializedTriple(weights.0.shape, device: device)
+    let biasGradients = biases.map { _ in uninitializedTriple([c], device: device) }
+    backend.quadraticDepthwiseConvolutionBackward(
+      input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
+      weightGradients: weightGradients, biasGradients: biasGradients)
     return (inputGradient, weightGradients, biasGradients)
   }
 
@@ -180,55 +175,15 @@ extension Tensor {
 
   /// `y[r, j] = z[r, j] · z[r, F + j] + z[r, 2F + j]` for `z` `[..., 3F]`, giving `[..., F]`.
   static func quadraticCombination(_ z: Tensor, outputs F: Int) -> Tensor {
-    let result = Tensor(uninitializedShape: Array(z.shape.dropLast()) + [F])
-    let rows = F == 0 ? 0 : z.count / (3 * F)
-    let source = z.buffer.pointer, target = result.buffer.pointer
-    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(F, 1))) { range in
-      for row in range {
-        let a = UnsafePointer(source + row * 3 * F), b = a + F, c = b + F, y = target + row * F
-        var j = 0
-        while j + 8 <= F {
-          ElementwiseKernels.store(
-            ElementwiseKernels.load(c + j).addingProduct(ElementwiseKernels.load(a + j), ElementwiseKernels.load(b + j)),
-            y + j)
-          j += 8
-        }
-        while j < F {
-          y[j] = a[j] * b[j] + c[j]
-          j += 1
-        }
-      }
-    }
+    let result = Tensor(uninitializedShape: Array(z.shape.dropLast()) + [F], device: z.device)
+    z.backend.quadraticCombination(z, into: result)
     return result
   }
 
   /// Overwrites `z = [a | b | c]` (`[..., 3F]`) with `[dy ⊙ b | dy ⊙ a | dy]` for `dy` `[..., F]`:
   /// the gradients of the three affine maps. `z` must be a fresh tensor (it is written through).
   static func quadraticGradients(overwriting z: Tensor, outputGradient dy: Tensor) {
-    let F = dy.shape.last ?? 0
-    let rows = F == 0 ? 0 : dy.count / F
-    let target = z.buffer.pointer, gradient = dy.buffer.pointer
-    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(F, 1))) { range in
-      for row in range {
-        let a = target + row * 3 * F, b = a + F, c = b + F, g = UnsafePointer(gradient + row * F)
-        var j = 0
-        while j + 8 <= F {
-          let gv = ElementwiseKernels.load(g + j)
-          let av = ElementwiseKernels.load(a + j), bv = ElementwiseKernels.load(b + j)
-          ElementwiseKernels.store(gv * bv, a + j)
-          ElementwiseKernels.store(gv * av, b + j)
-          ElementwiseKernels.store(gv, c + j)
-          j += 8
-        }
-        while j < F {
-          let av = a[j]
-          a[j] = g[j] * b[j]
-          b[j] = g[j] * av
-          c[j] = g[j]
-          j += 1
-        }
-      }
-    }
+    Backends.backend(op: "quadratic backward", z, dy).quadraticGradients(overwriting: z, outputGradient: dy)
   }
 
   /// Splits a tensor stacked along axis 0 into its three equal parts.
@@ -240,17 +195,17 @@ extension Tensor {
 
 // Tuples cannot be extended, so the helpers on triples are free functions.
 
-private func uninitializedTriple(_ shape: [Int]) -> TensorTriple {
-  (Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape))
+private func uninitializedTriple(_ shape: [Int], device: Device) -> TensorTriple {
+  (
+    Tensor(uninitializedShape: shape, device: device), Tensor(uninitializedShape: shape, device: device),
+    Tensor(uninitializedShape: shape, device: device)
+  )
+}
+
+/// The weights and biases as one list (for the same-device check).
+private func tensors(_ weights: TensorTriple, _ biases: TensorTriple?) -> [Tensor] {
+  [weights.0, weights.1, weights.2] + (biases.map { [$0.0, $0.1, $0.2] } ?? [])
 }
 
 /// The three tensors concatenated along axis 0 (weights `[3·out, ...]`, biases `[3·out]`).
 private func stacked(_ triple: TensorTriple) -> Tensor { Tensor.concat([triple.0, triple.1, triple.2], axis: 0) }
-
-private func pointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.Pointers {
-  (UnsafePointer(triple.0.buffer.pointer), UnsafePointer(triple.1.buffer.pointer), UnsafePointer(triple.2.buffer.pointer))
-}
-
-private func mutablePointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.MutablePointers {
-  (triple.0.buffer.pointer, triple.1.buffer.pointer, triple.2.buffer.pointer)
-}

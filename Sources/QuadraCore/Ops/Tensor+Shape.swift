@@ -1,4 +1,5 @@
-// Axis permutation, transposition, concatenation, splitting and global pooling.
+// Axis permutation, transposition, concatenation, splitting, slice writes, image gathering and
+// global pooling.
 
 extension Tensor {
   /// The tensor with its axes rearranged: output axis i is input axis `axes[i]`
@@ -8,8 +9,8 @@ extension Tensor {
       axes.count == rank && axes.sorted() == Array(0..<rank),
       "permute: axes \(axes) are not a permutation of 0..<\(rank) for shape \(shape)")
     if axes == Array(0..<rank) { return self }
-    let result = Tensor(uninitializedShape: axes.map { shape[$0] })
-    ShapeKernels.permute(buffer.pointer, shape: shape, axes: axes, into: result.buffer.pointer)
+    let result = Tensor(uninitializedShape: axes.map { shape[$0] }, device: device)
+    backend.permute(self, axes: axes, into: result)
     return result
   }
 
@@ -36,10 +37,18 @@ extension Tensor {
     if tensors.count == 1 { return tensors[0] }
     var shape = first
     shape[resolved] = tensors.map { $0.shape[resolved] }.reduce(0, +)
-    let result = Tensor(uninitializedShape: shape)
+    let backend = Backends.backend(op: "concat", tensors)
+    let result = Tensor(uninitializedShape: shape, device: tensors[0].device)
     let outer = first[..<resolved].reduce(1, *)
-    let widths = tensors.map { $0.shape[resolved...].reduce(1, *) }
-    ShapeKernels.concatenate(tensors.map { UnsafePointer($0.buffer.pointer) }, widths: widths, outer: outer, into: result.buffer.pointer)
+    let total = result.count / Swift.max(outer, 1)
+    var offset = 0
+    for tensor in tensors {
+      let width = tensor.shape[resolved...].reduce(1, *)
+      backend.copyBlock(
+        from: tensor, StridedBlock(offset: 0, rowStride: width), into: result,
+        StridedBlock(offset: offset, rowStride: total), rows: outer, width: width)
+      offset += width
+    }
     return result
   }
 
@@ -61,11 +70,18 @@ extension Tensor {
     let parts = sizes.map { size -> Tensor in
       var partShape = shape
       partShape[resolved] = size
-      return Tensor(uninitializedShape: partShape)
+      return Tensor(uninitializedShape: partShape, device: device)
     }
     let outer = shape[..<resolved].reduce(1, *)
-    let widths = parts.map { $0.shape[resolved...].reduce(1, *) }
-    ShapeKernels.split(buffer.pointer, widths: widths, outer: outer, into: parts.map(\.buffer.pointer))
+    let total = shape[resolved...].reduce(1, *)
+    var offset = 0
+    for part in parts {
+      let width = part.count / Swift.max(outer, 1)
+      backend.copyBlock(
+        from: self, StridedBlock(offset: offset, rowStride: total), into: part,
+        StridedBlock(offset: 0, rowStride: width), rows: outer, width: width)
+      offset += width
+    }
     return parts
   }
 
@@ -73,6 +89,49 @@ extension Tensor {
   public func split(alongLastAxis sizes: [Int]) -> [Tensor] {
     opPrecondition(rank >= 1, "split(alongLastAxis:): scalar tensor")
     return split(sizes: sizes, axis: rank - 1)
+  }
+
+  /// Copies `piece` into this tensor's storage at `offset` along `axis`: the inverse of one part
+  /// of ``split(sizes:axis:)`` (e.g. a split's gradient assembled piece by piece in place).
+  ///
+  /// This writes through to the storage without copy-on-write, so every tensor sharing it
+  /// (reshaped views, copies of this value) sees the change; use it on storage you own.
+  /// `piece` must match `self` outside `axis`, and `offset + piece.shape[axis]` must not exceed `self.shape[axis]`.
+  public func write(_ piece: Tensor, alongAxis axis: Int, at offset: Int) {
+    let resolved = axis < 0 ? axis + rank : axis
+    opPrecondition(resolved >= 0 && resolved < rank, "write(alongAxis:): axis \(axis) is out of range for shape \(shape)")
+    var expected = shape
+    expected[resolved] = piece.rank == rank ? piece.shape[resolved] : -1
+    opPrecondition(
+      piece.shape == expected && offset >= 0 && offset + piece.shape[resolved] <= shape[resolved],
+      "write(alongAxis:): piece \(piece.shape) does not fit shape \(shape) at offset \(offset) of axis \(axis)")
+    let backend = Backends.backend(op: "write(alongAxis:)", self, piece)
+    let outer = shape[..<resolved].reduce(1, *)
+    let inner = shape[(resolved + 1)...].reduce(1, *)
+    let width = piece.shape[resolved] * inner
+    backend.copyBlock(
+      from: piece, StridedBlock(offset: 0, rowStride: width), into: self,
+      StridedBlock(offset: offset * inner, rowStride: shape[resolved] * inner), rows: outer, width: width)
+  }
+
+  /// A batch of images cut from `source` (`[N, H, W, C]`): image `b` is `source[indices[b]]`
+  /// moved by `transforms[b]` (random crop shift and flip; nil = unchanged), with `fill` where
+  /// the shifted window leaves the image. The result is `[indices.count, H, W, C]`.
+  public static func gatheringImages(
+    _ source: Tensor, indices: [Int], transforms: [ImageTransform]? = nil, fill: Float = 0
+  ) -> Tensor {
+    opPrecondition(source.rank == 4, "gatheringImages: source must be [N, H, W, C], got \(source.shape)")
+    let n = source.shape[0]
+    for (b, index) in indices.enumerated() {
+      opPrecondition(
+        index >= 0 && index < n, "gatheringImages: index \(index) at position \(b) is out of range 0..<\(n)")
+    }
+    opPrecondition(
+      transforms == nil || transforms!.count == indices.count,
+      "gatheringImages: \(transforms?.count ?? 0) transforms for \(indices.count) indices")
+    let result = Tensor(uninitializedShape: [indices.count] + source.shape.dropFirst(), device: source.device)
+    source.backend.gatherImages(from: source, indices: indices, transforms: transforms, fill: fill, into: result)
+    return result
   }
 
   /// Global mean pooling over the spatial axes: `[N, H, W, C] → [N, C]`.

@@ -1,0 +1,235 @@
+// The compute seam: every tensor op validates its shapes in `Ops/` and then calls one primitive
+// of the selected backend. Primitives write into outputs the op allocated (through the same
+// backend, on the tensors' device), so a backend never decides shapes; it only computes.
+
+/// The shape of a (batched) matrix product `C = op(A) · op(B)`, `op(X) = X` or `Xᵀ`.
+///
+/// `A` holds `batch` row-major matrices of `m × k` (`k × m` when transposed), `B` holds `batch`
+/// matrices of `k × n` (`n × k` when transposed) and `C` receives `batch` matrices of `m × n`.
+public struct MatrixProduct: Sendable, Equatable {
+  public var batch: Int
+  public var m: Int
+  public var n: Int
+  public var k: Int
+  public var transposeA: Bool
+  public var transposeB: Bool
+
+  public init(batch: Int = 1, m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false) {
+    self.batch = batch
+    self.m = m
+    self.n = n
+    self.k = k
+    self.transposeA = transposeA
+    self.transposeB = transposeB
+  }
+
+  /// Multiply-adds performed: `batch · m · n · k`.
+  public var multiplyAdds: Int { batch * m * n * k }
+}
+
+/// The operator of ``Backend/binary(_:_:_:into:)``.
+public enum BinaryOperator: String, Sendable, CaseIterable {
+  /// `a + b`
+  case add
+  /// `a − b`
+  case subtract
+  /// `a ⊙ b`
+  case multiply
+  /// `b` (broadcast to the output shape; `a` only gives the shape and is not read).
+  case second
+}
+
+/// A rectangle of `rows × width` elements inside a tensor's storage: row `r` starts at
+/// `offset + r · rowStride`. Concatenation, splitting and slice writes are copies between two of them.
+public struct StridedBlock: Sendable, Equatable {
+  public var offset: Int
+  public var rowStride: Int
+
+  public init(offset: Int, rowStride: Int) {
+    self.offset = offset
+    self.rowStride = rowStride
+  }
+}
+
+/// How one image of a batch is cut from its source: output pixel `(y, x)` reads source pixel
+/// `(y + dy, x′ + dx)` with `x′ = W − 1 − x` when `flip`, else `x`; outside the image it is the fill value.
+/// (A random crop with padding p is a shift `(dy, dx) ∈ [−p, p]²`; the flip mirrors left–right.)
+public struct ImageTransform: Sendable, Equatable, Codable {
+  public var dy: Int
+  public var dx: Int
+  public var flip: Bool
+
+  public init(dy: Int = 0, dx: Int = 0, flip: Bool = false) {
+    self.dy = dy
+    self.dx = dx
+    self.flip = flip
+  }
+
+  /// Copies the image unchanged.
+  public static let identity = ImageTransform()
+}
+
+/// Three tensors, one per factor `(a, b, c)` of a quadratic neuron.
+public typealias TensorTriple = (Tensor, Tensor, Tensor)
+
+/// Everything a device must provide so that every tensor op runs on it.
+///
+/// The primitives are the small set the ops in `QuadraCore/Ops` are built from (tinygrad's
+/// spirit), except that the hot fused kernels stay fused (bias + GELU, the quadratic depthwise
+/// convolution, LayerNorm, softmax cross-entropy). Contracts shared by all primitives:
+///
+/// - Every tensor argument is on ``device`` (ops check this) and contiguous row-major.
+/// - Shapes were validated by the op; a primitive may assume them.
+/// - Outputs (`into:`, `…Gradient:` arguments) are freshly allocated by the op through
+///   ``makeBuffer(count:)``; the primitive overwrites every element (none is read), except
+///   where noted (``binary(_:_:_:into:)`` may write into its first operand).
+/// - Gradients follow the formulas documented on the tensor-level op of the same name.
+public protocol Backend: Sendable {
+  /// A short name for reports and the `--backend` flag (`cpu`, `reference`).
+  var name: String { get }
+  /// Where this backend's buffers live.
+  var device: Device { get }
+
+  // MARK: Memory
+
+  /// Uninitialized storage for `count` floats on ``device``.
+  func makeBuffer(count: Int) -> TensorBuffer
+  /// Copies `source` from host memory into `destination` starting at element `offset`.
+  func copy(fromHost source: UnsafeBufferPointer<Float>, into destination: Tensor, at offset: Int)
+  /// Copies `destination.count` elements of `source`, starting at element `offset`, to host memory.
+  func copy(_ source: Tensor, from offset: Int, toHost destination: UnsafeMutableBufferPointer<Float>)
+  /// Sets every element to `value`.
+  func fill(_ tensor: Tensor, with value: Float)
+  /// Copies `rows × width` elements between two strided blocks (device to device; the blocks
+  /// may belong to the same tensor only if they do not overlap).
+  func copyBlock(
+    from source: Tensor, _ sourceBlock: StridedBlock, into destination: Tensor, _ destinationBlock: StridedBlock,
+    rows: Int, width: Int)
+  /// Assembles a batch: image `b` of `output` (`[B, H, W, C]`) is image `indices[b]` of `source`
+  /// (`[N, H, W, C]`), moved by `transforms[b]` (nil: all ``ImageTransform/identity``), `fill` outside.
+  /// Indices must be in `0..<N` (the caller checks).
+  func gatherImages(from source: Tensor, indices: [Int], transforms: [ImageTransform]?, fill: Float, into output: Tensor)
+
+  // MARK: Linear algebra
+
+  /// `c = op(a) · op(b)` (+ `columnBias[j]` on column `j` when given; only for `batch == 1`).
+  func matrixMultiply(_ a: Tensor, _ b: Tensor, _ product: MatrixProduct, columnBias: Tensor?, into c: Tensor)
+
+  // MARK: Elementwise and reductions
+
+  /// `output = a ∘ b` with NumPy broadcasting of `a.shape` and `b.shape` to `output.shape`.
+  /// `output` may be `a` itself (in-place update) when `a` has the output shape.
+  func binary(_ op: BinaryOperator, _ a: Tensor, _ b: Tensor, into output: Tensor)
+  /// Sums `x` over the axes where `keep` is false (`keep.count == x.rank`); `output` holds the kept axes in order.
+  func sum(_ x: Tensor, keeping keep: [Bool], into output: Tensor)
+  /// `output[j] = Σ_r a[r, j] · b[r, j]` over all rows of `a`, `b` (same shape, last axis `output.count`).
+  func sumOfProducts(_ a: Tensor, _ b: Tensor, into output: Tensor)
+  /// `Σ x`, accumulated in Double.
+  func sumAll(_ x: Tensor) -> Double
+  /// `Σ x²`, accumulated in Double.
+  func squaredSum(_ x: Tensor) -> Double
+  /// `max |x|` (0 for an empty tensor).
+  func maxAbs(_ x: Tensor) -> Float
+  /// Per row of the last axis, the index of the first largest element.
+  func argmaxRows(_ x: Tensor) -> [Int]
+
+  // MARK: Activations, normalization, loss
+
+  /// `output = GELU(x + bias)` with `bias` `[C]` along the last axis, or `GELU(x)` when nil.
+  func gelu(_ x: Tensor, bias: Tensor?, into output: Tensor)
+  /// `inputGradient = g · GELU′(x + bias)`; `biasGradient = Σ_rows inputGradient` when given.
+  func geluBackward(
+    _ x: Tensor, bias: Tensor?, outputGradient: Tensor, inputGradient: Tensor, biasGradient: Tensor?)
+  /// Softmax over the last axis.
+  func softmax(_ x: Tensor, into output: Tensor)
+  /// Writes the softmax of `logits` `[B, K]` to `probabilities` and returns the mean smoothed cross-entropy.
+  func softmaxCrossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing: Float, probabilities: Tensor) -> Double
+  /// `gradient = (probabilities − q) · scale` with `q` the smoothed one-hot targets.
+  func softmaxCrossEntropyBackward(
+    probabilities: Tensor, labels: [Int], labelSmoothing: Float, scale: Float, into gradient: Tensor)
+  /// LayerNorm over the last axis; also writes each row's mean and 1/√(var + ε) (`[rows]`).
+  func layerNorm(
+    _ x: Tensor, weight: Tensor, bias: Tensor, epsilon: Float, into output: Tensor, mean: Tensor,
+    inverseStandardDeviation: Tensor)
+  /// Gradients of ``layerNorm(_:weight:bias:epsilon:into:mean:inverseStandardDeviation:)``.
+  func layerNormBackward(
+    _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
+    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor)
+
+  // MARK: Convolutions
+
+  /// Depthwise "same" convolution, stride 1: input `[N, H, W, C]`, weight `[k, k, C]`, bias `[C]`.
+  func depthwiseConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, into output: Tensor)
+  /// Its gradients; `inputGradient` and `biasGradient` are skipped when nil.
+  func depthwiseConvolutionBackward(
+    _ x: Tensor, weight: Tensor, outputGradient: Tensor, inputGradient: Tensor?, weightGradient: Tensor,
+    biasGradient: Tensor?)
+  /// `(W_a ∗ x + b_a) ⊙ (W_b ∗ x + b_b) + (W_c ∗ x + b_c)`, depthwise, in one fused pass.
+  func quadraticDepthwiseConvolution(
+    _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, into output: Tensor)
+  /// Its gradients from `x` alone (a and b recomputed).
+  func quadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor?,
+    weightGradients: TensorTriple, biasGradients: TensorTriple?)
+  /// Dense convolution, weight `[O, kh, kw, I]`.
+  func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor)
+  /// Its gradients; `inputGradient` and `biasGradient` are skipped when nil.
+  func convolution2DBackward(
+    _ x: Tensor, weight: Tensor, outputGradient: Tensor, geometry: Convolution2D.Geometry, inputGradient: Tensor?,
+    weightGradient: Tensor, biasGradient: Tensor?)
+  /// `y[r, j] = z[r, j] · z[r, F + j] + z[r, 2F + j]` for `z` `[rows, 3F]`, `y` `[rows, F]`.
+  func quadraticCombination(_ z: Tensor, into output: Tensor)
+  /// Overwrites `z = [a | b | c]` (`[rows, 3F]`) with `[g ⊙ b | g ⊙ a | g]` for `g` `[rows, F]`.
+  func quadraticGradients(overwriting z: Tensor, outputGradient: Tensor)
+
+  // MARK: Layout
+
+  /// `output` axis `i` is `x` axis `axes[i]`.
+  func permute(_ x: Tensor, axes: [Int], into output: Tensor)
+}
+
+/// Backend selection: the task-local ``current`` backend for tensors on its device, and each
+/// device kind's default backend otherwise.
+///
+/// ```swift
+/// let y = Backends.$current.withValue(ReferenceBackend()) { x.gelu() }  // computed by the reference
+/// ```
+public enum Backends {
+  /// The backend ops use for tensors on its ``Backend/device`` (default: ``CPUBackend``).
+  @TaskLocal public static var current: any Backend = CPUBackend()
+
+  /// Every backend that `quadranet bench ops --backend` and the op tests can name.
+  /// Adding a backend is one entry here.
+  public static let all: [any Backend] = [CPUBackend(), ReferenceBackend()]
+
+  /// The backend named `name` in ``all``, or nil.
+  public static func named(_ name: String) -> (any Backend)? { all.first { $0.name == name } }
+
+  /// The backend that serves `device` when ``current`` lives elsewhere.
+  public static func defaultBackend(for device: Device) -> any Backend {
+    switch device.kind {
+    case .cpu: CPUBackend(device: device)
+    }
+  }
+
+  /// The backend for tensors on `device`: ``current`` when it lives there, else the device's default.
+  public static func backend(for device: Device) -> any Backend {
+    let selected = current
+    return selected.device == device ? selected : defaultBackend(for: device)
+  }
+
+  /// The backend for an op on `tensors`, which must all be on one device (checked; the message names `op`).
+  public static func backend(op: @autoclosure () -> String, _ tensors: [Tensor]) -> any Backend {
+    let device = tensors.first?.device ?? .cpu
+    if tensors.contains(where: { $0.device != device }) {
+      opPrecondition(
+        false, "\(op()): operands are on different devices \(tensors.map(\.device.description)); move them first")
+    }
+    return backend(for: device)
+  }
+
+  /// The backend for an op on `tensors`, which must all be on one device (checked; the message names `op`).
+  public static func backend(op: @autoclosure () -> String, _ tensors: Tensor...) -> any Backend {
+    backend(op: op(), tensors)
+  }
+}
