@@ -45,11 +45,6 @@ public final class Variable: @unchecked Sendable {
     value = newValue
   }
 
-  /// Gives in-place access to the value's storage (copied first if shared), for optimizers.
-  public func withMutableValue<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
-    try value.withUnsafeMutableBufferPointer(body)
-  }
-
   /// Gives in-place access to the value as a tensor, for optimizers: the storage is updated
   /// without a copy when nothing else shares it. The body must keep the shape.
   public func updateValueInPlace<R>(_ body: (inout Tensor) throws -> R) rethrows -> R {

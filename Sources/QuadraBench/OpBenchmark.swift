@@ -60,7 +60,7 @@ public enum OpBenchmark {
     let cases = BackendOpCatalog.cases(scale).filter { ops.isEmpty || ops.contains($0.op) }
     var results: [OpBenchResult] = []
     Parallel.withThreadCount(threads) {
-      Backends.$current.withValue(backend) {
+      Backends.withCurrent(backend) {
         for opCase in cases {
           let inputs = opCase.makeInputs().map { $0.moved(to: backend.device) }
           var outputs: [Tensor] = []

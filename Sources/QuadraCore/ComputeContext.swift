@@ -1,8 +1,8 @@
 import Foundation
 import Synchronization
 
-/// Everything a computation needs from its surroundings: how many threads kernels may use and
-/// which ``MemoryTracker`` counts the tensors it allocates.
+/// Everything a computation needs from its surroundings: how many threads kernels may use, which
+/// ``MemoryTracker`` counts the tensors it allocates, and which ``Backend`` computes the ops.
 ///
 /// A context replaces process-wide mutable settings: each task runs in its own (task-local)
 /// ``current`` context, so two models can train or be measured concurrently in one process, each
@@ -13,8 +13,8 @@ import Synchronization
 /// let (loss, peak) = context.measurePeak { model(batch).softmaxCrossEntropy(labels: labels) }
 /// ```
 ///
-/// Contexts are immutable; derive variants with ``with(threads:)`` and ``with(memory:)`` (new
-/// fields, such as a backend, follow the same pattern). Task-local values do not reach the workers
+/// Contexts are immutable; derive variants with ``with(threads:)``, ``with(memory:)`` and
+/// ``with(backend:)``. Task-local values do not reach the workers
 /// of `DispatchQueue.concurrentPerform`: code that dispatches reads what it needs from ``current``
 /// first, or wraps the worker in ``run(_:)``.
 public final class ComputeContext: Sendable {
@@ -26,6 +26,9 @@ public final class ComputeContext: Sendable {
   public let threadCount: Int
   /// Counts the tensor memory allocated while this context is current.
   public let memory: MemoryTracker
+  /// Computes the ops on tensors of its ``Backend/device`` (``CPUBackend`` by default); tensors on
+  /// other devices use their device's default backend (see ``Backends/backend(for:)``).
+  public let backend: any Backend
 
   /// Creates a context.
   ///
@@ -33,26 +36,29 @@ public final class ComputeContext: Sendable {
   ///   - threads: threads for the kernels, 1...``maximumThreadCount``; defaults to all active cores.
   ///   - memory: the tracker for tensors allocated in this context; defaults to a fresh one.
   /// - Throws: ``ComputeContextError/threadCountOutOfRange(_:)`` when `threads` is out of range.
+  ///   - backend: the backend for the ops; defaults to ``CPUBackend``.
   public convenience init(
-    threads: Int = ProcessInfo.processInfo.activeProcessorCount, memory: MemoryTracker = MemoryTracker()
+    threads: Int = ProcessInfo.processInfo.activeProcessorCount, memory: MemoryTracker = MemoryTracker(),
+    backend: any Backend = CPUBackend()
   ) throws(ComputeContextError) {
     guard (1...Self.maximumThreadCount).contains(threads) else {
       throw .threadCountOutOfRange(threads)
     }
-    self.init(validatedThreads: threads, memory: memory)
+    self.init(validatedThreads: threads, memory: memory, backend: backend)
   }
 
   /// The memberwise initializer behind ``init(threads:memory:)`` and the `with…` copies; its
   /// arguments are already validated.
-  private init(validatedThreads: Int, memory: MemoryTracker) {
+  private init(validatedThreads: Int, memory: MemoryTracker, backend: any Backend) {
     self.threadCount = validatedThreads
     self.memory = memory
+    self.backend = backend
   }
 
   /// The context of code that never chose one: all active cores and a process-wide tracker.
   public static let processDefault = ComputeContext(
     validatedThreads: Swift.min(Swift.max(ProcessInfo.processInfo.activeProcessorCount, 1), maximumThreadCount),
-    memory: MemoryTracker())
+    memory: MemoryTracker(), backend: CPUBackend())
 
   /// The context of the running task (``processDefault`` unless a caller set one with ``run(_:)``).
   @TaskLocal public static var current: ComputeContext = processDefault
@@ -62,12 +68,17 @@ public final class ComputeContext: Sendable {
   /// - Throws: ``ComputeContextError/threadCountOutOfRange(_:)`` when `threads` is outside
   ///   1...``maximumThreadCount``.
   public func with(threads: Int) throws(ComputeContextError) -> ComputeContext {
-    try ComputeContext(threads: threads, memory: memory)
+    try ComputeContext(threads: threads, memory: memory, backend: backend)
   }
 
   /// The same context with another memory tracker (same thread count).
   public func with(memory: MemoryTracker) -> ComputeContext {
-    ComputeContext(validatedThreads: threadCount, memory: memory)
+    ComputeContext(validatedThreads: threadCount, memory: memory, backend: backend)
+  }
+
+  /// The same context computing with another backend (same threads and tracker).
+  public func with(backend: any Backend) -> ComputeContext {
+    ComputeContext(validatedThreads: threadCount, memory: memory, backend: backend)
   }
 
   /// Runs `body` with this context as ``current``.

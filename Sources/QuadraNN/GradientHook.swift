@@ -42,7 +42,7 @@ public struct GradientNormClipping: GradientHook, Sendable {
 public func clipGradientNorm(_ parameters: [(name: String, parameter: Parameter)], maxNorm: Float) -> Float {
   var sumOfSquares = 0.0
   for entry in parameters {
-    if let gradient = entry.parameter.variable.grad { sumOfSquares += gradient.squaredNorm() }
+    if let gradient = entry.parameter.variable.grad { sumOfSquares += gradient.squaredSum() }
   }
   let norm = Float(sumOfSquares.squareRoot())
   guard norm > maxNorm, norm > 0 else { return norm }

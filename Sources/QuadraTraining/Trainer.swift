@@ -376,14 +376,9 @@ public final class Trainer {
 
   /// Why the loss of a step on `batch` became non-finite, as a sentence with what to do.
   func divergenceCause(_ batch: Batch) -> String {
-    var largest: Float = 0
-    var finiteInputs = true
-    batch.images.withUnsafeBufferPointer { values in
-      for value in values {
-        if !value.isFinite { finiteInputs = false }
-        largest = Swift.max(largest, Swift.abs(value))
-      }
-    }
+    // A Double sum of squared Floats cannot overflow, so it is non-finite exactly when an input is.
+    let finiteInputs = batch.images.squaredSum().isFinite
+    let largest = finiteInputs ? batch.images.maxAbs() : .infinity
     let normalization = splits.train.normalization
     if !finiteInputs { return "The input images contain NaN or infinite values; the data, not the recipe, is the cause." }
     if largest > Self.largestPlausibleInput {

@@ -20,14 +20,14 @@ import Testing
       let model = try VisionModel(config: config, seed: 32)
       model.setTraining(false)
       let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
-      loss.backward()
+      try loss.backward()
       var gradients: [String: Tensor] = [:]
       for (name, parameter) in model.namedParameters() { gradients[name] = parameter.variable.grad }
       return (loss.value.scalar, gradients)
     }
 
-    let cpu = try Backends.$current.withValue(CPUBackend()) { try lossAndGradients() }
-    let reference = try Backends.$current.withValue(ReferenceBackend()) { try lossAndGradients() }
+    let cpu = try Backends.withCurrent(CPUBackend()) { try lossAndGradients() }
+    let reference = try Backends.withCurrent(ReferenceBackend()) { try lossAndGradients() }
     #expect(abs(cpu.loss - reference.loss) <= 1e-5 * (1 + abs(reference.loss)))
     #expect(cpu.gradients.keys.sorted() == reference.gradients.keys.sorted())
     #expect(!cpu.gradients.isEmpty)

@@ -304,7 +304,7 @@ import Testing
     var generator = RandomGenerator(seed: 3)
     let x = Tensor.normal(shape: [100_003], using: &generator)
     let expected = x.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }
-    #expect(abs(x.squaredNorm() - expected) <= 1e-6 * expected)
+    #expect(abs(x.squaredSum() - expected) <= 1e-6 * expected)
     var y = Tensor(shape: [3], scalars: [1, 2, 3])
     y.formLinearCombination(scaledBy: 0.5, adding: Tensor(shape: [3], scalars: [2, 2, 2]), scaledBy: 2)
     #expect(y.scalars == [4.5, 5, 5.5])

@@ -186,17 +186,76 @@ public protocol Backend: Sendable {
 
   /// `output` axis `i` is `x` axis `axes[i]`.
   func permute(_ x: Tensor, axes: [Int], into output: Tensor)
+
+  // MARK: Parameter updates (in place; the Ops layer makes the written storage unique first)
+
+  /// AdamW on every element: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+  /// `θ ← θ·parameterScale − stepSize·m / (√v·inverseRootSecondCorrection + ε)`, in this
+  /// order of operations and without fused multiply-adds (resumed runs are bit-exact).
+  func adamWStep(_ step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor)
+  /// SGD as `torch.optim.SGD` with dampening 0: `d = g + λθ`; with a momentum buffer `b ← μb + d`
+  /// and `d = b` (Nesterov: `d + μb`); then `θ ← θ − lr·d`.
+  func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?)
+  /// `x ← α·x + β·y` in place (exponential moving averages, gradient scaling).
+  func linearCombination(_ x: Tensor, scaledBy alpha: Float, adding y: Tensor, scaledBy beta: Float)
+}
+
+/// The per-step constants of an AdamW update (see ``Backend/adamWStep(_:parameter:gradient:firstMoment:secondMoment:)``).
+public struct AdamWStep: Sendable, Equatable {
+  public var beta1: Float
+  public var beta2: Float
+  public var epsilon: Float
+  /// `lr / (1 − β₁ᵗ)`.
+  public var stepSize: Float
+  /// `1 / √(1 − β₂ᵗ)`.
+  public var inverseRootSecondCorrection: Float
+  /// `1 − lr·λ` (1 without weight decay).
+  public var parameterScale: Float
+
+  public init(
+    beta1: Float, beta2: Float, epsilon: Float, stepSize: Float, inverseRootSecondCorrection: Float,
+    parameterScale: Float
+  ) {
+    self.beta1 = beta1
+    self.beta2 = beta2
+    self.epsilon = epsilon
+    self.stepSize = stepSize
+    self.inverseRootSecondCorrection = inverseRootSecondCorrection
+    self.parameterScale = parameterScale
+  }
+}
+
+/// The constants of an SGD update (see ``Backend/sgdStep(_:parameter:gradient:momentumBuffer:)``).
+public struct SGDStep: Sendable, Equatable {
+  public var learningRate: Float
+  public var momentum: Float
+  /// λ of the coupled L2 penalty added to the gradient.
+  public var weightDecay: Float
+  public var nesterov: Bool
+
+  public init(learningRate: Float, momentum: Float, weightDecay: Float, nesterov: Bool) {
+    self.learningRate = learningRate
+    self.momentum = momentum
+    self.weightDecay = weightDecay
+    self.nesterov = nesterov
+  }
 }
 
 /// Backend selection: the task-local ``current`` backend for tensors on its device, and each
 /// device kind's default backend otherwise.
 ///
 /// ```swift
-/// let y = Backends.$current.withValue(ReferenceBackend()) { x.gelu() }  // computed by the reference
+/// let y = Backends.withCurrent(ReferenceBackend()) { x.gelu() }  // computed by the reference
 /// ```
 public enum Backends {
-  /// The backend ops use for tensors on its ``Backend/device`` (default: ``CPUBackend``).
-  @TaskLocal public static var current: any Backend = CPUBackend()
+  /// The backend ops use for tensors on its ``Backend/device``: the current ``ComputeContext``'s
+  /// (``CPUBackend`` unless a caller chose another).
+  public static var current: any Backend { ComputeContext.current.backend }
+
+  /// Runs `body` with `backend` computing the ops (the current context with that backend).
+  public static func withCurrent<R>(_ backend: any Backend, _ body: () throws -> R) rethrows -> R {
+    try ComputeContext.current.with(backend: backend).run(body)
+  }
 
   /// Every backend that `quadranet bench ops --backend` and the op tests can name.
   /// Adding a backend is one entry here.

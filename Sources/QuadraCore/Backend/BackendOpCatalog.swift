@@ -72,7 +72,7 @@ public enum BackendOpCatalog {
   public static func cases(_ scale: Scale) -> [BackendOpCase] {
     let large = scale == .large
     return matrixCases(large) + elementwiseCases(large) + activationCases(large) + normalizationCases(large)
-      + convolutionCases(large) + quadraticCases(large) + layoutCases(large)
+      + convolutionCases(large) + quadraticCases(large) + layoutCases(large) + parameterUpdateCases(large)
   }
 
   // MARK: Matrix products
@@ -397,4 +397,55 @@ public enum BackendOpCatalog {
   }
 
   static func list(_ triple: TensorTriple) -> [Tensor] { [triple.0, triple.1, triple.2] }
+
+  // MARK: Parameter updates
+
+  /// AdamW, SGD (plain, momentum, Nesterov) and the moving-average combination: the updated
+  /// parameter and state tensors are the outputs (memory-bound, so GB/s is reported).
+  static func parameterUpdateCases(_ large: Bool) -> [BackendOpCase] {
+    let shape = large ? [1536, 384] : [3, 37]
+    var result = [
+      BackendOpCase(
+        op: "adamWStep", variant: describe(shape), tolerance: 1e-6, differentiableInputCount: 0,
+        makeInputs: {
+          [random(shape, seed: 40), random(shape, seed: 41), random(shape, seed: 42), random(shape, seed: 43, lower: 0)]
+        },
+        forward: { inputs in
+          var (theta, m, v) = (inputs[0], inputs[2], inputs[3])
+          Tensor.adamWStep(
+            parameter: &theta, gradient: inputs[1], firstMoment: &m, secondMoment: &v, beta1: 0.9, beta2: 0.999,
+            epsilon: 1e-8, stepSize: 1e-3 / 0.19, inverseRootSecondCorrection: 1 / (0.002_997_001 as Float).squareRoot(),
+            parameterScale: 1 - 1e-3 * 0.05)
+          return [theta, m, v]
+        }),
+      BackendOpCase(
+        op: "linearCombination", variant: describe(shape), tolerance: 1e-6, differentiableInputCount: 0,
+        makeInputs: { [random(shape, seed: 44), random(shape, seed: 45)] },
+        forward: { inputs in
+          var shadow = inputs[0]
+          shadow.formLinearCombination(scaledBy: 0.999, adding: inputs[1], scaledBy: 0.001)
+          return [shadow]
+        }),
+    ]
+    for (momentum, nesterov) in [(Float(0), false), (0.9, false), (0.9, true)] {
+      result.append(
+        BackendOpCase(
+          op: "sgdStep", variant: "\(describe(shape)) momentum \(momentum)\(nesterov ? " nesterov" : "")", tolerance: 1e-6,
+          differentiableInputCount: 0,
+          makeInputs: { [random(shape, seed: 46), random(shape, seed: 47), random(shape, seed: 48)] },
+          forward: { inputs in
+            var theta = inputs[0]
+            guard momentum > 0 else {
+              Tensor.sgdStep(parameter: &theta, gradient: inputs[1], learningRate: 0.1, weightDecay: 1e-4)
+              return [theta]
+            }
+            var buffer = inputs[2]
+            Tensor.sgdStep(
+              parameter: &theta, gradient: inputs[1], momentumBuffer: &buffer, learningRate: 0.1, momentum: momentum,
+              weightDecay: 1e-4, nesterov: nesterov)
+            return [theta, buffer]
+          }))
+    }
+    return result
+  }
 }

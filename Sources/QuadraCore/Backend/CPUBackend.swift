@@ -184,12 +184,7 @@ public struct CPUBackend: Backend {
 
   public func sumAll(_ x: Tensor) -> Double { ElementwiseKernels.sumAll(x.buffer.pointer, count: x.count) }
 
-  public func squaredSum(_ x: Tensor) -> Double {
-    let values = UnsafeBufferPointer(start: x.buffer.pointer, count: x.count)
-    var total = 0.0
-    for v in values { total += Double(v) * Double(v) }
-    return total
-  }
+  public func squaredSum(_ x: Tensor) -> Double { OptimizerKernels.sumOfSquares(x.buffer.pointer, count: x.count) }
 
   public func maxAbs(_ x: Tensor) -> Float {
     let base = UnsafePointer(x.buffer.pointer), n = x.count
@@ -561,5 +556,28 @@ extension CPUBackend {
         j += 1
       }
     }
+  }
+}
+
+// MARK: - Parameter updates
+
+extension CPUBackend {
+  public func adamWStep(_ step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor) {
+    OptimizerKernels.adamW(
+      parameter: parameter.buffer.pointer, gradient: gradient.buffer.pointer, firstMoment: firstMoment.buffer.pointer,
+      secondMoment: secondMoment.buffer.pointer, count: parameter.count, beta1: step.beta1, beta2: step.beta2,
+      epsilon: step.epsilon, stepSize: step.stepSize, inverseRootSecondCorrection: step.inverseRootSecondCorrection,
+      parameterScale: step.parameterScale)
+  }
+
+  public func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?) {
+    OptimizerKernels.sgd(
+      parameter: parameter.buffer.pointer, gradient: gradient.buffer.pointer, momentumBuffer: momentumBuffer?.buffer.pointer,
+      count: parameter.count, learningRate: step.learningRate, momentum: step.momentum, weightDecay: step.weightDecay,
+      nesterov: step.nesterov)
+  }
+
+  public func linearCombination(_ x: Tensor, scaledBy alpha: Float, adding y: Tensor, scaledBy beta: Float) {
+    OptimizerKernels.linearCombination(x.buffer.pointer, scaledBy: alpha, adding: y.buffer.pointer, scaledBy: beta, count: x.count)
   }
 }

@@ -509,3 +509,35 @@ public struct ReferenceBackend: Backend {
     for i in values.indices { tensor.buffer.pointer[i] = Float(values[i]) }
   }
 }
+
+// MARK: - Parameter updates
+
+extension ReferenceBackend {
+  public func adamWStep(_ step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor) {
+    let theta = parameter.buffer.pointer, g = gradient.buffer.pointer
+    let m = firstMoment.buffer.pointer, v = secondMoment.buffer.pointer
+    for i in 0..<parameter.count {
+      m[i] = step.beta1 * m[i] + (1 - step.beta1) * g[i]
+      v[i] = step.beta2 * v[i] + (1 - step.beta2) * g[i] * g[i]
+      let denominator = v[i].squareRoot() * step.inverseRootSecondCorrection + step.epsilon
+      theta[i] = theta[i] * step.parameterScale - step.stepSize * m[i] / denominator
+    }
+  }
+
+  public func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?) {
+    let theta = parameter.buffer.pointer, g = gradient.buffer.pointer
+    for i in 0..<parameter.count {
+      var direction = g[i] + step.weightDecay * theta[i]
+      if let buffer = momentumBuffer?.buffer.pointer {
+        buffer[i] = step.momentum * buffer[i] + direction
+        direction = step.nesterov ? direction + step.momentum * buffer[i] : buffer[i]
+      }
+      theta[i] -= step.learningRate * direction
+    }
+  }
+
+  public func linearCombination(_ x: Tensor, scaledBy alpha: Float, adding y: Tensor, scaledBy beta: Float) {
+    let xs = x.buffer.pointer, ys = y.buffer.pointer
+    for i in 0..<x.count { xs[i] = alpha * xs[i] + beta * ys[i] }
+  }
+}

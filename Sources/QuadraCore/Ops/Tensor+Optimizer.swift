@@ -36,18 +36,15 @@ extension Tensor {
     checkSameShape(
       [("parameter", parameter.shape), ("gradient", gradient.shape), ("first moment", firstMoment.shape),
        ("second moment", secondMoment.shape)], op: "adamWStep")
-    let count = parameter.count
-    parameter.withUnsafeMutableBufferPointer { theta in
-      firstMoment.withUnsafeMutableBufferPointer { m in
-        secondMoment.withUnsafeMutableBufferPointer { v in
-          OptimizerKernels.adamW(
-            parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, firstMoment: m.baseAddress!,
-            secondMoment: v.baseAddress!, count: count, beta1: beta1, beta2: beta2, epsilon: epsilon,
-            stepSize: stepSize, inverseRootSecondCorrection: inverseRootSecondCorrection,
-            parameterScale: parameterScale)
-        }
-      }
-    }
+    let backend = Backends.backend(op: "adamWStep", parameter, gradient, firstMoment, secondMoment)
+    parameter.makeStorageUnique()
+    firstMoment.makeStorageUnique()
+    secondMoment.makeStorageUnique()
+    backend.adamWStep(
+      AdamWStep(
+        beta1: beta1, beta2: beta2, epsilon: epsilon, stepSize: stepSize,
+        inverseRootSecondCorrection: inverseRootSecondCorrection, parameterScale: parameterScale),
+      parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment)
   }
 
   /// One step of SGD with momentum, in place, as `torch.optim.SGD` with dampening 0:
@@ -70,40 +67,31 @@ extension Tensor {
     checkSameShape(
       [("parameter", parameter.shape), ("gradient", gradient.shape), ("momentum buffer", momentumBuffer.shape)],
       op: "sgdStep")
-    let count = parameter.count
-    parameter.withUnsafeMutableBufferPointer { theta in
-      momentumBuffer.withUnsafeMutableBufferPointer { b in
-        OptimizerKernels.sgd(
-          parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, momentumBuffer: b.baseAddress!,
-          count: count, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay, nesterov: nesterov)
-      }
-    }
+    let backend = Backends.backend(op: "sgdStep", parameter, gradient, momentumBuffer)
+    parameter.makeStorageUnique()
+    momentumBuffer.makeStorageUnique()
+    backend.sgdStep(
+      SGDStep(learningRate: learningRate, momentum: momentum, weightDecay: weightDecay, nesterov: nesterov),
+      parameter: parameter, gradient: gradient, momentumBuffer: momentumBuffer)
   }
 
   /// One step of plain SGD (no momentum), in place: `θ ← θ − lr · (g + λ θ)`.
   public static func sgdStep(parameter: inout Tensor, gradient: Tensor, learningRate: Float, weightDecay: Float) {
     checkSameShape([("parameter", parameter.shape), ("gradient", gradient.shape)], op: "sgdStep")
-    let count = parameter.count
-    parameter.withUnsafeMutableBufferPointer { theta in
-      OptimizerKernels.sgd(
-        parameter: theta.baseAddress!, gradient: gradient.buffer.pointer, momentumBuffer: nil, count: count,
-        learningRate: learningRate, momentum: 0, weightDecay: weightDecay, nesterov: false)
-    }
+    let backend = Backends.backend(op: "sgdStep", parameter, gradient)
+    parameter.makeStorageUnique()
+    backend.sgdStep(
+      SGDStep(learningRate: learningRate, momentum: 0, weightDecay: weightDecay, nesterov: false),
+      parameter: parameter, gradient: gradient, momentumBuffer: nil)
   }
 
   /// In place `self ← α · self + β · other` (e.g. an exponential moving average,
   /// `shadow ← d · shadow + (1 − d) · θ`); `other` has `self`'s shape.
   public mutating func formLinearCombination(scaledBy alpha: Float, adding other: Tensor, scaledBy beta: Float) {
     Tensor.checkSameShape([("self", shape), ("other", other.shape)], op: "formLinearCombination")
-    let count = self.count
-    withUnsafeMutableBufferPointer { x in
-      OptimizerKernels.linearCombination(
-        x.baseAddress!, scaledBy: alpha, adding: other.buffer.pointer, scaledBy: beta, count: count)
-    }
+    let backend = Backends.backend(op: "formLinearCombination", self, other)
+    makeStorageUnique()
+    backend.linearCombination(self, scaledBy: alpha, adding: other, scaledBy: beta)
   }
 
-  /// The squared L2 norm `Σ xᵢ²`, accumulated in Double (deterministic for a given thread count).
-  public func squaredNorm() -> Double {
-    OptimizerKernels.sumOfSquares(buffer.pointer, count: count)
-  }
 }
