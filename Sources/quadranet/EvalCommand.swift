@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QuadraData
+import QuadraDeploy
 import QuadraModels
 import QuadraTraining
 
@@ -46,12 +47,9 @@ struct EvalCommand: ParsableCommand {
     }
     let network = try weights.makeModel(requested: requested)
     try Evaluator.checkCompatibility(network.config, with: splits.test)
-    if let saved = weights.normalization, saved != splits.test.normalization {
-      Terminal.status(
-        "note: the model was trained with input normalization mean \(saved.mean), std \(saved.std); "
-          + "\(splits.test.name) uses mean \(splits.test.normalization.mean), std \(splits.test.normalization.std)")
-    }
-    let result = Evaluator.evaluate(network, on: splits.test, batchSize: batchSize)
+    // The model sees inputs prepared with the statistics it was trained with, not the evaluated set's own.
+    let testSet = weights.normalization.map { splits.test.renormalized(to: $0) } ?? splits.test
+    let result = Evaluator.evaluate(network, on: testSet, batchSize: batchSize)
     let report = Report(
       model: network.config.name, dataset: datasetName.description, accuracy: result.accuracy, correct: result.correct,
       count: result.count, loss: result.loss)
