@@ -54,7 +54,7 @@ JSON
 failed=0
 for model in quadranet-digits hornet convnext hybrid; do
   if [[ "$model" == quadranet-digits ]]; then source=(--model quadranet-digits); else source=(--config "$WORK/$model.json"); fi
-  "$BIN" train "${source[@]}" --dataset digits --epochs 1 --out "$WORK/$model" >/dev/null
+  "$BIN" train "${source[@]}" --dataset digits --epochs 1 --warmup-epochs 0 --out "$WORK/$model" >/dev/null
   "$BIN" export --checkpoint "$WORK/$model" --out "$WORK/$model.onnx"
   if ! "$PYTHON" scripts/onnx_check.py --onnx "$WORK/$model.onnx" --checkpoint "$WORK/$model" --quadranet "$BIN" \
     "$WORK/digits.npy"; then
