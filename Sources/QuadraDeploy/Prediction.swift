@@ -220,6 +220,12 @@ public enum LogitsWriter {
     public var model: String
     public var inputs: [String]
     public var logits: [[Float]]
+
+    public init(model: String, inputs: [String], logits: [[Float]]) {
+      self.model = model
+      self.inputs = inputs
+      self.logits = logits
+    }
   }
 
   /// `inputs` names each row's source (`file[index]`).

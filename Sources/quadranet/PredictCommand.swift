@@ -45,6 +45,10 @@ struct PredictCommand: ParsableCommand {
     Parallel.threadCount = threadOptions.threads
     let deployable = try DeployableModel(contentsOf: URL(fileURLWithPath: checkpoint))
     let predictor = try Predictor(deployable, batchSize: batchSize)
+    let classCount = deployable.config.classCount
+    guard topK <= classCount else {
+      throw ValidationError("--top-k must be in 1...\(classCount) (the model's classes), got \(topK)")
+    }
     let inputLayout = InputLayout(rawValue: layout.lowercased()) ?? .auto
     // Read and check every input before computing, so a bad file fails fast.
     let images = try inputs.map { try ImageInput.read(URL(fileURLWithPath: $0), for: deployable, layout: inputLayout) }
@@ -58,7 +62,7 @@ struct PredictCommand: ParsableCommand {
       rowNames += (0..<input.count).map { "\(input.source)[\($0)]" }
     }
     if let logits {
-      let tensor = Tensor(shape: [rowNames.count, deployable.config.classCount], scalars: rows)
+      let tensor = Tensor(shape: [rowNames.count, classCount], scalars: rows)
       try LogitsWriter.write(tensor, inputs: rowNames, model: deployable.config.name, to: URL(fileURLWithPath: logits))
     }
     if json {
