@@ -27,10 +27,12 @@ let package = Package(
     .library(name: "QuadraData", targets: ["QuadraData"]),
     .library(name: "QuadraIO", targets: ["QuadraIO"]),
     .library(name: "QuadraTraining", targets: ["QuadraTraining"]),
+    .library(name: "QuadraDeploy", targets: ["QuadraDeploy"]),
     .executable(name: "quadranet", targets: ["quadranet"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
   ],
   targets: [
     // Tensor storage, the tracking allocator, threading and the compute kernels.
@@ -56,11 +58,19 @@ let package = Package(
     .target(
       name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
       swiftSettings: kernelSettings),
+    // Deployment: ONNX export (messages generated from onnx.proto 1.17.0), NumPy .npy I/O, prediction.
+    .target(
+      name: "QuadraDeploy",
+      dependencies: [
+        "QuadraModels", "QuadraData", "QuadraIO", "QuadraTraining",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: cpuSettings),
     .executableTarget(
       name: "quadranet",
       dependencies: [
         "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
-        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "QuadraDeploy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: cpuSettings),
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
@@ -69,5 +79,6 @@ let package = Package(
     .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
   ]
 )

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QuadraData
+import QuadraDeploy
 import QuadraModels
 import QuadraTraining
 
@@ -52,12 +53,9 @@ struct EvalCommand: ParsableCommand {
     }
     let network = try weights.makeModel(requested: requested)
     try Evaluator.checkCompatibility(network.config, with: splits.test)
-    if let saved = weights.normalization, saved != splits.test.normalization {
-      Terminal.status(
-        "note: the model was trained with input normalization mean \(saved.mean), std \(saved.std); "
-          + "\(splits.test.name) uses mean \(splits.test.normalization.mean), std \(splits.test.normalization.std)")
-    }
-    let result = try Evaluator.evaluate(network, on: splits.test, batchSize: batchSize)
+    // The model sees inputs prepared with the statistics it was trained with, not the evaluated set's own.
+    let testSet = weights.normalization.map { splits.test.renormalized(to: $0) } ?? splits.test
+    let result = try Evaluator.evaluate(network, on: testSet, batchSize: batchSize)
     guard result.loss.isFinite else {
       throw EvaluationError.nonFiniteLoss(path: weights.path, dataset: splits.test.name, loss: result.loss)
     }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ONNX export check (issue 10): trains tiny checkpoints of every family on the embedded digits
+# (one epoch each), exports them, and compares ONNX Runtime with `quadranet predict` on 400 digit
+# images (scripts/onnx_check.py: onnx.checker full check, max |delta| <= 1e-4 * max|logit|, identical
+# argmax). About 2-3 minutes on two cores after the release build. Prints "SKIPPED: <reason>" and exits 0
+# when Python packages cannot be installed (no network).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+VENV="${ONNX_VENV:-$ROOT/.build/onnx-venv}"
+
+if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+  echo "SKIPPED: python3 -m venv failed (install python3-venv)"
+  exit 0
+fi
+if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check onnx onnxruntime numpy >/dev/null 2>&1; then
+  echo "SKIPPED: pip cannot install onnx onnxruntime numpy"
+  exit 0
+fi
+PYTHON="$VENV/bin/python"
+
+swift build -c release --product quadranet
+BIN="$(swift build -c release --show-bin-path)/quadranet"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# 400 raw digit images (values 0-16) from the embedded data, as uint8 [N, 8, 8].
+"$PYTHON" - "$ROOT/Sources/QuadraData/Resources/digits.csv.gz" "$WORK/digits.npy" <<'PY'
+import gzip, sys
+import numpy as np
+rows = [line.split(",") for line in gzip.open(sys.argv[1], "rt").read().split()]
+pixels = np.array([[int(v) for v in row[:64]] for row in rows[:400]], dtype=np.uint8)
+np.save(sys.argv[2], pixels.reshape(-1, 8, 8))
+PY
+
+# Small configs of the other families, and a hybrid (one mixer per stage) with an overlapping stem.
+cat > "$WORK/hornet.json" <<'JSON'
+{"name": "hornet-digits", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "depths": [1, 1],
+ "widths": [16, 32], "mixers": [{"gnConv": {"order": 2, "scale": 0.3333333}}, {"gnConv": {"order": 3, "scale": 0.3333333}}],
+ "mlpRatio": 2, "layerScaleInit": 0.1, "dropPathRate": 0}
+JSON
+cat > "$WORK/convnext.json" <<'JSON'
+{"name": "convnext-digits", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "depths": [1, 1],
+ "widths": [16, 32], "mixers": [{"depthwise": {"kernelSize": 3}}, {"depthwise": {"kernelSize": 3}}],
+ "mlpRatio": 2, "layerScaleInit": 0.1, "dropPathRate": 0}
+JSON
+cat > "$WORK/hybrid.json" <<'JSON'
+{"name": "hybrid-digits", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "stemKernelSize": 4,
+ "depths": [1, 1, 1], "widths": [16, 32, 64],
+ "mixers": [{"quadratic": {"kernelSize": 3}}, {"gnConv": {"order": 2, "scale": 0.3333333}}, {"depthwise": {"kernelSize": 3}}],
+ "mlpRatio": 2, "layerScaleInit": 0.1, "dropPathRate": 0}
+JSON
+
+failed=0
+for model in quadranet-digits hornet convnext hybrid; do
+  if [[ "$model" == quadranet-digits ]]; then source=(--model quadranet-digits); else source=(--config "$WORK/$model.json"); fi
+  "$BIN" train "${source[@]}" --dataset digits --epochs 1 --warmup-epochs 0 --out "$WORK/$model" >/dev/null
+  "$BIN" export --checkpoint "$WORK/$model" --out "$WORK/$model.onnx"
+  if ! "$PYTHON" scripts/onnx_check.py --onnx "$WORK/$model.onnx" --checkpoint "$WORK/$model" --quadranet "$BIN" \
+    "$WORK/digits.npy"; then
+    failed=$((failed + 1))
+  fi
+done
+echo "onnx_check: $((4 - failed)) passed, $failed failed"
+[[ "$failed" == 0 ]]
