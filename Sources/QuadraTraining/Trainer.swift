@@ -63,6 +63,7 @@ public final class Trainer {
     try options.validate()
     try Evaluator.checkCompatibility(model.config, with: splits.train)
     try Evaluator.checkCompatibility(model.config, with: splits.test)
+    try model.config.checkTrainingMemory(batchSize: options.batchSize, resolution: splits.train.imageShape[0])
     self.model = model
     self.splits = splits
     self.dataset = dataset
