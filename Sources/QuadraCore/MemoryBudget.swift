@@ -57,11 +57,13 @@ public enum MemoryBudget {
   }()
 
   private static let override = Mutex<Int?>(nil)
+  @TaskLocal private static var scopedLimit: Int?
 
-  /// The limit plans are checked against: an explicit ``setLimit(_:)``, else
-  /// `QUADRANET_MEMORY_LIMIT`, else ``defaultFraction`` of ``availableBytes``.
+  /// The limit plans are checked against: a ``withLimit(_:_:)`` scope's, else an explicit
+  /// ``setLimit(_:)``, else `QUADRANET_MEMORY_LIMIT`, else ``defaultFraction`` of ``availableBytes``.
   /// A malformed environment variable is reported by ``checkEnvironment()`` and otherwise ignored.
   public static var limitBytes: Int {
+    if let scoped = scopedLimit { return scoped }
     if let explicit = override.withLock({ $0 }) { return explicit }
     if let text = ProcessInfo.processInfo.environment[environmentVariable],
       let value = try? parseLimit(text, source: environmentVariable)
@@ -74,6 +76,12 @@ public enum MemoryBudget {
   /// Sets the process-wide limit (the CLI's `--memory-limit`); `nil` restores the default.
   public static func setLimit(_ bytes: Int?) {
     override.withLock { $0 = bytes }
+  }
+
+  /// Runs `body` with the limit set to `bytes` for the current task and its children only
+  /// (other tasks, e.g. concurrently running tests, keep theirs).
+  public static func withLimit<R>(_ bytes: Int, _ body: () throws -> R) rethrows -> R {
+    try $scopedLimit.withValue(bytes, operation: body)
   }
 
   /// Throws if `QUADRANET_MEMORY_LIMIT` is set but malformed or out of range.

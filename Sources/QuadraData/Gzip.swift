@@ -64,7 +64,8 @@ public enum Gzip {
     // so what it can make us reserve is capped by the limit.
     var output = Data()
     let sizeHint = data.count >= 18 ? Int(data.suffix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) : 0
-    output.reserveCapacity(Swift.min(sizeHint, limit, 1 << 30))
+    // Deflate expands at most ~1032:1, which also bounds what a corrupt trailer can make us reserve.
+    output.reserveCapacity(Swift.min(sizeHint, limit, data.count.multipliedReportingOverflow(by: 1032).partialValue, 1 << 30))
 
     var stream = z_stream()
     // 16 + MAX_WBITS: expect a gzip header and trailer rather than a zlib one.

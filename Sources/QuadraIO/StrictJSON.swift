@@ -89,7 +89,12 @@ public enum StrictJSON {
     case .valueNotFound(let type, let context):
       return JSONInputError(path: pathString(context.codingPath), message: "expected \(typeName(type)), found null")
     case .dataCorrupted(let context):
-      return JSONInputError(path: pathString(context.codingPath), message: context.debugDescription)
+      // Out-of-range numbers (e.g. 1e39 for a Float) are reported through the underlying error.
+      let underlying = context.underlyingError.map { error -> String in
+        let text = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+        return " (\(text.prefix(200)))"
+      }
+      return JSONInputError(path: pathString(context.codingPath), message: context.debugDescription + (underlying ?? ""))
     @unknown default:
       return JSONInputError(path: "", message: "\(error)")
     }
@@ -208,10 +213,13 @@ public enum StrictJSON {
       guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
       let key = try parseString()
       let last = frames.count - 1
-      frames[last].key = key
-      guard frames[last].keys.insert(key).inserted else {
+      let isNew = frames[last].keys.insert(key).inserted
+      // The path of a duplicate is its object's; of anything inside the member, it includes the key.
+      frames[last].key = nil
+      guard isNew else {
         throw JSONInputError(path: path, message: "duplicate key '\(key)' (each key may appear once per object)")
       }
+      frames[last].key = key
       skipWhitespace()
       guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { throw fail("expected ':'") }
       position += 1

@@ -19,8 +19,9 @@ struct EvalCommand: ParsableCommand {
   var dataset: String?
   @Option(help: "Registered model; required for files without a saved config, checked against it otherwise.")
   var model: String?
-  @Option(help: "Evaluation batch size.") var batchSize: Int = 250
+  @Option(parsing: .unconditional, help: "Evaluation batch size, 1...65536.") var batchSize: Int = 250
   @OptionGroup var threadOptions: ThreadOptions
+  @OptionGroup var memoryOptions: MemoryOptions
   @Flag(help: "Print one JSON object instead of a sentence.") var json = false
 
   struct Report: Codable {
@@ -33,11 +34,12 @@ struct EvalCommand: ParsableCommand {
   }
 
   func validate() throws {
-    guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+    try FlagCheck.integer(batchSize, in: TrainingOptions.Limits.batchSize, "--batch-size")
   }
 
   func run() throws {
     Parallel.threadCount = threadOptions.threads
+    try memoryOptions.apply()
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
     let splits = try DatasetSplits.load(datasetName)
