@@ -63,7 +63,8 @@ public final class Trainer {
     try options.validate()
     try Evaluator.checkCompatibility(model.config, with: splits.train)
     try Evaluator.checkCompatibility(model.config, with: splits.test)
-    try model.config.checkTrainingMemory(batchSize: options.batchSize, resolution: splits.train.imageShape[0])
+    try model.config.checkTrainingMemory(
+      batchSize: Swift.min(options.batchSize, splits.train.count), resolution: splits.train.imageShape[0])
     self.model = model
     self.splits = splits
     self.dataset = dataset

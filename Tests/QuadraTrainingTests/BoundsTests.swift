@@ -155,6 +155,30 @@ import Testing
     #expect(message { _ = try WeightsCheckpoint.read(from: URL(fileURLWithPath: "/dev/zero")) }.contains("not a regular file"))
   }
 
+  // MARK: Safetensors
+
+  /// A safetensors file whose header is `header` (the length prefix matches it) and whose data is `payload`.
+  func safetensors(header: String, payload: [UInt8] = []) -> Data {
+    var data = Data()
+    withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
+    data.append(contentsOf: Array(header.utf8))
+    data.append(contentsOf: payload)
+    return data
+  }
+
+  @Test func safetensorsHeadersAreStrict() {
+    let tensor = #"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#
+    #expect(message { _ = try Safetensors.decode(safetensors(header: "{\"a\":\(tensor)}", payload: [0, 0, 0, 0])) }.isEmpty)
+    let duplicate = safetensors(header: "{\"a\":\(tensor),\"a\":\(tensor)}", payload: [0, 0, 0, 0])
+    #expect(message { _ = try Safetensors.decode(duplicate) }.contains("duplicate key 'a'"))
+    let metadata = safetensors(header: #"{"__metadata__":{"epoch":"1","epoch":"2"}}"#)
+    #expect(message { _ = try Safetensors.decode(metadata) }.contains("__metadata__: duplicate key 'epoch'"))
+    let bomb = safetensors(header: "{\"a\":" + String(repeating: "[", count: 200_000) + "}")
+    #expect(message { _ = try Safetensors.decode(bomb) }.contains("nesting deeper than 8 levels"))
+    let huge = safetensors(header: #"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, payload: [0, 0, 0, 0])
+    #expect(message { _ = try Safetensors.decode(huge) }.contains("needs 9223372036854775807 bytes"))
+  }
+
   // MARK: Gzip and IDX
 
   static let images = IDX.encode(IDXArray(dimensions: [3, 4, 5], bytes: (0..<60).map { UInt8($0) }))
@@ -242,7 +266,7 @@ import Testing
       ({ $0.threads = 0 }, "threads: 0"),
       ({ $0.options.augmentation = Augmentation(padding: 0); $0.options.augmentation?.padding = -4 }, "crop padding"),
       ({ $0.schedule.totalSteps = 1 << 50 }, "schedule.totalSteps"),
-      ({ $0.options.learningRate = 1e30 }, "learning rate must be in (0, 10]"),
+      ({ $0.options.learningRate = -1 }, "learning rate must be finite and positive"),
     ]
     for (edit, expected) in cases {
       let text = try readEditedState(edit)
