@@ -42,6 +42,12 @@ public enum StrictJSON {
 
   /// Checks `data` is one well-formed JSON value within `limits`, with no duplicate object keys.
   public static func validate(_ data: Data, limits: Limits = Limits()) throws {
+    _ = try parse(data, limits: limits)
+  }
+
+  /// Validates `data`; returns the path and text of the first number beyond `Float`'s range or
+  /// `Int64`'s (for integer literals), which `JSONDecoder` may reject without naming a path.
+  static func parse(_ data: Data, limits: Limits) throws -> (path: String, text: String)? {
     guard data.count <= limits.maximumBytes else {
       throw JSONInputError(
         path: "", message: "the JSON document has \(data.count) bytes; at most \(limits.maximumBytes) are allowed")
@@ -49,19 +55,26 @@ public enum StrictJSON {
     guard String(data: data, encoding: .utf8) != nil else {
       throw JSONInputError(path: "", message: "the JSON document is not valid UTF-8")
     }
-    try data.withUnsafeBytes { bytes in
+    return try data.withUnsafeBytes { bytes in
       var parser = Parser(bytes: bytes, maximumDepth: limits.maximumDepth)
       try parser.parseDocument()
+      return parser.firstLargeNumber
     }
   }
 
   /// Validates `data` strictly, then decodes it; errors name the JSON path and the problem.
   public static func decode<T: Decodable>(_ type: T.Type, from data: Data, limits: Limits = Limits()) throws -> T {
-    try validate(data, limits: limits)
+    let largeNumber = try parse(data, limits: limits)
     do {
       return try JSONDecoder().decode(T.self, from: data)
     } catch let error as DecodingError {
-      throw describe(error)
+      var described = describe(error)
+      // The document is valid JSON, so a path-less "not valid JSON" is a number its field cannot hold.
+      if case .dataCorrupted(let context) = error, context.codingPath.isEmpty, let largeNumber {
+        described = JSONInputError(
+          path: largeNumber.path, message: "the number \(largeNumber.text) is out of range for this field")
+      }
+      throw described
     }
   }
 
@@ -127,6 +140,8 @@ public enum StrictJSON {
     let maximumDepth: Int
     var position = 0
     var frames: [Frame] = []
+    /// The first number beyond `Float`'s range, or an integer literal beyond `Int64`'s (path, text).
+    var firstLargeNumber: (path: String, text: String)?
 
     init(bytes: UnsafeRawBufferPointer, maximumDepth: Int) {
       self.bytes = bytes
@@ -239,6 +254,7 @@ public enum StrictJSON {
         while position < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position]) { position += 1 }
         return position - start
       }
+      let start = position
       if bytes[position] == UInt8(ascii: "-") { position += 1 }
       guard position < bytes.count else { throw fail("invalid number") }
       if bytes[position] == UInt8(ascii: "0") {
@@ -256,6 +272,15 @@ public enum StrictJSON {
           position += 1
         }
         guard digits() > 0 else { throw fail("invalid number (no digits in the exponent)") }
+      }
+      if firstLargeNumber == nil {
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+        let isInteger = !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" })
+        let fits =
+          isInteger
+          ? Int64(text) != nil || UInt64(text) != nil
+          : Double(text).map { abs($0) <= Double(Float.greatestFiniteMagnitude) } ?? false
+        if !fits { firstLargeNumber = (path, String(text.prefix(40))) }
       }
     }
 

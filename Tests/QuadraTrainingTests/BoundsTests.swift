@@ -134,7 +134,9 @@ import Testing
     let big = "{\"name\":\"" + String(repeating: "x", count: 2 << 20) + "\"}"
     #expect(decode(big).contains("at most 1048576"))
     let floatRange = valid.replacingOccurrences(of: #""layerScaleInit":0.1"#, with: #""layerScaleInit":1e39"#)
-    #expect(!decode(floatRange).isEmpty)
+    #expect(decode(floatRange) == "layerScaleInit: the number 1e39 is out of range for this field", "\(decode(floatRange))")
+    let intRange = valid.replacingOccurrences(of: #""mlpRatio":2"#, with: #""mlpRatio":-9223372036854775809"#)
+    #expect(decode(intRange).hasPrefix("mlpRatio: "), "\(decode(intRange))")
     let outOfRange = valid.replacingOccurrences(of: #""classCount":10"#, with: #""classCount":1099511627776"#)
     #expect(decode(outOfRange).contains("classCount: 1099511627776 is outside the allowed range 1...100000"))
     for malformed in ["", "{", "{\"a\":}", "[1,]", "01", "1.", "\"\\x\"", "\"\\ud800\"", "nul", "{} {}", "\"a\u{1}\""] {
