@@ -64,7 +64,8 @@ public final class Trainer {
     try Evaluator.checkCompatibility(model.config, with: splits.train)
     try Evaluator.checkCompatibility(model.config, with: splits.test)
     try model.config.checkTrainingMemory(
-      batchSize: Swift.min(options.batchSize, splits.train.count), resolution: splits.train.imageShape[0])
+      batchSize: Swift.min(options.batchSize, splits.train.count),
+      resolution: Swift.max(splits.train.imageShape[0], splits.train.imageShape[1]))
     self.model = model
     self.splits = splits
     self.dataset = dataset

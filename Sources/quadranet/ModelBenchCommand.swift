@@ -8,7 +8,7 @@ struct ModelBenchCommand: ParsableCommand {
     commandName: "models",
     abstract: "Training and inference throughput and peak memory of models, side by side in one process.")
 
-  @Option(help: "Comma-separated model names (see `quadranet models`).")
+  @Option(parsing: .unconditional, help: "Comma-separated model names (see `quadranet models`).")
   var models: String = "quadranet-t18,quadranet-t,hornet-t,convnext-t"
   @Option(parsing: .unconditional, help: "Square input resolution, 32...4096.") var resolution: Int = 224
   @Option(parsing: .unconditional, help: "Images per step, 1...4096.") var batchSize: Int = 16

@@ -97,7 +97,12 @@ struct TrainCommand: ParsableCommand {
     if let epochs { options.epochs = epochs }
     if let batchSize { options.batchSize = batchSize }
     if let learningRate { options.learningRate = learningRate }
-    if let warmupEpochs { options.warmupEpochs = warmupEpochs }
+    if let warmupEpochs {
+      options.warmupEpochs = warmupEpochs
+    } else {
+      // The recipe's warm-up (2 epochs for digits) must not make a short run such as `--epochs 1` invalid.
+      options.warmupEpochs = Swift.min(options.warmupEpochs, Double(options.epochs))
+    }
     if let weightDecay { options.weightDecay = weightDecay }
     if let labelSmoothing { options.labelSmoothing = labelSmoothing }
     if let emaDecay { options.emaDecay = emaDecay }
