@@ -37,7 +37,7 @@ struct ThreadOptions: ParsableArguments {
 
   // `.unconditional` takes "-3" as the value, so the message is the range error, not "missing value".
   @Option(parsing: .unconditional, help: "Threads for the compute kernels, 1...1024 (default: all cores).")
-  var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+  var threads: Int = Swift.min(ProcessInfo.processInfo.activeProcessorCount, ThreadOptions.range.upperBound)
 
   func validate() throws {
     try FlagCheck.integer(threads, in: Self.range, "--threads")
