@@ -50,27 +50,32 @@ public enum IDX {
   /// then the whole stream, but never more than that size, so a small file that inflates to gigabytes
   /// (a gzip bomb, or data after the payload) is an error before it can exhaust memory.
   public static func read(contentsOf url: URL) throws -> IDXArray {
-    let data = try readFile(url)
-    guard Gzip.hasGzipMagic(data) else { return try parse(data, path: url.path) }
+    try decode(readFile(url), path: url.path)
+  }
+
+  /// Parses the bytes of an IDX file, raw or gzipped (recognized by the magic bytes `1f 8b`);
+  /// `path` only names the source in errors. See ``read(contentsOf:)`` for how gzip is bounded.
+  public static func decode(_ data: Data, path: String) throws -> IDXArray {
+    guard Gzip.hasGzipMagic(data) else { return try parse(data, path: path) }
     let header: Header
     do {
       let prefix = try Gzip.decompressedPrefix(data, count: maximumHeaderBytes)
-      header = try parseHeader(prefix, path: url.path)
+      header = try parseHeader(prefix, path: path)
     } catch let error as GzipError {
-      throw DatasetError.corruptGzip(path: url.path, reason: error.description)
+      throw DatasetError.corruptGzip(path: path, reason: error.description)
     }
     let full: Data
     do {
       full = try Gzip.decompress(data, maximumBytes: header.fileSize)
     } catch GzipError.tooLarge {
       throw DatasetError.invalidHeader(
-        path: url.path,
+        path: path,
         reason: "decompresses to more than the \(header.fileSize) bytes its IDX header announces "
           + "(dimensions \(header.dimensions)); the file has trailing data or a wrong header")
     } catch let error as GzipError {
-      throw DatasetError.corruptGzip(path: url.path, reason: error.description)
+      throw DatasetError.corruptGzip(path: path, reason: error.description)
     }
-    return try parse(full, path: url.path)
+    return try parse(full, path: path)
   }
 
   /// Parses IDX bytes; `path` only names the source in errors.

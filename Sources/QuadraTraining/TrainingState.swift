@@ -234,6 +234,15 @@ public struct TrainingState: Codable, Sendable {
   /// Threads the run used so far (bitwise reproduction needs the same count).
   public var threads: Int
 
+  /// Decodes the JSON saved under the `training_state` metadata key strictly (no duplicate keys, at most
+  /// 16 MiB and 32 levels deep) and checks it with ``validate()``; errors are ``QuadraIO/JSONInputError``s
+  /// naming the JSON path.
+  public static func decode(json: String) throws -> TrainingState {
+    let state = try StrictJSON.decode(TrainingState.self, from: Data(json.utf8))
+    try state.validate()
+    return state
+  }
+
   /// The largest training set a saved state may describe.
   public static let trainCountRange = 1...100_000_000
   /// The thread counts a saved state may record (the range of `--threads`).
@@ -354,9 +363,7 @@ public struct TrainingCheckpoint {
     }
     let state: TrainingState
     do {
-      // Strict: duplicate keys, nesting bombs and out-of-range numbers are errors naming the JSON path.
-      state = try StrictJSON.decode(TrainingState.self, from: Data(json.utf8))
-      try state.validate()
+      state = try TrainingState.decode(json: json)
     } catch let error as JSONInputError {
       throw CheckpointError.invalidMetadata(
         path: stateURL.path, key: CheckpointFiles.Key.trainingState, reason: "not a valid training state: \(error)")

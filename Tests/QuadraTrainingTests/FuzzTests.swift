@@ -61,44 +61,38 @@ import Testing
   }
 
   @Test func gzippedIDX() throws {
-    let directory = try makeTemporaryDirectory()
-    defer { removeDirectory(directory) }
-    let url = directory.appendingPathComponent("mutant-idx3-ubyte.gz")
     let gzipped = try Gzip.compress(Self.idx)
     var mutator = Mutator(seed: 5)
     var rejected = 0
-    for round in 0..<3000 {
+    for round in 0..<4000 {
       // Half mutate the compressed bytes, half the IDX inside (header dimensions vs payload).
       let mutant: Data
       if round % 2 == 0 {
         mutant = Data(mutator.mutate(Array(gzipped)))
       } else {
-        mutant = try Gzip.compress(Data(mutator.mutate(Array(Self.idx))))
+        mutant = try Gzip.compress(Data(mutator.mutate(Array(Self.idx))), level: 1)
       }
-      try mutant.write(to: url)
       do {
-        _ = try IDX.read(contentsOf: url)
+        _ = try IDX.decode(mutant, path: "mutant-idx3-ubyte.gz")
       } catch {
         rejected += 1
       }
     }
-    #expect(rejected > 1500)
+    #expect(rejected > 2000)
   }
 
-  /// A written training checkpoint of a tiny model: the weights file, and the training-state file's tensors and JSON.
   static let splits = Result { try Tiny.digits(trainCount: 32, testCount: 16) }
 
-  static func writeCheckpoint(to directory: URL) throws -> (state: TrainingState, tensors: [String: Tensor]) {
-    let splits = try Self.splits.get()
+  /// The checkpoint of a fresh run of a tiny model (one epoch planned), written to `directory`.
+  static func writeCheckpoint(to directory: URL) throws -> TrainingCheckpoint {
     var options = Tiny.options
     options.epochs = 1
     let trainer = try Trainer(
-      model: try VisionModel(config: Tiny.quadraNet, seed: 1), splits: splits, dataset: "digits", options: options)
+      model: try VisionModel(config: Tiny.quadraNet, seed: 1), splits: try splits.get(), dataset: "digits",
+      options: options)
     let checkpoint = trainer.checkpoint()
     try checkpoint.write(to: directory)
-    var tensors: [String: Tensor] = [:]
-    for (name, tensor) in checkpoint.optimizerMoments { tensors[TrainingCheckpoint.optimizerPrefix + name] = tensor }
-    return (checkpoint.state, tensors)
+    return checkpoint
   }
 
   static func writeState(json: String, tensors: [String: Tensor], epoch: Int, step: Int, to directory: URL) throws {
@@ -112,18 +106,16 @@ import Testing
   @Test func trainingStateJSON() throws {
     let directory = try makeTemporaryDirectory()
     defer { removeDirectory(directory) }
-    let (state, tensors) = try Self.writeCheckpoint(to: directory)
-    let json = Array(WeightsCheckpoint.json(state).utf8)
-    let counts = fuzz(json, count: 1500, seed: 6) { mutant in
-      try Self.writeState(
-        json: String(decoding: mutant, as: UTF8.self), tensors: tensors, epoch: state.epoch, step: state.globalStep,
-        to: directory)
-      // What reads back must also resume and train without trapping.
-      let checkpoint = try TrainingCheckpoint.read(from: directory)
+    var checkpoint = try Self.writeCheckpoint(to: directory)
+    let json = Array(WeightsCheckpoint.json(checkpoint.state).utf8)
+    let counts = fuzz(json, count: 2000, seed: 6) { mutant in
+      checkpoint.state = try TrainingState.decode(json: String(decoding: mutant, as: UTF8.self))
+      // What decodes must also resume and train without trapping.
       let trainer = try Trainer(resuming: checkpoint, splits: try Self.splits.get(), dataset: "digits")
       try trainer.run(outputDirectory: nil, stopAfterEpoch: checkpoint.state.epoch + 1)
     }
-    #expect(counts.rejected > 750, "\(counts)")
+    // Some mutants (seeds, generator words, timings) are valid states: the resume path runs too.
+    #expect(counts.rejected > 1000 && counts.accepted > 20, "\(counts)")
   }
 
   @Test func trainingStateFile() throws {
@@ -132,10 +124,10 @@ import Testing
     _ = try Self.writeCheckpoint(to: directory)
     let stateURL = directory.appendingPathComponent(CheckpointFiles.trainingState)
     let valid = try Data(contentsOf: stateURL)
-    let counts = fuzz(Array(valid), count: 1500, seed: 7) { mutant in
+    let counts = fuzz(Array(valid), count: 1000, seed: 7) { mutant in
       try Data(mutant).write(to: stateURL)
       _ = try TrainingCheckpoint.read(from: directory)
     }
-    #expect(counts.rejected > 750, "\(counts)")
+    #expect(counts.rejected > 500, "\(counts)")
   }
 }
