@@ -125,6 +125,38 @@ extension ModelConfig {
     return (floats * p(batchSize, 4)).value
   }
 
+  /// A conservative estimate of the peak activation bytes of an inference pass (nothing recorded for
+  /// gradients) on `batchSize` images of `resolution`²: the input batch plus, at the most demanding
+  /// stage, `f · resolution_s² · width_s` floats per image for the maps alive inside one block, with
+  /// `f = 6 + 2·mlpRatio` (`10 + 2·mlpRatio` for gnConv). Saturates at `Int.max`.
+  public func inferenceActivationBytes(batchSize: Int, resolution: Int) -> Int {
+    let sizes = stageResolutions(inputResolution: resolution)
+    let p = SaturatingSize.product
+    var largest = p(sizes[0], sizes[0], widths[0], 3)  // the stem's output and norm
+    for stage in depths.indices {
+      let factor: Int
+      switch mixers[stage] {
+      case .quadratic, .depthwise: factor = 6 + 2 * mlpRatio
+      case .gnConv: factor = 10 + 2 * mlpRatio
+      }
+      let maps = p(sizes[stage], sizes[stage], widths[stage], factor)
+      if maps.value > largest.value { largest = maps }
+    }
+    let floats = p(resolution, resolution, inputChannels) + largest
+    return (floats * p(batchSize, 4)).value
+  }
+
+  /// Throws ``QuadraCore/MemoryBudgetError`` when an inference pass on `batchSize` images of `resolution`²
+  /// (the weights and ``inferenceActivationBytes(batchSize:resolution:)``) would exceed the memory limit.
+  public func checkInferenceMemory(batchSize: Int, resolution: Int) throws {
+    let total = SaturatingSize.product(parameterCount, 4) + SaturatingSize(
+      inferenceActivationBytes(batchSize: batchSize, resolution: resolution))
+    try MemoryBudget.check(
+      total.value,
+      for: "evaluating model \(name) on batches of \(batchSize) image(s) of \(resolution)×\(resolution) "
+        + "(weights and activations)")
+  }
+
   /// Throws ``QuadraCore/MemoryBudgetError`` when the parameters with their gradients and AdamW
   /// moments (``trainingParameterBytes``) exceed the process's memory limit.
   public func checkParameterMemory() throws {

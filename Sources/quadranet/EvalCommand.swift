@@ -48,6 +48,9 @@ struct EvalCommand: ParsableCommand {
     }
     let network = try weights.makeModel(requested: requested)
     try Evaluator.checkCompatibility(network.config, with: splits.test)
+    try network.config.checkInferenceMemory(
+      batchSize: min(batchSize, splits.test.count),
+      resolution: max(splits.test.imageShape[0], splits.test.imageShape[1]))
     if let saved = weights.normalization, saved != splits.test.normalization {
       Terminal.status(
         "note: the model was trained with input normalization mean \(saved.mean), std \(saved.std); "

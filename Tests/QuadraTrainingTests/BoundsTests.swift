@@ -114,6 +114,12 @@ import Testing
     let step = message { try Tiny.quadraNet.checkTrainingMemory(batchSize: 65_536, resolution: 4096) }
     #expect(step.contains("training step") && step.contains("QUADRANET_MEMORY_LIMIT"), "\(step)")
     #expect(throws: Never.self) { try Tiny.quadraNet.checkTrainingMemory(batchSize: 16, resolution: 8) }
+    let inference = message { try Tiny.quadraNet.checkInferenceMemory(batchSize: 65_536, resolution: 4096) }
+    #expect(inference.contains("evaluating model tiny-quadranet"), "\(inference)")
+    #expect(throws: Never.self) { try Tiny.quadraNet.checkInferenceMemory(batchSize: 250, resolution: 8) }
+    // Inference keeps far less alive than a training step.
+    let inferenceBytes = Tiny.quadraNet.inferenceActivationBytes(batchSize: 64, resolution: 28)
+    #expect(inferenceBytes > 0 && inferenceBytes < Tiny.quadraNet.trainingActivationBytes(batchSize: 64, resolution: 28))
   }
 
   @Test func configJSONErrorsGiveThePath() {
