@@ -46,17 +46,31 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
 }
 
 extension Tensor {
+  /// Draws of the rejection sampler in ``truncatedNormal(shape:std:lower:upper:using:)`` before it gives up on a value.
+  public static let truncatedNormalAttempts = 64
+
   /// Samples from N(0, std²) truncated to [lower, upper] (absolute bounds, as `timm`'s
   /// `trunc_normal_(std=.02)`, whose defaults are a = -2, b = 2), by rejection.
+  ///
+  /// Rejection is bounded: after ``truncatedNormalAttempts`` draws outside the interval (probability
+  /// below 1e-19 when the interval holds ≥ 50% of the mass, as every validated initialization does)
+  /// the last draw is clamped into `[lower, upper]`, so a degenerate interval (std 1e30, NaN bounds,
+  /// `lower > upper`) cannot loop forever; it yields `lower`/`upper` (or NaN for a NaN std) instead.
   public static func truncatedNormal(
     shape: [Int], std: Float = 0.02, lower: Float = -2, upper: Float = 2,
     using generator: inout RandomGenerator
   ) -> Tensor {
-    // Drawn on the host in order (the sequence defines the values), then copied to the tensor.
+    // Drawn on the host in order (the sequence defines the values), then copied to the tensor. The
+    // rejection loop is bounded (a huge std or inverted bounds must not hang); the rare value still
+    // outside after the last attempt is clamped.
     let values = (0..<shape.reduce(1, *)).map { _ -> Float in
-      var v: Float
-      repeat { v = generator.nextNormal() * std } while v < lower || v > upper
-      return v
+      var v = generator.nextNormal() * std
+      var attempts = 1
+      while (v < lower || v > upper) && attempts < truncatedNormalAttempts {
+        v = generator.nextNormal() * std
+        attempts += 1
+      }
+      return Swift.max(Swift.min(v, upper), lower)
     }
     return Tensor(shape: shape, scalars: values)
   }

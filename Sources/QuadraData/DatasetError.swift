@@ -16,6 +16,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
   case unexpectedRank(path: String, expected: Int, dimensions: [Int])
   /// The file ends before the payload its header announces.
   case truncated(path: String, expectedBytes: Int, foundBytes: Int)
+  /// The IDX header announces an unsupported or implausible size, or the data disagrees with it.
+  case invalidHeader(path: String, reason: String)
   /// The file has bytes after the payload its header announces.
   case trailingBytes(path: String, expectedBytes: Int, foundBytes: Int)
   /// A label is outside `0..<classCount`.
@@ -52,6 +54,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
       return "\(path): expected a \(expected)-D IDX array, found \(dimensions.count)-D with dimensions \(dimensions)"
     case .truncated(let path, let expected, let found):
       return "\(path): truncated: expected \(expected) bytes, found \(found)"
+    case .invalidHeader(let path, let reason):
+      return "\(path): \(reason)"
     case .trailingBytes(let path, let expected, let found):
       return "\(path): expected \(expected) bytes, found \(found) (\(found - expected) unexpected trailing bytes)"
     case .labelOutOfRange(let path, let label, let classCount, let index):

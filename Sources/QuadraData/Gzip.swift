@@ -11,6 +11,8 @@ public enum GzipError: Error, Equatable, CustomStringConvertible {
   case corrupt(String)
   /// zlib itself failed (out of memory, version mismatch), with its status code.
   case zlibFailure(operation: String, code: Int32)
+  /// The stream inflates to more than the `limit` bytes allowed (a decompression bomb, or trailing data).
+  case tooLarge(limit: Int)
 
   public var description: String {
     switch self {
@@ -22,6 +24,8 @@ public enum GzipError: Error, Equatable, CustomStringConvertible {
       return "gzip data is corrupt (\(message))"
     case .zlibFailure(let operation, let code):
       return "zlib \(operation) failed with status \(code)"
+    case .tooLarge(let limit):
+      return "gzip data decompresses to more than the \(limit) bytes allowed"
     }
   }
 }
@@ -39,13 +43,29 @@ public enum Gzip {
   ///
   /// zlib checks each member's CRC-32 and length trailer, so corruption surfaces as
   /// ``GzipError/corrupt(_:)`` and a cut-off file as ``GzipError/truncated(decompressedBytes:)``.
-  public static func decompress(_ data: Data) throws -> Data {
+  /// At most `maximumBytes` are produced: a stream that inflates to more (a "gzip bomb", or data
+  /// after the expected content) throws ``GzipError/tooLarge(limit:)`` once the limit is passed,
+  /// having held no more than `maximumBytes + 1` bytes of output.
+  public static func decompress(_ data: Data, maximumBytes: Int = 1 << 30) throws -> Data {
+    try inflate(data, limit: maximumBytes, prefixOnly: false)
+  }
+
+  /// The first `count` decompressed bytes of a gzip stream (fewer if the stream is shorter), without
+  /// inflating the rest; used to read a file's header before deciding how much may be inflated.
+  public static func decompressedPrefix(_ data: Data, count: Int) throws -> Data {
+    try inflate(data, limit: count, prefixOnly: true)
+  }
+
+  /// Inflates up to `limit` bytes; past it, `prefixOnly` returns the first `limit` bytes, otherwise throws.
+  static func inflate(_ data: Data, limit: Int, prefixOnly: Bool) throws -> Data {
     guard hasGzipMagic(data) else { throw GzipError.notGzip }
-    // The trailer's ISIZE (length mod 2^32) sizes the output buffer up front; it is only a hint.
+    let limit = Swift.max(limit, 0)
+    // The trailer's ISIZE (length mod 2^32) sizes the output buffer up front; it is only a hint,
+    // so what it can make us reserve is capped by the limit.
     var output = Data()
     let sizeHint = data.count >= 18 ? Int(data.suffix(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) : 0
-    // Deflate expands at most ~1032:1, which bounds what a corrupt trailer can make us reserve.
-    output.reserveCapacity(Swift.min(sizeHint, data.count * 1032, 1 << 31))
+    // Deflate expands at most ~1032:1, which also bounds what a corrupt trailer can make us reserve.
+    output.reserveCapacity(Swift.min(sizeHint, limit, data.count.multipliedReportingOverflow(by: 1032).partialValue, 1 << 30))
 
     var stream = z_stream()
     // 16 + MAX_WBITS: expect a gzip header and trailer rather than a zlib one.
@@ -70,11 +90,20 @@ public enum Gzip {
       }
       while true {
         refill()
+        // Never ask zlib for more than one byte past the limit: that byte proves the stream is longer.
+        let room = Swift.min(chunkSize, limit - output.count + 1)
         let produced: Int = chunk.withUnsafeMutableBufferPointer { out in
           stream.next_out = out.baseAddress
-          stream.avail_out = uInt(chunkSize)
-          status = inflate(&stream, Z_NO_FLUSH)
-          return chunkSize - Int(stream.avail_out)
+          stream.avail_out = uInt(room)
+          status = CZlib.inflate(&stream, Z_NO_FLUSH)
+          return room - Int(stream.avail_out)
+        }
+        if output.count + produced > limit {
+          if prefixOnly {
+            output.append(contentsOf: chunk[0..<(limit - output.count)])
+            return
+          }
+          throw GzipError.tooLarge(limit: limit)
         }
         if produced > 0 { output.append(contentsOf: chunk[0..<produced]) }
         switch status {

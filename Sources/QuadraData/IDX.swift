@@ -29,9 +29,53 @@ public enum IDX {
   /// The IDX element-type code of unsigned bytes.
   public static let unsignedByteType: UInt8 = 0x08
 
+  /// The largest payload accepted (4 GiB): Fashion-MNIST's biggest file has 47 MB. Payloads must
+  /// also fit the process's memory limit (``QuadraCore/MemoryBudget``).
+  public static let maximumPayloadBytes = 1 << 32
+  /// The longest header: magic, type, rank and 255 dimensions.
+  static let maximumHeaderBytes = 4 + 4 * 255
+
+  /// A parsed header: the dimensions and the exact file size they announce.
+  struct Header {
+    var dimensions: [Int]
+    var headerSize: Int
+    /// Header plus payload: the exact size of a well-formed file.
+    var fileSize: Int
+  }
+
   /// Reads an IDX file, decompressing it first if it is gzipped.
+  ///
+  /// A gzipped file is inflated in two steps: first only its header, whose dimensions give the exact
+  /// decompressed size (checked for overflow, against ``maximumPayloadBytes`` and the memory limit),
+  /// then the whole stream, but never more than that size, so a small file that inflates to gigabytes
+  /// (a gzip bomb, or data after the payload) is an error before it can exhaust memory.
   public static func read(contentsOf url: URL) throws -> IDXArray {
-    try parse(readFileDecompressing(url), path: url.path)
+    try decode(readFile(url), path: url.path)
+  }
+
+  /// Parses the bytes of an IDX file, raw or gzipped (recognized by the magic bytes `1f 8b`);
+  /// `path` only names the source in errors. See ``read(contentsOf:)`` for how gzip is bounded.
+  public static func decode(_ data: Data, path: String) throws -> IDXArray {
+    guard Gzip.hasGzipMagic(data) else { return try parse(data, path: path) }
+    let header: Header
+    do {
+      let prefix = try Gzip.decompressedPrefix(data, count: maximumHeaderBytes)
+      header = try parseHeader(prefix, path: path)
+    } catch let error as GzipError {
+      throw DatasetError.corruptGzip(path: path, reason: error.description)
+    }
+    let full: Data
+    do {
+      full = try Gzip.decompress(data, maximumBytes: header.fileSize)
+    } catch GzipError.tooLarge {
+      throw DatasetError.invalidHeader(
+        path: path,
+        reason: "decompresses to more than the \(header.fileSize) bytes its IDX header announces "
+          + "(dimensions \(header.dimensions)); the file has trailing data or a wrong header")
+    } catch let error as GzipError {
+      throw DatasetError.corruptGzip(path: path, reason: error.description)
+    }
+    return try parse(full, path: path)
   }
 
   /// Parses IDX bytes; `path` only names the source in errors.
@@ -40,11 +84,26 @@ public enum IDX {
   /// a longer one ``DatasetError/trailingBytes(path:expectedBytes:foundBytes:)``.
   public static func parse(_ data: Data, path: String) throws -> IDXArray {
     // Only the header is copied out; the payload is copied once, into the result.
-    let header = [UInt8](data.prefix(4 + 4 * 255))
+    let header = try parseHeader(data.prefix(maximumHeaderBytes), path: path)
     let fileSize = data.count
-    guard fileSize >= 4 else {
-      if fileSize >= 2, header[0] != 0 || header[1] != 0 { throw DatasetError.badMagic(path: path, bytes: header) }
-      throw DatasetError.truncated(path: path, expectedBytes: 4, foundBytes: fileSize)
+    if fileSize < header.fileSize {
+      throw DatasetError.truncated(path: path, expectedBytes: header.fileSize, foundBytes: fileSize)
+    }
+    if fileSize > header.fileSize {
+      throw DatasetError.trailingBytes(path: path, expectedBytes: header.fileSize, foundBytes: fileSize)
+    }
+    return IDXArray(dimensions: header.dimensions, bytes: [UInt8](data.dropFirst(header.headerSize)))
+  }
+
+  /// Parses the header at the start of `prefix` (the file's first bytes, or all of a shorter file):
+  /// magic, element type, rank and dimensions; checks the announced size for overflow, against
+  /// ``maximumPayloadBytes`` and against the memory limit.
+  static func parseHeader(_ prefix: Data, path: String) throws -> Header {
+    let header = [UInt8](prefix.prefix(maximumHeaderBytes))
+    let available = header.count
+    guard available >= 4 else {
+      if available >= 2, header[0] != 0 || header[1] != 0 { throw DatasetError.badMagic(path: path, bytes: header) }
+      throw DatasetError.truncated(path: path, expectedBytes: 4, foundBytes: available)
     }
     guard header[0] == 0, header[1] == 0 else {
       throw DatasetError.badMagic(path: path, bytes: Array(header[0..<4]))
@@ -52,8 +111,8 @@ public enum IDX {
     guard header[2] == unsignedByteType else { throw DatasetError.unsupportedDataType(path: path, code: header[2]) }
     let rank = Int(header[3])
     let headerSize = 4 + 4 * rank
-    guard fileSize >= headerSize else {
-      throw DatasetError.truncated(path: path, expectedBytes: headerSize, foundBytes: fileSize)
+    guard available >= headerSize else {
+      throw DatasetError.truncated(path: path, expectedBytes: headerSize, foundBytes: available)
     }
     var dimensions: [Int] = []
     var payloadSize = 1
@@ -66,17 +125,14 @@ public enum IDX {
       payloadSize = product
       overflow = overflow || didOverflow
     }
-    let (expected, sumOverflow) = headerSize.addingReportingOverflow(payloadSize)
-    if overflow || sumOverflow {
-      throw DatasetError.truncated(path: path, expectedBytes: Int.max, foundBytes: fileSize)
+    guard !overflow, payloadSize <= maximumPayloadBytes else {
+      throw DatasetError.invalidHeader(
+        path: path,
+        reason: "IDX dimensions \(dimensions) describe \(overflow ? "more than \(Int.max)" : "\(payloadSize)") bytes; "
+          + "at most \(maximumPayloadBytes) are supported")
     }
-    if fileSize < expected {
-      throw DatasetError.truncated(path: path, expectedBytes: expected, foundBytes: fileSize)
-    }
-    if fileSize > expected {
-      throw DatasetError.trailingBytes(path: path, expectedBytes: expected, foundBytes: fileSize)
-    }
-    return IDXArray(dimensions: dimensions, bytes: [UInt8](data.dropFirst(headerSize)))
+    try MemoryBudget.check(payloadSize, for: "\(path) (IDX dimensions \(dimensions))")
+    return Header(dimensions: dimensions, headerSize: headerSize, fileSize: headerSize + payloadSize)
   }
 
   /// Encodes an unsigned-byte IDX file (uncompressed).
@@ -107,27 +163,43 @@ public enum IDX {
     return array.bytes.map(Int.init)
   }
 
-  /// Reads a 3-D image file `[count, rows, columns]`.
+  /// Image rows and columns accepted by ``readImages(contentsOf:)``.
+  public static let imageSideRange = 1...4096
+
+  /// Reads a 3-D image file `[count, rows, columns]` with at least one image and rows and columns
+  /// in ``imageSideRange``.
   public static func readImages(contentsOf url: URL) throws -> IDXArray {
     let array = try read(contentsOf: url)
     guard array.dimensions.count == 3 else {
       throw DatasetError.unexpectedRank(path: url.path, expected: 3, dimensions: array.dimensions)
     }
+    let (count, rows, columns) = (array.dimensions[0], array.dimensions[1], array.dimensions[2])
+    guard count >= 1, imageSideRange.contains(rows), imageSideRange.contains(columns) else {
+      throw DatasetError.invalidHeader(
+        path: url.path,
+        reason: "IDX dimensions \(array.dimensions): need at least 1 image and rows and columns in "
+          + "\(imageSideRange.lowerBound)...\(imageSideRange.upperBound)")
+    }
     return array
   }
 
-  /// Reads a file, gunzipping it when it starts with `1f 8b`.
-  static func readFileDecompressing(_ url: URL) throws -> Data {
+  /// Reads a regular file (memory-mapped when possible) of at most 4 GiB + its header; errors name it.
+  static func readFile(_ url: URL) throws -> Data {
     guard FileManager.default.fileExists(atPath: url.path) else { throw DatasetError.fileNotFound(path: url.path) }
-    let data: Data
     do {
-      data = try Data(contentsOf: url, options: .mappedIfSafe)
-    } catch {
-      throw DatasetError.unreadable(path: url.path, reason: error.localizedDescription)
+      // A raw file is at most its header plus the largest payload; a gzipped one is smaller still.
+      return try BoundedFile.read(url, maximumBytes: maximumHeaderBytes + maximumPayloadBytes)
+    } catch let error as BoundedFileError {
+      throw DatasetError.unreadable(path: url.path, reason: error.reason)
     }
+  }
+
+  /// Reads a file, gunzipping it when it starts with `1f 8b`, to at most `maximumBytes` decompressed bytes.
+  static func readFileDecompressing(_ url: URL, maximumBytes: Int) throws -> Data {
+    let data = try readFile(url)
     guard Gzip.hasGzipMagic(data) else { return data }
     do {
-      return try Gzip.decompress(data)
+      return try Gzip.decompress(data, maximumBytes: maximumBytes)
     } catch let error as GzipError {
       throw DatasetError.corruptGzip(path: url.path, reason: error.description)
     }

@@ -101,7 +101,8 @@ extension DatasetSplits {
     guard let url = Bundle.module.url(forResource: "digits.csv", withExtension: "gz", subdirectory: "Resources")
       ?? Bundle.module.url(forResource: "digits.csv", withExtension: "gz")
     else { throw DatasetError.missingResource(name: "Resources/digits.csv.gz") }
-    let text = try IDX.readFileDecompressing(url)
+    // The embedded file inflates to about 180 KB; 16 MiB bounds a damaged resource.
+    let text = try IDX.readFileDecompressing(url, maximumBytes: 16 << 20)
     var pixels: [UInt8] = []
     pixels.reserveCapacity(1797 * 64)
     var labels: [Int] = []
@@ -162,7 +163,8 @@ extension DatasetSplits {
   /// Fashion-MNIST (60000 train / 10000 test, 28×28, 10 classes) from `directory`.
   ///
   /// When the directory is missing the error names the Debian package and the `apt-get` command.
-  /// Augmentation default: pad 2 + random crop, horizontal flip.
+  /// Augmentation default of the dataset: pad 2 + random crop, horizontal flip. (`quadranet train`
+  /// does not use it: its recipe for 28×28 data, `TrainingRecipe.defaultOptions(for:)`, pads by 1.)
   public static func fashionMNIST(
     directory: URL = fashionMNISTDirectory, validation: HoldOut = .none, splitSeed: UInt64 = 0
   ) throws -> DatasetSplits {
@@ -197,7 +199,8 @@ extension DatasetSplits {
   /// (each optionally gzipped, also accepted with `.idx` instead of `-idx`).
   ///
   /// Checks that the images are 3-D, the labels 1-D and in `0..<classCount`, and that images and
-  /// labels agree in count. Augmentation default: pad 2 + random crop, no flip (MNIST digits).
+  /// labels agree in count. Augmentation default of the dataset: pad 2 + random crop, no flip (MNIST
+  /// digits); `quadranet train`'s recipe for 28×28 data pads by 1 instead.
   public static func idxDirectory(
     _ directory: URL, name: String? = nil, classCount: Int = 10, classNames: [String]? = nil,
     validation: HoldOut = .none, splitSeed: UInt64 = 0,
@@ -218,6 +221,11 @@ extension DatasetSplits {
     let imagesURL = try locate(split, "images", in: directory)
     let labelsURL = try locate(split, "labels", in: directory)
     let images = try IDX.readImages(contentsOf: imagesURL)
+    // The pixels become 32-bit floats: check those too before anything is converted.
+    let floatBytes = images.bytes.count.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+    try MemoryBudget.check(
+      floatBytes.overflow ? Int.max : floatBytes.partialValue,
+      for: "\(imagesURL.path) as 32-bit floats (IDX dimensions \(images.dimensions))")
     let labels = try IDX.readLabels(contentsOf: labelsURL, classCount: classCount)
     guard images.dimensions[0] == labels.count else {
       throw DatasetError.countMismatch(

@@ -297,7 +297,12 @@ public enum Safetensors {
     }
     let header: Header
     do {
+      // Strict first: duplicate tensor or metadata keys (which readers resolve differently), nesting
+      // bombs and headers over the 100 MB the reference implementation accepts are errors.
+      try StrictJSON.validate(bytes, limits: StrictJSON.Limits(maximumBytes: 100_000_000, maximumDepth: 8))
       header = try JSONDecoder().decode(Header.self, from: bytes)
+    } catch let error as JSONInputError {
+      throw SafetensorsError.invalidHeader(error.description)
     } catch let error as DecodingError {
       throw SafetensorsError.invalidHeader(describe(error))
     } catch {

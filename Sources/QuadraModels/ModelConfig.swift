@@ -1,3 +1,6 @@
+import Foundation
+import QuadraNN
+
 /// The token mixer of a stage: what replaces self-attention in the block.
 public enum TokenMixer: Codable, Sendable, Equatable {
   /// QuadraNet: a quadratic depthwise convolution `(W_a∗x) ⊙ (W_b∗x) + W_c∗x`.
@@ -12,6 +15,15 @@ public enum TokenMixer: Codable, Sendable, Equatable {
     case .quadratic: "quadranet"
     case .gnConv: "hornet"
     case .depthwise: "convnext"
+    }
+  }
+
+  /// The case's name as it appears in JSON (`quadratic`, `gnConv`, `depthwise`).
+  public var caseName: String {
+    switch self {
+    case .quadratic: "quadratic"
+    case .gnConv: "gnConv"
+    case .depthwise: "depthwise"
     }
   }
 }
@@ -81,33 +93,123 @@ public struct ModelConfig: Codable, Sendable, Equatable {
       weightInitialization: try c.decodeIfPresent(WeightInitialization.self, forKey: .weightInitialization) ?? .timm)
   }
 
-  /// Checks the config describes a buildable model; the message names the first problem.
+  /// The allowed range of every field (also documented on ``validate()``).
+  public enum Limits {
+    /// Characters of ``ModelConfig/name``; letters, digits and `-_.+` only (it becomes part of run-directory names).
+    public static let nameLength = 1...128
+    public static let inputChannels = 1...64
+    public static let classCount = 1...100_000
+    /// ``ModelConfig/stemPatchSize`` and ``ModelConfig/stemKernelSize``.
+    public static let stemSize = 1...32
+    /// Entries of ``ModelConfig/depths``, ``ModelConfig/widths`` and ``ModelConfig/mixers``.
+    public static let stages = 1...8
+    public static let depth = 0...64
+    public static let width = 1...8192
+    /// Depthwise and quadratic kernel sizes (odd).
+    public static let kernelSize = 1...31
+    /// gnConv order; the stage width must be divisible by `2^(order−1)`.
+    public static let gnConvOrder = 1...8
+    /// gnConv scale `s` (finite).
+    public static let gnConvScale: ClosedRange<Float> = -100...100
+    public static let mlpRatio = 1...16
+    /// ``ModelConfig/layerScaleInit`` (finite).
+    public static let layerScaleInit: ClosedRange<Float> = 0...100
+    /// ``ModelConfig/dropPathRate`` is in `[0, 1)`.
+    public static let dropPathRate: Range<Float> = 0..<1
+    /// Input resolutions accepted by ``ModelConfig/validate(resolution:)`` and the CLI.
+    public static let resolution = 1...8192
+  }
+
+  /// Checks the config describes a buildable model within ``Limits``; the message names the field
+  /// (as its JSON path, e.g. `mixers[2].quadratic.kernelSize`) and the allowed range.
+  ///
+  /// Ranges: name 1…128 characters of `[A-Za-z0-9-_.+]`, not starting with `.`; inputChannels 1…64;
+  /// classCount 1…100 000; stemPatchSize 1…32; stemKernelSize stemPatchSize…32; 1…8 stages with one
+  /// depth (0…64), width (1…8192) and mixer each; quadratic / depthwise kernelSize odd in 1…31;
+  /// gnConv order 1…8 with the width divisible by 2^(order−1) and a finite scale in −100…100;
+  /// mlpRatio 1…16; layerScaleInit finite in 0…100; dropPathRate in [0, 1); weightInitialization
+  /// as in ``WeightInitialization/validate()``.
   public func validate() throws {
-    func fail(_ message: String) -> ModelConfigError { ModelConfigError(model: name, message: message) }
-    guard !depths.isEmpty else { throw fail("no stages") }
+    func fail(_ field: String, _ message: String) -> ModelConfigError {
+      ModelConfigError(model: String(name.prefix(Limits.nameLength.upperBound)), message: "\(field): \(message)")
+    }
+    func check(_ value: Int, _ range: ClosedRange<Int>, _ field: String) throws {
+      guard range.contains(value) else {
+        throw fail(field, "\(value) is outside the allowed range \(range.lowerBound)...\(range.upperBound)")
+      }
+    }
+    func check(_ value: Float, _ range: ClosedRange<Float>, _ field: String) throws {
+      guard value.isFinite, range.contains(value) else {
+        throw fail(field, "\(value) is outside the allowed range \(range.lowerBound)...\(range.upperBound) (finite)")
+      }
+    }
+    guard Limits.nameLength.contains(name.count),
+      name.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.+".unicodeScalars.contains($0)) }),
+      !name.hasPrefix(".")
+    else {
+      throw ModelConfigError(
+        model: String(name.prefix(32).unicodeScalars.filter { $0.isASCII && $0.value >= 0x20 }.map(Character.init)),
+        message: "name: must be 1...128 characters of letters, digits and -_.+, not starting with '.'")
+    }
+    try check(inputChannels, Limits.inputChannels, "inputChannels")
+    try check(classCount, Limits.classCount, "classCount")
+    try check(stemPatchSize, Limits.stemSize, "stemPatchSize")
+    if let stemKernelSize {
+      try check(stemKernelSize, stemPatchSize...Limits.stemSize.upperBound, "stemKernelSize")
+    }
+    guard Limits.stages.contains(depths.count) else {
+      throw fail("depths", "\(depths.count) stages; the allowed range is \(Limits.stages.lowerBound)...\(Limits.stages.upperBound)")
+    }
     guard depths.count == widths.count, depths.count == mixers.count else {
-      throw fail("depths (\(depths.count)), widths (\(widths.count)) and mixers (\(mixers.count)) must have one entry per stage")
+      throw fail(
+        "depths/widths/mixers",
+        "need one entry per stage each, got \(depths.count) depths, \(widths.count) widths and \(mixers.count) mixers")
     }
-    guard depths.allSatisfy({ $0 >= 0 }), widths.allSatisfy({ $0 > 0 }) else {
-      throw fail("depths must be ≥ 0 and widths > 0 (depths \(depths), widths \(widths))")
+    for (stage, depth) in depths.enumerated() { try check(depth, Limits.depth, "depths[\(stage)]") }
+    for (stage, width) in widths.enumerated() { try check(width, Limits.width, "widths[\(stage)]") }
+    try check(mlpRatio, Limits.mlpRatio, "mlpRatio")
+    try check(layerScaleInit, Limits.layerScaleInit, "layerScaleInit")
+    guard dropPathRate.isFinite, Limits.dropPathRate.contains(dropPathRate) else {
+      throw fail("dropPathRate", "\(dropPathRate) is outside the allowed range [0, 1)")
     }
-    guard inputChannels > 0, classCount > 0, stemPatchSize > 0, mlpRatio > 0 else {
-      throw fail("inputChannels, classCount, stemPatchSize and mlpRatio must be positive")
-    }
-    guard stemKernel >= stemPatchSize else {
-      throw fail("stemKernelSize (\(stemKernel)) must be at least stemPatchSize (\(stemPatchSize))")
-    }
-    guard dropPathRate >= 0, dropPathRate < 1 else { throw fail("dropPathRate must be in [0, 1), got \(dropPathRate)") }
     for (stage, mixer) in mixers.enumerated() {
       switch mixer {
       case .quadratic(let k), .depthwise(let k):
-        guard k > 0, k % 2 == 1 else { throw fail("stage \(stage): kernel size must be odd and positive, got \(k)") }
-      case .gnConv(let order, _):
-        guard order >= 1, widths[stage] % (1 << (order - 1)) == 0 else {
-          throw fail("stage \(stage): gnConv order \(order) needs a width divisible by \(1 << max(order - 1, 0)), got \(widths[stage])")
+        let field = "mixers[\(stage)].\(mixer.caseName).kernelSize"
+        try check(k, Limits.kernelSize, field)
+        guard k % 2 == 1 else { throw fail(field, "\(k) must be odd (1, 3, 5, ..., 31)") }
+      case .gnConv(let order, let scale):
+        try check(order, Limits.gnConvOrder, "mixers[\(stage)].gnConv.order")
+        guard widths[stage] % (1 << (order - 1)) == 0 else {
+          throw fail(
+            "mixers[\(stage)].gnConv.order",
+            "order \(order) needs widths[\(stage)] divisible by \(1 << (order - 1)), got \(widths[stage])")
         }
+        try check(scale, Limits.gnConvScale, "mixers[\(stage)].gnConv.scale")
       }
     }
+    do {
+      try weightInitialization.validate()
+    } catch let error as WeightInitializationError {
+      throw fail("weightInitialization", error.description)
+    }
+  }
+
+  /// Checks `resolution` is in ``Limits/resolution`` and large enough for the stem and the downsamplings.
+  public func validate(resolution: Int) throws {
+    let minimum = minimumResolution
+    guard Limits.resolution.contains(resolution), resolution >= minimum else {
+      throw ModelConfigError(
+        model: name,
+        message: "resolution \(resolution) is outside the allowed range \(minimum)...\(Limits.resolution.upperBound) "
+          + "(the stem and \(depths.count - 1) downsampling(s) need at least \(minimum))")
+    }
+  }
+
+  /// The smallest input resolution the stem and the 2×2 downsamplings accept: `stemPatchSize · 2^(stages−1)`
+  /// (for a validated config).
+  public var minimumResolution: Int {
+    Swift.max(stemPatchSize, 1) << Swift.min(Swift.max(depths.count - 1, 0), 16)
   }
 
   /// Zero padding of the stem on each side: `(kernel − stride + 1) / 2`, so an overlapping stem
@@ -118,10 +220,15 @@ public struct ModelConfig: Codable, Sendable, Equatable {
   public var stemKernel: Int { stemKernelSize ?? stemPatchSize }
 
   /// The spatial size after the stem and each downsampling, for a square input of `resolution`.
+  /// Never traps: out-of-range inputs (of an unvalidated config) are clamped first.
   public func stageResolutions(inputResolution resolution: Int) -> [Int] {
-    var size = (resolution + 2 * stemPadding - stemKernel) / stemPatchSize + 1
+    let bound = 1 << 24
+    let kernel = Swift.min(Swift.max(stemKernel, 1), bound)
+    let stride = Swift.min(Swift.max(stemPatchSize, 1), bound)
+    let padding = Swift.max((kernel - stride + 1) / 2, 0)
+    var size = Swift.max((Swift.min(Swift.max(resolution, 0), bound) + 2 * padding - kernel) / stride + 1, 0)
     var sizes = [size]
-    for _ in 1..<depths.count {
+    for _ in 0..<Swift.max(depths.count - 1, 0) {
       size /= 2
       sizes.append(size)
     }

@@ -45,8 +45,11 @@ public final class VisionModel: Module, Layer {
   public let head: Linear
 
   /// Builds the model with weights drawn from `seed` with `config.weightInitialization`; zero biases.
+  /// Throws when the config is invalid (``ModelConfig/validate()``) or its parameters, with gradients
+  /// and AdamW moments, exceed the memory limit (``ModelConfig/checkParameterMemory()``), before allocating.
   public init(config: ModelConfig, seed: UInt64 = 0) throws {
     try config.validate()
+    try config.checkParameterMemory()
     self.config = config
     var generator = RandomGenerator(seed: seed)
     randomSource = RandomSource(seed: seed &+ 0x5EED)

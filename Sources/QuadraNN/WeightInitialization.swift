@@ -14,6 +14,26 @@ public enum WeightInitialization: Codable, Sendable, Equatable {
   /// The ImageNet default.
   public static let timm = WeightInitialization.truncatedNormal(std: 0.02)
 
+  /// Allowed `std` of ``truncatedNormal(std:)``: finite, in (0, 10]. Beyond 10 almost every draw
+  /// falls outside the fixed ±2 cut, which only rejection sampling would notice (by looping).
+  public static let standardDeviationRange: ClosedRange<Float> = Float.leastNormalMagnitude...10
+  /// Allowed `gain` of ``fanInScaled(gain:)``: finite, in (0, 100].
+  public static let gainRange: ClosedRange<Float> = Float.leastNormalMagnitude...100
+
+  /// Checks the scheme's parameter is finite and in its range (``standardDeviationRange``, ``gainRange``).
+  public func validate() throws {
+    switch self {
+    case .truncatedNormal(let std):
+      guard std.isFinite, Self.standardDeviationRange.contains(std) else {
+        throw WeightInitializationError(field: "truncatedNormal.std", value: std, allowed: "(0, 10]")
+      }
+    case .fanInScaled(let gain):
+      guard gain.isFinite, Self.gainRange.contains(gain) else {
+        throw WeightInitializationError(field: "fanInScaled.gain", value: gain, allowed: "(0, 100]")
+      }
+    }
+  }
+
   /// The standard deviation for a weight with `fanIn` inputs per output.
   public func standardDeviation(fanIn: Int) -> Float {
     switch self {
@@ -29,6 +49,17 @@ public enum WeightInitialization: Codable, Sendable, Equatable {
     case .fanInScaled: (-2 * std, 2 * std)
     }
   }
+}
+
+/// A weight-initialization parameter outside its range.
+public struct WeightInitializationError: Error, Equatable, CustomStringConvertible {
+  /// The JSON path of the parameter below `weightInitialization` (e.g. `fanInScaled.gain`).
+  public var field: String
+  public var value: Float
+  /// The allowed range, as text.
+  public var allowed: String
+
+  public var description: String { "\(field): \(value) is outside the allowed range \(allowed) (finite)" }
 }
 
 extension Parameter {

@@ -155,13 +155,12 @@ public struct WeightsCheckpoint {
     let file = try readSafetensors(url)
     let metadata = file.metadata
     var checkpoint = WeightsCheckpoint(tensors: file.tensors, path: url.path)
-    let decoder = JSONDecoder()
     func decode<T: Decodable>(_ type: T.Type, _ key: String) throws -> T? {
       guard let text = metadata[key] else { return nil }
       do {
-        return try decoder.decode(T.self, from: Data(text.utf8))
-      } catch {
-        throw CheckpointError.invalidMetadata(path: url.path, key: key, reason: "not a valid \(T.self) (\(error))")
+        return try StrictJSON.decode(T.self, from: Data(text.utf8), limits: .config)
+      } catch let error as JSONInputError {
+        throw CheckpointError.invalidMetadata(path: url.path, key: key, reason: "not a valid \(T.self): \(error)")
       }
     }
     func integer(_ key: String) throws -> Int? {
@@ -172,6 +171,11 @@ public struct WeightsCheckpoint {
       return value
     }
     checkpoint.config = try decode(ModelConfig.self, CheckpointFiles.Key.config)
+    do {
+      try checkpoint.config?.validate()
+    } catch let error as ModelConfigError {
+      throw CheckpointError.invalidMetadata(path: url.path, key: CheckpointFiles.Key.config, reason: error.message)
+    }
     checkpoint.normalization = try decode(Normalization.self, CheckpointFiles.Key.normalization)
     checkpoint.dataset = metadata[CheckpointFiles.Key.dataset]
     checkpoint.epoch = try integer(CheckpointFiles.Key.epoch)
@@ -274,7 +278,11 @@ func readSafetensors(_ url: URL) throws -> SafetensorsFile {
     throw CheckpointError.unreadable(path: url.path, reason: "no such file")
   }
   do {
+    // Only regular files: reading /dev/zero or a FIFO would never end.
+    _ = try BoundedFile.regularFileSize(url.path)
     return try Safetensors.read(contentsOf: url)
+  } catch let error as BoundedFileError {
+    throw CheckpointError.unreadable(path: url.path, reason: error.reason)
   } catch let error as SafetensorsError {
     if case .unreadable = error { throw error }
     throw CheckpointError.unreadable(path: url.path, reason: error.description)

@@ -78,6 +78,12 @@ public final class Trainer {
     try options.validate()
     try Evaluator.checkCompatibility(model.config, with: splits.train)
     try Evaluator.checkCompatibility(model.config, with: splits.test)
+    try model.config.checkTrainingMemory(
+      batchSize: Swift.min(options.batchSize, splits.train.count),
+      resolution: Swift.max(splits.train.imageShape[0], splits.train.imageShape[1]))
+    try model.config.checkInferenceMemory(
+      batchSize: Swift.min(options.evaluationBatchSize, splits.test.count),
+      resolution: Swift.max(splits.test.imageShape[0], splits.test.imageShape[1]))
     self.model = model
     self.splits = splits
     self.dataset = dataset

@@ -62,13 +62,40 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     self.accumulateSteps = accumulateSteps
   }
 
-  /// Checks every value is usable; the error names the option.
+  /// The allowed range of every option; the CLI flags (`--epochs`, `--batch-size`, …) use the same ones.
+  public enum Limits {
+    /// `--epochs`.
+    public static let epochs = 1...10_000
+    /// `--batch-size` (training) and the evaluation batch size (`eval --batch-size`).
+    public static let batchSize = 1...65_536
+    /// `--lr`: finite, in (0, 10]. (Options built in code, and saved states, only need a finite positive
+    /// rate: a huge one diverges, which training reports as an error, as tests of that path rely on.)
+    public static let learningRate: ClosedRange<Float> = Float.leastNormalMagnitude...10
+    /// `--crop-padding`, in pixels.
+    public static let cropPadding = 0...64
+    /// `--clip-grad`: finite, in (0, 1e6].
+    public static let clipGradientNorm: ClosedRange<Float> = Float.leastNormalMagnitude...1e6
+  }
+
+  /// Checks every value is finite and in its range (``Limits``); the error names the option and the range.
+  ///
+  /// Ranges: epochs 1…10 000; batch size and evaluation batch size 1…65 536; learning rate finite
+  /// and positive (the CLI's `--lr` allows (0, 10]); minimum learning rate in [0, learning rate]; warm-up epochs in [0, epochs]; weight
+  /// decay and label smoothing in [0, 1); EMA decay in (0, 1); gradient clipping norm in (0, 1e6];
+  /// crop padding 0…64.
   public func validate() throws {
     func fail(_ message: String) -> TrainingError { .invalidOption(message) }
-    guard epochs >= 1 else { throw fail("epochs must be at least 1, got \(epochs)") }
-    guard batchSize >= 1 else { throw fail("batch size must be at least 1, got \(batchSize)") }
-    guard evaluationBatchSize >= 1 else { throw fail("evaluation batch size must be at least 1, got \(evaluationBatchSize)") }
-    guard learningRate.isFinite, learningRate > 0 else { throw fail("learning rate must be positive, got \(learningRate)") }
+    func range(_ r: ClosedRange<Int>) -> String { "\(r.lowerBound)...\(r.upperBound)" }
+    guard Limits.epochs.contains(epochs) else { throw fail("epochs must be in \(range(Limits.epochs)), got \(epochs)") }
+    guard Limits.batchSize.contains(batchSize) else {
+      throw fail("batch size must be in \(range(Limits.batchSize)), got \(batchSize)")
+    }
+    guard Limits.batchSize.contains(evaluationBatchSize) else {
+      throw fail("evaluation batch size must be in \(range(Limits.batchSize)), got \(evaluationBatchSize)")
+    }
+    guard learningRate.isFinite, learningRate > 0 else {
+      throw fail("learning rate must be finite and positive, got \(learningRate)")
+    }
     guard minimumLearningRate.isFinite, minimumLearningRate >= 0, minimumLearningRate <= learningRate else {
       throw fail("minimum learning rate must be in [0, \(learningRate)], got \(minimumLearningRate)")
     }
@@ -82,8 +109,11 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
       throw fail("label smoothing must be in [0, 1), got \(labelSmoothing)")
     }
     if let emaDecay, !(emaDecay > 0 && emaDecay < 1) { throw fail("EMA decay must be in (0, 1), got \(emaDecay)") }
-    if let clipGradientNorm, !(clipGradientNorm.isFinite && clipGradientNorm > 0) {
-      throw fail("gradient clipping norm must be positive, got \(clipGradientNorm)")
+    if let clipGradientNorm, !(clipGradientNorm.isFinite && Limits.clipGradientNorm.contains(clipGradientNorm)) {
+      throw fail("gradient clipping norm must be in (0, 1e6], got \(clipGradientNorm)")
+    }
+    if let augmentation, !Limits.cropPadding.contains(augmentation.padding) {
+      throw fail("crop padding must be in \(range(Limits.cropPadding)), got \(augmentation.padding)")
     }
     try validateOptimizer()
   }
@@ -224,6 +254,92 @@ public struct TrainingState: Codable, Sendable {
   public var peakBytes: Int
   /// Threads the run used so far (bitwise reproduction needs the same count).
   public var threads: Int
+
+  /// Decodes the JSON saved under the `training_state` metadata key strictly (no duplicate keys, at most
+  /// 16 MiB and 32 levels deep) and checks it with ``validate()``; errors are ``QuadraIO/JSONInputError``s
+  /// naming the JSON path.
+  public static func decode(json: String) throws -> TrainingState {
+    let state = try StrictJSON.decode(TrainingState.self, from: Data(json.utf8))
+    try state.validate()
+    return state
+  }
+
+  /// The largest training set a saved state may describe.
+  public static let trainCountRange = 1...100_000_000
+  /// The thread counts a saved state may record (the range of `--threads`).
+  public static let threadRange = 1...1024
+
+  /// Checks every number is in range and consistent with the others, so a damaged or hand-edited
+  /// state is an error here rather than a trap (or an endless loop) when training resumes.
+  ///
+  /// The options pass ``TrainingOptions/validate()`` (the CLI's ranges); trainCount is in 1…10⁸ and at
+  /// least the batch size; `0 ≤ epoch ≤ options.epochs`; the batch position is a multiple of the batch
+  /// size within the epoch's full batches; `0 ≤ globalStep, optimizerStep ≤` the batches consumed
+  /// (`epoch × ⌊trainCount / batchSize⌋ + position / batchSize`); the schedule is finite with
+  /// `0 ≤ warmupSteps ≤ totalSteps ≤ epochs × batches`; every generator state has 4 words, not all zero;
+  /// the history has one entry per completed epoch, numbered 1…epoch, with finite values;
+  /// peakBytes ≥ 0; threads 1…1024. The error names the field (JSON path) and the allowed range.
+  public func validate() throws {
+    func fail(_ field: String, _ message: String) -> JSONInputError { JSONInputError(path: field, message: message) }
+    func check(_ value: Int, _ range: ClosedRange<Int>, _ field: String) throws {
+      guard range.contains(value) else {
+        throw fail(field, "\(value) is outside the allowed range \(range.lowerBound)...\(range.upperBound)")
+      }
+    }
+    guard (1...ModelConfig.Limits.nameLength.upperBound).contains(model.count) else {
+      throw fail("model", "must have 1...\(ModelConfig.Limits.nameLength.upperBound) characters")
+    }
+    guard (1...4096).contains(dataset.utf8.count) else { throw fail("dataset", "must have 1...4096 bytes") }
+    do {
+      try options.validate()
+    } catch let error as TrainingError {
+      throw fail("options", "\(error)")
+    }
+    try check(trainCount, Self.trainCountRange, "trainCount")
+    try check(trainCount, options.batchSize...Self.trainCountRange.upperBound, "trainCount")
+    try check(epoch, 0...options.epochs, "epoch")
+    // The trainer drops the last partial batch, so an epoch is ⌊trainCount / batchSize⌋ batches.
+    let batchesPerEpoch = trainCount / options.batchSize
+    let position = batchIterator.position
+    try check(position, 0...(batchesPerEpoch * options.batchSize), "batchIterator.position")
+    guard position % options.batchSize == 0 else {
+      throw fail("batchIterator.position", "\(position) is not a multiple of the batch size \(options.batchSize)")
+    }
+    try check(batchIterator.epoch, epoch...epoch, "batchIterator.epoch")
+    // At most 10⁴ epochs × 10⁸ batches: no overflow.
+    let batchesConsumed = epoch * batchesPerEpoch + position / options.batchSize
+    try check(globalStep, 0...batchesConsumed, "globalStep")
+    try check(optimizerStep, 0...batchesConsumed, "optimizerStep")
+    let totalBatches = options.epochs * batchesPerEpoch
+    guard schedule.peak.isFinite, schedule.minimum.isFinite else {
+      throw fail("schedule", "peak \(schedule.peak) and minimum \(schedule.minimum) must be finite")
+    }
+    try check(schedule.totalSteps, 1...Swift.max(totalBatches, 1), "schedule.totalSteps")
+    try check(schedule.warmupSteps, 0...schedule.totalSteps, "schedule.warmupSteps")
+    for (field, generator) in [
+      ("batchIterator.shuffleGenerator", batchIterator.shuffleGenerator),
+      ("batchIterator.augmentationGenerator", batchIterator.augmentationGenerator),
+      ("dropPathGenerator", dropPathGenerator),
+    ] {
+      guard generator.state.count == 4, generator.state.contains(where: { $0 != 0 }) else {
+        throw fail("\(field).state", "must be 4 unsigned 64-bit words, not all zero (found \(generator.state.count) words)")
+      }
+    }
+    guard history.count == epoch else {
+      throw fail("history", "has \(history.count) entries; one per completed epoch (\(epoch)) is required")
+    }
+    for (index, entry) in history.enumerated() {
+      let field = "history[\(index)]"
+      try check(entry.epoch, (index + 1)...(index + 1), "\(field).epoch")
+      guard entry.trainLoss.isFinite, entry.seconds.isFinite, entry.seconds >= 0, entry.imagesPerSecond.isFinite,
+        entry.imagesPerSecond >= 0, entry.testAccuracy >= 0, entry.testAccuracy <= 1
+      else {
+        throw fail(field, "values must be finite, seconds and images per second ≥ 0, test accuracy in [0, 1]")
+      }
+    }
+    try check(peakBytes, 0...Int.max, "peakBytes")
+    try check(threads, Self.threadRange, "threads")
+  }
 }
 
 /// A resumable training checkpoint: the weights file plus the training-state file next to it.
@@ -269,10 +385,10 @@ public struct TrainingCheckpoint {
     }
     let state: TrainingState
     do {
-      state = try JSONDecoder().decode(TrainingState.self, from: Data(json.utf8))
-    } catch {
+      state = try TrainingState.decode(json: json)
+    } catch let error as JSONInputError {
       throw CheckpointError.invalidMetadata(
-        path: stateURL.path, key: CheckpointFiles.Key.trainingState, reason: "not a valid training state (\(error))")
+        path: stateURL.path, key: CheckpointFiles.Key.trainingState, reason: "not a valid training state: \(error)")
     }
     guard weights.epoch == state.epoch, weights.globalStep == state.globalStep else {
       throw CheckpointError.inconsistentFiles(

@@ -9,15 +9,6 @@ struct BenchCommand: ParsableCommand {
     subcommands: [KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self])
 }
 
-struct ThreadOptions: ParsableArguments {
-  @Option(help: "Threads for the compute kernels (default: all cores).")
-  var threads: Int = ProcessInfo.processInfo.activeProcessorCount
-
-  func validate() throws {
-    guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
-  }
-}
-
 struct KernelsCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "kernels",

@@ -20,8 +20,9 @@ struct EvalCommand: ParsableCommand {
   var dataset: String?
   @Option(help: "Registered model; required for files without a saved config, checked against it otherwise.")
   var model: String?
-  @Option(help: "Evaluation batch size.") var batchSize: Int = 250
+  @Option(parsing: .unconditional, help: "Evaluation batch size, 1...65536.") var batchSize: Int = 250
   @OptionGroup var threadOptions: ThreadOptions
+  @OptionGroup var memoryOptions: MemoryOptions
   @Flag(help: "Print one JSON object instead of a sentence.") var json = false
 
   struct Report: Codable {
@@ -34,7 +35,7 @@ struct EvalCommand: ParsableCommand {
   }
 
   func validate() throws {
-    guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+    try FlagCheck.integer(batchSize, in: TrainingOptions.Limits.batchSize, "--batch-size")
   }
 
   func run() throws {
@@ -44,6 +45,7 @@ struct EvalCommand: ParsableCommand {
 
   /// Fails (exit status 1) on weights or a loss that are NaN or infinite: an accuracy from them means nothing.
   func evaluate() throws {
+    try memoryOptions.apply()
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     try Evaluator.checkFinite(weights)
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
@@ -53,6 +55,9 @@ struct EvalCommand: ParsableCommand {
     }
     let network = try weights.makeModel(requested: requested)
     try Evaluator.checkCompatibility(network.config, with: splits.test)
+    try network.config.checkInferenceMemory(
+      batchSize: min(batchSize, splits.test.count),
+      resolution: max(splits.test.imageShape[0], splits.test.imageShape[1]))
     // The model sees inputs prepared with the statistics it was trained with, not the evaluated set's own.
     let testSet = weights.normalization.map { splits.test.renormalized(to: $0) } ?? splits.test
     let result = try Evaluator.evaluate(network, on: testSet, batchSize: batchSize)

@@ -8,26 +8,44 @@ struct ModelBenchCommand: ParsableCommand {
     commandName: "models",
     abstract: "Training and inference throughput and peak memory of models, side by side in one process.")
 
-  @Option(help: "Comma-separated model names (see `quadranet models`).")
+  @Option(parsing: .unconditional, help: "Comma-separated model names (see `quadranet models`).")
   var models: String = "quadranet-t18,quadranet-t,hornet-t,convnext-t"
-  @Option(help: "Square input resolution.") var resolution: Int = 224
-  @Option(help: "Images per step.") var batchSize: Int = 16
-  @Option(help: "Timed steps per model (after one warm-up step); the best is reported.") var steps: Int = 2
+  @Option(parsing: .unconditional, help: "Square input resolution, 32...4096.") var resolution: Int = 224
+  @Option(parsing: .unconditional, help: "Images per step, 1...4096.") var batchSize: Int = 16
+  @Option(parsing: .unconditional, help: "Timed steps per model (after one warm-up step), 1...1000; the best is reported.")
+  var steps: Int = 2
   @OptionGroup var threadOptions: ThreadOptions
+  @OptionGroup var memoryOptions: MemoryOptions
+
+  /// The accepted `--resolution`, `--batch-size` and `--steps`.
+  static let resolutionRange = 32...4096
+  static let batchSizeRange = 1...4096
+  static let stepsRange = 1...1000
   @Flag(help: "Print one JSON array instead of a table.") var json = false
 
   var modelNames: [String] { models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
   func validate() throws {
-    guard resolution >= 32 else { throw ValidationError("--resolution must be at least 32, got \(resolution)") }
-    guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
-    guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+    try FlagCheck.integer(resolution, in: Self.resolutionRange, "--resolution")
+    try FlagCheck.integer(batchSize, in: Self.batchSizeRange, "--batch-size")
+    try FlagCheck.integer(steps, in: Self.stepsRange, "--steps")
+    guard !modelNames.isEmpty, modelNames.count <= ModelRegistry.names.count else {
+      throw ValidationError("--models must name 1...\(ModelRegistry.names.count) registered models, got \(modelNames.count)")
+    }
     for name in modelNames where !ModelRegistry.names.contains(name) {
-      throw ValidationError("unknown model '\(name)'; registered: \(ModelRegistry.names.joined(separator: ", "))")
+      throw ValidationError(
+        "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")
     }
   }
 
   func run() throws {
+    try memoryOptions.apply()
+    // Every model's training step must fit before the first one is built.
+    for name in modelNames {
+      let config = try ModelRegistry.config(named: name)
+      try config.validate(resolution: resolution)
+      try config.checkTrainingMemory(batchSize: batchSize, resolution: resolution)
+    }
     let options = ModelBenchmark.Options(
       models: modelNames, resolution: resolution, batchSize: batchSize, threads: threadOptions.threads, steps: steps)
     let (peak, results) = try ModelBenchmark.run(options) { Terminal.status($0) }

@@ -6,9 +6,11 @@ struct ModelsCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "models", abstract: "List the registered models with their parameters and MACs.")
 
-  @Option(help: "Input resolution (square) at which MACs are counted; default: 224, or 28 for the 28×28 models.")
+  @Option(
+    parsing: .unconditional,
+    help: "Input resolution (square) at which MACs are counted, 1...8192; default: 224, or 28 for the 28×28 models.")
   var resolution: Int?
-  @Option(help: "Number of classes of the classifier head (default: the model's own).")
+  @Option(parsing: .unconditional, help: "Number of classes of the classifier head, 1...100000 (default: the model's own).")
   var classes: Int?
   @Flag(help: "Print a JSON array instead of a table.") var json = false
 
@@ -19,8 +21,8 @@ struct ModelsCommand: ParsableCommand {
   }
 
   func validate() throws {
-    if let resolution, resolution < 1 { throw ValidationError("--resolution must be positive, got \(resolution)") }
-    if let classes, classes < 1 { throw ValidationError("--classes must be positive, got \(classes)") }
+    try FlagCheck.integer(resolution, in: ModelConfig.Limits.resolution, "--resolution")
+    try FlagCheck.integer(classes, in: ModelConfig.Limits.classCount, "--classes")
   }
 
   func run() throws {
@@ -28,7 +30,7 @@ struct ModelsCommand: ParsableCommand {
     for var config in ModelRegistry.all {
       if let classes { config.classCount = classes }
       let size = resolution ?? (config.inputChannels == 1 ? 28 : 224)
-      let minimum = config.stemPatchSize << (config.depths.count - 1)
+      let minimum = config.minimumResolution
       guard size >= minimum else {
         if !json { print("\(config.name): resolution \(size) is below its minimum \(minimum); skipped") }
         continue

@@ -26,15 +26,27 @@ struct TrainCommand: ParsableCommand {
 
   @Option(help: "Registered model (default: quadranet-digits for digits, quadranet-28 otherwise).")
   var model: String?
-  @Option(help: "A model config as JSON (as saved in checkpoints), instead of a registered --model.")
+  @Option(
+    help: ArgumentHelp(
+      "A model config file instead of --model: one JSON object with the fields of ModelConfig (name, "
+        + "inputChannels, classCount, stemPatchSize, stemKernelSize?, depths, widths, mixers, mlpRatio, "
+        + "layerScaleInit, dropPathRate, weightInitialization?), the object a checkpoint stores under its "
+        + "'config' metadata key; see 'Model configs' in the README for the format and every field's range.",
+      valueName: "file.json"))
   var config: String?
   @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
   var dataset: String?
-  @Option(help: "Epochs to train.") var epochs: Int?
-  @Option(help: "Training batch size.") var batchSize: Int?
-  @Option(name: .customLong("lr"), help: "Peak learning rate of the cosine schedule.") var learningRate: Float?
+  // Numeric options parse `.unconditional`ly, so a negative value gets the range error below
+  // instead of ArgumentParser's "missing value".
+  @Option(parsing: .unconditional, help: "Epochs to train, 1...10000.") var epochs: Int?
+  @Option(parsing: .unconditional, help: "Training batch size, 1...65536 (and at most the training-set size).")
+  var batchSize: Int?
+  @Option(name: .customLong("lr"), parsing: .unconditional, help: "Peak learning rate of the cosine schedule, in (0, 10].")
+  var learningRate: Float?
   @OptionGroup var threadOptions: ThreadOptions
-  @Option(help: "Seed of the weights, shuffling, augmentation and drop path.") var seed: UInt64?
+  @OptionGroup var memoryOptions: MemoryOptions
+  @Option(parsing: .unconditional, help: "Seed of the weights, shuffling, augmentation and drop path, 0...2^64-1.")
+  var seed: UInt64?
   @Option(
     help: """
       Output directory (default: runs/<model>-<dataset>, or the checkpoint's directory when resuming); created, \
@@ -47,21 +59,34 @@ struct TrainCommand: ParsableCommand {
       checkpoints/ is resumed; runs saved before checkpoints/ existed need training_state.safetensors next to it).
       """)
   var resume: String?
-  @Option(help: "Linear learning-rate warm-up, in epochs.") var warmupEpochs: Double?
-  @Option(help: "Weight decay of conv and linear weights, in [0, 1): decoupled for AdamW, L2 for SGD.") var weightDecay: Float?
-  @Option(help: "Label smoothing of the cross-entropy.") var labelSmoothing: Float?
-  @Option(name: .customLong("ema"), help: "Keep an exponential moving average of the weights with this decay and evaluate it.")
+  @Option(parsing: .unconditional, help: "Linear learning-rate warm-up, in epochs, 0...epochs.") var warmupEpochs: Double?
+  @Option(
+    parsing: .unconditional, help: "Weight decay of conv and linear weights, in [0, 1): decoupled for AdamW, L2 for SGD.")
+  var weightDecay: Float?
+  @Option(parsing: .unconditional, help: "Label smoothing of the cross-entropy, in [0, 1).") var labelSmoothing: Float?
+  @Option(
+    name: .customLong("ema"), parsing: .unconditional,
+    help: "Keep an exponential moving average of the weights with this decay, in (0, 1), and evaluate it.")
   var emaDecay: Float?
-  @Option(name: .customLong("clip-grad"), help: "Clip the global gradient norm to this value.")
+  @Option(name: .customLong("clip-grad"), parsing: .unconditional, help: "Clip the global gradient norm to this value, in (0, 1e6].")
   var clipGradient: Float?
   @Option(help: "Optimizer: adamw or sgd (default: adamw).") var optimizer: OptimizerKind?
-  @Option(help: "SGD momentum, in [0, 1) (default 0 as in torch.optim.SGD; 0.9 is usual).") var momentum: Float?
+  @Option(parsing: .unconditional, help: "SGD momentum, in [0, 1) (default 0 as in torch.optim.SGD; 0.9 is usual).")
+  var momentum: Float?
   @Flag(help: "Nesterov momentum (SGD with --momentum above 0).") var nesterov = false
-  @Option(help: "Micro-batches of --batch-size summed into one optimizer step, in 1...1024 (default 1).")
+  @Option(
+    parsing: .unconditional, help: "Micro-batches of --batch-size summed into one optimizer step, in 1...1024 (default 1).")
   var accumulateSteps: Int?
-  @Option(help: "Random-crop padding in pixels (0: no crop; default: the dataset's).") var cropPadding: Int?
-  @Option(help: "Random horizontal flips, true or false (default: the dataset's).") var flip: Bool?
-  @Option(help: ArgumentHelp("Stop after this epoch, as if interrupted (for testing --resume).", visibility: .hidden))
+  // The default is the recipe's (TrainingRecipe.defaultOptions): 1 pixel for Fashion-MNIST and other
+  // 28×28 IDX data, the digits dataset's 1 pixel for digits; a resumed run keeps the saved value.
+  @Option(
+    parsing: .unconditional,
+    help: "Random-crop padding in pixels, 0...64 (0: no crop; default: 1, the recipe's for every dataset, or the checkpoint's when resuming).")
+  var cropPadding: Int?
+  @Option(help: "Random horizontal flips, true or false (default: the recipe's: on for fashion-mnist only).") var flip: Bool?
+  @Option(
+    parsing: .unconditional,
+    help: ArgumentHelp("Stop after this epoch, 1...10000, as if interrupted (for testing --resume).", visibility: .hidden))
   var stopAfterEpoch: Int?
   @Flag(
     help: """
@@ -75,32 +100,19 @@ struct TrainCommand: ParsableCommand {
 
   func validate() throws {
     if model != nil && config != nil { throw ValidationError("give either --model or --config, not both") }
-    if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
-    if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
-    if let learningRate, !(learningRate.isFinite && learningRate > 0) {
-      throw ValidationError("--lr must be positive, got \(learningRate)")
-    }
-    if let warmupEpochs, !(warmupEpochs.isFinite && warmupEpochs >= 0) {
-      throw ValidationError("--warmup-epochs must be non-negative, got \(warmupEpochs)")
-    }
-    if let weightDecay, !(weightDecay >= 0 && weightDecay < 1) {
-      throw ValidationError("--weight-decay must be in [0, 1), got \(weightDecay)")
-    }
-    if let labelSmoothing, !(labelSmoothing >= 0 && labelSmoothing < 1) {
-      throw ValidationError("--label-smoothing must be in [0, 1), got \(labelSmoothing)")
-    }
-    if let emaDecay, !(emaDecay > 0 && emaDecay < 1) { throw ValidationError("--ema must be in (0, 1), got \(emaDecay)") }
-    if let clipGradient, !(clipGradient.isFinite && clipGradient > 0) {
-      throw ValidationError("--clip-grad must be positive, got \(clipGradient)")
-    }
-    if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1), got \(momentum)") }
-    if let accumulateSteps, !TrainingOptions.accumulateStepsRange.contains(accumulateSteps) {
-      throw ValidationError("--accumulate-steps must be in \(TrainingOptions.accumulateStepsRange), got \(accumulateSteps)")
-    }
-    if let cropPadding, cropPadding < 0 { throw ValidationError("--crop-padding must be non-negative, got \(cropPadding)") }
-    if let stopAfterEpoch, stopAfterEpoch < 1 {
-      throw ValidationError("--stop-after-epoch must be at least 1, got \(stopAfterEpoch)")
-    }
+    typealias Limits = TrainingOptions.Limits
+    try FlagCheck.integer(epochs, in: Limits.epochs, "--epochs")
+    try FlagCheck.integer(batchSize, in: Limits.batchSize, "--batch-size")
+    try FlagCheck.real(learningRate, in: Limits.learningRate, "(0, 10]", "--lr")
+    try FlagCheck.real(warmupEpochs, in: 0...Double(epochs ?? Limits.epochs.upperBound), "[0, epochs]", "--warmup-epochs")
+    try FlagCheck.real(weightDecay, in: 0..<1, "[0, 1)", "--weight-decay")
+    try FlagCheck.real(labelSmoothing, in: 0..<1, "[0, 1)", "--label-smoothing")
+    try FlagCheck.real(emaDecay, in: Float.leastNormalMagnitude..<1, "(0, 1)", "--ema")
+    try FlagCheck.real(clipGradient, in: Limits.clipGradientNorm, "(0, 1e6]", "--clip-grad")
+    try FlagCheck.integer(cropPadding, in: Limits.cropPadding, "--crop-padding")
+    try FlagCheck.integer(stopAfterEpoch, in: Limits.epochs, "--stop-after-epoch")
+    try FlagCheck.real(momentum, in: 0..<1, "[0, 1)", "--momentum")
+    try FlagCheck.integer(accumulateSteps, in: TrainingOptions.accumulateStepsRange, "--accumulate-steps")
   }
 
   /// The recipe: `base` with every given flag applied.
@@ -114,6 +126,7 @@ struct TrainCommand: ParsableCommand {
     if let epochs { options.epochs = epochs }
     if let batchSize { options.batchSize = batchSize }
     if let learningRate { options.learningRate = learningRate }
+    // Without --warmup-epochs a short run gets the recipe's warm-up scaled down (TrainingRecipe.fitDefaults).
     if let warmupEpochs { options.warmupEpochs = warmupEpochs }
     if let weightDecay { options.weightDecay = weightDecay }
     if let labelSmoothing { options.labelSmoothing = labelSmoothing }
@@ -129,7 +142,12 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     // The kernels' thread count comes from the context the body runs in.
-    try ComputeContext(threads: threadOptions.threads).run { try Terminal.withReadableFileErrors { try train() } }
+    try ComputeContext(threads: threadOptions.threads).run {
+      try Terminal.withReadableFileErrors {
+        try memoryOptions.apply()
+        try train()
+      }
+    }
   }
 
   /// Opens (creates, locks, probes) the output directory before any data is loaded or step taken,
@@ -240,24 +258,17 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
-  /// The model config of `--config`, read and validated; nil without the flag.
+  /// The model config of `--config`, read (at most 1 MiB), strictly parsed and validated; nil without the flag.
   func readConfigFile() throws -> ModelConfig? {
     guard let config else { return nil }
-    let data: Data
     do {
-      data = try Data(contentsOf: URL(fileURLWithPath: config))
-    } catch {
-      let reason = FileWriteError(foundationError: error, path: config, operation: "reading")?.reason
-      throw ValidationError("--config \(config): cannot read the file (\(reason ?? error.localizedDescription))")
-    }
-    do {
-      let decoded = try JSONDecoder().decode(ModelConfig.self, from: data)
-      try decoded.validate()
-      return decoded
+      return try ModelConfig.decodeJSON(BoundedFile.read(URL(fileURLWithPath: config), maximumBytes: 1 << 20))
+    } catch let error as BoundedFileError {
+      throw ValidationError("--config: \(error)")
+    } catch let error as JSONInputError {
+      throw ValidationError("--config \(config): not a valid model config: \(error)")
     } catch let error as ModelConfigError {
-      throw error
-    } catch {
-      throw ValidationError("--config \(config): not a valid model config (\(error))")
+      throw ValidationError("--config \(config): \(error)")
     }
   }
 

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import QuadraCore
+
+/// Range checks for numeric flags; every message names the flag, the allowed range and the value given.
+enum FlagCheck {
+  static func integer(_ value: Int?, in range: ClosedRange<Int>, _ flag: String) throws {
+    guard let value else { return }
+    guard range.contains(value) else {
+      throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+    }
+  }
+
+  /// A finite value in `range`; `rangeText` says the range as users should read it (e.g. "(0, 10]").
+  static func real<F: BinaryFloatingPoint>(_ value: F?, in range: ClosedRange<F>, _ rangeText: String, _ flag: String)
+    throws
+  {
+    guard let value else { return }
+    guard value.isFinite, range.contains(value) else {
+      throw ValidationError("\(flag) must be a finite number in \(rangeText), got \(value)")
+    }
+  }
+
+  /// A finite value in `range` (half-open).
+  static func real<F: BinaryFloatingPoint>(_ value: F?, in range: Range<F>, _ rangeText: String, _ flag: String) throws {
+    guard let value else { return }
+    guard value.isFinite, range.contains(value) else {
+      throw ValidationError("\(flag) must be a finite number in \(rangeText), got \(value)")
+    }
+  }
+}
+
+/// `--threads`, shared by every command that computes.
+struct ThreadOptions: ParsableArguments {
+  /// The accepted thread counts.
+  static let range = 1...1024
+
+  // `.unconditional` takes "-3" as the value, so the message is the range error, not "missing value".
+  @Option(parsing: .unconditional, help: "Threads for the compute kernels, 1...1024 (default: all cores).")
+  var threads: Int = Swift.min(ProcessInfo.processInfo.activeProcessorCount, ThreadOptions.range.upperBound)
+
+  func validate() throws {
+    try FlagCheck.integer(threads, in: Self.range, "--threads")
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    if threads > cores {
+      Terminal.status(
+        "warning: --threads \(threads) exceeds the \(cores) core(s) of this machine; the extra threads only add overhead")
+    }
+  }
+}
+
+/// `--memory-limit`, for the commands that build models or load data.
+struct MemoryOptions: ParsableArguments {
+  @Option(
+    parsing: .unconditional,
+    help: ArgumentHelp(
+      "Memory this run may plan to use, e.g. 8G or 512M (K/M/G/T are powers of 1024; default: 80% of the "
+        + "available memory, or $\(MemoryBudget.environmentVariable)).",
+      valueName: "size"))
+  var memoryLimit: String?
+
+  func validate() throws {
+    do {
+      try MemoryBudget.checkEnvironment()
+      if let memoryLimit { _ = try MemoryBudget.parseLimit(memoryLimit, source: "--memory-limit") }
+    } catch let error as MemoryBudgetError {
+      throw ValidationError(error.description)
+    }
+  }
+
+  /// Makes `--memory-limit` the process's limit (validated already).
+  func apply() throws {
+    if let memoryLimit { MemoryBudget.setLimit(try MemoryBudget.parseLimit(memoryLimit, source: "--memory-limit")) }
+  }
+}
