@@ -36,6 +36,13 @@ struct TrainCommand: ParsableCommand {
   var config: String?
   @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
   var dataset: String?
+  @Option(
+    parsing: .unconditional,
+    help: """
+      Classes of the model head, 1...100000 (default: the dataset's: 10 for digits and fashion-mnist, the \
+      largest label + 1 for IDX data; the checkpoint's when resuming). Every label must lie below it.
+      """)
+  var classes: Int?
   // Numeric options parse `.unconditional`ly, so a negative value gets the range error below
   // instead of ArgumentParser's "missing value".
   @Option(parsing: .unconditional, help: "Epochs to train, 1...10000.") var epochs: Int?
@@ -101,6 +108,7 @@ struct TrainCommand: ParsableCommand {
   func validate() throws {
     if model != nil && config != nil { throw ValidationError("give either --model or --config, not both") }
     typealias Limits = TrainingOptions.Limits
+    try FlagCheck.integer(classes, in: DatasetSplits.classCountRange, "--classes")
     try FlagCheck.integer(epochs, in: Limits.epochs, "--epochs")
     try FlagCheck.integer(batchSize, in: Limits.batchSize, "--batch-size")
     try FlagCheck.real(learningRate, in: Limits.learningRate, "(0, 10]", "--lr")
@@ -168,7 +176,7 @@ struct TrainCommand: ParsableCommand {
     let runName = "\(modelName)-\(Self.shortName(datasetName))"
     let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
     try claim(directory, history: [])
-    let splits = try DatasetSplits.load(datasetName)
+    let splits = try DatasetSplits.load(datasetName, classCount: classes ?? configFile?.classCount)
     let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
     let recipe = TrainingRecipe.defaultOptions(for: datasetName)
     var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
@@ -189,7 +197,7 @@ struct TrainCommand: ParsableCommand {
     let checkpoint = try TrainingCheckpoint.read(from: path)
     try claim(directory, history: checkpoint.state.history)
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
-    let splits = try DatasetSplits.load(datasetName)
+    let splits = try DatasetSplits.load(datasetName, classCount: classes ?? checkpoint.weights.config?.classCount)
     if model != nil || config != nil {
       _ = try checkpoint.weights.resolvedConfig(
         requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
@@ -239,7 +247,8 @@ struct TrainCommand: ParsableCommand {
     let outputDirectory = directory.url
     Terminal.status(
       "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
-        + "(\(splits.train.count) images, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
+        + "(\(splits.train.count) images of \(splits.train.imageShape.map(String.init).joined(separator: "×")), "
+        + "\(splits.train.classCount) classes, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
         + "lr \(options.learningRate), \(Parallel.threadCount) thread(s) → \(outputDirectory.path)")
     let printer = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) != 0) { text in
       FileHandle.standardError.write(Data(text.utf8))
@@ -284,7 +293,8 @@ struct TrainCommand: ParsableCommand {
   static func shortName(_ dataset: DatasetName) -> String {
     switch dataset {
     case .digits, .fashionMNIST: return dataset.description
-    case .idxDirectory(let path): return URL(fileURLWithPath: path).lastPathComponent
+    case .idxDirectory(let path), .imageFolder(let path), .numPyArchive(let path):
+      return URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     }
   }
 }
