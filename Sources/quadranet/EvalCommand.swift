@@ -16,14 +16,15 @@ struct EvalCommand: ParsableCommand {
       """)
 
   @Option(help: "The weights: a .safetensors file or a run directory.") var checkpoint: String
-  @Option(help: "digits, fashion-mnist, or an IDX directory (default: the checkpoint's dataset, else digits).")
+  @Option(help: "digits, fashion-mnist, an IDX directory, an image folder or a .npz file (default: the checkpoint's dataset, else digits).")
   var dataset: String?
   @Option(help: "Registered model; required for files without a saved config, checked against it otherwise.")
   var model: String?
+  @OptionGroup var datasetOptions: DatasetOptions
   @Option(
     parsing: .unconditional,
-    help: "Classes, 1...100000 (default: the checkpoint's class count, else the dataset's); every label must lie below it.")
-  var classes: Int?
+    help: "Image folders with --test-fraction: the seed of the split, as given to train (default 0).")
+  var seed: UInt64 = 0
   @Option(parsing: .unconditional, help: "Evaluation batch size, 1...65536.") var batchSize: Int = 250
   @OptionGroup var threadOptions: ThreadOptions
   @OptionGroup var memoryOptions: MemoryOptions
@@ -41,7 +42,6 @@ struct EvalCommand: ParsableCommand {
   }
 
   func validate() throws {
-    try FlagCheck.integer(classes, in: DatasetSplits.classCountRange, "--classes")
     try FlagCheck.integer(batchSize, in: TrainingOptions.Limits.batchSize, "--batch-size")
   }
 
@@ -56,7 +56,7 @@ struct EvalCommand: ParsableCommand {
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     try Evaluator.checkFinite(weights)
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
-    let splits = try DatasetSplits.load(datasetName, classCount: classes ?? weights.config?.classCount)
+    let splits = try datasetOptions.load(datasetName, savedClassCount: weights.config?.classCount, splitSeed: seed)
     let classNames = weights.classNames ?? splits.test.classNames
     if let saved = weights.classNames, saved != splits.test.classNames {
       Terminal.status(

@@ -34,15 +34,14 @@ struct TrainCommand: ParsableCommand {
         + "'config' metadata key; see 'Model configs' in the README for the format and every field's range.",
       valueName: "file.json"))
   var config: String?
-  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
-  var dataset: String?
   @Option(
-    parsing: .unconditional,
     help: """
-      Classes of the model head, 1...100000 (default: the dataset's: 10 for digits and fashion-mnist, the \
-      largest label + 1 for IDX data; the checkpoint's when resuming). Every label must lie below it.
+      digits, fashion-mnist, a directory with MNIST-style IDX files, an image folder (DIR/train/<class>/… and \
+      DIR/test/<class>/…, or DIR/<class>/… with --test-fraction), or a .npz file with x_train, y_train, x_test, \
+      y_test (default: digits, or the checkpoint's when resuming).
       """)
-  var classes: Int?
+  var dataset: String?
+  @OptionGroup var datasetOptions: DatasetOptions
   // Numeric options parse `.unconditional`ly, so a negative value gets the range error below
   // instead of ArgumentParser's "missing value".
   @Option(parsing: .unconditional, help: "Epochs to train, 1...10000.") var epochs: Int?
@@ -108,7 +107,6 @@ struct TrainCommand: ParsableCommand {
   func validate() throws {
     if model != nil && config != nil { throw ValidationError("give either --model or --config, not both") }
     typealias Limits = TrainingOptions.Limits
-    try FlagCheck.integer(classes, in: DatasetSplits.classCountRange, "--classes")
     try FlagCheck.integer(epochs, in: Limits.epochs, "--epochs")
     try FlagCheck.integer(batchSize, in: Limits.batchSize, "--batch-size")
     try FlagCheck.real(learningRate, in: Limits.learningRate, "(0, 10]", "--lr")
@@ -176,7 +174,7 @@ struct TrainCommand: ParsableCommand {
     let runName = "\(modelName)-\(Self.shortName(datasetName))"
     let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
     try claim(directory, history: [])
-    let splits = try DatasetSplits.load(datasetName, classCount: classes ?? configFile?.classCount)
+    let splits = try datasetOptions.load(datasetName, savedClassCount: configFile?.classCount, splitSeed: seed ?? 0)
     let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
     let recipe = TrainingRecipe.defaultOptions(for: datasetName)
     var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
@@ -197,7 +195,8 @@ struct TrainCommand: ParsableCommand {
     let checkpoint = try TrainingCheckpoint.read(from: path)
     try claim(directory, history: checkpoint.state.history)
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
-    let splits = try DatasetSplits.load(datasetName, classCount: classes ?? checkpoint.weights.config?.classCount)
+    let splits = try datasetOptions.load(
+      datasetName, savedClassCount: checkpoint.weights.config?.classCount, splitSeed: checkpoint.state.options.seed)
     if model != nil || config != nil {
       _ = try checkpoint.weights.resolvedConfig(
         requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
