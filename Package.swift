@@ -4,18 +4,29 @@ import PackageDescription
 
 // Kernels are written with SIMD8/SIMD16 vectors. They only become real vector
 // instructions when the compiler may use the host's vector extensions; without
-// them `addingProduct` lowers to scalar `fmaf` calls (~25x slower). So the
-// default build targets the machine it is built on. `QUADRANET_PORTABLE=1`
-// gives a build that runs on any x86-64/arm64 CPU (slower, same results up to
-// rounding), e.g. for binaries that are copied to other machines.
-let portable = ProcessInfo.processInfo.environment["QUADRANET_PORTABLE"] != nil
+// them `addingProduct` lowers to scalar `fmaf` calls (~25x slower). So a build of
+// this package as the root targets the machine it is built on (`-target-cpu native`)
+// and drops exclusivity checks in the kernels' release builds.
+//
+// SwiftPM refuses such `unsafeFlags` in a package that is depended on by version
+// ("contains unsafe build flags"). When this manifest is evaluated as such a
+// dependency, i.e. from a checkout that SwiftPM or Xcode made (`.build/checkouts/`,
+// `SourcePackages/checkouts/`), it declares no unsafe flags; the dependent gets the
+// fast kernels by passing the flag to its whole build:
+// `swift build -c release -Xswiftc -target-cpu -Xswiftc native`.
+// `QUADRANET_PORTABLE=1` gives the same flag-free build as the root, for binaries
+// that are copied to other machines (slower, same results up to rounding).
+let environment = ProcessInfo.processInfo.environment
+let isDependencyCheckout = ["/.build/checkouts/", "/SourcePackages/checkouts/"].contains {
+  Context.packageDirectory.contains($0)
+}
+let portable = environment["QUADRANET_PORTABLE"] != nil || isDependencyCheckout
 let cpuSettings: [SwiftSetting] =
   portable
   ? [.define("QUADRANET_PORTABLE")]
   : [.unsafeFlags(["-target-cpu", "native"])]
-let kernelSettings: [SwiftSetting] = cpuSettings + [
-  .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
-]
+let kernelSettings: [SwiftSetting] =
+  cpuSettings + (portable ? [] : [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))])
 
 let package = Package(
   name: "QuadraNet",

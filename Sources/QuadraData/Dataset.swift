@@ -29,7 +29,7 @@ public struct Normalization: Codable, Sendable, Equatable {
 public struct Dataset: Sendable {
   /// A short name for logs and result files (e.g. "digits/train").
   public var name: String
-  /// Normalized images, `[N, H, W, 1]` (NHWC).
+  /// Normalized images, `[N, H, W, C]` (NHWC).
   public var images: Tensor
   /// Class labels in `0..<classCount`, one per image.
   public var labels: [Int]
@@ -89,6 +89,9 @@ public struct Dataset: Sendable {
 
 /// The splits of a dataset: train, an optional validation split carved from train, and test.
 public struct DatasetSplits: Sendable {
+  /// The accepted class counts (the model config's range).
+  public static let classCountRange = 1...100_000
+
   public var train: Dataset
   public var validation: Dataset?
   public var test: Dataset
@@ -97,6 +100,28 @@ public struct DatasetSplits: Sendable {
     self.train = train
     self.validation = validation
     self.test = test
+  }
+
+  /// The splits with `classCount` classes (e.g. `--classes` above the labels present, for a model
+  /// that will later see more classes). Every label must lie below it; class names beyond the data's
+  /// are their indices.
+  public func withClassCount(_ classCount: Int) throws -> DatasetSplits {
+    guard Self.classCountRange.contains(classCount) else {
+      throw DatasetError.invalidSplit(
+        "class count \(classCount) is outside \(Self.classCountRange.lowerBound)...\(Self.classCountRange.upperBound)")
+    }
+    func resized(_ dataset: Dataset) throws -> Dataset {
+      if let index = dataset.labels.firstIndex(where: { $0 >= classCount }) {
+        throw DatasetError.labelOutOfRange(
+          path: dataset.name, label: dataset.labels[index], classCount: classCount, index: index)
+      }
+      var copy = dataset
+      let names = dataset.classNames.prefix(classCount)
+      copy.classNames = Array(names) + (names.count..<classCount).map(String.init)
+      copy.classCount = classCount
+      return copy
+    }
+    return DatasetSplits(train: try resized(train), validation: try validation.map(resized), test: try resized(test))
   }
 }
 
@@ -190,15 +215,28 @@ public enum DatasetSplitter {
   }
 }
 
-/// Raw unsigned-byte images before normalization.
+/// Raw unsigned-byte images before normalization, `[count, height, width, channels]` (HWC per image).
 struct RawImages {
   var count: Int
   var height: Int
   var width: Int
+  var channels: Int = 1
   var maxValue: UInt8
   var pixels: [UInt8]
 
-  var sampleSize: Int { height * width }
+  init(count: Int, height: Int, width: Int, channels: Int = 1, maxValue: UInt8, pixels: [UInt8]) {
+    opPrecondition(
+      pixels.count == count * height * width * channels,
+      "RawImages: \(pixels.count) bytes for \(count)×\(height)×\(width)×\(channels)")
+    self.count = count
+    self.height = height
+    self.width = width
+    self.channels = channels
+    self.maxValue = maxValue
+    self.pixels = pixels
+  }
+
+  var sampleSize: Int { height * width * channels }
 
   /// Mean and standard deviation of the pixels of the samples at `indices`, scaled to [0, 1].
   /// Integer sums make the statistics exact and independent of summation order.
@@ -222,7 +260,7 @@ struct RawImages {
     return Normalization(maxValue: Float(maxValue), mean: Float(mean / scale), std: Float(Swift.max(std, 1e-6)))
   }
 
-  /// The samples at `indices` as a normalized `[N, H, W, 1]` tensor.
+  /// The samples at `indices` as a normalized `[N, H, W, C]` tensor (one mean and std for all channels).
   func tensor(_ indices: [Int], normalization: Normalization) -> Tensor {
     // A 256-entry table replaces a divide per pixel and is exact for every byte value.
     var table = [Float](repeating: 0, count: 256)
@@ -244,7 +282,7 @@ struct RawImages {
       }
       initialized = indices.count * size
     }
-    return Tensor(shape: [indices.count, height, width, 1], scalars: values)
+    return Tensor(shape: [indices.count, height, width, channels], scalars: values)
   }
 }
 

@@ -36,6 +36,10 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
   case unknownDataset(name: String)
   /// A requested split does not fit the data.
   case invalidSplit(String)
+  /// An image-folder dataset (or one of its folders or files) does not have the expected form.
+  case invalidFolder(path: String, reason: String)
+  /// An array of a `.npz` dataset is missing or has the wrong type or shape.
+  case invalidArchive(path: String, array: String, reason: String)
 
   public var description: String {
     switch self {
@@ -73,9 +77,13 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
     case .missingResource(let name):
       return "resource \(name) is missing from the QuadraData bundle"
     case .unknownDataset(let name):
-      return "unknown dataset '\(name)': use 'digits', 'fashion-mnist', or the path of a directory with MNIST-style IDX files"
+      return "unknown dataset '\(name)': use 'digits', 'fashion-mnist', the path of a directory with MNIST-style IDX files or with one folder of images per class, or a .npz file"
     case .invalidSplit(let reason):
       return "invalid split: \(reason)"
+    case .invalidFolder(let path, let reason):
+      return "\(path): \(reason)"
+    case .invalidArchive(let path, let array, let reason):
+      return "\(path): array '\(array)': \(reason)"
     }
   }
 

@@ -8,8 +8,13 @@ public enum DatasetName: Hashable, Sendable, CustomStringConvertible {
   case fashionMNIST
   /// A directory with MNIST-style IDX files (`train-images-idx3-ubyte[.gz]` etc.).
   case idxDirectory(String)
+  /// A directory of images, one folder per class (`DIR/<class>/…` or `DIR/train/<class>/…` + `DIR/test/<class>/…`).
+  case imageFolder(String)
+  /// A `.npz` archive with `x_train`, `y_train`, `x_test`, `y_test`.
+  case numPyArchive(String)
 
-  /// Parses "digits", "fashion-mnist" (also "fashion_mnist", "fashionmnist"), or a directory path.
+  /// Parses "digits", "fashion-mnist" (also "fashion_mnist", "fashionmnist"), a `.npz` path, or a directory
+  /// path: an existing directory without `train-images…` IDX files is an image folder, any other an IDX directory.
   ///
   /// A word that is neither a known name nor path-like (no `/`, not starting with `.` or `~`,
   /// not an existing directory) is rejected, so a typo reads "unknown dataset" rather than
@@ -28,7 +33,16 @@ public enum DatasetName: Hashable, Sendable, CustomStringConvertible {
       guard !word.isEmpty, pathLike || (exists && isDirectory.boolValue) else {
         throw DatasetError.unknownDataset(name: text)
       }
-      self = .idxDirectory((word as NSString).expandingTildeInPath)
+      let path = (word as NSString).expandingTildeInPath
+      if path.lowercased().hasSuffix(".npz") {
+        self = .numPyArchive(path)
+      } else if exists, isDirectory.boolValue, !DatasetSplits.idxCandidates("train", "images").contains(where: {
+        FileManager.default.fileExists(atPath: URL(fileURLWithPath: path).appendingPathComponent($0).path)
+      }) {
+        self = .imageFolder(path)
+      } else {
+        self = .idxDirectory(path)
+      }
     }
   }
 
@@ -36,7 +50,7 @@ public enum DatasetName: Hashable, Sendable, CustomStringConvertible {
     switch self {
     case .digits: return "digits"
     case .fashionMNIST: return "fashion-mnist"
-    case .idxDirectory(let path): return path
+    case .idxDirectory(let path), .imageFolder(let path), .numPyArchive(let path): return path
     }
   }
 }
@@ -59,17 +73,33 @@ extension DatasetSplits {
   ///     ``DatasetSplitter/stratified(labels:classCount:holdOutCount:seed:)``).
   ///   - splitSeed: seeds the hold-out choices. It is separate from the training seed so the
   ///     evaluation sets stay the same when only the training seed changes.
-  public static func load(_ name: DatasetName, validation: HoldOut = .none, splitSeed: UInt64 = 0) throws
-    -> DatasetSplits
-  {
+  ///   - classCount: the number of classes, overriding the count the data implies (`--classes`); every
+  ///     label must lie below it. Nil: 10 for digits and Fashion-MNIST, `max label + 1` for IDX data.
+  ///   - folder: resolution and test fraction of image folders.
+  ///   - layout: the axis order of `.npz` images (nil: inferred).
+  ///   - notes: receives remarks such as skipped files.
+  public static func load(
+    _ name: DatasetName, validation: HoldOut = .none, splitSeed: UInt64 = 0, classCount: Int? = nil,
+    folder: ImageFolderOptions = ImageFolderOptions(), layout: ArrayLayout? = nil, notes: ((String) -> Void)? = nil
+  ) throws -> DatasetSplits {
+    let splits: DatasetSplits
     switch name {
     case .digits:
-      return try digits(validation: validation, splitSeed: splitSeed)
+      splits = try digits(validation: validation, splitSeed: splitSeed)
     case .fashionMNIST:
-      return try fashionMNIST(validation: validation, splitSeed: splitSeed)
+      splits = try fashionMNIST(validation: validation, splitSeed: splitSeed)
     case .idxDirectory(let path):
-      return try idxDirectory(URL(fileURLWithPath: path), validation: validation, splitSeed: splitSeed)
+      return try idxDirectory(URL(fileURLWithPath: path), classCount: classCount, validation: validation, splitSeed: splitSeed)
+    case .imageFolder(let path):
+      return try imageFolder(
+        URL(fileURLWithPath: path), options: folder, validation: validation, splitSeed: splitSeed,
+        classCount: classCount, notes: notes)
+    case .numPyArchive(let path):
+      return try numPyArchive(
+        URL(fileURLWithPath: path), layout: layout, classCount: classCount, validation: validation, splitSeed: splitSeed)
     }
+    guard let classCount else { return splits }
+    return try splits.withClassCount(classCount)
   }
 
   // MARK: Digits
@@ -199,18 +229,25 @@ extension DatasetSplits {
   /// (each optionally gzipped, also accepted with `.idx` instead of `-idx`).
   ///
   /// Checks that the images are 3-D, the labels 1-D and in `0..<classCount`, and that images and
-  /// labels agree in count. Augmentation default of the dataset: pad 2 + random crop, no flip (MNIST
-  /// digits); `quadranet train`'s recipe for 28×28 data pads by 1 instead.
+  /// labels agree in count. Without `classCount` the class count is `max label + 1` over both splits
+  /// (a 3-class set gets a 3-way head). Augmentation default of the dataset: pad 2 + random crop, no
+  /// flip (MNIST digits); `quadranet train`'s recipe for 28×28 data pads by 1 instead.
   public static func idxDirectory(
-    _ directory: URL, name: String? = nil, classCount: Int = 10, classNames: [String]? = nil,
+    _ directory: URL, name: String? = nil, classCount: Int? = nil, classNames: [String]? = nil,
     validation: HoldOut = .none, splitSeed: UInt64 = 0,
     augmentation: Augmentation = Augmentation(padding: 2, horizontalFlip: false)
   ) throws -> DatasetSplits {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue
     else { throw DatasetError.fileNotFound(path: directory.path) }
-    let (train, trainLabels) = try loadIDXPair(split: "train", directory: directory, classCount: classCount)
-    let (test, testLabels) = try loadIDXPair(split: "t10k", directory: directory, classCount: classCount)
+    // Byte labels are below 256; the class count is checked against them once it is known.
+    let bound = classCount ?? 256
+    let (train, trainLabels) = try loadIDXPair(split: "train", directory: directory, classCount: bound)
+    let (test, testLabels) = try loadIDXPair(split: "t10k", directory: directory, classCount: bound)
+    let classCount = classCount ?? ((trainLabels + testLabels).max() ?? 0) + 1
+    if let classNames, classNames.count != classCount {
+      throw DatasetError.invalidSplit("\(classNames.count) class names for \(classCount) classes in \(directory.path)")
+    }
     return try make(
       name: name ?? directory.lastPathComponent, train: train, trainLabels: trainLabels, test: test,
       testLabels: testLabels, classCount: classCount, classNames: classNames, validation: validation,

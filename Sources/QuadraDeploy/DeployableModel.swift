@@ -30,7 +30,8 @@ public enum DeploymentError: Error, Equatable, CustomStringConvertible, Localize
 public struct DeployableModel {
   public let checkpoint: WeightsCheckpoint
   public let model: VisionModel
-  /// Class names in label order: the checkpoint's dataset's names when known (Fashion-MNIST), else nil.
+  /// Class names in label order: the checkpoint's `class_names` metadata, else the names of its dataset when
+  /// known (Fashion-MNIST checkpoints saved before class names were recorded), else nil.
   public let classNames: [String]?
 
   /// Reads a weights file (or a run directory) and builds its model; `requested` is checked against the saved config.
@@ -42,7 +43,8 @@ public struct DeployableModel {
     self.checkpoint = checkpoint
     model = try checkpoint.makeModel(requested: requested)
     model.setTraining(false)
-    classNames = Self.classNames(dataset: checkpoint.dataset, classCount: model.config.classCount)
+    classNames =
+      checkpoint.classNames ?? Self.classNames(dataset: checkpoint.dataset, classCount: model.config.classCount)
   }
 
   public var config: ModelConfig { model.config }

@@ -87,6 +87,8 @@ public enum CheckpointFiles {
     public static let config = "config"
     public static let dataset = "dataset"
     public static let normalization = "normalization"
+    /// The class names in label order, as a JSON array of strings.
+    public static let classNames = "class_names"
     public static let epoch = "epoch"
     public static let globalStep = "global_step"
     public static let trainingState = "training_state"
@@ -118,6 +120,8 @@ public struct WeightsCheckpoint {
   public var dataset: String?
   /// The input normalization the model was trained with, if recorded.
   public var normalization: Normalization?
+  /// The training data's class names in label order (`classCount` of them), if recorded.
+  public var classNames: [String]?
   /// Completed epochs and optimizer steps when it was saved, if recorded.
   public var epoch: Int?
   public var globalStep: Int?
@@ -128,13 +132,17 @@ public struct WeightsCheckpoint {
 
   /// The weights of `model` in PyTorch layout.
   public init(
-    model: VisionModel, dataset: String? = nil, normalization: Normalization? = nil, epoch: Int? = nil,
-    globalStep: Int? = nil
+    model: VisionModel, dataset: String? = nil, normalization: Normalization? = nil, classNames: [String]? = nil,
+    epoch: Int? = nil, globalStep: Int? = nil
   ) {
+    opPrecondition(
+      classNames.map { $0.count == model.config.classCount } ?? true,
+      "WeightsCheckpoint: \(classNames?.count ?? 0) class names for \(model.config.classCount) classes")
     tensors = WeightsCheckpoint.torchStateDict(of: model)
     config = model.config
     self.dataset = dataset
     self.normalization = normalization
+    self.classNames = classNames
     self.epoch = epoch
     self.globalStep = globalStep
     path = "<memory>"
@@ -178,6 +186,12 @@ public struct WeightsCheckpoint {
     }
     checkpoint.normalization = try decode(Normalization.self, CheckpointFiles.Key.normalization)
     checkpoint.dataset = metadata[CheckpointFiles.Key.dataset]
+    checkpoint.classNames = try decode([String].self, CheckpointFiles.Key.classNames)
+    if let names = checkpoint.classNames, let config = checkpoint.config, names.count != config.classCount {
+      throw CheckpointError.invalidMetadata(
+        path: url.path, key: CheckpointFiles.Key.classNames,
+        reason: "\(names.count) class names for the config's \(config.classCount) classes")
+    }
     checkpoint.epoch = try integer(CheckpointFiles.Key.epoch)
     checkpoint.globalStep = try integer(CheckpointFiles.Key.globalStep)
     return checkpoint
@@ -188,7 +202,7 @@ public struct WeightsCheckpoint {
     self.path = path
   }
 
-  /// The safetensors metadata: format, model name, config JSON, dataset, normalization, epoch, global step.
+  /// The safetensors metadata: format, model name, config JSON, dataset, normalization, class names, epoch, global step.
   public var metadata: [String: String] {
     var result = [CheckpointFiles.Key.format: Self.formatName]
     if let config {
@@ -197,6 +211,7 @@ public struct WeightsCheckpoint {
     }
     if let dataset { result[CheckpointFiles.Key.dataset] = dataset }
     if let normalization { result[CheckpointFiles.Key.normalization] = Self.json(normalization) }
+    if let classNames { result[CheckpointFiles.Key.classNames] = Self.json(classNames) }
     if let epoch { result[CheckpointFiles.Key.epoch] = String(epoch) }
     if let globalStep { result[CheckpointFiles.Key.globalStep] = String(globalStep) }
     return result

@@ -230,7 +230,8 @@ public final class Trainer {
       batchIterator: iterator.state, dropPathGenerator: model.randomSource.generator, history: history,
       peakBytes: Swift.max(peakBytes, savedPeakBytes), threads: Parallel.threadCount)
     let weights = WeightsCheckpoint(
-      model: model, dataset: dataset, normalization: splits.train.normalization, epoch: completedEpochs,
+      model: model, dataset: dataset, normalization: splits.train.normalization, classNames: splits.train.classNames,
+      epoch: completedEpochs,
       globalStep: globalStep)
     return TrainingCheckpoint(weights: weights, state: state, optimizerMoments: moments, emaShadow: shadow)
   }

@@ -16,10 +16,15 @@ struct EvalCommand: ParsableCommand {
       """)
 
   @Option(help: "The weights: a .safetensors file or a run directory.") var checkpoint: String
-  @Option(help: "digits, fashion-mnist, or an IDX directory (default: the checkpoint's dataset, else digits).")
+  @Option(help: "digits, fashion-mnist, an IDX directory, an image folder or a .npz file (default: the checkpoint's dataset, else digits).")
   var dataset: String?
   @Option(help: "Registered model; required for files without a saved config, checked against it otherwise.")
   var model: String?
+  @OptionGroup var datasetOptions: DatasetOptions
+  @Option(
+    parsing: .unconditional,
+    help: "Image folders with --test-fraction: the seed of the split, as given to train (default 0).")
+  var seed: UInt64 = 0
   @Option(parsing: .unconditional, help: "Evaluation batch size, 1...65536.") var batchSize: Int = 250
   @OptionGroup var threadOptions: ThreadOptions
   @OptionGroup var memoryOptions: MemoryOptions
@@ -32,6 +37,8 @@ struct EvalCommand: ParsableCommand {
     var correct: Int
     var count: Int
     var loss: Double
+    /// The class names the checkpoint records (else the dataset's), in label order.
+    var classNames: [String]
   }
 
   func validate() throws {
@@ -49,7 +56,13 @@ struct EvalCommand: ParsableCommand {
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     try Evaluator.checkFinite(weights)
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
-    let splits = try DatasetSplits.load(datasetName)
+    let splits = try datasetOptions.load(datasetName, savedClassCount: weights.config?.classCount, splitSeed: seed)
+    let classNames = weights.classNames ?? splits.test.classNames
+    if let saved = weights.classNames, saved != splits.test.classNames {
+      Terminal.status(
+        "note: the checkpoint's classes (\(saved.prefix(5).joined(separator: ", "))…) are not the dataset's "
+          + "(\(splits.test.classNames.prefix(5).joined(separator: ", "))…); labels are compared by index")
+    }
     let requested = try model.map {
       try ModelRegistry.config(named: $0, classCount: splits.test.classCount, inputChannels: splits.test.imageShape[2])
     }
@@ -66,7 +79,7 @@ struct EvalCommand: ParsableCommand {
     }
     let report = Report(
       model: network.config.name, dataset: datasetName.description, accuracy: result.accuracy, correct: result.correct,
-      count: result.count, loss: result.loss)
+      count: result.count, loss: result.loss, classNames: classNames)
     if json {
       try Terminal.printJSON(report)
     } else {
@@ -74,6 +87,7 @@ struct EvalCommand: ParsableCommand {
         String(
           format: "%@ on %@: test accuracy %.2f%% (%d/%d), loss %.4f", report.model, splits.test.name,
           100 * report.accuracy, report.correct, report.count, report.loss))
+      print("classes: \(classNames.joined(separator: ", "))")
     }
   }
 }

@@ -34,8 +34,14 @@ struct TrainCommand: ParsableCommand {
         + "'config' metadata key; see 'Model configs' in the README for the format and every field's range.",
       valueName: "file.json"))
   var config: String?
-  @Option(help: "digits, fashion-mnist, or a directory with MNIST-style IDX files (default: digits, or the checkpoint's when resuming).")
+  @Option(
+    help: """
+      digits, fashion-mnist, a directory with MNIST-style IDX files, an image folder (DIR/train/<class>/… and \
+      DIR/test/<class>/…, or DIR/<class>/… with --test-fraction), or a .npz file with x_train, y_train, x_test, \
+      y_test (default: digits, or the checkpoint's when resuming).
+      """)
   var dataset: String?
+  @OptionGroup var datasetOptions: DatasetOptions
   // Numeric options parse `.unconditional`ly, so a negative value gets the range error below
   // instead of ArgumentParser's "missing value".
   @Option(parsing: .unconditional, help: "Epochs to train, 1...10000.") var epochs: Int?
@@ -168,7 +174,7 @@ struct TrainCommand: ParsableCommand {
     let runName = "\(modelName)-\(Self.shortName(datasetName))"
     let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
     try claim(directory, history: [])
-    let splits = try DatasetSplits.load(datasetName)
+    let splits = try datasetOptions.load(datasetName, savedClassCount: configFile?.classCount, splitSeed: seed ?? 0)
     let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
     let recipe = TrainingRecipe.defaultOptions(for: datasetName)
     var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
@@ -189,7 +195,8 @@ struct TrainCommand: ParsableCommand {
     let checkpoint = try TrainingCheckpoint.read(from: path)
     try claim(directory, history: checkpoint.state.history)
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
-    let splits = try DatasetSplits.load(datasetName)
+    let splits = try datasetOptions.load(
+      datasetName, savedClassCount: checkpoint.weights.config?.classCount, splitSeed: checkpoint.state.options.seed)
     if model != nil || config != nil {
       _ = try checkpoint.weights.resolvedConfig(
         requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
@@ -239,7 +246,8 @@ struct TrainCommand: ParsableCommand {
     let outputDirectory = directory.url
     Terminal.status(
       "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
-        + "(\(splits.train.count) images, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
+        + "(\(splits.train.count) images of \(splits.train.imageShape.map(String.init).joined(separator: "×")), "
+        + "\(splits.train.classCount) classes, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
         + "lr \(options.learningRate), \(Parallel.threadCount) thread(s) → \(outputDirectory.path)")
     let printer = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) != 0) { text in
       FileHandle.standardError.write(Data(text.utf8))
@@ -284,7 +292,8 @@ struct TrainCommand: ParsableCommand {
   static func shortName(_ dataset: DatasetName) -> String {
     switch dataset {
     case .digits, .fashionMNIST: return dataset.description
-    case .idxDirectory(let path): return URL(fileURLWithPath: path).lastPathComponent
+    case .idxDirectory(let path), .imageFolder(let path), .numPyArchive(let path):
+      return URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
     }
   }
 }

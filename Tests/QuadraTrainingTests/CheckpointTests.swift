@@ -126,6 +126,22 @@ import Testing
     #expect(config == Tiny.horNet)
   }
 
+  @Test func classNamesRoundTripAndMustMatchTheClassCount() throws {
+    let directory = try makeTemporaryDirectory()
+    defer { removeDirectory(directory) }
+    let model = try VisionModel(config: Tiny.quadraNet)
+    let names = (0..<10).map { "class \($0) \u{e9}" }
+    let url = directory.appendingPathComponent("model.safetensors")
+    try WeightsCheckpoint(model: model, classNames: names).write(to: url)
+    #expect(try Safetensors.read(contentsOf: url).metadata["class_names"]?.contains("class 9") == true)
+    #expect(try WeightsCheckpoint.read(from: url).classNames == names)
+    var wrong = WeightsCheckpoint(model: model)
+    wrong.classNames = ["a", "b"]
+    try wrong.write(to: url)
+    let error = thrownError { _ = try WeightsCheckpoint.read(from: url) }
+    #expect("\(error!)".contains("metadata 'class_names'") && "\(error!)".contains("2 class names for the config's 10"))
+  }
+
   @Test func trainingCheckpointRoundTripsWeightsAndOptimizerState() throws {
     let directory = try makeTemporaryDirectory()
     defer { removeDirectory(directory) }
