@@ -1,4 +1,5 @@
 import Foundation
+import QuadraData
 import QuadraDeploy
 import Testing
 
