@@ -223,32 +223,39 @@ enum PNGDecoder {
   }
 
   /// Reverses one row's filter in place; false for an unknown filter type.
+  ///
+  /// With `a` the byte `stride` to the left, `b` the byte above and `c` the one above-left (0 outside
+  /// the image), the filters add to each byte: Sub `a`, Up `b`, Average `⌊(a + b) / 2⌋`, Paeth whichever
+  /// of `a`, `b`, `c` is closest to `a + b − c` (ties: a, then b). The first row has no row above, so
+  /// Up is None, Average adds `⌊a / 2⌋` and Paeth equals Sub there; those cases skip the upper row.
   @inline(__always)
   static func unfilter(
     _ filterType: UInt8, row: UnsafeMutablePointer<UInt8>, previous: UnsafeMutablePointer<UInt8>?, count: Int,
     stride: Int
   ) -> Bool {
-    switch filterType {
-    case 0:
+    let head = min(stride, count)
+    switch (filterType, previous) {
+    case (0, _), (2, nil):
       break
-    case 1:  // Sub: x + a
+    case (1, _), (4, nil):  // Sub
       if count > stride { for i in stride..<count { row[i] &+= row[i - stride] } }
-    case 2:  // Up: x + b
-      if let previous { for i in 0..<count { row[i] &+= previous[i] } }
-    case 3:  // Average: x + ⌊(a + b) / 2⌋
-      for i in 0..<count {
-        let left = i >= stride ? Int(row[i - stride]) : 0
-        let up = previous.map { Int($0[i]) } ?? 0
-        row[i] &+= UInt8((left + up) >> 1)
+    case (2, let up?):  // Up
+      for i in 0..<count { row[i] &+= up[i] }
+    case (3, nil):  // Average without a row above
+      if count > stride { for i in stride..<count { row[i] &+= row[i - stride] >> 1 } }
+    case (3, let up?):  // Average
+      for i in 0..<head { row[i] &+= up[i] >> 1 }
+      if count > stride {
+        for i in stride..<count { row[i] &+= UInt8((UInt16(row[i - stride]) + UInt16(up[i])) >> 1) }
       }
-    case 4:  // Paeth: x + the one of a, b, c closest to a + b − c
-      for i in 0..<count {
-        let a = i >= stride ? Int(row[i - stride]) : 0
-        let b = previous.map { Int($0[i]) } ?? 0
-        let c = i >= stride ? (previous.map { Int($0[i - stride]) } ?? 0) : 0
-        let p = a + b - c
-        let pa = abs(p - a), pb = abs(p - b), pc = abs(p - c)
-        row[i] &+= UInt8(pa <= pb && pa <= pc ? a : (pb <= pc ? b : c))
+    case (4, let up?):  // Paeth; in the first pixel a = c = 0, so the predictor is b
+      for i in 0..<head { row[i] &+= up[i] }
+      if count > stride {
+        for i in stride..<count {
+          let a = Int(row[i - stride]), b = Int(up[i]), c = Int(up[i - stride])
+          let pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c)
+          row[i] &+= UInt8(truncatingIfNeeded: pa <= pb && pa <= pc ? a : (pb <= pc ? b : c))
+        }
       }
     default:
       return false
