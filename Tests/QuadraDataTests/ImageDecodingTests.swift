@@ -42,7 +42,9 @@ struct ImageDecodingPNGTests {
     #expect(image.width == 13 && image.height == 11)
     #expect(image.channels == (colorType == 0 || colorType == 4 ? 1 : 3))
     #expect(image.pixels.count == expected.count)
-    #expect(image.pixels == expected, "\(name): first difference at \(image.pixels.indices.first { image.pixels[$0] != expected[$0] } ?? -1)")
+    #expect(
+      image.pixels == expected,
+      "\(name): first difference at \(image.pixels.indices.first { image.pixels[$0] != expected[$0] } ?? -1)")
   }
 
   @Test("interlaced and plain files of the same image decode identically")
@@ -69,7 +71,10 @@ struct ImageDecodingPNGTests {
   @Test("a CRC mismatch is reported with the chunk")
   func corruptCRC() throws {
     let error = try #require(try ImageFixtures.decodingError("bad_crc.png"))
-    guard case .corrupt(let path, .png, let reason) = error else { Issue.record("\(error)"); return }
+    guard case .corrupt(let path, .png, let reason) = error else {
+      Issue.record("\(error)")
+      return
+    }
     #expect(path == "bad_crc.png" && reason.contains("CRC mismatch in chunk IHDR"))
   }
 
@@ -83,7 +88,10 @@ struct ImageDecodingPNGTests {
     let error = try #require(throws: ImageDecodingError.self) {
       try ImageDecoding.decode(whole.prefix(whole.count - 30), path: "cut.png")
     }
-    guard case .truncated(path: "cut.png", format: .png, _) = error else { Issue.record("\(error)"); return }
+    guard case .truncated(path: "cut.png", format: .png, _) = error else {
+      Issue.record("\(error)")
+      return
+    }
   }
 
   @Test("a bad filter type, too short or too long IDAT data and an unknown critical chunk are rejected")
@@ -96,17 +104,25 @@ struct ImageDecodingPNGTests {
     ]
     for (name, message) in cases {
       let error = try #require(try ImageFixtures.decodingError(name), "\(name) decoded")
-      guard case .corrupt(name, .png, let reason) = error else { Issue.record("\(name): \(error)"); continue }
+      guard case .corrupt(name, .png, let reason) = error else {
+        Issue.record("\(name): \(error)")
+        continue
+      }
       #expect(reason.contains(message), "\(name): \(reason)")
     }
     let short = try #require(try ImageFixtures.decodingError("idat_short.png"))
-    guard case .truncated("idat_short.png", .png, let reason) = short else { Issue.record("\(short)"); return }
+    guard case .truncated("idat_short.png", .png, let reason) = short else {
+      Issue.record("\(short)")
+      return
+    }
     #expect(reason.contains("IDAT data is too short"))
   }
 
   @Test("sizes are bounded before any allocation")
   func dimensionBounds() throws {
-    #expect(try ImageFixtures.decodingError("zero_width.png") == .invalidDimensions(path: "zero_width.png", width: 0, height: 5))
+    #expect(
+      try ImageFixtures.decodingError("zero_width.png")
+        == .invalidDimensions(path: "zero_width.png", width: 0, height: 5))
     #expect(
       try ImageFixtures.decodingError("huge_65536.png")
         == .invalidDimensions(path: "huge_65536.png", width: 65536, height: 65536))
@@ -164,7 +180,8 @@ struct ImageDecodingJPEGTests {
   }
 
   @Test(
-    "colour and gray JPEGs decode close to their sources", .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"),
+    "colour and gray JPEGs decode close to their sources",
+    .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"),
     arguments: [("jpeg_rgb", "jpeg_rgb.ppm", 3), ("jpeg_gray", "jpeg_gray.pgm", 1)])
   func decodesJPEG(name: String, source: String, channels: Int) throws {
     let image = try ImageDecoding.decode(ImageFixtures.data(name + ".jpg"), path: name)
@@ -178,7 +195,9 @@ struct ImageDecodingJPEGTests {
     #expect(errors.max()! <= 24, "max absolute error \(errors.max()!)")
   }
 
-  @Test("truncated or corrupt JPEGs throw", .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"))
+  @Test(
+    "truncated or corrupt JPEGs throw",
+    .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"))
   func corruptJPEG() throws {
     let whole = try ImageFixtures.data("jpeg_rgb.jpg")
     for length in stride(from: 3, to: whole.count, by: 7) {
@@ -190,7 +209,9 @@ struct ImageDecodingJPEGTests {
     #expect(error.description.hasPrefix("bad.jpg: "))
   }
 
-  @Test("the pixel bound applies before decompressing", .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"))
+  @Test(
+    "the pixel bound applies before decompressing",
+    .enabled(if: ImageDecoding.isJPEGAvailable, "needs libturbojpeg.so.0 (apt-get install libturbojpeg0)"))
   func jpegPixelBound() throws {
     #expect(throws: ImageDecodingError.tooManyPixels(path: "a.jpg", width: 32, height: 24, limit: 100)) {
       try ImageDecoding.decode(ImageFixtures.data("jpeg_rgb.jpg"), path: "a.jpg", maximumPixels: 100)

@@ -33,7 +33,8 @@ struct NumPyArchiveTests {
     let directory = try Self.temporaryDirectory()
     defer { try? FileManager.default.removeItem(at: directory) }
     let url = directory.appendingPathComponent("data.npz")
-    try Self.writeZip(url, members: [("x.npy", Self.images.encoded()), ("y.npy", Self.labels.encoded())],
+    try Self.writeZip(
+      url, members: [("x.npy", Self.images.encoded()), ("y.npy", Self.labels.encoded())],
       compression: deflated ? .deflate : .none)
     let arrays = try NumPyArchive.read(contentsOf: url, maximumBytes: 1 << 20)
     #expect(arrays == ["x": Self.images, "y": Self.labels])
@@ -86,7 +87,8 @@ struct NumPyArchiveTests {
     defer { try? FileManager.default.removeItem(at: directory) }
 
     let mixed = directory.appendingPathComponent("mixed.npz")
-    try Self.writeZip(mixed, members: [("x.npy", Self.images.encoded()), ("notes.txt", Data("hi".utf8))], compression: .deflate)
+    try Self.writeZip(
+      mixed, members: [("x.npy", Self.images.encoded()), ("notes.txt", Data("hi".utf8))], compression: .deflate)
     #expect(throws: NumPyArchiveError.unexpectedMember(path: mixed.path, member: "notes.txt")) {
       try NumPyArchive.read(contentsOf: mixed, maximumBytes: 1 << 20)
     }
@@ -96,7 +98,9 @@ struct NumPyArchiveTests {
     let cut = directory.appendingPathComponent("cut.npz")
     for length in stride(from: 0, to: whole.count, by: 9) {
       try whole.prefix(length).write(to: cut)
-      #expect(throws: (any Error).self, "cut at \(length)") { try NumPyArchive.read(contentsOf: cut, maximumBytes: 1 << 20) }
+      #expect(throws: (any Error).self, "cut at \(length)") {
+        try NumPyArchive.read(contentsOf: cut, maximumBytes: 1 << 20)
+      }
     }
     try whole.prefix(whole.count / 2).write(to: cut)
     #expect(throws: NumPyArchiveError.self) { try NumPyArchive.read(contentsOf: cut, maximumBytes: 1 << 20) }

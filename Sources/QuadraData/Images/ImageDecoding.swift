@@ -75,7 +75,8 @@ public enum ImageDecodingError: Error, CustomStringConvertible, LocalizedError, 
     case .unsupported(let path, let format, let reason):
       return "\(path): unsupported \(format.displayName) file: \(reason)"
     case .invalidDimensions(let path, let width, let height):
-      return "\(path): image size \(width)x\(height) is invalid (width and height must be in 1...\(Self.maximumDimension))"
+      return
+        "\(path): image size \(width)x\(height) is invalid (width and height must be in 1...\(Self.maximumDimension))"
     case .tooManyPixels(let path, let width, let height, let limit):
       return "\(path): image of \(width)x\(height) = \(width * height) pixels exceeds the limit of \(limit) pixels"
     case .jpegLibraryUnavailable(let path, let reason):

@@ -14,15 +14,17 @@ import Foundation
 /// TurboJPEG handle must not be shared between threads.
 final class TurboJPEG: Sendable {
   typealias InitDecompress = @convention(c) () -> UnsafeMutableRawPointer?
-  typealias DecompressHeader3 = @convention(c) (
-    UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, CUnsignedLong,
-    UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?,
-    UnsafeMutablePointer<Int32>?
-  ) -> Int32
-  typealias Decompress2 = @convention(c) (
-    UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, CUnsignedLong, UnsafeMutablePointer<UInt8>?,
-    Int32, Int32, Int32, Int32, Int32
-  ) -> Int32
+  typealias DecompressHeader3 =
+    @convention(c) (
+      UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, CUnsignedLong,
+      UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?,
+      UnsafeMutablePointer<Int32>?
+    ) -> Int32
+  typealias Decompress2 =
+    @convention(c) (
+      UnsafeMutableRawPointer?, UnsafePointer<UInt8>?, CUnsignedLong, UnsafeMutablePointer<UInt8>?,
+      Int32, Int32, Int32, Int32, Int32
+    ) -> Int32
   typealias Destroy = @convention(c) (UnsafeMutableRawPointer?) -> Int32
   typealias GetErrorStr2 = @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutablePointer<CChar>?
 
@@ -97,14 +99,18 @@ enum JPEGDecoder {
     case .failure(let error): throw ImageDecodingError.jpegLibraryUnavailable(path: path, reason: error.reason)
     }
     guard let handle = library.initDecompress() else {
-      throw ImageDecodingError.corrupt(path: path, format: .jpeg, reason: "tjInitDecompress failed: \(library.message(nil))")
+      throw ImageDecodingError.corrupt(
+        path: path, format: .jpeg, reason: "tjInitDecompress failed: \(library.message(nil))")
     }
     defer { _ = library.destroy(handle) }
 
     return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
       let input = raw.bindMemory(to: UInt8.self).baseAddress
       let size = CUnsignedLong(raw.count)
-      var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+      var width: Int32 = 0
+      var height: Int32 = 0
+      var subsampling: Int32 = 0
+      var colorspace: Int32 = 0
       guard library.decompressHeader3(handle, input, size, &width, &height, &subsampling, &colorspace) == 0 else {
         throw failure(library.message(handle), path: path)
       }

@@ -70,7 +70,9 @@ enum PNGDecoder {
     var palette: [UInt8] = []
     // (start, count) ranges of the IDAT payloads, concatenated only when inflating.
     var imageData: [(start: Int, count: Int)] = []
-    var sawIDAT = false, idatEnded = false, sawIEND = false
+    var sawIDAT = false
+    var idatEnded = false
+    var sawIEND = false
 
     while !sawIEND {
       guard offset + 8 <= bytes.count else {
@@ -85,12 +87,14 @@ enum PNGDecoder {
       guard length <= Int(Int32.max) else { throw corrupt("chunk \(type) declares \(length) bytes (over 2^31 - 1)") }
       let dataStart = offset + 8
       guard dataStart + length + 4 <= bytes.count else {
-        throw truncated("chunk \(type) needs \(length + 4) bytes after offset \(dataStart), the file has \(bytes.count - dataStart)")
+        throw truncated(
+          "chunk \(type) needs \(length + 4) bytes after offset \(dataStart), the file has \(bytes.count - dataStart)")
       }
       let storedCRC = readUInt32(dataStart + length)
       let computedCRC = UInt32(crc32(0, bytes.baseAddress! + offset + 4, uInt(length + 4)))
       guard storedCRC == computedCRC else {
-        throw corrupt("CRC mismatch in chunk \(type) at offset \(offset) (stored \(storedCRC), computed \(computedCRC))")
+        throw corrupt(
+          "CRC mismatch in chunk \(type) at offset \(offset) (stored \(storedCRC), computed \(computedCRC))")
       }
       offset = dataStart + length + 4
 
@@ -100,9 +104,13 @@ enum PNGDecoder {
       case "IHDR":
         guard header == nil else { throw corrupt("more than one IHDR chunk") }
         guard length == 13 else { throw corrupt("IHDR has \(length) bytes, not 13") }
-        let width = Int(readUInt32(dataStart)), height = Int(readUInt32(dataStart + 4))
-        let bitDepth = Int(bytes[dataStart + 8]), colorType = Int(bytes[dataStart + 9])
-        let allowedDepths: [Int: [Int]] = [0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16]]
+        let width = Int(readUInt32(dataStart))
+        let height = Int(readUInt32(dataStart + 4))
+        let bitDepth = Int(bytes[dataStart + 8])
+        let colorType = Int(bytes[dataStart + 9])
+        let allowedDepths: [Int: [Int]] = [
+          0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16],
+        ]
         guard let depths = allowedDepths[colorType] else {
           throw corrupt("colour type \(colorType) is invalid (allowed: 0, 2, 3, 4, 6)")
         }
@@ -114,7 +122,8 @@ enum PNGDecoder {
         let interlace = bytes[dataStart + 12]
         guard interlace <= 1 else { throw corrupt("interlace method \(interlace) (allowed: 0, 1)") }
         try ImageDecoding.checkDimensions(width: width, height: height, maximumPixels: maximumPixels, path: path)
-        header = Header(width: width, height: height, bitDepth: bitDepth, colorType: colorType, interlaced: interlace == 1)
+        header = Header(
+          width: width, height: height, bitDepth: bitDepth, colorType: colorType, interlaced: interlace == 1)
       case "PLTE":
         guard !sawIDAT else { throw corrupt("PLTE after IDAT") }
         guard palette.isEmpty else { throw corrupt("more than one PLTE chunk") }
@@ -127,7 +136,9 @@ enum PNGDecoder {
         palette = Array(bytes[dataStart..<(dataStart + length)])
       case "IDAT":
         guard !idatEnded else { throw corrupt("IDAT chunks are not consecutive") }
-        guard header!.colorType != 3 || !palette.isEmpty else { throw corrupt("palette image without a PLTE chunk before IDAT") }
+        guard header!.colorType != 3 || !palette.isEmpty else {
+          throw corrupt("palette image without a PLTE chunk before IDAT")
+        }
         sawIDAT = true
         imageData.append((dataStart, length))
       case "IEND":
@@ -156,8 +167,10 @@ enum PNGDecoder {
             let filterType = stream[rowStart]
             let current = stream.baseAddress! + rowStart + 1
             let previous: UnsafeMutablePointer<UInt8>? = row == 0 ? nil : current - (rowBytes + 1)
-            guard unfilter(filterType, row: current, previous: previous, count: rowBytes, stride: header.filterStride) else {
-              throw corrupt("invalid filter type \(filterType) in row \(row)\(header.interlaced ? " of an Adam7 pass" : "")")
+            guard unfilter(filterType, row: current, previous: previous, count: rowBytes, stride: header.filterStride)
+            else {
+              throw corrupt(
+                "invalid filter type \(filterType) in row \(row)\(header.interlaced ? " of an Adam7 pass" : "")")
             }
             try expand(
               row: UnsafeBufferPointer(start: current, count: rowBytes), header: header, palette: palette,
@@ -179,7 +192,8 @@ enum PNGDecoder {
     var stream = z_stream()
     var status = czlib_inflate_init2(&stream, MAX_WBITS)
     guard status == Z_OK else {
-      throw ImageDecodingError.corrupt(path: path, format: .png, reason: "zlib inflateInit2 failed with status \(status)")
+      throw ImageDecodingError.corrupt(
+        path: path, format: .png, reason: "zlib inflateInit2 failed with status \(status)")
     }
     defer { inflateEnd(&stream) }
     func failure(_ reason: String) -> ImageDecodingError { .corrupt(path: path, format: .png, reason: reason) }
@@ -198,7 +212,8 @@ enum PNGDecoder {
           status = CQuadraZlib.inflate(&stream, Z_NO_FLUSH)
           produced += room - Int(stream.avail_out)
           if produced > expectedSize {
-            throw failure("IDAT data is too long: it inflates to more than the \(expectedSize) bytes the header implies")
+            throw failure(
+              "IDAT data is too long: it inflates to more than the \(expectedSize) bytes the header implies")
           }
           switch status {
           case Z_STREAM_END: ended = true
@@ -217,7 +232,8 @@ enum PNGDecoder {
         reason: "IDAT data is too short: it inflates to \(produced) of the \(expectedSize) bytes the header implies")
     }
     guard ended else {
-      throw ImageDecodingError.truncated(path: path, format: .png, reason: "the zlib stream in IDAT does not end (missing Adler-32 checksum)")
+      throw ImageDecodingError.truncated(
+        path: path, format: .png, reason: "the zlib stream in IDAT does not end (missing Adler-32 checksum)")
     }
     return output
   }
@@ -252,8 +268,12 @@ enum PNGDecoder {
       for i in 0..<head { row[i] &+= up[i] }
       if count > stride {
         for i in stride..<count {
-          let a = Int(row[i - stride]), b = Int(up[i]), c = Int(up[i - stride])
-          let pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c)
+          let a = Int(row[i - stride])
+          let b = Int(up[i])
+          let c = Int(up[i - stride])
+          let pa = abs(b - c)
+          let pb = abs(a - c)
+          let pc = abs(a + b - 2 * c)
           row[i] &+= UInt8(truncatingIfNeeded: pa <= pb && pa <= pc ? a : (pb <= pc ? b : c))
         }
       }
@@ -302,7 +322,9 @@ enum PNGDecoder {
           guard Int(value) < paletteCount else {
             throw ImageDecodingError.corrupt(
               path: path, format: .png,
-              reason: "palette index \(value) at pixel (\(pass.x0 + x * pass.dx), \(y)) is out of range (palette has \(paletteCount) entries)")
+              reason:
+                "palette index \(value) at pixel (\(pass.x0 + x * pass.dx), \(y)) is out of range (palette has \(paletteCount) entries)"
+            )
           }
           let entry = Int(value) * 3
           output[target] = palette[entry]
