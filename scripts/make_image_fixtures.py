@@ -39,7 +39,9 @@ def ihdr(width, height, depth, colour, interlace):
 
 def sample(x, y, c, depth):
     """A deterministic value in 0 ..< 2^depth that varies with position and channel."""
-    return (x * 37 + y * 91 + c * 53 + x * y * 7) % (1 << depth)
+    value = x * 37 + y * 91 + c * 53 + x * y * 7
+    # Spread 16-bit samples over the whole range, so the scaling to 8 bits is tested everywhere.
+    return (value * 331 if depth == 16 else value) % (1 << depth)
 
 
 def palette_size(depth):
