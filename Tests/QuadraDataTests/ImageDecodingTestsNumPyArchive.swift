@@ -105,6 +105,19 @@ struct NumPyArchiveTests {
     try whole.prefix(whole.count / 2).write(to: cut)
     #expect(throws: NumPyArchiveError.self) { try NumPyArchive.read(contentsOf: cut, maximumBytes: 1 << 20) }
 
+    // A damaged second central-directory record must not pass as a one-member archive.
+    let two = directory.appendingPathComponent("two.npz")
+    try Self.writeZip(
+      two, members: [("a.npy", Self.images.encoded()), ("b.npy", Self.labels.encoded())], compression: .none)
+    var bytes = [UInt8](try Data(contentsOf: two))
+    let centralHeaders = (0..<(bytes.count - 4)).filter { bytes[$0..<($0 + 4)] == [0x50, 0x4B, 0x01, 0x02] }
+    try #require(centralHeaders.count == 2)
+    bytes[centralHeaders[1] + 3] = 0x7F
+    try Data(bytes).write(to: two)
+    #expect(
+      throws: NumPyArchiveError.notZip(path: two.path, reason: "the central directory lists 2 members, 1 are readable")
+    ) { try NumPyArchive.read(contentsOf: two, maximumBytes: 1 << 20) }
+
     let text = directory.appendingPathComponent("text.npz")
     try Data("not a zip".utf8).write(to: text)
     #expect(throws: NumPyArchiveError.self) { try NumPyArchive.read(contentsOf: text, maximumBytes: 1 << 20) }

@@ -54,10 +54,15 @@ public enum NumPyArchive {
   /// - Throws: ``NumPyArchiveError`` for the archive, ``NumPyError`` (path `archive:member`) for a member's contents.
   public static func read(contentsOf url: URL, maximumBytes: Int) throws -> [String: NumPyArray] {
     let path = url.path
+    let fileSize: Int
     do {
-      _ = try BoundedFile.regularFileSize(path)
+      fileSize = try BoundedFile.regularFileSize(path)
     } catch let error as BoundedFileError {
       throw NumPyArchiveError.unreadable(path: path, reason: error.reason)
+    }
+    let declaredMembers = try declaredMemberCount(url, fileSize: fileSize)
+    if let declaredMembers, declaredMembers > maximumMemberCount {
+      throw NumPyArchiveError.tooManyMembers(path: path, limit: maximumMemberCount)
     }
     let archive: Archive
     do {
@@ -110,6 +115,35 @@ public enum NumPyArchive {
       totalBytes += contents.count
       arrays[name] = try NumPyArray.parse(contents, path: "\(path):\(member)")
     }
+    // ZIPFoundation's iterator stops quietly at an unreadable central-directory record; a short count
+    // would otherwise pass as a smaller archive.
+    if let declaredMembers, declaredMembers != memberCount {
+      throw NumPyArchiveError.notZip(
+        path: path, reason: "the central directory lists \(declaredMembers) members, \(memberCount) are readable")
+    }
     return arrays
+  }
+
+  /// The member count in the end-of-central-directory record (the last one in the file's final 64 KiB + 22
+  /// bytes), or nil when there is none or it defers to a ZIP64 record (count `0xFFFF`).
+  static func declaredMemberCount(_ url: URL, fileSize: Int) throws -> Int? {
+    let recordSize = 22
+    let tailLength = min(fileSize, recordSize + 0xFFFF)
+    let tail: [UInt8]
+    do {
+      let handle = try FileHandle(forReadingFrom: url)
+      defer { try? handle.close() }
+      try handle.seek(toOffset: UInt64(fileSize - tailLength))
+      tail = [UInt8](try handle.read(upToCount: tailLength) ?? Data())
+    } catch {
+      throw NumPyArchiveError.unreadable(path: url.path, reason: "\(error)")
+    }
+    guard tail.count >= recordSize else { return nil }
+    for start in stride(from: tail.count - recordSize, through: 0, by: -1)
+    where tail[start] == 0x50 && tail[start + 1] == 0x4B && tail[start + 2] == 0x05 && tail[start + 3] == 0x06 {
+      let count = Int(tail[start + 10]) | Int(tail[start + 11]) << 8
+      return count == 0xFFFF ? nil : count
+    }
+    return nil
   }
 }
