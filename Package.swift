@@ -44,6 +44,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
   ],
   targets: [
     // Tensor storage, the tracking allocator, threading and the compute kernels.
@@ -54,11 +55,14 @@ let package = Package(
     .target(name: "QuadraNN", dependencies: ["QuadraCore", "QuadraAutograd"], swiftSettings: kernelSettings),
     // QuadraNet, HorNet and ConvNeXt built from Codable configs, and the model registry.
     .target(name: "QuadraModels", dependencies: ["QuadraNN"], swiftSettings: cpuSettings),
-    // zlib, for gzip-compressed IDX files (Foundation on Linux cannot inflate).
-    .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
-    // Datasets: IDX (MNIST / Fashion-MNIST), the embedded 8x8 digits, augmentation, batching.
+    // zlib, for gzip-compressed IDX files and PNG (Foundation on Linux cannot inflate). Not named CZlib:
+    // ZIPFoundation ships a module of that name.
+    .systemLibrary(name: "CQuadraZlib", path: "Sources/CQuadraZlib"),
+    // Datasets: IDX (MNIST / Fashion-MNIST), the embedded 8x8 digits, augmentation, batching;
+    // PNG/JPEG decoding and NumPy .npy/.npz arrays (ZIPFoundation reads the .npz zip).
     .target(
-      name: "QuadraData", dependencies: ["QuadraCore", "CZlib"],
+      name: "QuadraData",
+      dependencies: ["QuadraCore", "CQuadraZlib", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
       resources: [.copy("Resources")], swiftSettings: cpuSettings),
     // Safetensors checkpoints, JSON/JSONL results and SVG plots.
     .target(name: "QuadraIO", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
@@ -69,7 +73,7 @@ let package = Package(
     .target(
       name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
       swiftSettings: kernelSettings),
-    // Deployment: ONNX export (messages generated from onnx.proto 1.17.0), NumPy .npy I/O, prediction.
+    // Deployment: ONNX export (messages generated from onnx.proto 1.17.0), prediction.
     .target(
       name: "QuadraDeploy",
       dependencies: [
@@ -87,7 +91,9 @@ let package = Package(
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraAutogradTests", dependencies: ["QuadraCore", "QuadraAutograd"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraModelsTests", dependencies: ["QuadraModels"], swiftSettings: cpuSettings),
-    .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
+    .testTarget(
+      name: "QuadraDataTests", dependencies: ["QuadraData", .product(name: "ZIPFoundation", package: "ZIPFoundation")],
+      resources: [.copy("Fixtures")], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),

@@ -1,4 +1,4 @@
-import CZlib
+import CQuadraZlib
 import Foundation
 
 /// Why a gzip stream could not be decompressed.
@@ -95,7 +95,7 @@ public enum Gzip {
         let produced: Int = chunk.withUnsafeMutableBufferPointer { out in
           stream.next_out = out.baseAddress
           stream.avail_out = uInt(room)
-          status = CZlib.inflate(&stream, Z_NO_FLUSH)
+          status = CQuadraZlib.inflate(&stream, Z_NO_FLUSH)
           return room - Int(stream.avail_out)
         }
         if output.count + produced > limit {

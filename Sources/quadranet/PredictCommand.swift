@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import QuadraData
 import QuadraDeploy
 import QuadraModels
 

@@ -67,7 +67,7 @@ public struct NumPyArray: Equatable, Sendable {
   public static let maximumHeaderLength = 65_536
   /// 2³¹ elements (8 GiB of float32): larger arrays are not images this tool predicts on.
   public static let maximumElementCount = 1 << 31
-  /// The first bytes of every `.npy` file.
+  /// The six bytes every `.npy` file starts with, `\x93NUMPY` (public so readers can sniff the format).
   public static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
 
   public init(shape: [Int], elements: Elements) {
