@@ -60,7 +60,9 @@ let package = Package(
     // Open MPI's mpi.h (+ a shim for its handle macros) and the MPI communicator: only with the MPI trait.
     .systemLibrary(
       name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["openmpi-bin", "libopenmpi-dev"])]),
-    .target(name: "QuadraMPI", dependencies: ["QuadraDistributed", "CMPI"], swiftSettings: cpuSettings),
+    .target(
+      name: "QuadraMPI", dependencies: ["QuadraDistributed", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+      swiftSettings: cpuSettings),
     // Training and evaluation loops, PyTorch-compatible checkpoints, run outputs (metrics, summary, curves).
     .target(
       name: "QuadraTraining", dependencies: ["QuadraModels", "QuadraData", "QuadraIO", "QuadraDistributed"], swiftSettings: cpuSettings),

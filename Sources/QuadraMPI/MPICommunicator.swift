@@ -1,3 +1,6 @@
+// Compiled only with the MPI trait, so that building every target (`swift build`, `swift test`)
+// without it never needs mpi.h.
+#if MPI
 import CMPI
 import Foundation
 import QuadraDistributed
@@ -94,3 +97,4 @@ public final class MPICommunicator: Communicator {
     guard status == cmpi_success() else { throw CommunicatorError.library("\(call) failed with code \(status) on rank \(rank)") }
   }
 }
+#endif

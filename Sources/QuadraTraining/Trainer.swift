@@ -28,6 +28,8 @@ public struct TrainingProgress: Sendable, Equatable {
   public var imagesPerSecond: Double
   /// Estimated seconds until the run ends (training and evaluation), from this run's pace.
   public var etaSeconds: Double
+  /// The loss of this step's (global) batch.
+  public var batchLoss: Double = 0
 }
 
 /// Trains a ``VisionModel`` on a dataset with AdamW or SGD, a per-step cosine schedule with linear
@@ -317,7 +319,8 @@ public final class Trainer {
             TrainingProgress(
               epoch: epoch + 1, epochs: options.epochs, batch: batchIndex, batchesPerEpoch: batchesPerEpoch,
               loss: lossSum / Double(samples), imagesPerSecond: Double(samples) / Swift.max(elapsed, 1e-9),
-              etaSeconds: runElapsed / Double(batchesThisRun) * Double(totalBatchesThisRun - batchesThisRun))))
+              etaSeconds: runElapsed / Double(batchesThisRun) * Double(totalBatchesThisRun - batchesThisRun),
+              batchLoss: Double(loss))))
       }
       let trainSeconds = Date().timeIntervalSince(epochStart)
       progress(.evaluating(epoch: epoch + 1))

@@ -6,14 +6,19 @@ import Testing
 @testable import QuadraModels
 @testable import QuadraTraining
 
+/// One result slot per rank; each thread writes only its own slot, read after all threads finished.
+final class ResultSlots<Value: Sendable>: @unchecked Sendable {
+  var results: [Swift.Result<Value, any Error>?]
+  init(count: Int) { results = Array(repeating: nil, count: count) }
+}
+
 /// Runs `body` once per member of an in-process group, each on its own thread (with a 1-thread
 /// compute context), and returns the results in rank order.
 func runRanks<Result: Sendable>(
   _ size: Int, _ body: @escaping @Sendable (InProcessCommunicator) throws -> Result
 ) throws -> [Swift.Result<Result, any Error>] {
   let group = try InProcessCommunicator.makeGroup(size: size)
-  final class Box: @unchecked Sendable { var results: [Swift.Result<Result, any Error>?] }
-  let box = Box(results: Array(repeating: nil, count: size))
+  let box = ResultSlots<Result>(count: size)
   let done = DispatchGroup()
   for communicator in group {
     done.enter()
