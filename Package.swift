@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import Foundation
 import PackageDescription
 
@@ -41,6 +41,9 @@ let package = Package(
     .library(name: "QuadraDeploy", targets: ["QuadraDeploy"]),
     .executable(name: "quadranet", targets: ["quadranet"]),
   ],
+  // `swift build --traits MPI` adds data-parallel training over Open MPI (`quadranet train --distributed`);
+  // it needs `apt-get install openmpi-bin libopenmpi-dev`. The default build has no MPI dependency.
+  traits: [.trait(name: "MPI", description: "Data-parallel training over Open MPI (pkg-config ompi-c).")],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
@@ -66,9 +69,18 @@ let package = Package(
       resources: [.copy("Resources")], swiftSettings: cpuSettings),
     // Safetensors checkpoints, JSON/JSONL results and SVG plots.
     .target(name: "QuadraIO", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
+    // Data parallelism without MPI: the Communicator protocol, an in-process (threads) communicator,
+    // the bucketed gradient all-reduce hook.
+    .target(name: "QuadraDistributed", dependencies: ["QuadraNN"], swiftSettings: cpuSettings),
+    // Open MPI's mpi.h (+ a shim for its handle macros) and the MPI communicator: only with the MPI trait.
+    .systemLibrary(
+      name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["openmpi-bin", "libopenmpi-dev"])]),
+    .target(
+      name: "QuadraMPI", dependencies: ["QuadraDistributed", .target(name: "CMPI", condition: .when(traits: ["MPI"]))],
+      swiftSettings: cpuSettings),
     // Training and evaluation loops, PyTorch-compatible checkpoints, run outputs (metrics, summary, curves).
     .target(
-      name: "QuadraTraining", dependencies: ["QuadraModels", "QuadraData", "QuadraIO"], swiftSettings: cpuSettings),
+      name: "QuadraTraining", dependencies: ["QuadraModels", "QuadraData", "QuadraIO", "QuadraDistributed"], swiftSettings: cpuSettings),
     // Kernel and model benchmarks (a library so tests can exercise them).
     .target(
       name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
@@ -85,7 +97,8 @@ let package = Package(
       name: "quadranet",
       dependencies: [
         "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
-        "QuadraDeploy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "QuadraDeploy", "QuadraDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .target(name: "QuadraMPI", condition: .when(traits: ["MPI"])),
       ],
       swiftSettings: cpuSettings),
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),
@@ -96,6 +109,7 @@ let package = Package(
       resources: [.copy("Fixtures")], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraDistributedTests", dependencies: ["QuadraDistributed", "QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
   ]
 )

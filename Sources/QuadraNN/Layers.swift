@@ -130,6 +130,9 @@ public func makeLayerScale(channels: Int, initialValue: Float) -> Variable {
 /// state reproduces, saves and restores all of the model's randomness.
 public final class RandomSource {
   public var generator: RandomGenerator
+  /// Set while a data-parallel rank trains on a shard of a global batch: per-sample draws (drop
+  /// path) then draw for the whole global batch and use the shard's numbers; nil otherwise.
+  public var sampleWindow: SampleWindow?
 
   public init(seed: UInt64) { generator = RandomGenerator(seed: seed) }
 }
@@ -148,6 +151,6 @@ public final class DropPath: Module {
 
   public func callAsFunction(_ x: Variable) -> Variable {
     guard rate > 0, isTraining else { return x }
-    return x.dropPath(probability: rate, training: true, using: &source.generator)
+    return x.dropPath(probability: rate, training: true, using: &source.generator, window: source.sampleWindow)
   }
 }

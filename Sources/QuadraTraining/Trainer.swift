@@ -1,5 +1,6 @@
 import Foundation
 import QuadraData
+import QuadraDistributed
 import QuadraIO
 import QuadraModels
 
@@ -27,6 +28,8 @@ public struct TrainingProgress: Sendable, Equatable {
   public var imagesPerSecond: Double
   /// Estimated seconds until the run ends (training and evaluation), from this run's pace.
   public var etaSeconds: Double
+  /// The loss of this step's (global) batch.
+  public var batchLoss: Double = 0
 }
 
 /// Trains a ``VisionModel`` on a dataset with AdamW or SGD, a per-step cosine schedule with linear
@@ -69,6 +72,8 @@ public final class Trainer {
   var ema: ExponentialMovingAverage?
   var iterator: BatchIterator
   var savedPeakBytes: Int
+  /// Set by ``distribute(over:)``: this trainer is one rank of a data-parallel run.
+  var dataParallel: DataParallelRank?
 
   /// Completed epochs.
   public var completedEpochs: Int { iterator.state.epoch }
@@ -258,6 +263,24 @@ public final class Trainer {
     in directory: RunDirectory?, overwrite: Bool = false, stopAfterEpoch: Int? = nil,
     progress: (TrainingEvent) -> Void = { _ in }
   ) throws -> TrainingSummary {
+    guard let dataParallel else {
+      return try runEpochs(in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: progress)
+    }
+    do {
+      guard directory == nil || dataParallel.communicator.rank == 0 else {
+        throw TrainingError.invalidOption("only rank 0 of a data-parallel run writes a run directory")
+      }
+      return try runEpochs(in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: progress)
+    } catch {
+      // One failing rank ends all of them, so none waits forever in a collective.
+      dataParallel.communicator.abort(message: "\(error)")
+      throw error
+    }
+  }
+
+  func runEpochs(
+    in directory: RunDirectory?, overwrite: Bool, stopAfterEpoch: Int?, progress: (TrainingEvent) -> Void
+  ) throws -> TrainingSummary {
     let lastEpoch = Swift.min(options.epochs, stopAfterEpoch ?? options.epochs)
     let firstEpoch = completedEpochs
     let claim = try directory?.claim(history: history, overwrite: overwrite)
@@ -297,11 +320,13 @@ public final class Trainer {
             TrainingProgress(
               epoch: epoch + 1, epochs: options.epochs, batch: batchIndex, batchesPerEpoch: batchesPerEpoch,
               loss: lossSum / Double(samples), imagesPerSecond: Double(samples) / Swift.max(elapsed, 1e-9),
-              etaSeconds: runElapsed / Double(batchesThisRun) * Double(totalBatchesThisRun - batchesThisRun))))
+              etaSeconds: runElapsed / Double(batchesThisRun) * Double(totalBatchesThisRun - batchesThisRun),
+              batchLoss: Double(loss))))
       }
       let trainSeconds = Date().timeIntervalSince(epochStart)
       progress(.evaluating(epoch: epoch + 1))
       let evaluation = try evaluateTestSplit()
+      try checkRanksInSync()
       let metrics = EpochMetrics(
         epoch: epoch + 1, trainLoss: lossSum / Double(Swift.max(samples, 1)), testAccuracy: evaluation.accuracy,
         seconds: Date().timeIntervalSince(epochStart), imagesPerSecond: Double(samples) / Swift.max(trainSeconds, 1e-9))
@@ -351,13 +376,18 @@ public final class Trainer {
     let accumulate = options.accumulateSteps
     let firstOfStep = microBatchIndex / accumulate * accumulate
     let microBatches = Swift.min(accumulate, iterator.batchesPerEpoch - firstOfStep)
-    let logits = model(Variable(batch.images))
-    let loss = logits.softmaxCrossEntropy(labels: batch.labels, labelSmoothing: options.labelSmoothing)
-    let value = loss.value.scalar
+    // Data-parallel: this rank's slice, weighted by its share of the global batch (1 otherwise).
+    let (local, share, window) = localShard(of: batch)
+    model.randomSource.sampleWindow = window
+    defer { model.randomSource.sampleWindow = nil }
+    let logits = model(Variable(local.images))
+    let loss = logits.softmaxCrossEntropy(labels: local.labels, labelSmoothing: options.labelSmoothing)
+    // Every rank sees the global loss, so all of them stop together when it is not finite.
+    let value = try globalMeanLoss(loss.value.scalar, count: local.count, total: batch.count)
     guard value.isFinite else { return value }
     if microBatchIndex == firstOfStep { model.zeroGradients() }
-    // Gradients add up across micro-batches; the seed makes them those of the step's mean loss.
-    try loss.backward(Tensor(shape: loss.shape, repeating: 1 / Float(microBatches)))
+    // Gradients add up across micro-batches (and ranks); the seed makes them those of the step's mean loss.
+    try loss.backward(Tensor(shape: loss.shape, repeating: share / Float(microBatches)))
     guard microBatchIndex == firstOfStep + microBatches - 1 else { return value }
     try applyOptimizerStep()
     return value
@@ -420,11 +450,11 @@ public final class Trainer {
 
   /// Test-split evaluation of the weights that matter: the EMA average when EMA is on.
   public func evaluateTestSplit() throws -> EvaluationResult {
-    guard let ema else { return try Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize) }
+    guard let ema else { return try evaluateCurrentWeights() }
     let saved = parameters.map { $0.parameter.variable.value }
     for (name, parameter) in parameters { parameter.variable.update(ema.shadow[name]!) }
     defer { for (index, entry) in parameters.enumerated() { entry.parameter.variable.update(saved[index]) } }
-    return try Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize)
+    return try evaluateCurrentWeights()
   }
 
   func makeSummary(peakBytes: Int) -> TrainingSummary {

@@ -6,7 +6,9 @@ import QuadraCore
 struct BenchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench", abstract: "Measure kernel and model speed and memory.",
-    subcommands: [KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self])
+    subcommands: [
+      KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self, AllReduceBenchCommand.self,
+    ])
 }
 
 struct KernelsCommand: ParsableCommand {

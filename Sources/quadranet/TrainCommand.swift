@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QuadraData
+import QuadraDistributed
 import QuadraIO
 import QuadraModels
 import QuadraTraining
@@ -103,6 +104,18 @@ struct TrainCommand: ParsableCommand {
       """)
   var overwrite = false
   @Flag(help: "Print the summary as JSON on standard output.") var json = false
+  @Flag(
+    help: """
+      Data-parallel training, one rank per process started by `mpirun -np N` (needs a build with the MPI trait): \
+      --batch-size stays the global batch (at least N), split across the ranks; rank 0 writes the output directory \
+      and prints progress; checkpoints are the same as single-process ones.
+      """)
+  var distributed = false
+  @Option(
+    help: ArgumentHelp(
+      "Write every step's loss (of the global batch), one per line, to this file (for equivalence checks).",
+      valueName: "file", visibility: .hidden))
+  var stepLosses: String?
 
   func validate() throws {
     if model != nil && config != nil { throw ValidationError("give either --model or --config, not both") }
@@ -119,6 +132,8 @@ struct TrainCommand: ParsableCommand {
     try FlagCheck.integer(stopAfterEpoch, in: Limits.epochs, "--stop-after-epoch")
     try FlagCheck.real(momentum, in: 0..<1, "[0, 1)", "--momentum")
     try FlagCheck.integer(accumulateSteps, in: TrainingOptions.accumulateStepsRange, "--accumulate-steps")
+    try DistributedLaunch.checkLaunch(distributed: distributed)
+    if distributed && !DistributedLaunch.isAvailable { throw ValidationError(DistributedLaunch.missingTrait) }
   }
 
   /// The recipe: `base` with every given flag applied.
@@ -147,23 +162,36 @@ struct TrainCommand: ParsableCommand {
   }
 
   func run() throws {
-    // The kernels' thread count comes from the context the body runs in.
-    try ComputeContext(threads: threadOptions.threads).run {
-      try Terminal.withReadableFileErrors {
-        try memoryOptions.apply()
-        try train()
+    let communicator = distributed ? try DistributedLaunch.makeCommunicator() : nil
+    do {
+      // The kernels' thread count comes from the context the body runs in.
+      try ComputeContext(threads: threadOptions.threads).run {
+        try Terminal.withReadableFileErrors {
+          try memoryOptions.apply()
+          try train(communicator: communicator)
+        }
       }
+    } catch {
+      // One failing rank ends the job (MPI_Abort, with its message) instead of leaving the others waiting.
+      communicator?.abort(message: "\(error)")
+      throw error
     }
+    communicator.map(DistributedLaunch.finish)
+  }
+
+  /// A status line, from rank 0 only in a distributed run.
+  func status(_ text: String, _ communicator: (any Communicator)?) {
+    if (communicator?.rank ?? 0) == 0 { Terminal.status(text) }
   }
 
   /// Opens (creates, locks, probes) the output directory before any data is loaded or step taken,
   /// so a bad `--out` or a directory in use fails at once.
-  func train() throws {
+  func train(communicator: (any Communicator)?) throws {
     if overwrite && resume != nil {
       throw ValidationError("--overwrite starts a new run; it cannot be combined with --resume")
     }
     if let resume {
-      try resumeRun(from: URL(fileURLWithPath: resume))
+      try resumeRun(from: URL(fileURLWithPath: resume), communicator: communicator)
       return
     }
     let datasetName = try DatasetName(parsing: dataset ?? "digits")
@@ -172,28 +200,33 @@ struct TrainCommand: ParsableCommand {
     let modelName = try configFile?.name
       ?? ModelRegistry.config(named: model ?? TrainingRecipe.defaultModel(for: datasetName)).name
     let runName = "\(modelName)-\(Self.shortName(datasetName))"
-    let directory = try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)"))
-    try claim(directory, history: [])
+    // Only rank 0 writes (and locks) the run directory.
+    let isWriter = (communicator?.rank ?? 0) == 0
+    let directory = isWriter ? try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)")) : nil
+    if let directory { try claim(directory, history: []) }
     let splits = try datasetOptions.load(datasetName, savedClassCount: configFile?.classCount, splitSeed: seed ?? 0)
     let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
     let recipe = TrainingRecipe.defaultOptions(for: datasetName)
     var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
     for note in TrainingRecipe.fitDefaults(&options, recipe: recipe, warmupGiven: warmupEpochs != nil) {
-      Terminal.status("note: \(note)")
+      status("note: \(note)", communicator)
     }
     try options.validate()
     let network = try VisionModel(config: config, seed: options.seed)
     let trainer = try Trainer(model: network, splits: splits, dataset: datasetName.description, options: options)
-    try train(trainer, splits: splits, into: directory)
+    try train(trainer, splits: splits, into: directory, communicator: communicator)
   }
 
   /// `--resume`: the newest complete checkpoint pair of the run, continued into its own directory
   /// (or `--out`); only `--epochs` may change the recipe.
-  func resumeRun(from path: URL) throws {
-    let directory = try RunDirectory(url: out.map { URL(fileURLWithPath: $0) } ?? RunDirectory.runURL(forResumePath: path))
+  func resumeRun(from path: URL, communicator: (any Communicator)?) throws {
+    // Only rank 0 locks and writes; every rank reads the checkpoint (a shared file system across machines).
+    let isWriter = (communicator?.rank ?? 0) == 0
+    let directory = isWriter
+      ? try RunDirectory(url: out.map { URL(fileURLWithPath: $0) } ?? RunDirectory.runURL(forResumePath: path)) : nil
     // Read under the lock when resuming in place, so no other process is saving meanwhile.
     let checkpoint = try TrainingCheckpoint.read(from: path)
-    try claim(directory, history: checkpoint.state.history)
+    if let directory { try claim(directory, history: checkpoint.state.history) }
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
     let splits = try datasetOptions.load(
       datasetName, savedClassCount: checkpoint.weights.config?.classCount, splitSeed: checkpoint.state.options.seed)
@@ -211,9 +244,9 @@ struct TrainCommand: ParsableCommand {
           + differences.joined(separator: "; "))
     }
     if checkpoint.state.threads != Parallel.threadCount {
-      Terminal.status(
+      status(
         "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
-          + "\(Parallel.threadCount); results match an uninterrupted run only with the same count")
+          + "\(Parallel.threadCount); results match an uninterrupted run only with the same count", communicator)
     }
     let trainer = try Trainer(
       resuming: checkpoint, splits: splits, dataset: datasetName.description, epochs: epochs)
@@ -223,13 +256,13 @@ struct TrainCommand: ParsableCommand {
       let nextRate = planned == recomputed
         ? "the next step's learning rate stays \(planned), later ones follow the new cosine"
         : "the next step's learning rate is \(recomputed) instead of \(planned)"
-      Terminal.status(
+      status(
         "note: the run now has \(trainer.options.epochs) epochs instead of \(saved.epochs): the cosine schedule is "
           + "recomputed over \(trainer.options.epochs) epochs (warm-up unchanged), so \(nextRate); the result differs "
-          + "from a run planned with \(trainer.options.epochs) epochs from the start")
+          + "from a run planned with \(trainer.options.epochs) epochs from the start", communicator)
     }
-    Terminal.status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)")
-    try train(trainer, splits: splits, into: directory)
+    status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)", communicator)
+    try train(trainer, splits: splits, into: directory, communicator: communicator)
   }
 
   /// Checks what the directory holds against this run; explains what `--overwrite` will replace.
@@ -241,19 +274,46 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
-  func train(_ trainer: Trainer, splits: DatasetSplits, into directory: RunDirectory) throws {
+  func train(
+    _ trainer: Trainer, splits: DatasetSplits, into directory: RunDirectory?, communicator: (any Communicator)?
+  ) throws {
+    if let communicator { try trainer.distribute(over: communicator) }
     let options = trainer.options
-    let outputDirectory = directory.url
-    Terminal.status(
+    let ranks = communicator.map { ", \($0.size) ranks (the global batch is split across them)" } ?? ""
+    status(
       "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
         + "(\(splits.train.count) images of \(splits.train.imageShape.map(String.init).joined(separator: "×")), "
         + "\(splits.train.classCount) classes, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
-        + "lr \(options.learningRate), \(Parallel.threadCount) thread(s) → \(outputDirectory.path)")
+        + "lr \(options.learningRate), \(Parallel.threadCount) thread(s)\(ranks) → \(directory?.url.path ?? "-")", communicator)
     let printer = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) != 0) { text in
       FileHandle.standardError.write(Data(text.utf8))
     }
+    let epochsBefore = trainer.completedEpochs
+    // %.9g round-trips a Float.
+    var lossLines: [String] = []
     let summary = try trainer.run(
-      in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch, progress: printer.handle)
+      in: directory, overwrite: overwrite, stopAfterEpoch: stopAfterEpoch,
+      progress: directory == nil ? { _ in } : { event in
+        if case .batch(let position) = event { lossLines.append(String(format: "%.9g", position.batchLoss)) }
+        printer.handle(event)
+      })
+    if let stepLosses, directory != nil {
+      try AtomicFile.write(Data((lossLines.joined(separator: "\n") + "\n").utf8), to: URL(fileURLWithPath: stepLosses))
+    }
+    // Ranks other than 0 print nothing.
+    guard let directory else { return }
+    let outputDirectory = directory.url
+    if communicator != nil {
+      // An epoch's training time is its samples over its training throughput (evaluation excluded).
+      let samplesPerEpoch = Double(splits.train.count / options.batchSize * options.batchSize)
+      let trainSeconds = trainer.history.suffix(trainer.completedEpochs - epochsBefore).reduce(0.0) {
+        $0 + samplesPerEpoch / Swift.max($1.imagesPerSecond, 1e-9)
+      }
+      status(
+        String(
+          format: "gradient all-reduce on rank 0: %.2f s of %.2f s training (%.1f%%)", trainer.gradientExchangeSeconds,
+          trainSeconds, 100 * trainer.gradientExchangeSeconds / Swift.max(trainSeconds, 1e-9)), communicator)
+    }
     if json {
       try Terminal.printJSON(summary)
     } else {
