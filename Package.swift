@@ -66,6 +66,9 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: cpuSettings),
+    // Hardware-aware architecture search: search spaces, memory and latency models, constrained evolution.
+    .target(
+      name: "QuadraSearch", dependencies: ["QuadraModels", "QuadraBench", "QuadraIO"], swiftSettings: cpuSettings),
     .executableTarget(
       name: "quadranet",
       dependencies: [
@@ -79,6 +82,7 @@ let package = Package(
     .testTarget(name: "QuadraDataTests", dependencies: ["QuadraData"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraSearchTests", dependencies: ["QuadraSearch"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
   ]
 )

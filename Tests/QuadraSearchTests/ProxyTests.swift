@@ -1,0 +1,36 @@
+import Foundation
+import QuadraModels
+import Testing
+
+@testable import QuadraSearch
+
+@Suite struct ProxyTests {
+  @Test func spearmanOnSyntheticData() throws {
+    let x: [Double] = [1, 2, 3, 4, 5, 6]
+    #expect(RankCorrelation.spearman(x, x.map { $0 * $0 * $0 }) == 1)
+    #expect(RankCorrelation.spearman(x, x.map { -$0 }) == -1)
+    // Textbook example: ranks differ by d = (0, 1, -1, 0, 2, -2) → ρ = 1 − 6·Σd² / (n(n²−1)) = 1 − 60/210.
+    let y: [Double] = [1, 3, 2, 4, 6, 5].enumerated().map { Double([0, 1, -1, 0, 2, -2][$0.offset]) + Double($0.offset + 1) }
+    let rho = try #require(RankCorrelation.spearman(x, y))
+    #expect(abs(rho - (1 - 6.0 * 10 / 210)) < 1e-12)
+    // Ties get average ranks.
+    #expect(RankCorrelation.ranks([10, 20, 20, 30]) == [1, 2.5, 2.5, 4])
+    #expect(RankCorrelation.spearman([1, 1, 1], [1, 2, 3]) == nil)
+    #expect(RankCorrelation.kendallTau(x, x) == 1)
+    #expect(RankCorrelation.kendallTau([1, 2, 3], [3, 1, 2]).map { abs($0 + 1.0 / 3) < 1e-12 } == true)
+  }
+
+  @Test func groundTruthFileIsValidated() throws {
+    let config = try ModelRegistry.config(named: "quadranet-28")
+    let good = [GroundTruthEntry(config: config, accuracy: 0.93), GroundTruthEntry(config: config, accuracy: 0.9)]
+    let data = try JSONEncoder().encode(good)
+    #expect(try GroundTruthEntry.load(data, source: "gt.json") == good)
+    let bad = String(decoding: data, as: UTF8.self).replacingOccurrences(of: "0.9}", with: "1.5}")
+    do {
+      _ = try GroundTruthEntry.load(Data(bad.utf8), source: "gt.json")
+      Issue.record("accepted accuracy 1.5")
+    } catch let error as SearchSpaceError {
+      #expect(error.field == "[1].accuracy")
+    }
+  }
+}
