@@ -73,7 +73,7 @@ let package = Package(
       name: "quadranet",
       dependencies: [
         "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
-        "QuadraDeploy", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "QuadraDeploy", "QuadraSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: cpuSettings),
     .testTarget(name: "QuadraCoreTests", dependencies: ["QuadraCore"], swiftSettings: cpuSettings),

@@ -145,12 +145,12 @@ public struct EvolutionState: Codable, Sendable, Equatable {
 /// only ever paid for feasible architectures. Everything random comes from one seeded
 /// ``QuadraCore/RandomGenerator`` stored in the state, so a run is deterministic for its seed and a
 /// resumed run continues exactly as the uninterrupted one would.
-public struct Evolution {
+public struct Evolution: Sendable {
   public var costModel: CostModel
   /// The accuracy proxy (higher is better); called only for feasible architectures.
-  public var score: (Architecture, ModelConfig) throws -> Double
+  public var score: @Sendable (Architecture, ModelConfig) throws -> Double
 
-  public init(costModel: CostModel, score: @escaping (Architecture, ModelConfig) throws -> Double) {
+  public init(costModel: CostModel, score: @escaping @Sendable (Architecture, ModelConfig) throws -> Double) {
     self.costModel = costModel
     self.score = score
   }

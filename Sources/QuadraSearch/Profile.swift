@@ -60,7 +60,7 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
 }
 
 /// One measured architecture: the profile's and the calibration's raw data.
-public struct Measurement: Codable, Sendable, Equatable {
+public struct ArchitectureMeasurement: Codable, Sendable, Equatable {
   public var architecture: Architecture
   public var trainSecondsPerImage: Double
   public var inferSecondsBatch1: Double
@@ -77,7 +77,7 @@ public struct CostProfile: Codable, Sendable, Equatable {
   public var space: String
   public var resolution: Int
   public var costModel: CostModel
-  public var measurements: [Measurement]
+  public var measurements: [ArchitectureMeasurement]
 }
 
 /// `search profile`: measures random architectures of a space end to end and fits the latency models.
@@ -104,7 +104,7 @@ public enum Profiler {
   /// in a fresh ``QuadraCore/MemoryTracker``.
   public static func measure(
     _ architecture: Architecture, space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int
-  ) throws -> Measurement {
+  ) throws -> ArchitectureMeasurement {
     let config = try space.config(for: architecture)
     let base = try ComputeContext.current.with(threads: threads)
     let options = ModelBenchmark.Options(
@@ -114,7 +114,7 @@ public enum Profiler {
     single.batchSize = 1
     single.measuresTraining = false
     let one = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: single) { _ in } }
-    return Measurement(
+    return ArchitectureMeasurement(
       architecture: architecture, trainSecondsPerImage: 1 / batched.trainImagesPerSecond,
       inferSecondsBatch1: 1 / one.inferImagesPerSecond, inferSecondsPerImage: 1 / batched.inferImagesPerSecond,
       trainPeakBytes: batched.trainPeakBytes, inferPeakBytes: one.inferPeakBytes)
@@ -126,7 +126,7 @@ public enum Profiler {
     space: SearchSpace, hardware: HardwareFingerprint, options: Options, progress: (String) -> Void = { _ in }
   ) throws -> CostProfile {
     var generator = RandomGenerator(seed: options.seed)
-    var measurements: [Measurement] = []
+    var measurements: [ArchitectureMeasurement] = []
     let clock = ContinuousClock()
     let start = clock.now
     for index in 0..<options.samples {
