@@ -130,7 +130,9 @@ public struct PredictedCosts: Codable, Sendable, Equatable {
   public var inferMillisecondsBatch1: Double
   /// Inference per image at the profile's batch size, milliseconds.
   public var inferMillisecondsPerImage: Double
+  /// Peak bytes of a training step at the profile's batch size.
   public var trainMemoryBytes: Int
+  /// Peak bytes of a batch-1 inference pass.
   public var inferMemoryBytes: Int
   public var parameters: Int
   public var macs: Int
@@ -171,11 +173,13 @@ public struct CostModel: Codable, Sendable, Equatable {
   public func predict(_ config: ModelConfig, resolution: Int) -> PredictedCosts {
     let features = CostFeatures(config: config, resolution: resolution)
     let memory = MemoryModel.predict(config: config, batchSize: batchSize, resolution: resolution)
+    // Inference memory is the deployment case, batch 1 (what `search calibrate` measures).
+    let inferenceMemory = MemoryModel.predict(config: config, batchSize: 1, resolution: resolution)
     return PredictedCosts(
       trainMillisecondsPerImage: trainPerImage.predict(features) * 1000,
       inferMillisecondsBatch1: inferBatch1.predict(features) * 1000,
       inferMillisecondsPerImage: inferPerImage.predict(features) * 1000,
-      trainMemoryBytes: memory.trainingBytes, inferMemoryBytes: memory.inferenceBytes,
+      trainMemoryBytes: memory.trainingBytes, inferMemoryBytes: inferenceMemory.inferenceBytes,
       parameters: config.parameterCount, macs: config.macs(resolution: resolution))
   }
 }

@@ -103,7 +103,7 @@ struct SearchCalibrateCommand: ParsableCommand {
     print("metric         within 5%  within 10%  RMSPE %  Kendall tau  exact")
     for key in ["train_step", "infer_batch1", "infer_batch", "train_memory", "infer_memory"] {
       let m = report.metrics[key]!
-      print(String(format: "%-14@ %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", key as NSString, m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
+      print(key.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
     }
     let panels = CalibrationReport.series(measurements: measurements, predictions: predictions, batchSize: cost.batchSize).map {
       ScatterPlot.Panel(title: "\($0.key): predicted (y) vs measured (x)", x: $0.measured, y: $0.predicted, diagonal: true)

@@ -85,3 +85,66 @@ enum MemoryModelBound {
   static let training = 2.0
   static let inference = 1.5
 }
+
+@Suite struct ProfileCacheTests {
+  static let hardware = HardwareFingerprint(
+    cpuModel: "Test CPU", vectorISA: "avx512", threads: 2, peakGFLOPS: 100, buildMode: "release")
+
+  static func profile(_ hardware: HardwareFingerprint) -> CostProfile {
+    CostProfile(
+      formatVersion: CostProfile.formatVersion, hardware: hardware, space: "fashion-mnist", resolution: 28,
+      costModel: .analytic(batchSize: 8, threads: 2), measurements: [])
+  }
+
+  @Test func matchingCacheIsUsedAndMismatchingOrCorruptOnesAreRebuiltWithAWarning() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("search-cache-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let space = SearchSpace.fashionMNIST
+    let url = Profiler.cacheURL(directory: directory, space: space, batchSize: 8, threads: 2)
+    let none = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
+    #expect(none.profile == nil && none.warning == nil)
+
+    try Profiler.save(Self.profile(Self.hardware), to: url)
+    // A peak within the tolerance is the same machine.
+    var noisy = Self.hardware
+    noisy.peakGFLOPS = 110
+    #expect(Profiler.cached(at: url, hardware: noisy, space: space, batchSize: 8).profile == Self.profile(Self.hardware))
+
+    var others: [HardwareFingerprint] = []
+    for change in 0..<5 {
+      var other = Self.hardware
+      switch change {
+      case 0: other.cpuModel = "Other CPU"
+      case 1: other.vectorISA = "avx2"
+      case 2: other.threads = 1
+      case 3: other.buildMode = "debug"
+      default: other.peakGFLOPS = 50
+      }
+      others.append(other)
+    }
+    for other in others {
+      let result = Profiler.cached(at: url, hardware: other, space: space, batchSize: 8)
+      #expect(result.profile == nil)
+      #expect(result.warning?.contains("other hardware") == true)
+    }
+    #expect(Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 16).profile == nil)
+
+    try Data("{\"formatVersion\": 1, ".utf8).write(to: url)
+    let corrupt = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
+    #expect(corrupt.profile == nil)
+    #expect(corrupt.warning?.contains("not a readable profile") == true)
+  }
+
+  /// A tiny real profile: two architectures measured, the models fitted with non-negative coefficients.
+  @Test func tinyProfileMeasuresAndFits() throws {
+    let options = Profiler.Options(samples: 2, repetitions: 1, batchSize: 2, threads: 1)
+    var lines = 0
+    let profile = try Profiler.profile(space: .fashionMNIST, hardware: Self.hardware, options: options) { _ in lines += 1 }
+    #expect(lines == 2)
+    #expect(profile.measurements.count == 2)
+    for measurement in profile.measurements {
+      #expect(measurement.trainSecondsPerImage > 0 && measurement.inferSecondsBatch1 > 0 && measurement.trainPeakBytes > 0)
+    }
+    #expect(profile.costModel.trainPerImage.coefficients.allSatisfy { $0 >= 0 })
+  }
+}
