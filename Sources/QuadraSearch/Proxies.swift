@@ -9,13 +9,38 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   case parameters = "params"
   /// log₁₀ of the forward multiply-accumulates at the space's resolution.
   case macs
+  /// log₁₀ of synflow (Tanaka et al. 2020): `R = Σ model(1)` on an all-ones batch-1 input with every
+  /// parameter replaced by its absolute value, then `Σ |θ ⊙ ∂R/∂θ|`. Builds and runs the model once
+  /// (forward and backward at batch 1), so it costs milliseconds per architecture at 28².
+  case synflow
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
-  public func score(_ config: ModelConfig, resolution: Int) -> Double {
+  public func score(_ config: ModelConfig, resolution: Int) throws -> Double {
     switch self {
     case .parameters: log10(Double(Swift.max(config.parameterCount, 1)))
     case .macs: log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
+    case .synflow: try Self.synflow(config, resolution: resolution)
     }
+  }
+
+  /// See ``synflow``; the sum is taken in `Double`, and a non-finite result (Float overflow in a very
+  /// deep model) is reported as the largest finite log value so rankings stay defined.
+  static func synflow(_ config: ModelConfig, resolution: Int) throws -> Double {
+    let model = try VisionModel(config: config, seed: 0)
+    model.setTraining(false)
+    let parameters = model.namedParameters().map(\.parameter.variable)
+    for variable in parameters {
+      variable.update(Tensor(shape: variable.shape, scalars: variable.value.scalars.map { Swift.abs($0) }))
+    }
+    let input = Variable(Tensor(shape: [1, resolution, resolution, config.inputChannels], repeating: 1))
+    try model(input).sum().backward()
+    var total = 0.0
+    for variable in parameters {
+      guard let gradient = variable.grad else { continue }
+      for (theta, g) in zip(variable.value.scalars, gradient.scalars) { total += Double(Swift.abs(theta * g)) }
+    }
+    guard total.isFinite else { return log10(Double.greatestFiniteMagnitude) }
+    return log10(Swift.max(total, Double.leastNormalMagnitude))
   }
 }
 

@@ -127,7 +127,7 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000.") var generations: Int = 100
   @Option(parsing: .unconditional, help: "Population size, 2...10000.") var population: Int = 64
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000.") var children: Int = 100
-  @Option(help: "Accuracy proxy: params or macs.") var proxy: AccuracyProxy = .parameters
+  @Option(help: "Accuracy proxy: params, macs or synflow (synflow runs each candidate once: ~10k candidates take minutes).") var proxy: AccuracyProxy = .parameters
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
   @Option(parsing: .unconditional, help: "Largest predicted training-step memory, MiB (0, 1e7].") var maxTrainMemoryMb: Double?
@@ -175,7 +175,7 @@ struct SearchRunCommand: ParsableCommand {
       ? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
       : try cost.profile(space: space).costModel
     let proxy = self.proxy
-    let evolution = Evolution(costModel: costModel) { _, config in proxy.score(config, resolution: space.resolution) }
+    let evolution = Evolution(costModel: costModel) { _, config in try proxy.score(config, resolution: space.resolution) }
     if state == nil {
       var constraints = SearchConstraints(
         maxTrainMillisecondsPerImage: maxTrainMsPerImage, maxInferMilliseconds: maxInferMs,
@@ -224,7 +224,8 @@ struct SearchRunCommand: ParsableCommand {
     }.map { config -> (String, PredictedCosts, Double) in
       var resized = config
       resized.classCount = state.space.classCount
-      return (config.name, costModel.predict(resized, resolution: state.space.resolution), proxy.score(resized, resolution: state.space.resolution))
+      return (config.name, costModel.predict(resized, resolution: state.space.resolution),
+        (try? proxy.score(resized, resolution: state.space.resolution)) ?? .nan)
     }
     let panels = [
       ScatterPlot.Panel(
@@ -260,7 +261,7 @@ struct SearchProxiesCommand: ParsableCommand {
     let entries = try GroundTruthEntry.load(data, source: groundTruth)
     let accuracies = entries.map(\.accuracy)
     for proxy in AccuracyProxy.allCases {
-      let scores = entries.map { proxy.score($0.config, resolution: resolution) }
+      let scores = try entries.map { try proxy.score($0.config, resolution: resolution) }
       let rho = RankCorrelation.spearman(scores, accuracies)
       print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
     }

@@ -34,3 +34,20 @@ import Testing
     }
   }
 }
+
+@Suite struct SynflowTests {
+  /// Synflow is deterministic, finite, and grows when a stage gets more blocks (more paths).
+  @Test func synflowIsFiniteDeterministicAndGrowsWithDepth() throws {
+    let space = SearchSpace.fashionMNIST
+    let small = Architecture(
+      stem: StemChoice(patchSize: 2), depths: [1, 1], widths: [24, 48],
+      mixers: [.quadratic(kernelSize: 3), .gnConv(order: 2, scale: 1.0 / 3.0)], mlpRatio: 2)
+    var deep = small
+    deep.depths = [3, 4]
+    let smallScore = try AccuracyProxy.synflow.score(try space.config(for: small), resolution: 28)
+    let again = try AccuracyProxy.synflow.score(try space.config(for: small), resolution: 28)
+    let deepScore = try AccuracyProxy.synflow.score(try space.config(for: deep), resolution: 28)
+    #expect(smallScore.isFinite && smallScore == again)
+    #expect(deepScore > smallScore)
+  }
+}
