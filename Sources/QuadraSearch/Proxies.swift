@@ -119,17 +119,17 @@ public struct GroundTruthEntry: Codable, Sendable, Equatable {
     self.accuracy = accuracy
   }
 
-  /// Reads a ground-truth file (a JSON array of entries, ≤ 16 MiB, ≤ 10 000 entries); every config is
-  /// validated and every accuracy must be in [0, 1]; errors name the entry.
-  public static func load(_ data: Data, source: String) throws -> [GroundTruthEntry] {
+  /// Reads a ground-truth file (a JSON array of `minimumCount`…10 000 entries, ≤ 16 MiB); every config
+  /// is validated and every accuracy must be in [0, 1]; errors name the entry.
+  public static func load(_ data: Data, source: String, minimumCount: Int = 2) throws -> [GroundTruthEntry] {
     let entries: [GroundTruthEntry]
     do {
       entries = try StrictJSON.decode([GroundTruthEntry].self, from: data)
     } catch let error as JSONInputError {
       throw SearchSpaceError(field: error.path, message: "\(source): \(error.message)")
     }
-    guard (2...10_000).contains(entries.count) else {
-      throw SearchSpaceError(field: "", message: "\(source): \(entries.count) entries; 2...10000 are needed")
+    guard (minimumCount...10_000).contains(entries.count) else {
+      throw SearchSpaceError(field: "", message: "\(source): \(entries.count) entries; \(minimumCount)...10000 are needed")
     }
     for (index, entry) in entries.enumerated() {
       do { try entry.config.validate() } catch {

@@ -2,13 +2,17 @@ import ArgumentParser
 import Foundation
 import QuadraIO
 import QuadraModels
+import QuadraData
 import QuadraSearch
+import QuadraTraining
 
 /// `quadranet search`: hardware-aware architecture search.
 struct SearchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies).",
-    subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self])
+    subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self,
+      SearchGroundTruthCommand.self,
+    ])
 }
 
 /// Flags shared by the search subcommands that need the cost model.
@@ -258,12 +262,80 @@ struct SearchProxiesCommand: ParsableCommand {
     let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: groundTruth))
     defer { try? handle.close() }
     let data = try handle.read(upToCount: (16 << 20) + 1) ?? Data()
-    let entries = try GroundTruthEntry.load(data, source: groundTruth)
+    let entries = try GroundTruthEntry.load(data, source: groundTruth, minimumCount: 2)
     let accuracies = entries.map(\.accuracy)
     for proxy in AccuracyProxy.allCases {
       let scores = try entries.map { try proxy.score($0.config, resolution: resolution) }
       let rho = RankCorrelation.spearman(scores, accuracies)
       print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
+    }
+  }
+}
+
+/// `search ground-truth`: trains random architectures of a space with the dataset's default recipe and
+/// records their test accuracy, for `search proxies`. Hours of CPU for 12 Fashion-MNIST architectures.
+struct SearchGroundTruthCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "ground-truth",
+    abstract: "Train random architectures with the default recipe and write {config, accuracy} entries (resumable).")
+  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(help: "Dataset (as for `train --dataset`).") var dataset: String = "fashion-mnist"
+  @Option(parsing: .unconditional, help: "Architectures to train, 2...1000.") var archs: Int = 12
+  @Option(parsing: .unconditional, help: "Epochs per architecture, 1...1000 (default: the recipe's).") var epochs: Int?
+  @Option(parsing: .unconditional, help: "Seed of the architecture draw, 0...2^63.") var seed: Int = 12
+  @Option(help: "Ground-truth JSON file; entries already in it are kept and their architectures skipped.")
+  var out: String = "ground-truth.json"
+  @Option(help: "Directory of the per-architecture run directories (checkpoints, metrics).") var runs: String = "ground-truth-runs"
+  @OptionGroup var threadOptions: ThreadOptions
+
+  func validate() throws {
+    try FlagCheck.integer(archs, in: 2...1000, "--archs")
+    try FlagCheck.integer(epochs, in: 1...1000, "--epochs")
+    try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
+  }
+
+  func run() throws {
+    let searchSpace: SearchSpace
+    do { searchSpace = try SearchSpace.load(nameOrPath: space) } catch { throw ValidationError("--space: \(error)") }
+    let datasetName = try DatasetName(parsing: dataset)
+    let outURL = URL(fileURLWithPath: out)
+    var entries: [GroundTruthEntry] = []
+    if FileManager.default.fileExists(atPath: outURL.path) {
+      entries = try GroundTruthEntry.load(try BoundedFile.read(outURL, maximumBytes: 16 << 20), source: out, minimumCount: 0)
+    }
+    let splits = try DatasetSplits.load(datasetName)
+    let expected = [searchSpace.resolution, searchSpace.resolution, searchSpace.inputChannels]
+    guard splits.train.imageShape == expected else {
+      throw ValidationError(
+        "--dataset \(dataset) has images of shape \(splits.train.imageShape); the space \(searchSpace.name) is for \(expected)")
+    }
+    var generator = RandomGenerator(seed: UInt64(seed))
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    try ComputeContext.current.with(threads: threadOptions.threads).run {
+      for index in 0..<archs {
+        let architecture = searchSpace.randomArchitecture(using: &generator)
+        var config = try searchSpace.config(for: architecture)
+        config.classCount = splits.train.classCount
+        if entries.contains(where: { $0.config == config }) {
+          Terminal.status("ground truth \(index + 1)/\(archs): \(config.name) already trained, skipped")
+          continue
+        }
+        var options = TrainingRecipe.defaultOptions(for: datasetName)
+        if let epochs { options.epochs = epochs }
+        _ = TrainingRecipe.fitDefaults(&options, recipe: TrainingRecipe.defaultOptions(for: datasetName), warmupGiven: false)
+        try options.validate()
+        Terminal.status("ground truth \(index + 1)/\(archs): training \(config.name) for \(options.epochs) epochs…")
+        let trainer = try Trainer(
+          model: try VisionModel(config: config, seed: options.seed), splits: splits, dataset: datasetName.description,
+          options: options)
+        // A killed architecture is retrained from scratch (overwrite); finished ones are in the file.
+        let summary = try trainer.run(
+          outputDirectory: URL(fileURLWithPath: runs).appendingPathComponent(config.name), overwrite: true)
+        entries.append(GroundTruthEntry(config: config, accuracy: summary.testAccuracy))
+        try AtomicFile.write(try encoder.encode(entries), to: outURL)
+        Terminal.status(String(format: "%@: test accuracy %.2f%%", config.name, 100 * summary.testAccuracy))
+      }
     }
   }
 }
