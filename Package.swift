@@ -93,11 +93,14 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: cpuSettings),
+    // Hardware-aware architecture search: search spaces, memory and latency models, constrained evolution.
+    .target(
+      name: "QuadraSearch", dependencies: ["QuadraModels", "QuadraBench", "QuadraIO"], swiftSettings: cpuSettings),
     .executableTarget(
       name: "quadranet",
       dependencies: [
         "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
-        "QuadraDeploy", "QuadraDistributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "QuadraDeploy", "QuadraDistributed", "QuadraSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .target(name: "QuadraMPI", condition: .when(traits: ["MPI"])),
       ],
       swiftSettings: cpuSettings),
@@ -110,6 +113,7 @@ let package = Package(
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDistributedTests", dependencies: ["QuadraDistributed", "QuadraTraining"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraSearchTests", dependencies: ["QuadraSearch"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
   ]
 )

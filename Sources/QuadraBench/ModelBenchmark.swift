@@ -34,13 +34,20 @@ public enum ModelBenchmark {
     public var threads: Int
     /// Timed training steps after one warm-up step.
     public var steps: Int
+    /// Whether ``ModelBenchmark/measure(config:options:progress:)`` times training steps; when false only
+    /// inference is timed (training time and peak are reported as 0).
+    public var measuresTraining: Bool
 
-    public init(models: [String], resolution: Int = 224, batchSize: Int = 16, threads: Int, steps: Int = 2) {
+    public init(
+      models: [String], resolution: Int = 224, batchSize: Int = 16, threads: Int, steps: Int = 2,
+      measuresTraining: Bool = true
+    ) {
       self.models = models
       self.resolution = resolution
       self.batchSize = batchSize
       self.threads = threads
       self.steps = steps
+      self.measuresTraining = measuresTraining
     }
   }
 
@@ -77,8 +84,10 @@ public enum ModelBenchmark {
     }
   }
 
-  /// Measures one model; `trainFractionOfPeak` is filled in by ``run(_:progress:)``.
-  static func measure(config: ModelConfig, options: Options, progress: (String) -> Void) throws -> ModelResult {
+  /// Measures one model (any config, registered or not; `options.models` is not read) in the current
+  /// ``QuadraCore/ComputeContext``; `trainFractionOfPeak` is left 0 (``run(_:progress:)`` fills it in).
+  /// The peaks are those of the context's memory tracker, so run it in a context with a fresh one.
+  public static func measure(config: ModelConfig, options: Options, progress: (String) -> Void) throws -> ModelResult {
     let memory = ComputeContext.current.memory
     // Each model starts from an empty pool so one model's cached blocks don't hide another's allocations.
     MemoryAllocator.shared.releaseCache()
@@ -98,18 +107,20 @@ public enum ModelBenchmark {
       model.zeroGradients()
     }
 
-    progress("\(config.name): warm-up training step (batch \(options.batchSize), \(options.resolution)²)…")
-    model.setTraining(true)
-    try trainStep()
-    memory.resetPeak()
     var trainSeconds = Double.infinity
-    for step in 0..<options.steps {
+    if options.measuresTraining {
+      progress("\(config.name): warm-up training step (batch \(options.batchSize), \(options.resolution)²)…")
+      model.setTraining(true)
+      try trainStep()
+      memory.resetPeak()
+    }
+    for step in 0..<(options.measuresTraining ? options.steps : 0) {
       trainSeconds = Swift.min(trainSeconds, try Stopwatch.seconds(trainStep))
       progress(
         "\(config.name): training step \(step + 1)/\(options.steps): "
           + String(format: "%.2f s, %.2f images/s", trainSeconds, Double(options.batchSize) / trainSeconds))
     }
-    let trainPeak = memory.peakBytes
+    let trainPeak = options.measuresTraining ? memory.peakBytes : 0
 
     model.setTraining(false)
     func inferStep() {
@@ -123,7 +134,7 @@ public enum ModelBenchmark {
 
     return ModelResult(
       model: config.name, params: config.parameterCount, macs: macs,
-      trainImagesPerSecond: Double(options.batchSize) / trainSeconds,
+      trainImagesPerSecond: options.measuresTraining ? Double(options.batchSize) / trainSeconds : 0,
       inferImagesPerSecond: Double(options.batchSize) / inferSeconds,
       trainPeakBytes: trainPeak, inferPeakBytes: inferPeak,
       trainFractionOfPeak: 0)

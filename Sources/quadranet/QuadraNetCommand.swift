@@ -6,7 +6,7 @@ struct QuadraNetCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "quadranet",
     abstract: "Build, train, benchmark and deploy quadratic neural networks (QuadraNet) for vision.",
-    subcommands: [TrainCommand.self, EvalCommand.self, ModelsCommand.self, BenchCommand.self, InfoCommand.self, ExportCommand.self, PredictCommand.self])
+    subcommands: [TrainCommand.self, EvalCommand.self, ModelsCommand.self, BenchCommand.self, InfoCommand.self, ExportCommand.self, PredictCommand.self, SearchCommand.self])
 }
 
 /// Prints how this binary was built and what it will use.

@@ -1,0 +1,211 @@
+import Foundation
+import QuadraModels
+
+/// The work of one model on one image, split by where it goes: the features the latency model is
+/// linear in. MAC counts follow ``QuadraModels/ModelConfig/macs(resolution:)`` (their sum equals it).
+public struct CostFeatures: Codable, Sendable, Equatable {
+  /// Names of ``values``, in order.
+  public static let names = [
+    "stem_macs", "downsample_macs", "head_macs", "mlp_macs", "quadratic_macs", "gnconv_macs", "depthwise_macs",
+    "elementwise_floats", "blocks", "constant",
+  ]
+  public var values: [Double]
+
+  /// The features of `config` on a `resolution`² image.
+  ///
+  /// `elementwise_floats` counts the memory-bound work of a block: the norms, layer scales, residual
+  /// additions and the GELU read or write about `(8 + 2·mlpRatio)·H·W·C` floats per block;
+  /// `blocks` is the number of residual blocks (a fixed cost per op call: tape nodes, thread dispatch).
+  public init(config: ModelConfig, resolution: Int) {
+    let sizes = config.stageResolutions(inputResolution: resolution)
+    var v = [Double](repeating: 0, count: Self.names.count)
+    v[0] = Double(sizes[0] * sizes[0] * config.widths[0] * config.inputChannels * config.stemKernel * config.stemKernel)
+    for stage in config.depths.indices {
+      let pixels = Double(sizes[stage] * sizes[stage])
+      let c = Double(config.widths[stage])
+      let depth = Double(config.depths[stage])
+      if stage > 0 { v[1] += pixels * c * Double(config.widths[stage - 1]) * 4 }
+      v[3] += depth * pixels * 2 * c * Double(config.mlpRatio) * c
+      // The mixer's MACs: the config's total for a one-stage slice minus everything but the mixer.
+      let one = ModelConfig(
+        name: "slice", inputChannels: 1, classCount: 1, stemPatchSize: 1, depths: [1], widths: [config.widths[stage]],
+        mixers: [config.mixers[stage]], mlpRatio: config.mlpRatio)
+      let sliceMACs = Double(one.macs(resolution: sizes[stage]))
+      let mixer = sliceMACs - pixels * c - pixels * 2 * c * Double(config.mlpRatio) * c - c
+      switch config.mixers[stage] {
+      case .quadratic: v[4] += depth * mixer
+      case .gnConv: v[5] += depth * mixer
+      case .depthwise: v[6] += depth * mixer
+      }
+      v[7] += depth * pixels * c * Double(8 + 2 * config.mlpRatio)
+      v[8] += depth
+    }
+    v[2] = Double(config.widths[config.widths.count - 1] * config.classCount)
+    v[9] = 1
+    values = v
+  }
+
+  public init(values: [Double]) { self.values = values }
+}
+
+/// A linear latency model: predicted seconds = Σ featureᵢ · coefficientᵢ over ``CostFeatures``
+/// (per image for training and batched inference, per call for batch-1 inference). The
+/// coefficients are fitted by ``fit(features:seconds:)`` to this machine's measurements
+/// (`quadranet search profile`).
+public struct LatencyModel: Codable, Sendable, Equatable {
+  public var coefficients: [Double]
+
+  public init(coefficients: [Double]) { self.coefficients = coefficients }
+
+  /// Σ featureᵢ · coefficientᵢ.
+  public func predict(_ features: CostFeatures) -> Double {
+    zip(features.values, coefficients).reduce(0) { $0 + $1.0 * $1.1 }
+  }
+
+  /// Non-negative least squares on relative error: minimizes Σ ((f·β − t)/t)² with β ≥ 0 (a feature
+  /// whose coefficient would be negative is dropped and the rest refitted). Relative error, because
+  /// the models span orders of magnitude and the calibration reports percentage errors.
+  /// Features no sample uses get coefficient 0.
+  public static func fit(features: [CostFeatures], seconds: [Double]) -> LatencyModel {
+    let count = CostFeatures.names.count
+    var active = (0..<count).filter { index in features.contains { $0.values[index] > 0 } }
+    var solution = [Double](repeating: 0, count: count)
+    while !active.isEmpty {
+      // Normal equations of the weighted problem (rows scaled by 1/t), with a tiny ridge for stability.
+      var matrix = [[Double]](repeating: [Double](repeating: 0, count: active.count), count: active.count)
+      var rhs = [Double](repeating: 0, count: active.count)
+      // Columns are scaled to unit maximum so MAC counts (1e9) and the constant (1) condition alike.
+      let scales = active.map { index in features.map { abs($0.values[index]) }.max() ?? 1 }
+      for (row, time) in zip(features, seconds) where time > 0 {
+        let x = active.enumerated().map { row.values[$0.element] / scales[$0.offset] / time }
+        for i in x.indices {
+          rhs[i] += x[i]
+          for j in x.indices { matrix[i][j] += x[i] * x[j] }
+        }
+      }
+      for i in matrix.indices { matrix[i][i] += 1e-9 }
+      guard let beta = solve(matrix, rhs) else { break }
+      if let negative = beta.indices.min(by: { beta[$0] < beta[$1] }), beta[negative] < 0 {
+        active.remove(at: negative)
+        continue
+      }
+      solution = [Double](repeating: 0, count: count)
+      for (i, index) in active.enumerated() { solution[index] = beta[i] / scales[i] }
+      break
+    }
+    return LatencyModel(coefficients: solution)
+  }
+
+  /// Gaussian elimination with partial pivoting; nil for a singular system.
+  static func solve(_ a: [[Double]], _ b: [Double]) -> [Double]? {
+    var a = a
+    var b = b
+    let n = b.count
+    for column in 0..<n {
+      guard let pivot = (column..<n).max(by: { abs(a[$0][column]) < abs(a[$1][column]) }), abs(a[pivot][column]) > 1e-300
+      else { return nil }
+      a.swapAt(column, pivot)
+      b.swapAt(column, pivot)
+      for row in (column + 1)..<n {
+        let factor = a[row][column] / a[column][column]
+        for k in column..<n { a[row][k] -= factor * a[column][k] }
+        b[row] -= factor * b[column]
+      }
+    }
+    var x = [Double](repeating: 0, count: n)
+    for row in stride(from: n - 1, through: 0, by: -1) {
+      var sum = b[row]
+      for k in (row + 1)..<n { sum -= a[row][k] * x[k] }
+      x[row] = sum / a[row][row]
+    }
+    return x
+  }
+}
+
+/// Predicted costs of one architecture: what constraints and Pareto fronts are made of.
+public struct PredictedCosts: Codable, Sendable, Equatable {
+  /// Training step time per image, milliseconds (at the profile's batch size).
+  public var trainMillisecondsPerImage: Double
+  /// One batch-1 inference, milliseconds.
+  public var inferMillisecondsBatch1: Double
+  /// Inference per image at the profile's batch size, milliseconds.
+  public var inferMillisecondsPerImage: Double
+  /// Peak bytes of a training step at the profile's batch size.
+  public var trainMemoryBytes: Int
+  /// Peak bytes of a batch-1 inference pass.
+  public var inferMemoryBytes: Int
+  public var parameters: Int
+  public var macs: Int
+}
+
+/// This machine's cost model: three fitted latency models and the analytic memory model, at one
+/// batch size and thread count.
+public struct CostModel: Codable, Sendable, Equatable {
+  public var batchSize: Int
+  public var threads: Int
+  public var trainPerImage: LatencyModel
+  public var inferBatch1: LatencyModel
+  public var inferPerImage: LatencyModel
+
+  public init(
+    batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel
+  ) {
+    self.batchSize = batchSize
+    self.threads = threads
+    self.trainPerImage = trainPerImage
+    self.inferBatch1 = inferBatch1
+    self.inferPerImage = inferPerImage
+  }
+
+  /// A model from first principles for when no profile exists (tests, `--no-profile`): every MAC at
+  /// `gflops` (training 3× the forward work), every elementwise float at 4 GB/s-equivalent, 20 µs per
+  /// block call. Only its ranking is meaningful, not its milliseconds.
+  public static func analytic(batchSize: Int, threads: Int, gflops: Double = 50) -> CostModel {
+    let mac = 2 / (gflops * 1e9)
+    let forward = [mac, mac, mac, mac, mac * 4, mac, mac * 4, 1e-9, 2e-5, 1e-4]
+    let train = forward.map { $0 * 3 }
+    return CostModel(
+      batchSize: batchSize, threads: threads, trainPerImage: LatencyModel(coefficients: train),
+      inferBatch1: LatencyModel(coefficients: forward), inferPerImage: LatencyModel(coefficients: forward))
+  }
+
+  /// All predicted costs of `config` on `resolution`² images.
+  public func predict(_ config: ModelConfig, resolution: Int) -> PredictedCosts {
+    let features = CostFeatures(config: config, resolution: resolution)
+    let memory = MemoryModel.predict(config: config, batchSize: batchSize, resolution: resolution)
+    // Inference memory is the deployment case, batch 1 (what `search calibrate` measures).
+    let inferenceMemory = MemoryModel.predict(config: config, batchSize: 1, resolution: resolution)
+    return PredictedCosts(
+      trainMillisecondsPerImage: trainPerImage.predict(features) * 1000,
+      inferMillisecondsBatch1: inferBatch1.predict(features) * 1000,
+      inferMillisecondsPerImage: inferPerImage.predict(features) * 1000,
+      trainMemoryBytes: memory.trainingBytes, inferMemoryBytes: inferenceMemory.inferenceBytes,
+      parameters: config.parameterCount, macs: config.macs(resolution: resolution))
+  }
+}
+
+/// The memory model: predicted peak bytes of the tracking allocator for a training step and for an
+/// inference pass.
+///
+///     training  = 16 · params (weights, gradients, AdamW m and v)  + saved activations
+///     inference =  4 · params                                        + the largest live block maps
+///
+/// The activation terms are ``QuadraModels/ModelConfig/trainingActivationBytes(batchSize:resolution:)``
+/// and ``QuadraModels/ModelConfig/inferenceActivationBytes(batchSize:resolution:)``: per-block factors
+/// of the maps each op saves, not an op-by-op replay of the tape, so they are upper bounds rather than
+/// exact (see `MemoryModelTests` for the measured ratio).
+public enum MemoryModel {
+  public static func predict(config: ModelConfig, batchSize: Int, resolution: Int) -> (
+    trainingBytes: Int, inferenceBytes: Int
+  ) {
+    let weights = config.parameterCount.multipliedReportingOverflow(by: 4)
+    let training = config.trainingParameterBytes.addingReportingOverflow(
+      config.trainingActivationBytes(batchSize: batchSize, resolution: resolution))
+    let inference = weights.partialValue.addingReportingOverflow(
+      config.inferenceActivationBytes(batchSize: batchSize, resolution: resolution))
+    return (
+      training.overflow ? Int.max : training.partialValue,
+      weights.overflow || inference.overflow ? Int.max : inference.partialValue
+    )
+  }
+}

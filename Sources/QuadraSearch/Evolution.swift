@@ -1,0 +1,311 @@
+import Foundation
+import QuadraIO
+import QuadraModels
+
+/// Hard limits on predicted costs; nil means unconstrained. Checked before any accuracy estimate.
+public struct SearchConstraints: Codable, Sendable, Equatable {
+  public var maxTrainMillisecondsPerImage: Double?
+  public var maxInferMilliseconds: Double?
+  public var maxTrainMemoryBytes: Int?
+  public var maxParameters: Int?
+
+  public init(
+    maxTrainMillisecondsPerImage: Double? = nil, maxInferMilliseconds: Double? = nil, maxTrainMemoryBytes: Int? = nil,
+    maxParameters: Int? = nil
+  ) {
+    self.maxTrainMillisecondsPerImage = maxTrainMillisecondsPerImage
+    self.maxInferMilliseconds = maxInferMilliseconds
+    self.maxTrainMemoryBytes = maxTrainMemoryBytes
+    self.maxParameters = maxParameters
+  }
+
+  /// One constrained quantity: its flag, how to read it from predicted costs, and its limit.
+  struct Bound {
+    var flag: String
+    var unit: String
+    var value: (PredictedCosts) -> Double
+    var limit: Double
+  }
+
+  var bounds: [Bound] {
+    var result: [Bound] = []
+    if let limit = maxTrainMillisecondsPerImage {
+      result.append(Bound(flag: "--max-train-ms-per-image", unit: "ms", value: { $0.trainMillisecondsPerImage }, limit: limit))
+    }
+    if let limit = maxInferMilliseconds {
+      result.append(Bound(flag: "--max-infer-ms", unit: "ms", value: { $0.inferMillisecondsBatch1 }, limit: limit))
+    }
+    if let limit = maxTrainMemoryBytes {
+      result.append(
+        Bound(flag: "--max-train-memory-mb", unit: "MiB", value: { Double($0.trainMemoryBytes) / 1_048_576 },
+          limit: Double(limit) / 1_048_576))
+    }
+    if let limit = maxParameters {
+      result.append(Bound(flag: "--max-params", unit: "parameters", value: { Double($0.parameters) }, limit: Double(limit)))
+    }
+    return result
+  }
+
+  /// Whether `costs` meet every limit.
+  public func admits(_ costs: PredictedCosts) -> Bool { bounds.allSatisfy { $0.value(costs) <= $0.limit } }
+}
+
+/// A budget no architecture of the space meets.
+public struct InfeasibleBudgetError: Error, CustomStringConvertible, LocalizedError {
+  public var flag: String
+  public var limit: Double
+  public var cheapest: Architecture
+  public var cheapestValue: Double
+  public var unit: String
+
+  public var description: String {
+    String(
+      format: "%@ %.4g %@ is below what the space allows: the cheapest architecture, %@, needs %.4g %@",
+      flag, limit, unit, cheapest.name, cheapestValue, unit)
+  }
+  public var errorDescription: String? { description }
+}
+
+/// An evaluated architecture.
+public struct Candidate: Codable, Sendable, Equatable {
+  public var architecture: Architecture
+  public var costs: PredictedCosts
+  /// The accuracy proxy (higher is better).
+  public var score: Double
+}
+
+/// The settings of a search run (kept in the state so a resumed run continues the same search).
+public struct EvolutionOptions: Codable, Sendable, Equatable {
+  public var seed: UInt64
+  /// Architectures alive at once (regularized evolution's population).
+  public var populationSize: Int
+  /// Parents drawn per tournament.
+  public var sampleSize: Int
+  /// Children evaluated per generation.
+  public var childrenPerGeneration: Int
+  public var generations: Int
+  /// Drawing or mutating attempts per wanted feasible architecture before the run stops with an error.
+  public var maximumAttempts: Int
+
+  public init(
+    seed: UInt64, populationSize: Int = 64, sampleSize: Int = 16, childrenPerGeneration: Int = 64,
+    generations: Int = 100, maximumAttempts: Int = 1000
+  ) {
+    self.seed = seed
+    self.populationSize = populationSize
+    self.sampleSize = sampleSize
+    self.childrenPerGeneration = childrenPerGeneration
+    self.generations = generations
+    self.maximumAttempts = maximumAttempts
+  }
+
+  /// The accepted ranges (also the CLI's): population 2…10 000, sample 1…population,
+  /// children 1…100 000, generations 0…100 000, attempts 1…1 000 000.
+  public func validate() throws {
+    func check(_ value: Int, _ range: ClosedRange<Int>, _ field: String) throws {
+      guard range.contains(value) else {
+        throw SearchSpaceError(field: field, message: "\(value) is outside the allowed range \(range.lowerBound)...\(range.upperBound)")
+      }
+    }
+    try check(populationSize, 2...10_000, "populationSize")
+    try check(sampleSize, 1...populationSize, "sampleSize")
+    try check(childrenPerGeneration, 1...100_000, "childrenPerGeneration")
+    try check(generations, 0...100_000, "generations")
+    try check(maximumAttempts, 1...1_000_000, "maximumAttempts")
+  }
+}
+
+/// Everything a search run needs to continue after being killed: written atomically after each generation.
+public struct EvolutionState: Codable, Sendable, Equatable {
+  public static let formatVersion = 1
+  public var formatVersion: Int
+  public var space: SearchSpace
+  public var constraints: SearchConstraints
+  public var options: EvolutionOptions
+  public var generation: Int
+  public var generator: RandomGenerator
+  /// Oldest first; the oldest dies when a child is added (regularized evolution).
+  public var population: [Candidate]
+  /// Non-dominated candidates seen so far: maximal score, minimal training time, minimal training memory.
+  public var front: [Candidate]
+  public var evaluated: Int
+  public var rejected: Int
+
+  /// The best-scoring candidate on the front (ties: faster training first).
+  public var best: Candidate? {
+    front.max { ($0.score, -$0.costs.trainMillisecondsPerImage) < ($1.score, -$1.costs.trainMillisecondsPerImage) }
+  }
+}
+
+/// Constrained regularized evolution (Real et al. 2019) over predicted costs and an accuracy proxy,
+/// with a Pareto archive (proxy vs training time vs training memory).
+///
+/// Each child is a tournament winner (best proxy among `sampleSize` random members) mutated in one
+/// gene; children that break a constraint are redrawn *before* the proxy is computed, so the proxy is
+/// only ever paid for feasible architectures. Everything random comes from one seeded
+/// ``QuadraCore/RandomGenerator`` stored in the state, so a run is deterministic for its seed and a
+/// resumed run continues exactly as the uninterrupted one would.
+public struct Evolution: Sendable {
+  public var costModel: CostModel
+  /// The accuracy proxy (higher is better); called only for feasible architectures.
+  public var score: @Sendable (Architecture, ModelConfig) throws -> Double
+
+  public init(costModel: CostModel, score: @escaping @Sendable (Architecture, ModelConfig) throws -> Double) {
+    self.costModel = costModel
+    self.score = score
+  }
+
+  /// Throws ``InfeasibleBudgetError`` when some constraint is below its cheapest value in the space
+  /// (found per constraint by coordinate descent over the genes from the smallest choices: the costs
+  /// grow with depth, width and MLP ratio, so the smallest ones are cheapest and only the mixer, stem
+  /// and stage count need trying).
+  public func checkFeasible(space: SearchSpace, constraints: SearchConstraints) throws {
+    for bound in constraints.bounds {
+      let (architecture, value) = try cheapest(space: space) { bound.value($0) }
+      if value > bound.limit {
+        throw InfeasibleBudgetError(
+          flag: bound.flag, limit: bound.limit, cheapest: architecture, cheapestValue: value, unit: bound.unit)
+      }
+    }
+  }
+
+  func cheapest(space: SearchSpace, metric: (PredictedCosts) -> Double) throws -> (Architecture, Double) {
+    var best: (Architecture, Double)?
+    for count in space.stageCounts {
+      for stem in space.stems {
+        var architecture = Architecture(
+          stem: stem, depths: space.stages.prefix(count).map { $0.depths.min()! },
+          widths: space.stages.prefix(count).map { $0.widths.min()! }, mixers: [], mlpRatio: space.mlpRatios.min()!)
+        architecture.mixers = (0..<count).map {
+          SearchSpace.compatibleMixers(space.stages[$0].mixers, width: architecture.widths[$0])[0]
+        }
+        // Per stage, the mixer (and, for gnConv, any width it allows) that costs least with the rest fixed.
+        for stage in 0..<count {
+          var stageBest: (TokenMixer, Int, Double)?
+          for width in space.stages[stage].widths.sorted() {
+            for mixer in SearchSpace.compatibleMixers(space.stages[stage].mixers, width: width) {
+              var trial = architecture
+              trial.widths[stage] = width
+              trial.mixers[stage] = mixer
+              let value = metric(costModel.predict(try space.config(for: trial), resolution: space.resolution))
+              if stageBest.map({ value < $0.2 }) ?? true { stageBest = (mixer, width, value) }
+            }
+          }
+          if let stageBest {
+            architecture.mixers[stage] = stageBest.0
+            architecture.widths[stage] = stageBest.1
+          }
+        }
+        let value = metric(costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+        if best.map({ value < $0.1 }) ?? true { best = (architecture, value) }
+      }
+    }
+    return best!
+  }
+
+  /// The initial state: `populationSize` random feasible architectures (after ``checkFeasible(space:constraints:)``).
+  public func start(space: SearchSpace, constraints: SearchConstraints, options: EvolutionOptions) throws -> EvolutionState {
+    try options.validate()
+    try space.validate()
+    try checkFeasible(space: space, constraints: constraints)
+    var state = EvolutionState(
+      formatVersion: EvolutionState.formatVersion, space: space, constraints: constraints, options: options,
+      generation: 0, generator: RandomGenerator(seed: options.seed), population: [], front: [], evaluated: 0,
+      rejected: 0)
+    while state.population.count < options.populationSize {
+      let candidate = try feasibleCandidate(&state) { space.randomArchitecture(using: &$0) }
+      state.population.append(candidate)
+    }
+    return state
+  }
+
+  /// Runs generations until `state.options.generations`, calling `checkpoint` after each one (write
+  /// the state there; a kill between checkpoints loses at most one generation).
+  public func run(_ state: inout EvolutionState, checkpoint: (EvolutionState) throws -> Void = { _ in }) throws {
+    while state.generation < state.options.generations {
+      for _ in 0..<state.options.childrenPerGeneration {
+        let parent = tournament(&state)
+        let space = state.space
+        let child = try feasibleCandidate(&state) { space.mutate(parent.architecture, using: &$0) }
+        state.population.append(child)
+        state.population.removeFirst()
+      }
+      state.generation += 1
+      try checkpoint(state)
+    }
+  }
+
+  func tournament(_ state: inout EvolutionState) -> Candidate {
+    var best: Candidate?
+    for _ in 0..<state.options.sampleSize {
+      let member = state.population[Int(state.generator.next() % UInt64(state.population.count))]
+      if best.map({ member.score > $0.score }) ?? true { best = member }
+    }
+    return best!
+  }
+
+  func feasibleCandidate(
+    _ state: inout EvolutionState, draw: (inout RandomGenerator) -> Architecture
+  ) throws -> Candidate {
+    for _ in 0..<state.options.maximumAttempts {
+      let architecture = draw(&state.generator)
+      let config = try state.space.config(for: architecture)
+      let costs = costModel.predict(config, resolution: state.space.resolution)
+      guard state.constraints.admits(costs) else {
+        state.rejected += 1
+        continue
+      }
+      let candidate = Candidate(architecture: architecture, costs: costs, score: try score(architecture, config))
+      state.evaluated += 1
+      Self.insert(candidate, into: &state.front)
+      return candidate
+    }
+    throw SearchSpaceError(
+      field: "", message: "no feasible architecture in \(state.options.maximumAttempts) attempts; the constraints "
+        + "admit too small a part of the space (loosen them or raise the attempts)")
+  }
+
+  /// Adds `candidate` to the Pareto front unless dominated; removes those it dominates.
+  static func insert(_ candidate: Candidate, into front: inout [Candidate]) {
+    func dominates(_ a: Candidate, _ b: Candidate) -> Bool {
+      let noWorse = a.score >= b.score && a.costs.trainMillisecondsPerImage <= b.costs.trainMillisecondsPerImage
+        && a.costs.trainMemoryBytes <= b.costs.trainMemoryBytes
+      let better = a.score > b.score || a.costs.trainMillisecondsPerImage < b.costs.trainMillisecondsPerImage
+        || a.costs.trainMemoryBytes < b.costs.trainMemoryBytes
+      return noWorse && better
+    }
+    guard !front.contains(where: { dominates($0, candidate) || $0.architecture == candidate.architecture }) else { return }
+    front.removeAll { dominates(candidate, $0) }
+    front.append(candidate)
+  }
+
+  /// Reads a state written by ``save(_:to:)``; errors name the file.
+  public static func load(from url: URL) throws -> EvolutionState {
+    let data: Data
+    do { data = try Data(contentsOf: url) } catch {
+      throw SearchSpaceError(field: "", message: "\(url.path): cannot read the search state (\(error.localizedDescription))")
+    }
+    let state: EvolutionState
+    do {
+      state = try StrictJSON.decode(EvolutionState.self, from: data, limits: StrictJSON.Limits(maximumBytes: 64 << 20))
+    } catch let error as JSONInputError {
+      throw SearchSpaceError(field: error.path, message: "\(url.path): \(error.message)")
+    }
+    guard state.formatVersion == EvolutionState.formatVersion else {
+      throw SearchSpaceError(field: "formatVersion", message: "\(url.path): version \(state.formatVersion), expected \(EvolutionState.formatVersion)")
+    }
+    try state.space.validate()
+    try state.options.validate()
+    guard state.population.count == state.options.populationSize, state.generator.state.count == RandomGenerator(seed: 0).state.count else {
+      throw SearchSpaceError(field: "population", message: "\(url.path): the state is inconsistent (population or generator size)")
+    }
+    return state
+  }
+
+  /// Writes `state` atomically (temporary file + rename), so a kill leaves the previous or the new one.
+  public static func save(_ state: EvolutionState, to url: URL) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    try AtomicFile.write(try encoder.encode(state), to: url)
+  }
+}

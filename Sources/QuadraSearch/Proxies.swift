@@ -1,0 +1,144 @@
+import Foundation
+import QuadraIO
+import QuadraModels
+
+/// Zero-cost accuracy proxies: scores computed from an untrained architecture, meant to rank
+/// architectures like their trained accuracy would.
+public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
+  /// log₁₀ of the trainable parameters.
+  case parameters = "params"
+  /// log₁₀ of the forward multiply-accumulates at the space's resolution.
+  case macs
+  /// log₁₀ of synflow (Tanaka et al. 2020): `R = Σ model(1)` on an all-ones batch-1 input with every
+  /// parameter replaced by its absolute value, then `Σ |θ ⊙ ∂R/∂θ|`. Builds and runs the model once
+  /// (forward and backward at batch 1), so it costs milliseconds per architecture at 28².
+  case synflow
+
+  /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
+  public func score(_ config: ModelConfig, resolution: Int) throws -> Double {
+    switch self {
+    case .parameters: log10(Double(Swift.max(config.parameterCount, 1)))
+    case .macs: log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
+    case .synflow: try Self.synflow(config, resolution: resolution)
+    }
+  }
+
+  /// See ``synflow``; the sum is taken in `Double`, and a non-finite result (Float overflow in a very
+  /// deep model) is reported as the largest finite log value so rankings stay defined.
+  static func synflow(_ config: ModelConfig, resolution: Int) throws -> Double {
+    let model = try VisionModel(config: config, seed: 0)
+    model.setTraining(false)
+    let parameters = model.namedParameters().map(\.parameter.variable)
+    for variable in parameters {
+      variable.update(Tensor(shape: variable.shape, scalars: variable.value.scalars.map { Swift.abs($0) }))
+    }
+    let input = Variable(Tensor(shape: [1, resolution, resolution, config.inputChannels], repeating: 1))
+    try model(input).sum().backward()
+    var total = 0.0
+    for variable in parameters {
+      guard let gradient = variable.grad else { continue }
+      for (theta, g) in zip(variable.value.scalars, gradient.scalars) { total += Double(Swift.abs(theta * g)) }
+    }
+    guard total.isFinite else { return log10(Double.greatestFiniteMagnitude) }
+    return log10(Swift.max(total, Double.leastNormalMagnitude))
+  }
+}
+
+/// Rank statistics used to judge proxies and cost models.
+public enum RankCorrelation {
+  /// Ranks 1…n with ties given their average rank.
+  public static func ranks(_ values: [Double]) -> [Double] {
+    let order = values.indices.sorted { values[$0] < values[$1] }
+    var result = [Double](repeating: 0, count: values.count)
+    var start = 0
+    while start < order.count {
+      var end = start
+      while end + 1 < order.count && values[order[end + 1]] == values[order[start]] { end += 1 }
+      let average = Double(start + end) / 2 + 1
+      for position in start...end { result[order[position]] = average }
+      start = end + 1
+    }
+    return result
+  }
+
+  /// Spearman's ρ: the Pearson correlation of the ranks (ties averaged); nil for fewer than two
+  /// points or a constant series.
+  public static func spearman(_ x: [Double], _ y: [Double]) -> Double? {
+    guard x.count == y.count, x.count >= 2 else { return nil }
+    return pearson(ranks(x), ranks(y))
+  }
+
+  /// Pearson's r; nil when either series is constant.
+  public static func pearson(_ x: [Double], _ y: [Double]) -> Double? {
+    let n = Double(x.count)
+    let mx = x.reduce(0, +) / n
+    let my = y.reduce(0, +) / n
+    var sxy = 0.0
+    var sxx = 0.0
+    var syy = 0.0
+    for (a, b) in zip(x, y) {
+      sxy += (a - mx) * (b - my)
+      sxx += (a - mx) * (a - mx)
+      syy += (b - my) * (b - my)
+    }
+    guard sxx > 0, syy > 0 else { return nil }
+    return sxy / (sxx * syy).squareRoot()
+  }
+
+  /// Kendall's τ-b: (concordant − discordant) / √((n₀ − ties_x)(n₀ − ties_y)); nil when undefined.
+  public static func kendallTau(_ x: [Double], _ y: [Double]) -> Double? {
+    guard x.count == y.count, x.count >= 2 else { return nil }
+    var concordant = 0.0
+    var discordant = 0.0
+    var tiesX = 0.0
+    var tiesY = 0.0
+    for i in x.indices {
+      for j in (i + 1)..<x.count {
+        let dx = x[i] - x[j]
+        let dy = y[i] - y[j]
+        if dx == 0 && dy == 0 { continue }
+        if dx == 0 { tiesX += 1; continue }
+        if dy == 0 { tiesY += 1; continue }
+        if (dx > 0) == (dy > 0) { concordant += 1 } else { discordant += 1 }
+      }
+    }
+    let denominator = ((concordant + discordant + tiesX) * (concordant + discordant + tiesY)).squareRoot()
+    guard denominator > 0 else { return nil }
+    return (concordant - discordant) / denominator
+  }
+}
+
+/// One trained architecture of a ground-truth file: its config and the test accuracy reached with the
+/// default recipe.
+public struct GroundTruthEntry: Codable, Sendable, Equatable {
+  public var config: ModelConfig
+  public var accuracy: Double
+
+  public init(config: ModelConfig, accuracy: Double) {
+    self.config = config
+    self.accuracy = accuracy
+  }
+
+  /// Reads a ground-truth file (a JSON array of `minimumCount`…10 000 entries, ≤ 16 MiB); every config
+  /// is validated and every accuracy must be in [0, 1]; errors name the entry.
+  public static func load(_ data: Data, source: String, minimumCount: Int = 2) throws -> [GroundTruthEntry] {
+    let entries: [GroundTruthEntry]
+    do {
+      entries = try StrictJSON.decode([GroundTruthEntry].self, from: data)
+    } catch let error as JSONInputError {
+      throw SearchSpaceError(field: error.path, message: "\(source): \(error.message)")
+    }
+    guard (minimumCount...10_000).contains(entries.count) else {
+      throw SearchSpaceError(field: "", message: "\(source): \(entries.count) entries; \(minimumCount)...10000 are needed")
+    }
+    for (index, entry) in entries.enumerated() {
+      do { try entry.config.validate() } catch {
+        throw SearchSpaceError(field: "[\(index)].config", message: "\(source): \(error)")
+      }
+      guard entry.accuracy.isFinite, (0...1).contains(entry.accuracy) else {
+        throw SearchSpaceError(field: "[\(index)].accuracy", message: "\(source): \(entry.accuracy) is outside 0...1")
+      }
+    }
+    return entries
+  }
+}

@@ -1,0 +1,341 @@
+import ArgumentParser
+import Foundation
+import QuadraIO
+import QuadraModels
+import QuadraData
+import QuadraSearch
+import QuadraTraining
+
+/// `quadranet search`: hardware-aware architecture search.
+struct SearchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies).",
+    subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self,
+      SearchGroundTruthCommand.self,
+    ])
+}
+
+/// Flags shared by the search subcommands that need the cost model.
+struct SearchCostOptions: ParsableArguments {
+  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(parsing: .unconditional, help: "Training batch size the costs are measured at, 1...4096.") var batchSize: Int = 32
+  @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
+  @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 40
+  @Option(parsing: .unconditional, help: "Timed repetitions per measurement (fastest kept), 1...100.") var repetitions: Int = 2
+  @OptionGroup var threadOptions: ThreadOptions
+
+  func validate() throws {
+    try FlagCheck.integer(batchSize, in: 1...4096, "--batch-size")
+    try FlagCheck.integer(samples, in: 10...10_000, "--samples")
+    try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
+  }
+
+  func loadSpace() throws -> SearchSpace {
+    do { return try SearchSpace.load(nameOrPath: space) } catch let error as SearchSpaceError {
+      throw ValidationError("--space \(space.prefix(200)): \(error)")
+    }
+  }
+
+  var cacheDirectory: URL {
+    if let cache { return URL(fileURLWithPath: cache) }
+    return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quadranet")
+  }
+
+  /// The cached profile, or a new one (measured now and cached) when there is none or it does not match.
+  func profile(space: SearchSpace, forceNew: Bool = false) throws -> CostProfile {
+    Terminal.status("measuring the FMA peak for the hardware fingerprint…")
+    let hardware = try HardwareFingerprint.current(threads: threadOptions.threads)
+    let url = Profiler.cacheURL(directory: cacheDirectory, space: space, batchSize: batchSize, threads: threadOptions.threads)
+    if !forceNew {
+      let (cached, warning) = Profiler.cached(at: url, hardware: hardware, space: space, batchSize: batchSize)
+      if let warning { Terminal.status("warning: " + warning) }
+      if let cached {
+        Terminal.status("using the cost profile \(url.path)")
+        return cached
+      }
+    }
+    let options = Profiler.Options(
+      samples: samples, repetitions: repetitions, batchSize: batchSize, threads: threadOptions.threads)
+    let profile = try Profiler.profile(space: space, hardware: hardware, options: options) { Terminal.status($0) }
+    try Profiler.save(profile, to: url)
+    Terminal.status("wrote \(url.path)")
+    return profile
+  }
+}
+
+struct SearchProfileCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "profile", abstract: "Measure this machine's cost model for a space and cache it.")
+  @OptionGroup var cost: SearchCostOptions
+  @Flag(help: "Measure again even if a matching profile is cached.") var force = false
+
+  func run() throws {
+    let space = try cost.loadSpace()
+    let profile = try cost.profile(space: space, forceNew: force)
+    try Terminal.printJSON(profile.costModel)
+  }
+}
+
+struct SearchCalibrateCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "calibrate", abstract: "Measure random architectures (not in the profile) against the predictions.")
+  @OptionGroup var cost: SearchCostOptions
+  @Option(parsing: .unconditional, help: "Architectures to measure, 2...1000.") var archs: Int = 10
+  @Option(help: "Write the report as JSON to this file.") var json: String?
+  @Option(help: "Write the scatter plots to this SVG file.") var svg: String = "calibration.svg"
+
+  func validate() throws { try FlagCheck.integer(archs, in: 2...1000, "--archs") }
+
+  func run() throws {
+    let space = try cost.loadSpace()
+    let profile = try cost.profile(space: space)
+    // Another seed than the profile's, so the calibration architectures were not fitted.
+    var generator = RandomGenerator(seed: 0xCA11B)
+    var measurements: [ArchitectureMeasurement] = []
+    var predictions: [PredictedCosts] = []
+    for index in 0..<archs {
+      let architecture = space.randomArchitecture(using: &generator)
+      measurements.append(
+        try Profiler.measure(
+          architecture, space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
+          repetitions: cost.repetitions))
+      predictions.append(profile.costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+      Terminal.status("calibrate \(index + 1)/\(archs) \(architecture.name)")
+    }
+    let report = CalibrationReport(
+      hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize)
+    print("metric         within 5%  within 10%  RMSPE %  Kendall tau  exact")
+    for key in ["train_step", "infer_batch1", "infer_batch", "train_memory", "infer_memory"] {
+      let m = report.metrics[key]!
+      print(key.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
+    }
+    let panels = CalibrationReport.series(measurements: measurements, predictions: predictions, batchSize: cost.batchSize).map {
+      ScatterPlot.Panel(title: "\($0.key): predicted (y) vs measured (x)", x: $0.measured, y: $0.predicted, diagonal: true)
+    }
+    try AtomicFile.write(ScatterPlot.render(panels), to: URL(fileURLWithPath: svg))
+    if let json {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+      try AtomicFile.write(try encoder.encode(report), to: URL(fileURLWithPath: json))
+    }
+  }
+}
+
+struct SearchRunCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "run", abstract: "Constrained evolution over predicted costs and an accuracy proxy.")
+  @OptionGroup var cost: SearchCostOptions
+  @Option(help: "Output directory (pareto.json, pareto.svg, best.json, state.json).") var out: String = "search-out"
+  @Option(help: "Continue the search whose state.json is in this directory.") var resume: String?
+  @Option(parsing: .unconditional, help: "Random seed, 0...2^63.") var seed: Int = 0
+  @Option(parsing: .unconditional, help: "Generations, 0...100000.") var generations: Int = 100
+  @Option(parsing: .unconditional, help: "Population size, 2...10000.") var population: Int = 64
+  @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000.") var children: Int = 100
+  @Option(help: "Accuracy proxy: params, macs or synflow (synflow runs each candidate once: ~10k candidates take minutes).") var proxy: AccuracyProxy = .parameters
+  @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
+  @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
+  @Option(parsing: .unconditional, help: "Largest predicted training-step memory, MiB (0, 1e7].") var maxTrainMemoryMb: Double?
+  @Option(parsing: .unconditional, help: "Most parameters, 1...1e10.") var maxParams: Int?
+  @Option(parsing: .upToNextOption, help: "MODEL FACTOR: train at least FACTOR (1...1000) times faster than a registered model.")
+  var fasterThan: [String] = []
+  @Option(parsing: .upToNextOption, help: "MODEL FACTOR: training memory at most FACTOR (0.001...1000) times a registered model's.")
+  var memoryBelow: [String] = []
+  @Flag(help: "Use the analytic cost model instead of measuring a profile (ranking only, not real milliseconds).")
+  var noProfile = false
+
+  func validate() throws {
+    try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
+    try FlagCheck.integer(generations, in: 0...100_000, "--generations")
+    try FlagCheck.integer(population, in: 2...10_000, "--population")
+    try FlagCheck.integer(children, in: 1...100_000, "--children")
+    try FlagCheck.real(maxTrainMsPerImage, in: Double.leastNonzeroMagnitude...1e6, "(0, 1e6]", "--max-train-ms-per-image")
+    try FlagCheck.real(maxInferMs, in: Double.leastNonzeroMagnitude...1e6, "(0, 1e6]", "--max-infer-ms")
+    try FlagCheck.real(maxTrainMemoryMb, in: Double.leastNonzeroMagnitude...1e7, "(0, 1e7]", "--max-train-memory-mb")
+    try FlagCheck.integer(maxParams, in: 1...10_000_000_000, "--max-params")
+    _ = try Self.relative(fasterThan, "--faster-than", 1...1000)
+    _ = try Self.relative(memoryBelow, "--memory-below", 0.001...1000)
+  }
+
+  /// `MODEL FACTOR` as a registered config and a factor in `range`.
+  static func relative(_ values: [String], _ flag: String, _ range: ClosedRange<Double>) throws -> (ModelConfig, Double)? {
+    guard !values.isEmpty else { return nil }
+    guard values.count == 2, let factor = Double(values[1]), factor.isFinite, range.contains(factor) else {
+      throw ValidationError("\(flag) takes MODEL FACTOR with FACTOR in \(range.lowerBound)...\(range.upperBound)")
+    }
+    do { return (try ModelRegistry.config(named: values[0]), factor) } catch {
+      throw ValidationError("\(flag): \(error)")
+    }
+  }
+
+  func run() throws {
+    let outURL = URL(fileURLWithPath: resume ?? out)
+    try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+    let stateURL = outURL.appendingPathComponent("state.json")
+    var state: EvolutionState?
+    if resume != nil { state = try Evolution.load(from: stateURL) }
+    let space = try state?.space ?? cost.loadSpace()
+    let costModel =
+      noProfile
+      ? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
+      : try cost.profile(space: space).costModel
+    let proxy = self.proxy
+    let evolution = Evolution(costModel: costModel) { _, config in try proxy.score(config, resolution: space.resolution) }
+    if state == nil {
+      var constraints = SearchConstraints(
+        maxTrainMillisecondsPerImage: maxTrainMsPerImage, maxInferMilliseconds: maxInferMs,
+        maxTrainMemoryBytes: maxTrainMemoryMb.map { Int($0 * 1_048_576) }, maxParameters: maxParams)
+      // Relative constraints become absolute ones with the registered model's predicted cost.
+      if let (model, factor) = try Self.relative(fasterThan, "--faster-than", 1...1000) {
+        let limit = costModel.predict(model, resolution: space.resolution).trainMillisecondsPerImage / factor
+        constraints.maxTrainMillisecondsPerImage = min(constraints.maxTrainMillisecondsPerImage ?? .infinity, limit)
+      }
+      if let (model, factor) = try Self.relative(memoryBelow, "--memory-below", 0.001...1000) {
+        let limit = Int(Double(costModel.predict(model, resolution: space.resolution).trainMemoryBytes) * factor)
+        constraints.maxTrainMemoryBytes = min(constraints.maxTrainMemoryBytes ?? .max, limit)
+      }
+      let options = EvolutionOptions(
+        seed: UInt64(seed), populationSize: population, sampleSize: max(1, population / 4),
+        childrenPerGeneration: children, generations: generations)
+      state = try evolution.start(space: space, constraints: constraints, options: options)
+      try Evolution.save(state!, to: stateURL)
+    }
+    var running = state!
+    let clock = ContinuousClock()
+    let start = clock.now
+    try evolution.run(&running) { state in
+      try Evolution.save(state, to: stateURL)
+      let elapsed = (clock.now - start) / .seconds(1)
+      Terminal.status(
+        String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
+          state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
+    }
+    try writeResults(running, costModel: costModel, to: outURL)
+  }
+
+  func writeResults(_ state: EvolutionState, costModel: CostModel, to directory: URL) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    let front = state.front.sorted { $0.costs.trainMillisecondsPerImage < $1.costs.trainMillisecondsPerImage }
+    try AtomicFile.write(try encoder.encode(front), to: directory.appendingPathComponent("pareto.json"))
+    guard let best = state.best else { return }
+    let bestConfig = try state.space.config(for: best.architecture)
+    try AtomicFile.write(try encoder.encode(bestConfig), to: directory.appendingPathComponent("best.json"))
+    let proxy = self.proxy
+    // Registered models of the same input shape, marked on the plots for reference.
+    let registered = ModelRegistry.all.filter {
+      $0.inputChannels == state.space.inputChannels && (try? $0.validate(resolution: state.space.resolution)) != nil
+        && $0.stageResolutions(inputResolution: state.space.resolution).allSatisfy { $0 > 0 }
+    }.map { config -> (String, PredictedCosts, Double) in
+      var resized = config
+      resized.classCount = state.space.classCount
+      return (config.name, costModel.predict(resized, resolution: state.space.resolution),
+        (try? proxy.score(resized, resolution: state.space.resolution)) ?? .nan)
+    }
+    let panels = [
+      ScatterPlot.Panel(
+        title: "proxy vs train ms/image", x: front.map(\.costs.trainMillisecondsPerImage), y: front.map(\.score),
+        marked: registered.map { ($0.0, $0.1.trainMillisecondsPerImage, $0.2) }, diagonal: false),
+      ScatterPlot.Panel(
+        title: "proxy vs train memory MiB", x: front.map { Double($0.costs.trainMemoryBytes) / 1_048_576 },
+        y: front.map(\.score), marked: registered.map { ($0.0, Double($0.1.trainMemoryBytes) / 1_048_576, $0.2) },
+        diagonal: false),
+    ]
+    try AtomicFile.write(ScatterPlot.render(panels), to: directory.appendingPathComponent("pareto.svg"))
+    print(
+      String(format: "best: %@ (proxy %.3f, %.3f ms/image training, %.1f MiB, %d params) -> %@", best.architecture.name, best.score,
+        best.costs.trainMillisecondsPerImage, Double(best.costs.trainMemoryBytes) / 1_048_576, best.costs.parameters,
+        directory.appendingPathComponent("best.json").path))
+  }
+}
+
+extension AccuracyProxy: ExpressibleByArgument {}
+
+struct SearchProxiesCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "proxies", abstract: "Spearman rho of each accuracy proxy against a ground-truth file of trained accuracies.")
+  @Argument(help: "JSON array of {\"config\": ModelConfig, \"accuracy\": 0...1}.") var groundTruth: String
+  @Option(parsing: .unconditional, help: "Input resolution of the ground truth, 1...8192.") var resolution: Int = 28
+
+  func validate() throws { try FlagCheck.integer(resolution, in: 1...8192, "--resolution") }
+
+  func run() throws {
+    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: groundTruth))
+    defer { try? handle.close() }
+    let data = try handle.read(upToCount: (16 << 20) + 1) ?? Data()
+    let entries = try GroundTruthEntry.load(data, source: groundTruth, minimumCount: 2)
+    let accuracies = entries.map(\.accuracy)
+    for proxy in AccuracyProxy.allCases {
+      let scores = try entries.map { try proxy.score($0.config, resolution: resolution) }
+      let rho = RankCorrelation.spearman(scores, accuracies)
+      print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
+    }
+  }
+}
+
+/// `search ground-truth`: trains random architectures of a space with the dataset's default recipe and
+/// records their test accuracy, for `search proxies`. Hours of CPU for 12 Fashion-MNIST architectures.
+struct SearchGroundTruthCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "ground-truth",
+    abstract: "Train random architectures with the default recipe and write {config, accuracy} entries (resumable).")
+  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(help: "Dataset (as for `train --dataset`).") var dataset: String = "fashion-mnist"
+  @Option(parsing: .unconditional, help: "Architectures to train, 2...1000.") var archs: Int = 12
+  @Option(parsing: .unconditional, help: "Epochs per architecture, 1...1000 (default: the recipe's).") var epochs: Int?
+  @Option(parsing: .unconditional, help: "Seed of the architecture draw, 0...2^63.") var seed: Int = 12
+  @Option(help: "Ground-truth JSON file; entries already in it are kept and their architectures skipped.")
+  var out: String = "ground-truth.json"
+  @Option(help: "Directory of the per-architecture run directories (checkpoints, metrics).") var runs: String = "ground-truth-runs"
+  @OptionGroup var threadOptions: ThreadOptions
+
+  func validate() throws {
+    try FlagCheck.integer(archs, in: 2...1000, "--archs")
+    try FlagCheck.integer(epochs, in: 1...1000, "--epochs")
+    try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
+  }
+
+  func run() throws {
+    let searchSpace: SearchSpace
+    do { searchSpace = try SearchSpace.load(nameOrPath: space) } catch { throw ValidationError("--space: \(error)") }
+    let datasetName = try DatasetName(parsing: dataset)
+    let outURL = URL(fileURLWithPath: out)
+    var entries: [GroundTruthEntry] = []
+    if FileManager.default.fileExists(atPath: outURL.path) {
+      entries = try GroundTruthEntry.load(try BoundedFile.read(outURL, maximumBytes: 16 << 20), source: out, minimumCount: 0)
+    }
+    let splits = try DatasetSplits.load(datasetName)
+    let expected = [searchSpace.resolution, searchSpace.resolution, searchSpace.inputChannels]
+    guard splits.train.imageShape == expected else {
+      throw ValidationError(
+        "--dataset \(dataset) has images of shape \(splits.train.imageShape); the space \(searchSpace.name) is for \(expected)")
+    }
+    var generator = RandomGenerator(seed: UInt64(seed))
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    try ComputeContext.current.with(threads: threadOptions.threads).run {
+      for index in 0..<archs {
+        let architecture = searchSpace.randomArchitecture(using: &generator)
+        var config = try searchSpace.config(for: architecture)
+        config.classCount = splits.train.classCount
+        if entries.contains(where: { $0.config == config }) {
+          Terminal.status("ground truth \(index + 1)/\(archs): \(config.name) already trained, skipped")
+          continue
+        }
+        var options = TrainingRecipe.defaultOptions(for: datasetName)
+        if let epochs { options.epochs = epochs }
+        _ = TrainingRecipe.fitDefaults(&options, recipe: TrainingRecipe.defaultOptions(for: datasetName), warmupGiven: false)
+        try options.validate()
+        Terminal.status("ground truth \(index + 1)/\(archs): training \(config.name) for \(options.epochs) epochs…")
+        let trainer = try Trainer(
+          model: try VisionModel(config: config, seed: options.seed), splits: splits, dataset: datasetName.description,
+          options: options)
+        // A killed architecture is retrained from scratch (overwrite); finished ones are in the file.
+        let summary = try trainer.run(
+          outputDirectory: URL(fileURLWithPath: runs).appendingPathComponent(config.name), overwrite: true)
+        entries.append(GroundTruthEntry(config: config, accuracy: summary.testAccuracy))
+        try AtomicFile.write(try encoder.encode(entries), to: outURL)
+        Terminal.status(String(format: "%@: test accuracy %.2f%%", config.name, 100 * summary.testAccuracy))
+      }
+    }
+  }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import QuadraBench
+import QuadraModels
+import Testing
+
+@testable import QuadraSearch
+
+@Suite struct CostModelTests {
+  /// The MAC features split the model's MACs without loss or double counting.
+  @Test func macFeaturesSumToTheModelsMACs() throws {
+    var generator = RandomGenerator(seed: 3)
+    for space in SearchSpace.builtIn.values {
+      for _ in 0..<50 {
+        let config = try space.config(for: space.randomArchitecture(using: &generator))
+        let features = CostFeatures(config: config, resolution: space.resolution)
+        #expect(features.values[0..<7].reduce(0, +) == Double(config.macs(resolution: space.resolution)))
+        #expect(features.values[8] == Double(config.depths.reduce(0, +)))
+      }
+    }
+  }
+
+  /// Composition: times made from known per-feature costs are fitted back to those costs, and the
+  /// fitted model predicts unseen architectures exactly.
+  @Test func fitRecoversKnownCoefficientsAndComposes() throws {
+    let truth: [Double] = [2e-11, 3e-11, 1e-11, 1.5e-11, 6e-11, 2.5e-11, 5e-11, 1e-10, 3e-5, 2e-4]
+    let space = SearchSpace.fashionMNIST
+    var generator = RandomGenerator(seed: 11)
+    func sample() throws -> CostFeatures {
+      CostFeatures(config: try space.config(for: space.randomArchitecture(using: &generator)), resolution: 28)
+    }
+    let training = try (0..<60).map { _ in try sample() }
+    let model = LatencyModel.fit(features: training, seconds: training.map { LatencyModel(coefficients: truth).predict($0) })
+    for _ in 0..<20 {
+      let unseen = try sample()
+      let expected = LatencyModel(coefficients: truth).predict(unseen)
+      #expect(abs(model.predict(unseen) - expected) / expected < 1e-6)
+    }
+  }
+
+  @Test func fitKeepsCoefficientsNonNegative() {
+    // Time falls with feature 0 in this synthetic data: the unconstrained fit would make it negative.
+    let features = (1...12).map { i in
+      CostFeatures(values: [Double(i), Double(i % 3), 0, 0, 0, 0, 0, 0, 0, 1])
+    }
+    let seconds = (1...12).map { i in 10 - 0.1 * Double(i) + Double(i % 3) }
+    let model = LatencyModel.fit(features: features, seconds: seconds)
+    #expect(model.coefficients.allSatisfy { $0 >= 0 })
+  }
+
+  /// The memory model against the tracking allocator's measured peaks, for small models of every
+  /// family and hybrids. The prediction is an upper bound; `bound` is the largest over-estimate
+  /// reached (training, inference).
+  @Test(arguments: [
+    ("q", [TokenMixer.quadratic(kernelSize: 3), .quadratic(kernelSize: 5)]),
+    ("g", [TokenMixer.gnConv(order: 2, scale: 1.0 / 3.0), .gnConv(order: 3, scale: 1.0 / 3.0)]),
+    ("d", [TokenMixer.depthwise(kernelSize: 3), .depthwise(kernelSize: 7)]),
+    ("qg", [TokenMixer.quadratic(kernelSize: 3), .gnConv(order: 4, scale: 1.0 / 3.0)]),
+    ("dq", [TokenMixer.depthwise(kernelSize: 5), .quadratic(kernelSize: 7)]),
+  ])
+  func memoryPredictionsBoundMeasuredPeaks(name: String, mixers: [TokenMixer]) throws {
+    let config = ModelConfig(
+      name: name, inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [1, 2], widths: [16, 32],
+      mixers: mixers, mlpRatio: 2, layerScaleInit: 1)
+    let options = ModelBenchmark.Options(models: [], resolution: 16, batchSize: 4, threads: 1, steps: 1)
+    let context = try ComputeContext.current.with(threads: 1).with(memory: MemoryTracker())
+    let measured = try context.run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
+    // Inference alone, in a fresh tracker: the weights and activations without gradients or moments.
+    var inferenceOnly = options
+    inferenceOnly.measuresTraining = false
+    let inferContext = try ComputeContext.current.with(threads: 1).with(memory: MemoryTracker())
+    let inferMeasured = try inferContext.run { try ModelBenchmark.measure(config: config, options: inferenceOnly) { _ in } }
+    let predicted = MemoryModel.predict(config: config, batchSize: 4, resolution: 16)
+    let trainRatio = Double(predicted.trainingBytes) / Double(measured.trainPeakBytes)
+    let inferRatio = Double(predicted.inferenceBytes) / Double(inferMeasured.inferPeakBytes)
+    print("memory \(name): train predicted \(predicted.trainingBytes) measured \(measured.trainPeakBytes) "
+      + "ratio \(trainRatio); infer predicted \(predicted.inferenceBytes) measured \(inferMeasured.inferPeakBytes) ratio \(inferRatio)")
+    #expect(trainRatio >= 1 && trainRatio <= MemoryModelBound.training)
+    #expect(inferRatio <= MemoryModelBound.inference)
+  }
+}
+
+/// The memory model's measured accuracy on the configs above (predicted / measured peak): it is an
+/// upper bound, at most 1.89× (training) and 1.40× (inference) the measured peaks.
+enum MemoryModelBound {
+  static let training = 2.0
+  static let inference = 1.5
+}
+
+@Suite struct ProfileCacheTests {
+  static let hardware = HardwareFingerprint(
+    cpuModel: "Test CPU", vectorISA: "avx512", threads: 2, peakGFLOPS: 100, buildMode: "release")
+
+  static func profile(_ hardware: HardwareFingerprint) -> CostProfile {
+    CostProfile(
+      formatVersion: CostProfile.formatVersion, hardware: hardware, space: "fashion-mnist", resolution: 28,
+      costModel: .analytic(batchSize: 8, threads: 2), measurements: [])
+  }
+
+  @Test func matchingCacheIsUsedAndMismatchingOrCorruptOnesAreRebuiltWithAWarning() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("search-cache-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let space = SearchSpace.fashionMNIST
+    let url = Profiler.cacheURL(directory: directory, space: space, batchSize: 8, threads: 2)
+    let none = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
+    #expect(none.profile == nil && none.warning == nil)
+
+    try Profiler.save(Self.profile(Self.hardware), to: url)
+    // A peak within the tolerance is the same machine.
+    var noisy = Self.hardware
+    noisy.peakGFLOPS = 110
+    #expect(Profiler.cached(at: url, hardware: noisy, space: space, batchSize: 8).profile == Self.profile(Self.hardware))
+
+    var others: [HardwareFingerprint] = []
+    for change in 0..<5 {
+      var other = Self.hardware
+      switch change {
+      case 0: other.cpuModel = "Other CPU"
+      case 1: other.vectorISA = "avx2"
+      case 2: other.threads = 1
+      case 3: other.buildMode = "debug"
+      default: other.peakGFLOPS = 50
+      }
+      others.append(other)
+    }
+    for other in others {
+      let result = Profiler.cached(at: url, hardware: other, space: space, batchSize: 8)
+      #expect(result.profile == nil)
+      #expect(result.warning?.contains("other hardware") == true)
+    }
+    #expect(Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 16).profile == nil)
+
+    try Data("{\"formatVersion\": 1, ".utf8).write(to: url)
+    let corrupt = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
+    #expect(corrupt.profile == nil)
+    #expect(corrupt.warning?.contains("not a readable profile") == true)
+  }
+
+  /// A tiny real profile: two architectures measured, the models fitted with non-negative coefficients.
+  @Test func tinyProfileMeasuresAndFits() throws {
+    let options = Profiler.Options(samples: 2, repetitions: 1, batchSize: 2, threads: 1)
+    var lines = 0
+    let profile = try Profiler.profile(space: .fashionMNIST, hardware: Self.hardware, options: options) { _ in lines += 1 }
+    #expect(lines == 2)
+    #expect(profile.measurements.count == 2)
+    for measurement in profile.measurements {
+      #expect(measurement.trainSecondsPerImage > 0 && measurement.inferSecondsBatch1 > 0 && measurement.trainPeakBytes > 0)
+    }
+    #expect(profile.costModel.trainPerImage.coefficients.allSatisfy { $0 >= 0 })
+  }
+}
