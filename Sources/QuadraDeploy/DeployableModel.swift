@@ -58,7 +58,7 @@ public struct DeployableModel {
   }
 
   /// The smallest square input the model accepts: the stem stride doubled per downsampling.
-  public var minimumInputSize: Int { config.stemPatchSize << (config.depths.count - 1) }
+  public var minimumInputSize: Int { config.minimumResolution }
 
   /// The display name of class `index`: its name when known, else the index.
   public func className(_ index: Int) -> String {

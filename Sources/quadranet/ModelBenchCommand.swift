@@ -10,7 +10,10 @@ struct ModelBenchCommand: ParsableCommand {
 
   @Option(parsing: .unconditional, help: "Comma-separated model names (see `quadranet models`).")
   var models: String = "quadranet-t18,quadranet-t,hornet-t,convnext-t"
-  @Option(parsing: .unconditional, help: "Square input resolution, 32...4096.") var resolution: Int = 224
+  @Option(
+    parsing: .unconditional,
+    help: "Square input resolution, 1...4096 and at least each model's minimum (stem stride × 2^(stages−1); 28 for the 28×28 models).")
+  var resolution: Int = 224
   @Option(parsing: .unconditional, help: "Images per step, 1...4096.") var batchSize: Int = 16
   @Option(parsing: .unconditional, help: "Timed steps per model (after one warm-up step), 1...1000; the best is reported.")
   var steps: Int = 2
@@ -18,7 +21,7 @@ struct ModelBenchCommand: ParsableCommand {
   @OptionGroup var memoryOptions: MemoryOptions
 
   /// The accepted `--resolution`, `--batch-size` and `--steps`.
-  static let resolutionRange = 32...4096
+  static let resolutionRange = 1...4096
   static let batchSizeRange = 1...4096
   static let stepsRange = 1...1000
   @Flag(help: "Print one JSON array instead of a table.") var json = false
