@@ -14,6 +14,8 @@ public struct ModelResult: Codable, Sendable {
   public var inferPeakBytes: Int
   /// Training FLOPs (3 × 2 × MACs per image: forward, input and weight gradients) per second over the FMA peak.
   public var trainFractionOfPeak: Double
+  /// The per-primitive breakdown of a training step (`--profile`), nil when not profiled.
+  public var trainProfile: StepProfile?
 
   enum CodingKeys: String, CodingKey {
     case model, params, macs
@@ -22,6 +24,7 @@ public struct ModelResult: Codable, Sendable {
     case trainPeakBytes = "train_peak_bytes"
     case inferPeakBytes = "infer_peak_bytes"
     case trainFractionOfPeak = "train_fraction_of_peak"
+    case trainProfile = "train_profile"
   }
 }
 
@@ -37,10 +40,13 @@ public enum ModelBenchmark {
     /// Whether ``ModelBenchmark/measure(config:options:progress:)`` times training steps; when false only
     /// inference is timed (training time and peak are reported as 0).
     public var measuresTraining: Bool
+    /// Whether `steps` further training steps run with every backend primitive timed
+    /// (``ModelResult/trainProfile``); the throughput numbers come from the unprofiled steps.
+    public var profilesTraining: Bool
 
     public init(
       models: [String], resolution: Int = 224, batchSize: Int = 16, threads: Int, steps: Int = 2,
-      measuresTraining: Bool = true
+      measuresTraining: Bool = true, profilesTraining: Bool = false
     ) {
       self.models = models
       self.resolution = resolution
@@ -48,6 +54,7 @@ public enum ModelBenchmark {
       self.threads = threads
       self.steps = steps
       self.measuresTraining = measuresTraining
+      self.profilesTraining = profilesTraining
     }
   }
 
@@ -121,6 +128,12 @@ public enum ModelBenchmark {
           + String(format: "%.2f s, %.2f images/s", trainSeconds, Double(options.batchSize) / trainSeconds))
     }
     let trainPeak = options.measuresTraining ? memory.peakBytes : 0
+    var profile: StepProfile?
+    if options.measuresTraining && options.profilesTraining {
+      progress("\(config.name): \(options.steps) profiled training step(s)…")
+      profile = try StepProfile.measure(
+        steps: options.steps, model: model, images: images, labels: labels, optimizer: optimizer)
+    }
 
     model.setTraining(false)
     func inferStep() {
@@ -137,6 +150,6 @@ public enum ModelBenchmark {
       trainImagesPerSecond: options.measuresTraining ? Double(options.batchSize) / trainSeconds : 0,
       inferImagesPerSecond: Double(options.batchSize) / inferSeconds,
       trainPeakBytes: trainPeak, inferPeakBytes: inferPeak,
-      trainFractionOfPeak: 0)
+      trainFractionOfPeak: 0, trainProfile: profile)
   }
 }

@@ -25,6 +25,13 @@ struct ModelBenchCommand: ParsableCommand {
   static let batchSizeRange = 1...4096
   static let stepsRange = 1...1000
   @Flag(help: "Print one JSON array instead of a table.") var json = false
+  @Flag(
+    help: """
+      After the timed steps, run --steps more training steps with every backend primitive timed and print \
+      each primitive's calls, milliseconds, share of the step and GFLOP/s or GB/s (per phase: forward, \
+      backward, optimizer); in --json as train_profile.
+      """)
+  var profile = false
 
   var modelNames: [String] { models.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
@@ -50,7 +57,8 @@ struct ModelBenchCommand: ParsableCommand {
       try config.checkTrainingMemory(batchSize: batchSize, resolution: resolution)
     }
     let options = ModelBenchmark.Options(
-      models: modelNames, resolution: resolution, batchSize: batchSize, threads: threadOptions.threads, steps: steps)
+      models: modelNames, resolution: resolution, batchSize: batchSize, threads: threadOptions.threads, steps: steps,
+      profilesTraining: profile)
     let (peak, results) = try ModelBenchmark.run(options) { Terminal.status($0) }
     if json {
       try Terminal.printJSON(results)
@@ -72,5 +80,33 @@ struct ModelBenchCommand: ParsableCommand {
       }
       print(line)
     }
+    for r in results {
+      if let profile = r.trainProfile { printProfile(profile, model: r.model) }
+    }
+  }
+
+  /// The per-primitive table of one model's training step.
+  func printProfile(_ profile: StepProfile, model: String) {
+    print("")
+    let phases = ["forward", "backward", "optimizer"].map {
+      "\($0) " + String(format: "%.1f ms", profile.phaseMilliseconds[$0] ?? 0)
+    }
+    print(
+      "\(model): training step "
+        + String(format: "%.1f ms (mean of %d profiled), ", profile.stepMilliseconds, profile.steps)
+        + phases.joined(separator: ", "))
+    print("phase      primitive                               calls/step   ms/step   share   GFLOP/s    GB/s")
+    for row in profile.rows {
+      var line = row.phase.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)
+      line += row.primitive.padding(toLength: 38, withPad: " ", startingAt: 0)
+      line += String(
+        format: "%12.1f %9.2f %6.1f%% %9.1f %7.1f", row.calls, row.milliseconds, row.share * 100,
+        row.gigaflopsPerSecond, row.gigabytesPerSecond)
+      print(line)
+    }
+    print(
+      String(
+        format: "outside primitives (autograd graph, backward traversal, bookkeeping): %.2f ms, %.1f%%",
+        profile.unattributedShare * profile.stepMilliseconds, profile.unattributedShare * 100))
   }
 }
