@@ -29,6 +29,8 @@ public enum Parallel {
   /// Calls `body(range)` for contiguous sub-ranges covering `0..<count`, in parallel.
   ///
   /// `minimumChunk` keeps tiny loops on one thread, where dispatch would cost more than the work.
+  /// The chunks run on the persistent ``WorkerPool`` threads and the caller (see there). The chunk
+  /// boundaries depend only on `count` and the chunk count, `min(threadCount, count / minimumChunk)`.
   /// The workers run in the caller's context (task-local values do not cross into
   /// `DispatchQueue.concurrentPerform` by themselves), so tensors they allocate are charged to
   /// the caller's tracker.
@@ -43,7 +45,7 @@ public enum Parallel {
     // Kernels capture raw pointers, which are not Sendable; each chunk writes a disjoint range.
     nonisolated(unsafe) let work = body
     let needsContext = context !== ComputeContext.processDefault
-    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+    @Sendable func runChunk(_ chunk: Int) {
       let start = count * chunk / chunks
       let end = count * (chunk + 1) / chunks
       guard start < end else { return }
@@ -52,6 +54,11 @@ public enum Parallel {
       } else {
         work(start..<end)
       }
+    }
+    // The persistent workers first; when another loop holds them (concurrent contexts, nesting),
+    // libdispatch's threads.
+    if !WorkerPool.shared.run(chunks: chunks, runChunk) {
+      DispatchQueue.concurrentPerform(iterations: chunks, execute: runChunk)
     }
   }
 

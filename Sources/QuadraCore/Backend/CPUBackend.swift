@@ -115,6 +115,11 @@ public struct CPUBackend: Backend {
         b: b + index * p.k * p.n, ldb: ldb, transposeB: p.transposeB,
         c: c + index * p.m * p.n, ldc: Swift.max(1, p.n), alpha: 1, beta: 0, columnBias: bias, parallel: parallel)
     }
+    if p.batch == 1, let slices = CPUBackend.depthSlices(p) {
+      CPUBackend.multiplyInDepthSlices(
+        a, lda: lda, b, ldb: ldb, p, slices: slices, columnBias: bias, into: c)
+      return
+    }
     // Small products (e.g. attention maps) are too small to split across threads one by one, so
     // threads take whole batches; large ones run one after another, each using all threads.
     let work = p.m * p.n * p.k
@@ -156,7 +161,8 @@ public struct CPUBackend: Backend {
       fill(output, with: 0)
       return
     }
-    let chunks = ElementwiseKernels.chunkCount(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / c))
+    let chunks = ElementwiseKernels.reductionChunkCount(
+      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / c), partialSize: c)
     let x = UnsafePointer(a.buffer.pointer), y = UnsafePointer(b.buffer.pointer), result = output.buffer.pointer
     KernelScratch.with(count: chunks * c, zeroed: true) { partial in
       ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
@@ -274,7 +280,8 @@ public struct CPUBackend: Backend {
     }
     let c = bias.count, rows = c == 0 ? 0 : x.count / c
     let b = UnsafePointer(bias.buffer.pointer)
-    let chunks = ElementwiseKernels.chunkCount(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / c))
+    let chunks = ElementwiseKernels.reductionChunkCount(
+      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / c), partialSize: c)
     KernelScratch.with(count: chunks * c, zeroed: true) { partial in
       ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
         let pb = partial + chunk * c
@@ -554,6 +561,60 @@ extension CPUBackend {
         for i in 0..<rows { total += matrix[i * columns + j] }
         sums[j] = total
         j += 1
+      }
+    }
+  }
+}
+
+// MARK: - Deep, narrow products
+
+extension CPUBackend {
+  /// The shortest depth (`k`) slice worth its own partial product: long enough that packing and
+  /// the micro-kernel's start-up stay small next to its `m·n·k/slices` multiply-adds.
+  static let minimumDepthSlice = 1024
+
+  /// How many depth slices `p` splits into, or nil to use the ordinary row/column split.
+  ///
+  /// Weight gradients (`Xᵀ·G` with `k` = batch × pixels, `m` and `n` = channels) are deep and
+  /// narrow: at 28×28 and batch 64, `m·n` is a few thousand while `k` is 12544. Splitting rows or
+  /// columns of such a `C` makes every thread pack the whole shared operand again (about half
+  /// of a thread's time at 2 threads); splitting `k` gives each thread disjoint operands and
+  /// costs one `m·n` partial product per slice. The slice count depends on the shape only
+  /// (≤ ``ElementwiseKernels/maximumReductionChunks``), so the result is the same on any thread
+  /// count.
+  static func depthSlices(_ p: MatrixProduct) -> Int? {
+    guard p.k >= 2 * minimumDepthSlice, p.k >= 8 * Swift.max(p.m, p.n) else { return nil }
+    return ElementwiseKernels.reductionChunkCount(
+      p.k, minimumChunk: minimumDepthSlice, partialSize: p.m * p.n)
+  }
+
+  /// `c = op(a) · op(b)` (+ bias) as the sum, in slice order, of `slices` products over
+  /// contiguous depth ranges, computed in parallel.
+  static func multiplyInDepthSlices(
+    _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int, _ p: MatrixProduct, slices: Int,
+    columnBias: UnsafePointer<Float>?, into c: UnsafeMutablePointer<Float>
+  ) {
+    let size = p.m * p.n
+    KernelScratch.with(count: slices * size) { partials in
+      Parallel.forEach(slices) { slice in
+        let start = p.k * slice / slices, end = p.k * (slice + 1) / slices
+        // Depth index d of op(A) is column d of A (row d when transposed); of op(B), row d (column d).
+        GEMM.multiply(
+          m: p.m, n: p.n, k: end - start,
+          a: p.transposeA ? a + start * lda : a + start, lda: lda, transposeA: p.transposeA,
+          b: p.transposeB ? b + start : b + start * ldb, ldb: ldb, transposeB: p.transposeB,
+          c: partials + slice * size, ldc: Swift.max(1, p.n), alpha: 1, beta: 0, columnBias: nil, parallel: false)
+      }
+      Parallel.forRanges(p.m, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(p.n, 1))) {
+        rows in
+        let first = rows.lowerBound * p.n, count = rows.count * p.n
+        (c + first).update(from: partials + first, count: count)
+        for slice in 1..<slices {
+          ElementwiseKernels.accumulate(partials + slice * size + first, into: c + first, count: count)
+        }
+        if let columnBias {
+          for row in rows { ElementwiseKernels.accumulate(columnBias, into: c + row * p.n, count: p.n) }
+        }
       }
     }
   }

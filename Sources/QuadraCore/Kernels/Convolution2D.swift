@@ -249,11 +249,13 @@ public enum Convolution2D {
     }
   }
 
-  /// `sums[j] = Σ_i matrix[i, j]` for a row-major `rows × columns` matrix, with per-thread partials.
+  /// `sums[j] = Σ_i matrix[i, j]` for a row-major `rows × columns` matrix, with per-chunk partials
+  /// (chunks fixed by the shape, so the sums are the same on any thread count).
   static func columnSums(
     _ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>
   ) {
-    let chunks = Swift.max(1, Swift.min(Parallel.threadCount, rows * columns / (1 << 16)))
+    let chunks = ElementwiseKernels.reductionChunkCount(
+      rows, minimumChunk: Swift.max(1, (1 << 16) / Swift.max(columns, 1)), partialSize: columns)
     KernelScratch.with(count: chunks * columns, zeroed: true) { base in
       Parallel.forEach(chunks) { chunk in
         let partial = base + chunk * columns

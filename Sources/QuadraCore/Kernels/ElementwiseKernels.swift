@@ -21,15 +21,29 @@ enum ElementwiseKernels {
     UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD8<Float>.self)
   }
 
-  /// How many chunks `Parallel` would use for `count` items of which each chunk gets at least `minimumChunk`.
-  static func chunkCount(_ count: Int, minimumChunk: Int) -> Int {
-    Swift.max(1, Swift.min(Parallel.threadCount, count / Swift.max(minimumChunk, 1)))
+  /// The most partial results one reduction is split into.
+  static let maximumReductionChunks = 16
+  /// The most floats all partial results of one reduction may hold together (4 MiB).
+  static let maximumReductionScratch = 1 << 20
+
+  /// How many chunks a reduction over `count` items splits into, each of at least `minimumChunk`
+  /// items and with a partial result of `partialSize` floats.
+  ///
+  /// The count depends on the sizes only, never on the thread count: the chunks are summed in
+  /// chunk order, so a reduction gives the same bits on 1, 2 or 64 threads (the threads share
+  /// the fixed chunks). At most ``maximumReductionChunks``, so on 2 to 16 threads the chunks
+  /// divide evenly for the common counts (16 = 2·8 = 4·4) and the extra partial sums cost
+  /// `(chunks − 1) · partialSize` additions, small next to the `count · partialSize` of the work.
+  static func reductionChunkCount(_ count: Int, minimumChunk: Int, partialSize: Int = 1) -> Int {
+    let fitting = Swift.max(1, maximumReductionScratch / Swift.max(partialSize, 1))
+    return Swift.max(1, Swift.min(maximumReductionChunks, fitting, count / Swift.max(minimumChunk, 1)))
   }
 
   /// Calls `body(chunk, range)` for `chunks` contiguous ranges covering `0..<count`, in parallel.
   ///
   /// Unlike `Parallel.forRanges`, the body learns its chunk index, so each chunk can own a slot
-  /// of a partial-sum buffer; the partials are combined afterwards without locks.
+  /// of a partial-sum buffer; the partials are combined afterwards without locks. The threads
+  /// take contiguous runs of chunks; the chunk boundaries depend on `count` and `chunks` only.
   static func forChunks(_ count: Int, chunks: Int, _ body: (Int, Range<Int>) -> Void) {
     guard count > 0 else { return }
     if chunks <= 1 {
@@ -87,7 +101,7 @@ enum ElementwiseKernels {
 
   /// The sum of all `n` elements, in parallel.
   static func sumAll(_ x: UnsafePointer<Float>, count n: Int) -> Double {
-    let chunks = chunkCount(n, minimumChunk: parallelGrain * 4)
+    let chunks = reductionChunkCount(n, minimumChunk: parallelGrain * 4)
     if chunks == 1 { return sum(x, count: n) }
     let partials = UnsafeMutablePointer<Double>.allocate(capacity: chunks)
     defer { partials.deallocate() }
@@ -393,7 +407,7 @@ extension ElementwiseKernels {
       }
       return
     }
-    let chunks = chunkCount(dims[0], minimumChunk: minimumChunk)
+    let chunks = reductionChunkCount(dims[0], minimumChunk: minimumChunk, partialSize: outCount)
     if chunks == 1 {
       output.update(repeating: 0, count: outCount)
       for i in 0..<dims[0] { accumulateBlock(input + i * blockElements, output) }

@@ -62,15 +62,16 @@ enum NormalizationKernels {
   /// `dx = σ⁻¹·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))`; over all rows `dγ = Σ g ⊙ x̂`, `dβ = Σ g`.
   ///
   /// x̂ is recomputed from the saved μ and σ⁻¹ rather than stored. dγ and dβ are summed per
-  /// chunk of rows into private partial rows and added at the end, so threads never share a write.
+  /// chunk of rows into private partial rows and added at the end, so threads never share a write;
+  /// the chunks depend on the shape only, so the sums are the same on any thread count.
   static func layerNormBackward(
     _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, columns c: Int,
     weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, inverseStandardDeviation rstd: UnsafePointer<Float>,
     inputGradient dx: UnsafeMutablePointer<Float>, weightGradient dWeight: UnsafeMutablePointer<Float>,
     biasGradient dBias: UnsafeMutablePointer<Float>
   ) {
-    let chunks = ElementwiseKernels.chunkCount(
-      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1)))
+    let chunks = ElementwiseKernels.reductionChunkCount(
+      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1)), partialSize: 2 * c)
     // Rows [0, 2c) of chunk k hold its dγ and dβ partials.
     let partials = Tensor(zeros: [chunks, 2, c])
     let partial = partials.buffer.pointer

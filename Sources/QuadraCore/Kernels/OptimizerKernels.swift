@@ -60,9 +60,10 @@ enum OptimizerKernels {
   }
 
   /// `Σ xᵢ²` with eight-lane Float partials folded into Double every 1024 elements, per chunk;
-  /// the chunks' totals are added in chunk order, so the result depends only on the thread count.
+  /// the chunks' totals are added in chunk order; the chunks depend only on `n`, so the result
+  /// is the same on any thread count.
   static func sumOfSquares(_ x: UnsafePointer<Float>, count n: Int) -> Double {
-    let chunks = ElementwiseKernels.chunkCount(n, minimumChunk: parallelGrain * 4)
+    let chunks = ElementwiseKernels.reductionChunkCount(n, minimumChunk: parallelGrain * 4)
     let partials = UnsafeMutablePointer<Double>.allocate(capacity: chunks)
     defer { partials.deallocate() }
     partials.initialize(repeating: 0, count: chunks)
