@@ -35,17 +35,17 @@ SMALL_MODELS = {
         {"name": "quadranet-28", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "depths": [2, 3, 2],
          "widths": [40, 80, 160], "mixers": [{"quadratic": {"kernelSize": 3}}] * 3, "mlpRatio": 2,
          "layerScaleInit": 1.0},
-        None),
+        386050),
     "hornet-28": (
         {"name": "hornet-28", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "depths": [1, 1, 2],
          "widths": [40, 80, 160], "mixers": [{"gnConv": {"order": o, "scale": 1.0 / 3.0}} for o in (2, 3, 4)],
          "mlpRatio": 2, "layerScaleInit": 1.0},
-        None),
+        565490),
     "convnext-28": (
         {"name": "convnext-28", "inputChannels": 1, "classCount": 10, "stemPatchSize": 2, "depths": [2, 3, 2],
          "widths": [40, 80, 160], "mixers": [{"depthwise": {"kernelSize": 5}}] * 3, "mlpRatio": 2,
          "layerScaleInit": 1.0},
-        None),
+        381570),
 }
 
 
@@ -61,11 +61,14 @@ def positive(limit):
     return parse
 
 
-def measure(name, config, batch_size, steps, warmup, memory_format):
+def measure(name, config, expected_params, batch_size, steps, warmup, memory_format):
     torch.manual_seed(0)
     model = VisionModel(config).to(memory_format=memory_format)
     model.train()
     params = sum(p.numel() for p in model.parameters())
+    if params != expected_params:
+        sys.exit(f"{name}: the PyTorch model has {params} parameters, quadranet's {expected_params}; "
+                 "the definitions differ (update SMALL_MODELS from QuadraModels/Registry.swift)")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(batch_size, config["inputChannels"], 28, 28).to(memory_format=memory_format)
     labels = torch.arange(batch_size) % config["classCount"]
@@ -113,7 +116,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     memory_format = MEMORY_FORMATS[args.memory_format]
-    results = [measure(n, SMALL_MODELS[n][0], args.batch_size, args.steps, args.warmup, memory_format) for n in names]
+    results = [measure(n, *SMALL_MODELS[n], args.batch_size, args.steps, args.warmup, memory_format) for n in names]
     print(json.dumps({
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
