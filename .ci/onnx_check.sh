@@ -83,7 +83,7 @@ root, work = sys.argv[1], sys.argv[2]
 test = idx(f"{root}/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:1000]
 np.save(f"{work}/fashion-test.npy", test)
 train = idx(f"{root}/train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:256]
-labels = idx(f"{root}/train-labels-idx1-ubyte.gz", 8)[:256].astype(np.int64)
+labels = idx(f"{root}/train-labels-idx1-ubyte.gz", 8)[:256]
 np.savez(f"{work}/fashion-train.npz", x_train=train, y_train=labels, x_test=train[:64], y_test=labels[:64])
 PY
   for model in quadranet-28 hornet-28 convnext-28; do

@@ -56,7 +56,7 @@ import numpy as np
 rng = np.random.default_rng(0)
 for name, shape in (("small", (16, 28, 28)), ("large", (16, 224, 224, 3))):
     x = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    y = np.arange(shape[0], dtype=np.int64) % 10
+    y = (np.arange(shape[0]) % 10).astype(np.uint8)  # labels must be uint8 or float32
     np.savez(f"{sys.argv[1]}/{name}.npz", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
 PY
 
