@@ -74,7 +74,7 @@ for threads in 1 2; do
       --resolution "${RES[$model]}" > "$WORK/ours-$model-$threads-1.json" 2>/dev/null
     "$BIN" bench inference --models "$model" --batch-sizes 32 --runs "$BATCH_RUNS" --threads "$threads" --no-tape --json \
       --resolution "${RES[$model]}" > "$WORK/ours-$model-$threads-32.json" 2>/dev/null
-    "$PYTHON" scripts/onnx_bench.py "$WORK/$model.onnx" --threads "$threads" --runs "$RUNS" --batch-runs "$BATCH_RUNS" \
+    "$PYTHON" scripts/onnx_bench.py "$WORK/$model.onnx" --threads "$threads" --runs "$RUNS" --batch-runs "$BATCH_RUNS" --warmup 1 \
       --json > "$WORK/ort-$model-$threads.json"
   done
 done
