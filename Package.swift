@@ -39,6 +39,7 @@ let package = Package(
     .library(name: "QuadraIO", targets: ["QuadraIO"]),
     .library(name: "QuadraTraining", targets: ["QuadraTraining"]),
     .library(name: "QuadraDeploy", targets: ["QuadraDeploy"]),
+    .library(name: "QuadraInference", targets: ["QuadraInference"]),
     .executable(name: "quadranet", targets: ["quadranet"]),
   ],
   // `swift build --traits MPI` adds data-parallel training over Open MPI (`quadranet train --distributed`);
@@ -81,15 +82,17 @@ let package = Package(
     // Training and evaluation loops, PyTorch-compatible checkpoints, run outputs (metrics, summary, curves).
     .target(
       name: "QuadraTraining", dependencies: ["QuadraModels", "QuadraData", "QuadraIO", "QuadraDistributed"], swiftSettings: cpuSettings),
+    // Tape-free inference: a VisionModel compiled into fused steps over preallocated buffers.
+    .target(name: "QuadraInference", dependencies: ["QuadraCore", "QuadraModels"], swiftSettings: kernelSettings),
     // Kernel and model benchmarks (a library so tests can exercise them).
     .target(
-      name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels"],
+      name: "QuadraBench", dependencies: ["QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraInference"],
       swiftSettings: kernelSettings),
     // Deployment: ONNX export (messages generated from onnx.proto 1.17.0), prediction.
     .target(
       name: "QuadraDeploy",
       dependencies: [
-        "QuadraModels", "QuadraData", "QuadraIO", "QuadraTraining",
+        "QuadraModels", "QuadraData", "QuadraIO", "QuadraTraining", "QuadraInference",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: cpuSettings),
@@ -100,7 +103,7 @@ let package = Package(
       name: "quadranet",
       dependencies: [
         "QuadraCore", "QuadraAutograd", "QuadraNN", "QuadraModels", "QuadraData", "QuadraIO", "QuadraBench", "QuadraTraining",
-        "QuadraDeploy", "QuadraDistributed", "QuadraSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        "QuadraDeploy", "QuadraInference", "QuadraDistributed", "QuadraSearch", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .target(name: "QuadraMPI", condition: .when(traits: ["MPI"])),
       ],
       swiftSettings: cpuSettings),
@@ -115,5 +118,6 @@ let package = Package(
     .testTarget(name: "QuadraDistributedTests", dependencies: ["QuadraDistributed", "QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraSearchTests", dependencies: ["QuadraSearch"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraInferenceTests", dependencies: ["QuadraInference"], swiftSettings: cpuSettings),
   ]
 )

@@ -3,7 +3,9 @@
 
 Latency: p50/p90/p99 of single-image runs (batch 1). Throughput: images per second at batch 32.
 Both use the same thread count (intra_op_num_threads; inter-op 1), so the numbers compare with
-`quadranet bench models --threads N`.
+`quadranet bench inference --threads N --batch-sizes 1,32`: --json also prints `results`, one record
+per batch size with the fields of that command's JSON (p50Milliseconds, p90Milliseconds,
+p99Milliseconds: nearest-rank percentiles of the whole batch's latency; imagesPerSecond: batch / mean).
 
 Usage: onnx_bench.py model.onnx [--threads N] [--resolution R] [--runs 200] [--batch-runs 20] [--json]
 --resolution is needed only when the model's height and width are dynamic (default: 8 for a digits
@@ -21,7 +23,20 @@ import onnxruntime as ort
 
 
 def percentile(values, q):
-    return float(np.percentile(np.asarray(values), q))
+    """Nearest-rank percentile (sorted[ceil(q/100 * n) - 1]), as `quadranet bench inference`."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(np.ceil(q / 100 * len(ordered)))))
+    return float(ordered[rank - 1])
+
+
+def timing(seconds, batch):
+    """The fields of `quadranet bench inference`'s InferenceTiming."""
+    return {
+        "p50Milliseconds": 1000 * percentile(seconds, 50),
+        "p90Milliseconds": 1000 * percentile(seconds, 90),
+        "p99Milliseconds": 1000 * percentile(seconds, 99),
+        "imagesPerSecond": batch * len(seconds) / sum(seconds),
+    }
 
 
 def main():
@@ -72,6 +87,12 @@ def main():
         "input": [channels, height, width],
         "latency_ms": {q: 1000 * percentile(single, int(q[1:])) for q in ("p50", "p90", "p99")},
         "throughput_images_per_s": 32 * len(batched) / sum(batched),
+        "results": [
+            {"batchSize": 1, "threads": args.threads, "runs": args.runs, "resolution": height,
+             "onnxruntime": timing(single, 1)},
+            {"batchSize": 32, "threads": args.threads, "runs": args.batch_runs, "resolution": height,
+             "onnxruntime": timing(batched, 32)},
+        ],
     }
     if args.json:
         print(json.dumps(report, sort_keys=True))

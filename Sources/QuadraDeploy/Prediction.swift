@@ -1,6 +1,7 @@
 import Foundation
 import QuadraData
 import QuadraIO
+import QuadraInference
 import QuadraModels
 
 /// How a rank-4 input array orders its axes.
@@ -148,6 +149,8 @@ public struct Predictor {
   public let normalization: Normalization
   /// Images per forward pass.
   public let batchSize: Int
+  /// The model compiled for tape-free inference (its workspace is reused across batches of one size).
+  let engine: InferenceEngine
 
   public static let batchSizeRange = 1...65_536
 
@@ -159,33 +162,35 @@ public struct Predictor {
     self.deployable = deployable
     self.normalization = try deployable.requiredNormalization()
     self.batchSize = batchSize
+    // Prediction is evaluation: drop path off (as the tape forward the engine reproduces).
+    deployable.model.setTraining(false)
+    engine = try InferenceEngine(model: deployable.model)
   }
 
-  /// Logits `[N, classes]` of all images of `input`, in order (inference mode, nothing recorded).
-  public func logits(_ input: ImageInput) -> Tensor {
+  /// Logits `[N, classes]` of all images of `input`, in order (the tape-free inference engine).
+  public func logits(_ input: ImageInput) throws -> Tensor {
     let images = input.normalized(with: normalization)
-    return logits(normalizedImages: images)
+    return try logits(normalizedImages: images)
   }
 
   /// Logits of already-normalized NHWC images, computed `batchSize` images at a time.
-  public func logits(normalizedImages images: Tensor) -> Tensor {
-    let model = deployable.model
-    model.setTraining(false)
+  public func logits(normalizedImages images: Tensor) throws -> Tensor {
+    guard images.rank == 4 else {
+      throw DeploymentError.invalidOption(option: "images", reason: "must be NHWC [N, H, W, C], got shape \(images.shape)")
+    }
     let count = images.shape[0]
     let imageSize = images.count / max(count, 1)
-    let classes = model.config.classCount
-    let all = images.scalars
-    var result: [Float] = []
-    result.reserveCapacity(count * classes)
-    GradientMode.withoutRecording {
+    let classes = deployable.config.classCount
+    let result = Tensor(uninitializedShape: [count, classes])
+    try images.withUnsafeBufferPointer { all in
       for start in stride(from: 0, to: count, by: batchSize) {
         let end = min(start + batchSize, count)
-        let batch = Tensor(
-          shape: [end - start] + images.shape.dropFirst(), scalars: Array(all[start * imageSize..<end * imageSize]))
-        result += model(Variable(batch)).value.scalars
+        try engine.logits(
+          images: all.baseAddress! + start * imageSize, batch: end - start, height: images.shape[1],
+          width: images.shape[2], channels: images.shape[3], into: result.buffer.pointer + start * classes)
       }
     }
-    return Tensor(shape: [count, classes], scalars: result)
+    return result
   }
 
   /// The `k` most probable classes of each row of `logits` (ties: the lower index first).

@@ -43,20 +43,28 @@ public enum Evaluator {
   /// Evaluates `model` in inference mode (no drop path, nothing recorded for gradients) on all of
   /// `dataset`, in order, without augmentation. The model's training mode is restored afterwards.
   public static func evaluate(_ model: VisionModel, on dataset: Dataset, batchSize: Int = 250) throws -> EvaluationResult {
-    guard batchSize > 0 else { throw EvaluationError.invalidBatchSize(batchSize) }
     let wasTraining = model.isTraining
     model.setTraining(false)
     defer { model.setTraining(wasTraining) }
+    return try GradientMode.withoutRecording {
+      try evaluate(on: dataset, batchSize: batchSize) { model(Variable($0)).value }
+    }
+  }
+
+  /// Accuracy and mean cross-entropy of the logits `logits(images)` returns for each batch of `dataset`,
+  /// in order, without augmentation (for forward passes other than the tape's, e.g. the inference engine).
+  public static func evaluate(
+    on dataset: Dataset, batchSize: Int = 250, logits: (Tensor) throws -> Tensor
+  ) throws -> EvaluationResult {
+    guard batchSize > 0 else { throw EvaluationError.invalidBatchSize(batchSize) }
     var iterator = BatchIterator(dataset: dataset, batchSize: batchSize, shuffle: false, seed: 0)
     var correct = 0
     var lossSum = 0.0
-    GradientMode.withoutRecording {
-      while let batch = iterator.next() {
-        let logits = model(Variable(batch.images)).value
-        let predictions = logits.argmaxAlongLastAxis()
-        correct += zip(predictions, batch.labels).filter { $0 == $1 }.count
-        lossSum += Double(logits.softmaxCrossEntropy(labels: batch.labels).loss) * Double(batch.count)
-      }
+    while let batch = iterator.next() {
+      let values = try logits(batch.images)
+      let predictions = values.argmaxAlongLastAxis()
+      correct += zip(predictions, batch.labels).filter { $0 == $1 }.count
+      lossSum += Double(values.softmaxCrossEntropy(labels: batch.labels).loss) * Double(batch.count)
     }
     return EvaluationResult(correct: correct, count: dataset.count, loss: dataset.count == 0 ? 0 : lossSum / Double(dataset.count))
   }

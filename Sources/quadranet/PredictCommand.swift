@@ -61,7 +61,7 @@ struct PredictCommand: ParsableCommand {
     var rows: [Float] = []
     var rowNames: [String] = []
     for input in images {
-      let values = predictor.logits(input)
+      let values = try predictor.logits(input)
       predictions += try predictor.topClasses(values, k: topK, input: input.source)
       rows += values.scalars
       rowNames += (0..<input.count).map { "\(input.source)[\($0)]" }

@@ -40,10 +40,11 @@ struct PredictionTests {
     for file in files {
       let input = try ImageInput.read(file, for: deployable)
       #expect(input.shape == [count, 8, 8, 1], "\(file.lastPathComponent)")
-      let logits = predictor.logits(input)
+      let logits = try predictor.logits(input)
       #expect(logits.shape == [count, 10])
+      // The predictor runs the inference engine: equal to the tape forward up to rounding.
       let difference = zip(logits.scalars, expected).map { abs($0 - $1) }.max()!
-      #expect(difference < 1e-5, "\(file.lastPathComponent): max |Δ| \(difference)")
+      #expect(difference <= 1e-4 * expected.map(abs).max()!, "\(file.lastPathComponent): max |Δ| \(difference)")
     }
   }
 
