@@ -78,7 +78,7 @@ public enum Evaluator {
 
   /// Throws when `config` cannot run on `dataset`'s images or labels (channels, classes, image size),
   /// or when the images carry no signal (pixel variance 0, which makes the input normalization divide by 0).
-  public static func checkCompatibility(_ config: ModelConfig, with dataset: Dataset) throws {
+  public static func checkCompatibility(_ config: ModelConfig, with dataset: some RandomAccessDataset) throws {
     let std = dataset.normalization.std
     guard std > smallestUsableStandardDeviation else {
       throw TrainingError.incompatibleData(
@@ -86,7 +86,7 @@ public enum Evaluator {
           + "(x/\(dataset.normalization.maxValue) − \(dataset.normalization.mean)) / std has std = 0 (clamped to \(std)) "
           + "and would scale any difference by 1/\(std); there is nothing to learn from constant images")
     }
-    let shape = dataset.imageShape
+    let shape = dataset.sampleShape
     guard shape[2] == config.inputChannels else {
       throw TrainingError.incompatibleData(
         "model \(config.name) takes \(config.inputChannels)-channel images, \(dataset.name) has \(shape[2]) channel(s)")

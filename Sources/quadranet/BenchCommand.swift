@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench", abstract: "Measure kernel and model speed and memory.",
     subcommands: [
-      KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self, AllReduceBenchCommand.self,
+      KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self, AllReduceBenchCommand.self, DataBenchCommand.self,
     ])
 }
 
