@@ -165,21 +165,23 @@ public struct NumPyArray: Equatable, Sendable {
       }
       return NumPyArray(shape: header.shape, elements: .float32(values))
     case .int32(let bigEndian):
-      let values = (0..<count).map { i in
-        payload.withUnsafeBytes { raw in
-          let bits = raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)
-          return Int32(bitPattern: bigEndian ? UInt32(bigEndian: bits) : UInt32(littleEndian: bits))
-        }
-      }
-      return NumPyArray(shape: header.shape, elements: .int32(values))
+      let words = unsignedWords(payload, count: count, bigEndian: bigEndian, as: UInt32.self)
+      return NumPyArray(shape: header.shape, elements: .int32(words.map { Int32(bitPattern: $0) }))
     case .int64(let bigEndian):
-      let values = (0..<count).map { i in
-        payload.withUnsafeBytes { raw in
-          let bits = raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)
-          return Int64(bitPattern: bigEndian ? UInt64(bigEndian: bits) : UInt64(littleEndian: bits))
-        }
+      let words = unsignedWords(payload, count: count, bigEndian: bigEndian, as: UInt64.self)
+      return NumPyArray(shape: header.shape, elements: .int64(words.map { Int64(bitPattern: $0) }))
+    }
+  }
+
+  /// `count` unsigned words of `payload` in the file's byte order.
+  static func unsignedWords<Word: FixedWidthInteger & UnsignedInteger>(
+    _ payload: Data, count: Int, bigEndian: Bool, as: Word.Type
+  ) -> [Word] {
+    payload.withUnsafeBytes { raw in
+      (0..<count).map { i in
+        let bits = raw.loadUnaligned(fromByteOffset: MemoryLayout<Word>.size * i, as: Word.self)
+        return bigEndian ? Word(bigEndian: bits) : Word(littleEndian: bits)
       }
-      return NumPyArray(shape: header.shape, elements: .int64(values))
     }
   }
 
