@@ -11,17 +11,32 @@ public struct Augmentation: Codable, Sendable, Equatable {
   public var padding: Int
   /// Whether images are mirrored left–right with probability ½.
   public var horizontalFlip: Bool
+  /// A random-resized-crop instead of the padded crop (streamed by ``StreamingBatchLoader``); nil for none.
+  /// Saved checkpoints without it read as nil.
+  public var randomResizedCrop: RandomResizedCrop?
 
-  public init(padding: Int = 0, horizontalFlip: Bool = false) {
+  public init(padding: Int = 0, horizontalFlip: Bool = false, randomResizedCrop: RandomResizedCrop? = nil) {
     opPrecondition(padding >= 0, "Augmentation: padding must be non-negative, got \(padding)")
+    opPrecondition(
+      padding == 0 || randomResizedCrop == nil, "Augmentation: a padded crop and a random-resized-crop exclude each other")
     self.padding = padding
     self.horizontalFlip = horizontalFlip
+    self.randomResizedCrop = randomResizedCrop
   }
 
   /// No augmentation.
   public static let none = Augmentation()
 
-  public var isIdentity: Bool { padding == 0 && !horizontalFlip }
+  /// timm's training augmentation for image folders: random-resized-crop (``RandomResizedCrop/timm``) and flips.
+  public static let randomResizedCropAndFlip = Augmentation(horizontalFlip: true, randomResizedCrop: .timm)
+
+  public var isIdentity: Bool { padding == 0 && !horizontalFlip && randomResizedCrop == nil }
+
+  /// The family of this augmentation, as `--augment` names it.
+  public var kind: AugmentationKind {
+    if randomResizedCrop != nil { return .randomResizedCrop }
+    return padding > 0 || horizontalFlip ? .padCrop : .none
+  }
 
   /// The transform of one sample (a crop shift and a flip bit).
   typealias SampleTransform = ImageTransform
@@ -49,6 +64,16 @@ public struct Augmentation: Codable, Sendable, Equatable {
     let transforms = drawTransforms(n, using: &generator)
     return Tensor.gatheringImages(images, indices: Array(0..<n), transforms: transforms, fill: fill)
   }
+}
+
+/// The augmentation families `--augment` chooses between.
+public enum AugmentationKind: String, CaseIterable, Codable, Sendable {
+  /// Random-resized-crop (timm's defaults) and flips: the default for image folders.
+  case randomResizedCrop = "rrc"
+  /// A random shift within `--crop-padding` pixels and optional flips: the default for the 28×28 and 8×8 data.
+  case padCrop = "pad-crop"
+  /// No augmentation.
+  case none
 }
 
 /// One mini-batch.
@@ -79,8 +104,15 @@ public struct BatchIterator: Sendable {
     public var position: Int
     /// The shuffle generator as it was before this epoch's permutation was drawn.
     public var shuffleGenerator: RandomGenerator
-    /// The augmentation generator, now.
+    /// The augmentation generator, now (a ``StreamingBatchLoader`` keeps it as its per-sample base seed).
     public var augmentationGenerator: RandomGenerator
+
+    /// The state before the first batch: the shuffle generator seeded with `seed`, the augmentation one with `~seed`.
+    public static func start(seed: UInt64) -> State {
+      State(
+        epoch: 0, position: 0, shuffleGenerator: RandomGenerator(seed: seed),
+        augmentationGenerator: RandomGenerator(seed: ~seed))
+    }
   }
 
   public let dataset: Dataset
@@ -107,9 +139,7 @@ public struct BatchIterator: Sendable {
   ) {
     self.init(
       dataset: dataset, batchSize: batchSize, shuffle: shuffle, dropLast: dropLast, augmentation: augmentation,
-      resumingFrom: State(
-        epoch: 0, position: 0, shuffleGenerator: RandomGenerator(seed: seed),
-        augmentationGenerator: RandomGenerator(seed: ~seed)))
+      resumingFrom: .start(seed: seed))
   }
 
   /// Resumes from a saved ``state`` (the dataset and options must be those of the saved run).
@@ -142,9 +172,14 @@ public struct BatchIterator: Sendable {
   public var epochOrder: [Int] { order }
 
   private mutating func drawOrder() {
-    var generator = state.shuffleGenerator
-    order = shuffle ? DatasetSplitter.permutation(dataset.count, using: &generator) : Array(0..<dataset.count)
-    generatorAfterShuffle = generator
+    (order, generatorAfterShuffle) = Self.epochOrder(count: dataset.count, shuffle: shuffle, from: state.shuffleGenerator)
+  }
+
+  /// An epoch's sample order and the shuffle generator after drawing it (the next epoch's start).
+  static func epochOrder(count: Int, shuffle: Bool, from generator: RandomGenerator) -> ([Int], RandomGenerator) {
+    var generator = generator
+    let order = shuffle ? DatasetSplitter.permutation(count, using: &generator) : Array(0..<count)
+    return (order, generator)
   }
 
   /// The next batch of the current epoch, or `nil` at its end (the iterator then moves to the next epoch).

@@ -36,6 +36,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
   case unknownDataset(name: String)
   /// A requested split does not fit the data.
   case invalidSplit(String)
+  /// A data-loading option (worker count, prefetch depth, augmentation) is invalid, or the loader failed.
+  case invalidLoader(String)
   /// An image-folder dataset (or one of its folders or files) does not have the expected form.
   case invalidFolder(path: String, reason: String)
   /// An array of a `.npz` dataset is missing or has the wrong type or shape.
@@ -80,6 +82,8 @@ public enum DatasetError: Error, Equatable, CustomStringConvertible, LocalizedEr
       return "unknown dataset '\(name)': use 'digits', 'fashion-mnist', the path of a directory with MNIST-style IDX files or with one folder of images per class, or a .npz file"
     case .invalidSplit(let reason):
       return "invalid split: \(reason)"
+    case .invalidLoader(let reason):
+      return "data loader: \(reason)"
     case .invalidFolder(let path, let reason):
       return "\(path): \(reason)"
     case .invalidArchive(let path, let array, let reason):

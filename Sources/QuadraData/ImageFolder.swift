@@ -116,6 +116,82 @@ extension DatasetSplits {
     splitSeed: UInt64 = 0, classCount: Int? = nil, decoder: ImageDecoder = defaultImageDecoder,
     notes: ((String) -> Void)? = nil
   ) throws -> DatasetSplits {
+    let listing = try listImageFolder(directory, options: options, classCount: classCount, notes: notes)
+    let train = listing.train, test = listing.test, resolvedClassCount = listing.classCount
+    let classNames = listing.classNames
+
+    let decodedTrain = try decodeAll(train.files, options: options, decoder: decoder)
+    let decodedTest = try test.map { try decodeAll($0.files, options: options, decoder: decoder) } ?? []
+    let all = decodedTrain + decodedTest
+    let channels = all.contains { $0.channels == 3 } ? 3 : 1
+    let side: (height: Int, width: Int)
+    if let resolution = options.resolution {
+      side = (resolution, resolution)
+    } else {
+      let first = all[0]
+      if let other = all.firstIndex(where: { $0.width != first.width || $0.height != first.height }) {
+        let path = other < train.files.count ? train.files[other].path : test!.files[other - train.files.count].path
+        throw DatasetError.invalidFolder(
+          path: directory.path,
+          reason: "images differ in size (\(train.files[0].lastPathComponent) is \(first.width)×\(first.height), "
+            + "\(path) is \(all[other].width)×\(all[other].height)); choose a size with --resolution")
+      }
+      side = (first.height, first.width)
+    }
+    let sampleBytes = side.height * side.width * channels
+    try MemoryBudget.check(
+      all.count.multipliedReportingOverflow(by: sampleBytes * 5).partialValue,
+      for: "\(all.count) images of \(side.height)×\(side.width)×\(channels) from \(directory.path) (bytes and floats)")
+
+    func raw(_ images: [DecodedImage], evaluation: Bool) -> RawImages {
+      var pixels = [UInt8](repeating: 0, count: images.count * sampleBytes)
+      let resolution = options.resolution
+      pixels.withUnsafeMutableBufferPointer { out in
+        nonisolated(unsafe) let target = out
+        Parallel.forEach(images.count) { i in
+          var image = images[i]
+          if let resolution {
+            let shorter = evaluation ? Int(Double(resolution) / ImageResizing.evaluationCropFraction) : resolution
+            image = ImageResizing.resizeAndCenterCrop(image, shorterSide: shorter, crop: resolution)
+          }
+          if channels == 3 { image = ImageResizing.grayToRGB(image) }
+          for k in 0..<sampleBytes { target[i * sampleBytes + k] = image.pixels[k] }
+        }
+      }
+      return RawImages(count: images.count, height: side.height, width: side.width, channels: channels, maxValue: 255, pixels: pixels)
+    }
+
+    let name = directory.lastPathComponent
+    let augmentation = Augmentation(padding: 0, horizontalFlip: true)
+    if let test {
+      return try make(
+        name: name, train: raw(decodedTrain, evaluation: false), trainLabels: train.labels,
+        test: raw(decodedTest, evaluation: true), testLabels: test.labels, classCount: resolvedClassCount,
+        classNames: classNames, validation: validation, splitSeed: splitSeed,
+        augmentation: augmentation)
+    }
+    let split = try testFractionSplit(listing, fraction: options.testFraction!, directory: directory, splitSeed: splitSeed)
+    // Held-out images get the evaluation transform, training images the training one.
+    return try make(
+      name: name, train: raw(decodedTrain, evaluation: false), trainLabels: train.labels,
+      test: raw(decodedTrain, evaluation: true), testLabels: train.labels, trainIndices: split.kept,
+      testIndices: split.heldOut, classCount: resolvedClassCount, classNames: classNames,
+      validation: validation, splitSeed: splitSeed &+ 1, augmentation: augmentation)
+  }
+
+  /// The files and labels of an image folder, found without decoding anything.
+  struct FolderListing {
+    var classNames: [String]
+    var classCount: Int
+    var train: (files: [URL], labels: [Int])
+    /// The `test/` files, or nil when the test set is a `--test-fraction` of `train`.
+    var test: (files: [URL], labels: [Int])?
+  }
+
+  /// Lists `directory`'s class folders and image files (sorted), checking the layout; see ``imageFolder(_:options:validation:splitSeed:classCount:decoder:notes:)``.
+  static func listImageFolder(
+    _ directory: URL, options: ImageFolderOptions, classCount: Int?, notes: ((String) -> Void)?
+  ) throws -> FolderListing {
     let manager = FileManager.default
     func isDirectory(_ url: URL) -> Bool {
       var flag: ObjCBool = false
@@ -178,74 +254,24 @@ extension DatasetSplits {
     if skipped > 0 {
       notes?("skipped \(skipped) file(s) in \(directory.path) without an image extension (\(imageExtensions.sorted().joined(separator: ", ")))")
     }
+    return FolderListing(
+      classNames: padded(classNames, to: resolvedClassCount), classCount: resolvedClassCount, train: train, test: test)
+  }
 
-    let decodedTrain = try decodeAll(train.files, options: options, decoder: decoder)
-    let decodedTest = try test.map { try decodeAll($0.files, options: options, decoder: decoder) } ?? []
-    let all = decodedTrain + decodedTest
-    let channels = all.contains { $0.channels == 3 } ? 3 : 1
-    let side: (height: Int, width: Int)
-    if let resolution = options.resolution {
-      side = (resolution, resolution)
-    } else {
-      let first = all[0]
-      if let other = all.firstIndex(where: { $0.width != first.width || $0.height != first.height }) {
-        let path = other < train.files.count ? train.files[other].path : test!.files[other - train.files.count].path
-        throw DatasetError.invalidFolder(
-          path: directory.path,
-          reason: "images differ in size (\(train.files[0].lastPathComponent) is \(first.width)×\(first.height), "
-            + "\(path) is \(all[other].width)×\(all[other].height)); choose a size with --resolution")
-      }
-      side = (first.height, first.width)
-    }
-    let sampleBytes = side.height * side.width * channels
-    try MemoryBudget.check(
-      all.count.multipliedReportingOverflow(by: sampleBytes * 5).partialValue,
-      for: "\(all.count) images of \(side.height)×\(side.width)×\(channels) from \(directory.path) (bytes and floats)")
-
-    func raw(_ images: [DecodedImage], evaluation: Bool) -> RawImages {
-      var pixels = [UInt8](repeating: 0, count: images.count * sampleBytes)
-      let resolution = options.resolution
-      pixels.withUnsafeMutableBufferPointer { out in
-        nonisolated(unsafe) let target = out
-        Parallel.forEach(images.count) { i in
-          var image = images[i]
-          if let resolution {
-            let shorter = evaluation ? Int(Double(resolution) / ImageResizing.evaluationCropFraction) : resolution
-            image = ImageResizing.resizeAndCenterCrop(image, shorterSide: shorter, crop: resolution)
-          }
-          if channels == 3 { image = ImageResizing.grayToRGB(image) }
-          for k in 0..<sampleBytes { target[i * sampleBytes + k] = image.pixels[k] }
-        }
-      }
-      return RawImages(count: images.count, height: side.height, width: side.width, channels: channels, maxValue: 255, pixels: pixels)
-    }
-
-    let name = directory.lastPathComponent
-    let augmentation = Augmentation(padding: 0, horizontalFlip: true)
-    if let test {
-      return try make(
-        name: name, train: raw(decodedTrain, evaluation: false), trainLabels: train.labels,
-        test: raw(decodedTest, evaluation: true), testLabels: test.labels, classCount: resolvedClassCount,
-        classNames: padded(classNames, to: resolvedClassCount), validation: validation, splitSeed: splitSeed,
-        augmentation: augmentation)
-    }
-    let fraction = options.testFraction!
+  /// The stratified `--test-fraction` split of a folder without `test/`: (kept, held-out) indices.
+  static func testFractionSplit(
+    _ listing: FolderListing, fraction: Double, directory: URL, splitSeed: UInt64
+  ) throws -> (kept: [Int], heldOut: [Int]) {
     guard fraction > 0 && fraction < 1 else {
       throw DatasetError.invalidSplit("test fraction \(fraction) must be in (0, 1)")
     }
-    let holdOut = Int((Double(train.labels.count) * fraction).rounded())
-    guard holdOut >= 1 && holdOut < train.labels.count else {
+    let labels = listing.train.labels
+    let holdOut = Int((Double(labels.count) * fraction).rounded())
+    guard holdOut >= 1 && holdOut < labels.count else {
       throw DatasetError.invalidSplit(
-        "a test fraction of \(fraction) holds out \(holdOut) of \(train.labels.count) images in \(directory.path); need 1...\(train.labels.count - 1)")
+        "a test fraction of \(fraction) holds out \(holdOut) of \(labels.count) images in \(directory.path); need 1...\(labels.count - 1)")
     }
-    let split = DatasetSplitter.stratified(
-      labels: train.labels, classCount: resolvedClassCount, holdOutCount: holdOut, seed: splitSeed)
-    // Held-out images get the evaluation transform, training images the training one.
-    return try make(
-      name: name, train: raw(decodedTrain, evaluation: false), trainLabels: train.labels,
-      test: raw(decodedTrain, evaluation: true), testLabels: train.labels, trainIndices: split.kept,
-      testIndices: split.heldOut, classCount: resolvedClassCount, classNames: padded(classNames, to: resolvedClassCount),
-      validation: validation, splitSeed: splitSeed &+ 1, augmentation: augmentation)
+    return DatasetSplitter.stratified(labels: labels, classCount: listing.classCount, holdOutCount: holdOut, seed: splitSeed)
   }
 
   /// `names` followed by the indices of the classes beyond them.
@@ -261,6 +287,19 @@ extension DatasetSplits {
     }
   }
 
+  /// Reads and decodes one image file (size-bounded), checking the decoder's result; errors name the file.
+  static func decodeImage(_ url: URL, options: ImageFolderOptions, decoder: ImageDecoder) throws -> DecodedImage {
+    let data = try BoundedFile.read(url, maximumBytes: options.maximumFileBytes)
+    let image = try decoder(data, url.path, options.maximumPixels)
+    guard image.channels == 1 || image.channels == 3, image.width > 0, image.height > 0,
+      image.pixels.count == image.width * image.height * image.channels
+    else {
+      throw DatasetError.invalidFolder(
+        path: url.path, reason: "decoded to \(image.width)×\(image.height)×\(image.channels) with \(image.pixels.count) bytes")
+    }
+    return image
+  }
+
   /// Decodes `files` on the compute threads; the first failure (in file order) is thrown, naming its file.
   static func decodeAll(_ files: [URL], options: ImageFolderOptions, decoder: ImageDecoder) throws -> [DecodedImage] {
     // Each worker writes only its own slots.
@@ -269,18 +308,7 @@ extension DatasetSplits {
     defer { slots.deinitialize(count: files.count); slots.deallocate() }
     nonisolated(unsafe) let results = slots
     Parallel.forEach(files.count) { i in
-      let url = files[i]
-      results[i] = Result {
-        let data = try BoundedFile.read(url, maximumBytes: options.maximumFileBytes)
-        let image = try decoder(data, url.path, options.maximumPixels)
-        guard image.channels == 1 || image.channels == 3, image.width > 0, image.height > 0,
-          image.pixels.count == image.width * image.height * image.channels
-        else {
-          throw DatasetError.invalidFolder(
-            path: url.path, reason: "decoded to \(image.width)×\(image.height)×\(image.channels) with \(image.pixels.count) bytes")
-        }
-        return image
-      }
+      results[i] = Result { try decodeImage(files[i], options: options, decoder: decoder) }
     }
     return try (0..<files.count).map { try slots[$0]!.get() }
   }

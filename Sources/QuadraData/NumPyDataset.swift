@@ -97,6 +97,8 @@ extension DatasetSplits {
       }
       let scale: Float = (values.max() ?? 0) <= 1 ? 255 : 1
       bytes = values.map { UInt8(($0 * scale).rounded()) }
+    case .int32, .int64:
+      throw fail("integer images (int32/int64) are not accepted; store them as uint8 or float32")
     }
     if order == .nchw && shape.count == 4 && channels > 1 {
       // [N, C, H, W] → [N, H, W, C].
@@ -117,11 +119,25 @@ extension DatasetSplits {
     guard array.shape == [count] else {
       throw DatasetError.invalidArchive(path: path, array: name, reason: "shape \(array.shape), expected [\(count)] (one label per image)")
     }
-    let values: [Float]
+    // Integer labels are checked exactly (an int64 above 2^24 must not round into range as a Float).
+    let integers: [Int64]?
     switch array.elements {
-    case .uint8(let bytes): values = bytes.map(Float.init)
-    case .float32(let floats): values = floats
+    case .int32(let values): integers = values.map(Int64.init)
+    case .int64(let values): integers = values
+    case .uint8, .float32: integers = nil
     }
+    if let integers {
+      return try integers.enumerated().map { index, value in
+        guard value >= 0 else {
+          throw DatasetError.invalidArchive(path: path, array: name, reason: "label \(value) at index \(index) is negative")
+        }
+        guard value < Int64(classCount) else {
+          throw DatasetError.labelOutOfRange(path: "\(path):\(name)", label: Int(clamping: value), classCount: classCount, index: index)
+        }
+        return Int(value)
+      }
+    }
+    let values = array.floats
     var result = [Int]()
     result.reserveCapacity(count)
     for (index, value) in values.enumerated() {

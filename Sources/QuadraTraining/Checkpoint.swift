@@ -89,6 +89,8 @@ public enum CheckpointFiles {
     public static let normalization = "normalization"
     /// The class names in label order, as a JSON array of strings.
     public static let classNames = "class_names"
+    /// The data options evaluation repeats (``DataOptions`` as JSON).
+    public static let dataOptions = "data_options"
     public static let epoch = "epoch"
     public static let globalStep = "global_step"
     public static let trainingState = "training_state"
@@ -122,6 +124,8 @@ public struct WeightsCheckpoint {
   public var normalization: Normalization?
   /// The training data's class names in label order (`classCount` of them), if recorded.
   public var classNames: [String]?
+  /// The data options of the training run (resolution, test fraction, layout, augmentation), if recorded.
+  public var dataOptions: DataOptions?
   /// Completed epochs and optimizer steps when it was saved, if recorded.
   public var epoch: Int?
   public var globalStep: Int?
@@ -133,7 +137,7 @@ public struct WeightsCheckpoint {
   /// The weights of `model` in PyTorch layout.
   public init(
     model: VisionModel, dataset: String? = nil, normalization: Normalization? = nil, classNames: [String]? = nil,
-    epoch: Int? = nil, globalStep: Int? = nil
+    epoch: Int? = nil, globalStep: Int? = nil, dataOptions: DataOptions? = nil
   ) {
     opPrecondition(
       classNames.map { $0.count == model.config.classCount } ?? true,
@@ -143,6 +147,7 @@ public struct WeightsCheckpoint {
     self.dataset = dataset
     self.normalization = normalization
     self.classNames = classNames
+    self.dataOptions = dataOptions
     self.epoch = epoch
     self.globalStep = globalStep
     path = "<memory>"
@@ -192,6 +197,12 @@ public struct WeightsCheckpoint {
         path: url.path, key: CheckpointFiles.Key.classNames,
         reason: "\(names.count) class names for the config's \(config.classCount) classes")
     }
+    checkpoint.dataOptions = try decode(DataOptions.self, CheckpointFiles.Key.dataOptions)
+    do {
+      try checkpoint.dataOptions?.validate()
+    } catch let error as DatasetError {
+      throw CheckpointError.invalidMetadata(path: url.path, key: CheckpointFiles.Key.dataOptions, reason: "\(error)")
+    }
     checkpoint.epoch = try integer(CheckpointFiles.Key.epoch)
     checkpoint.globalStep = try integer(CheckpointFiles.Key.globalStep)
     return checkpoint
@@ -212,6 +223,7 @@ public struct WeightsCheckpoint {
     if let dataset { result[CheckpointFiles.Key.dataset] = dataset }
     if let normalization { result[CheckpointFiles.Key.normalization] = Self.json(normalization) }
     if let classNames { result[CheckpointFiles.Key.classNames] = Self.json(classNames) }
+    if let dataOptions { result[CheckpointFiles.Key.dataOptions] = Self.json(dataOptions) }
     if let epoch { result[CheckpointFiles.Key.epoch] = String(epoch) }
     if let globalStep { result[CheckpointFiles.Key.globalStep] = String(globalStep) }
     return result

@@ -40,31 +40,44 @@ public enum EvaluationError: Error, CustomStringConvertible, LocalizedError {
 }
 
 public enum Evaluator {
-  /// Evaluates `model` in inference mode (no drop path, nothing recorded for gradients) on all of
-  /// `dataset`, in order, without augmentation. The model's training mode is restored afterwards.
-  public static func evaluate(_ model: VisionModel, on dataset: Dataset, batchSize: Int = 250) throws -> EvaluationResult {
+  /// Evaluates `model` in inference mode (no drop path, nothing recorded for gradients) on every sample of
+  /// `dataset`, in order, without augmentation: an in-memory ``Dataset`` directly, any other through a
+  /// ``StreamingBatchLoader`` with `loader`'s workers. The model's training mode is restored afterwards.
+  public static func evaluate(
+    _ model: VisionModel, on dataset: any RandomAccessDataset, batchSize: Int = 250,
+    loader: LoaderOptions = LoaderOptions()
+  ) throws -> EvaluationResult {
     let wasTraining = model.isTraining
     model.setTraining(false)
     defer { model.setTraining(wasTraining) }
     return try GradientMode.withoutRecording {
-      try evaluate(on: dataset, batchSize: batchSize) { model(Variable($0)).value }
+      try evaluate(on: dataset, batchSize: batchSize, loader: loader) { model(Variable($0)).value }
     }
   }
 
   /// Accuracy and mean cross-entropy of the logits `logits(images)` returns for each batch of `dataset`,
   /// in order, without augmentation (for forward passes other than the tape's, e.g. the inference engine).
+  /// An in-memory ``Dataset`` is batched directly, any other streamed with `loader`'s workers.
   public static func evaluate(
-    on dataset: Dataset, batchSize: Int = 250, logits: (Tensor) throws -> Tensor
+    on dataset: any RandomAccessDataset, batchSize: Int = 250, loader: LoaderOptions = LoaderOptions(),
+    logits: (Tensor) throws -> Tensor
   ) throws -> EvaluationResult {
     guard batchSize > 0 else { throw EvaluationError.invalidBatchSize(batchSize) }
-    var iterator = BatchIterator(dataset: dataset, batchSize: batchSize, shuffle: false, seed: 0)
     var correct = 0
     var lossSum = 0.0
-    while let batch = iterator.next() {
+    func score(_ batch: Batch) throws {
       let values = try logits(batch.images)
-      let predictions = values.argmaxAlongLastAxis()
-      correct += zip(predictions, batch.labels).filter { $0 == $1 }.count
+      correct += zip(values.argmaxAlongLastAxis(), batch.labels).filter { $0 == $1 }.count
       lossSum += Double(values.softmaxCrossEntropy(labels: batch.labels).loss) * Double(batch.count)
+    }
+    if let inMemory = dataset as? Dataset {
+      var iterator = BatchIterator(dataset: inMemory, batchSize: batchSize, shuffle: false, seed: 0)
+      while let batch = iterator.next() { try score(batch) }
+    } else {
+      let batches = try StreamingBatchLoader(
+        dataset: dataset, batchSize: batchSize, shuffle: false, loader: loader, seed: 0)
+      defer { batches.cancel() }
+      while let batch = try batches.next() { try score(batch) }
     }
     return EvaluationResult(correct: correct, count: dataset.count, loss: dataset.count == 0 ? 0 : lossSum / Double(dataset.count))
   }
@@ -86,7 +99,7 @@ public enum Evaluator {
 
   /// Throws when `config` cannot run on `dataset`'s images or labels (channels, classes, image size),
   /// or when the images carry no signal (pixel variance 0, which makes the input normalization divide by 0).
-  public static func checkCompatibility(_ config: ModelConfig, with dataset: Dataset) throws {
+  public static func checkCompatibility(_ config: ModelConfig, with dataset: some RandomAccessDataset) throws {
     let std = dataset.normalization.std
     guard std > smallestUsableStandardDeviation else {
       throw TrainingError.incompatibleData(
@@ -94,7 +107,7 @@ public enum Evaluator {
           + "(x/\(dataset.normalization.maxValue) − \(dataset.normalization.mean)) / std has std = 0 (clamped to \(std)) "
           + "and would scale any difference by 1/\(std); there is nothing to learn from constant images")
     }
-    let shape = dataset.imageShape
+    let shape = dataset.sampleShape
     guard shape[2] == config.inputChannels else {
       throw TrainingError.incompatibleData(
         "model \(config.name) takes \(config.inputChannels)-channel images, \(dataset.name) has \(shape[2]) channel(s)")

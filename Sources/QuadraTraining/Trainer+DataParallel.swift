@@ -44,6 +44,7 @@ extension Trainer {
         throw TrainingError.invalidOption(
           "--batch-size \(options.batchSize) is the global batch and must be at least the number of ranks (\(communicator.size))")
       }
+      let splits = try inMemorySplits()
       try communicator.checkSameConfiguration(configurationDescription(), what: "the recipe, model, data or run position")
       try ParameterSynchronization.broadcast(parameters, over: communicator)
       let shard = communicator.shard(of: splits.test.count)
@@ -87,7 +88,7 @@ extension Trainer {
   /// The test evaluation of the current weights: the whole split, or this rank's shard summed over all ranks.
   func evaluateCurrentWeights() throws -> EvaluationResult {
     guard let dataParallel else {
-      return try Evaluator.evaluate(model, on: splits.test, batchSize: options.evaluationBatchSize)
+      return try evaluateTestData()
     }
     let local = try dataParallel.testShard.map {
       try Evaluator.evaluate(model, on: $0, batchSize: options.evaluationBatchSize)
@@ -108,6 +109,7 @@ extension Trainer {
 
   /// Everything that must agree between ranks at the start, as canonical text.
   func configurationDescription() throws -> String {
+    let splits = try inMemorySplits()
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     func json<Value: Encodable>(_ value: Value) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }

@@ -50,7 +50,8 @@ public struct TrainingProgress: Sendable, Equatable {
 /// checkpoint (``init(resuming:splits:dataset:)``) yields bit-identical losses to an uninterrupted one.
 public final class Trainer {
   public let model: VisionModel
-  public let splits: DatasetSplits
+  /// The training and test data (in memory or streamed from disk).
+  public let data: TrainingData
   /// The dataset as `DatasetName.description` (recorded in checkpoints and the summary).
   public let dataset: String
   public let options: TrainingOptions
@@ -70,7 +71,7 @@ public final class Trainer {
   let parameters: [(name: String, parameter: Parameter)]
   let clipping: GradientNormClipping?
   var ema: ExponentialMovingAverage?
-  var iterator: BatchIterator
+  var iterator: TrainingFeed
   var savedPeakBytes: Int
   /// Set by ``distribute(over:)``: this trainer is one rank of a data-parallel run.
   var dataParallel: DataParallelRank?
@@ -78,19 +79,28 @@ public final class Trainer {
   /// Completed epochs.
   public var completedEpochs: Int { iterator.state.epoch }
 
-  /// Starts a run: `model` should be freshly initialized (e.g. `VisionModel(config:seed: options.seed)`).
-  public init(model: VisionModel, splits: DatasetSplits, dataset: String, options: TrainingOptions) throws {
+  /// Starts a run on in-memory splits: `model` should be freshly initialized (e.g. `VisionModel(config:seed: options.seed)`).
+  public convenience init(model: VisionModel, splits: DatasetSplits, dataset: String, options: TrainingOptions) throws {
+    try self.init(model: model, data: TrainingData(splits), dataset: dataset, options: options)
+  }
+
+  /// Starts a run on `data` (in memory or streamed): `model` should be freshly initialized.
+  ///
+  /// The training batches come from a ``BatchIterator`` for in-memory data with a padded-crop/flip
+  /// augmentation, else from a ``StreamingBatchLoader`` (random-resized-crop, or data on disk) whose
+  /// batches do not depend on ``TrainingData/loader``'s worker count.
+  public init(model: VisionModel, data: TrainingData, dataset: String, options: TrainingOptions) throws {
     try options.validate()
-    try Evaluator.checkCompatibility(model.config, with: splits.train)
-    try Evaluator.checkCompatibility(model.config, with: splits.test)
+    try Evaluator.checkCompatibility(model.config, with: data.train)
+    try Evaluator.checkCompatibility(model.config, with: data.test)
     try model.config.checkTrainingMemory(
-      batchSize: Swift.min(options.batchSize, splits.train.count),
-      resolution: Swift.max(splits.train.imageShape[0], splits.train.imageShape[1]))
+      batchSize: Swift.min(options.batchSize, data.train.count),
+      resolution: Swift.max(data.train.sampleShape[0], data.train.sampleShape[1]))
     try model.config.checkInferenceMemory(
-      batchSize: Swift.min(options.evaluationBatchSize, splits.test.count),
-      resolution: Swift.max(splits.test.imageShape[0], splits.test.imageShape[1]))
+      batchSize: Swift.min(options.evaluationBatchSize, data.test.count),
+      resolution: Swift.max(data.test.sampleShape[0], data.test.sampleShape[1]))
     self.model = model
-    self.splits = splits
+    self.data = data
     self.dataset = dataset
     self.options = options
     parameters = model.namedParameters()
@@ -98,12 +108,13 @@ public final class Trainer {
     clipping = try options.clipGradientNorm.map { try GradientNormClipping(maxNorm: $0) }
     ema = options.emaDecay.map { ExponentialMovingAverage(parameters: model.namedParameters(), decay: $0) }
     // The iterator's streams are offset from the weight seed so they are not the init's random numbers.
-    iterator = BatchIterator(
-      dataset: splits.train, batchSize: options.batchSize, shuffle: true, dropLast: true,
-      augmentation: options.augmentation ?? splits.train.defaultAugmentation, seed: options.seed &+ 0x0DA7A)
+    let seed = options.seed &+ 0x0DA7A
+    iterator = try TrainingFeed(
+      data: data, batchSize: options.batchSize, augmentation: Self.augmentation(options, data),
+      state: .start(seed: seed))
     guard iterator.batchesPerEpoch > 0 else {
       throw TrainingError.invalidOption(
-        "batch size \(options.batchSize) exceeds the \(splits.train.count) training samples of \(splits.train.name)")
+        "batch size \(options.batchSize) exceeds the \(data.train.count) training samples of \(data.train.name)")
     }
     stepsPerEpoch = (iterator.batchesPerEpoch + options.accumulateSteps - 1) / options.accumulateSteps
     schedule = CosineSchedule(
@@ -127,6 +138,13 @@ public final class Trainer {
   public convenience init(
     resuming checkpoint: TrainingCheckpoint, splits: DatasetSplits, dataset: String, epochs: Int? = nil
   ) throws {
+    try self.init(resuming: checkpoint, data: TrainingData(splits), dataset: dataset, epochs: epochs)
+  }
+
+  /// Continues a saved run on `data` (in memory or streamed); see ``init(resuming:splits:dataset:epochs:)``.
+  public convenience init(
+    resuming checkpoint: TrainingCheckpoint, data: TrainingData, dataset: String, epochs: Int? = nil
+  ) throws {
     let state = checkpoint.state
     let path = checkpoint.weights.path
     var options = state.options
@@ -141,12 +159,12 @@ public final class Trainer {
     guard state.dataset == dataset else {
       throw CheckpointError.resumeMismatch(path: path, reason: "it was trained on '\(state.dataset)', not '\(dataset)'")
     }
-    guard state.trainCount == splits.train.count else {
+    guard state.trainCount == data.train.count else {
       throw CheckpointError.resumeMismatch(
-        path: path, reason: "it was trained on \(state.trainCount) samples, \(splits.train.name) has \(splits.train.count)")
+        path: path, reason: "it was trained on \(state.trainCount) samples, \(data.train.name) has \(data.train.count)")
     }
     let model = try checkpoint.weights.makeModel()
-    try self.init(model: model, splits: splits, dataset: dataset, options: options)
+    try self.init(model: model, data: data, dataset: dataset, options: options)
     let (a, b) = (state.schedule, schedule)
     let lengthChanged = options.epochs != state.options.epochs
     guard a.peak == b.peak, a.minimum == b.minimum, a.warmupSteps == b.warmupSteps,
@@ -154,7 +172,7 @@ public final class Trainer {
     else {
       throw CheckpointError.resumeMismatch(path: path, reason: "its learning-rate schedule \(state.schedule) differs from \(schedule)")
     }
-    guard state.batchIterator.position <= splits.train.count else {
+    guard state.batchIterator.position <= data.train.count else {
       throw CheckpointError.resumeMismatch(path: path, reason: "its batch position is beyond the training set")
     }
     // Optimizer state: exactly the tensors the optimizer holds after the saved step count, each of
@@ -210,12 +228,33 @@ public final class Trainer {
       ema = ExponentialMovingAverage(shadow: shadow, decay: decay)
     }
     model.randomSource.generator = state.dropPathGenerator
-    iterator = BatchIterator(
-      dataset: splits.train, batchSize: options.batchSize, shuffle: true, dropLast: true,
-      augmentation: options.augmentation ?? splits.train.defaultAugmentation, resumingFrom: state.batchIterator)
+    iterator.cancel()
+    iterator = try TrainingFeed(
+      data: data, batchSize: options.batchSize, augmentation: Self.augmentation(options, data),
+      state: state.batchIterator)
     history = state.history
     globalStep = state.globalStep
     savedPeakBytes = state.peakBytes
+  }
+
+  /// The training augmentation: the options' or else the dataset's default (random-resized-crop and flips
+  /// for streamed image folders).
+  static func augmentation(_ options: TrainingOptions, _ data: TrainingData) -> Augmentation {
+    options.augmentation ?? data.defaultAugmentation
+  }
+
+  /// Test evaluation of the current weights on this process's data (the non-distributed case).
+  func evaluateTestData() throws -> EvaluationResult {
+    try Evaluator.evaluate(model, on: data.test, batchSize: options.evaluationBatchSize, loader: data.loader)
+  }
+
+  /// The in-memory splits, which data-parallel training needs.
+  func inMemorySplits() throws -> DatasetSplits {
+    guard let splits = data.inMemory else {
+      throw TrainingError.invalidOption(
+        "data-parallel training needs the dataset in memory; \(data.train.name) is streamed from disk")
+    }
+    return splits
   }
 
   /// The checkpoint of the current state (weights, optimizer, EMA, generators, schedule position, history).
@@ -230,14 +269,13 @@ public final class Trainer {
       Dictionary(uniqueKeysWithValues: ema.shadow.map { ($0.key, layouts[$0.key]!.toTorch($0.value)) })
     }
     let state = TrainingState(
-      model: model.config.name, dataset: dataset, trainCount: splits.train.count, options: options,
+      model: model.config.name, dataset: dataset, trainCount: data.train.count, options: options,
       epoch: completedEpochs, globalStep: globalStep, schedule: schedule, optimizerStep: optimizer.step,
       batchIterator: iterator.state, dropPathGenerator: model.randomSource.generator, history: history,
       peakBytes: Swift.max(peakBytes, savedPeakBytes), threads: Parallel.threadCount)
     let weights = WeightsCheckpoint(
-      model: model, dataset: dataset, normalization: splits.train.normalization, classNames: splits.train.classNames,
-      epoch: completedEpochs,
-      globalStep: globalStep)
+      model: model, dataset: dataset, normalization: data.train.normalization, classNames: data.train.classNames,
+      epoch: completedEpochs, globalStep: globalStep, dataOptions: data.options)
     return TrainingCheckpoint(weights: weights, state: state, optimizerMoments: moments, emaShadow: shadow)
   }
 
@@ -288,6 +326,8 @@ public final class Trainer {
     var savedEpoch: Int?
     if case .continuing(let epoch)? = claim { savedEpoch = epoch }
     let outputDirectory = directory?.url
+    // Background decoding stops however the run ends (an error mid-epoch, or stopAfterEpoch).
+    defer { iterator.cancel() }
     var metricsWriter: JSONLinesWriter?
     defer { try? metricsWriter?.close() }
     ComputeContext.current.memory.resetPeak()
@@ -302,7 +342,7 @@ public final class Trainer {
       var lossSum = 0.0
       var samples = 0
       var batchIndex = 0
-      while let batch = iterator.next() {
+      while let batch = try iterator.next() {
         let loss = try step(batch)
         guard loss.isFinite else {
           throw TrainingError.diverged(
@@ -416,7 +456,7 @@ public final class Trainer {
     // A Double sum of squared Floats cannot overflow, so it is non-finite exactly when an input is.
     let finiteInputs = batch.images.squaredSum().isFinite
     let largest = finiteInputs ? batch.images.maxAbs() : .infinity
-    let normalization = splits.train.normalization
+    let normalization = data.train.normalization
     if !finiteInputs { return "The input images contain NaN or infinite values; the data, not the recipe, is the cause." }
     if largest > Self.largestPlausibleInput {
       return "The normalized inputs reach |x| = \(largest): the dataset's normalization (x/\(normalization.maxValue) − "
@@ -458,7 +498,7 @@ public final class Trainer {
   }
 
   func makeSummary(peakBytes: Int) -> TrainingSummary {
-    let resolution = splits.train.imageShape[0]
+    let resolution = data.train.sampleShape[0]
     return TrainingSummary(
       model: model.config.name, dataset: dataset, epochs: history.count,
       testAccuracy: history.last?.testAccuracy ?? 0, trainSeconds: history.reduce(0) { $0 + $1.seconds },

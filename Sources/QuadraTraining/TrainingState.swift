@@ -136,7 +136,9 @@ public struct TrainingOptions: Codable, Equatable, Sendable {
     compare("seed", seed, other.seed)
     compare("evaluation batch size", evaluationBatchSize, other.evaluationBatchSize)
     func describe(_ a: Augmentation?) -> String {
-      a.map { "crop padding \($0.padding), flip \($0.horizontalFlip)" } ?? "dataset default"
+      a.map {
+        $0.randomResizedCrop.map { "random-resized-crop \($0.scale), ratio \($0.ratio)" } ?? "crop padding \($0.padding)"
+      }.map { text in "\(text), flip \(a!.horizontalFlip)" } ?? "dataset default"
     }
     compare("augmentation", describe(augmentation), describe(other.augmentation))
     result += optimizerDifferences(from: other)

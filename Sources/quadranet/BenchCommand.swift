@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     commandName: "bench", abstract: "Measure kernel and model speed and memory.",
     subcommands: [
       KernelsCommand.self, ModelBenchCommand.self, MixerCommand.self, OpsBenchCommand.self, AllReduceBenchCommand.self,
-      InferenceBenchCommand.self,
+      InferenceBenchCommand.self, DataBenchCommand.self,
     ])
 }
 

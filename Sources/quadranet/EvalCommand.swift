@@ -57,28 +57,34 @@ struct EvalCommand: ParsableCommand {
     let weights = try WeightsCheckpoint.read(from: URL(fileURLWithPath: checkpoint))
     try Evaluator.checkFinite(weights)
     let datasetName = try DatasetName(parsing: dataset ?? weights.dataset ?? "digits")
-    let splits = try datasetOptions.load(datasetName, savedClassCount: weights.config?.classCount, splitSeed: seed)
-    let classNames = weights.classNames ?? splits.test.classNames
-    if let saved = weights.classNames, saved != splits.test.classNames {
+    // The data options training recorded (--resolution, --test-fraction, --layout) apply unless flags override them.
+    let data = try datasetOptions.loadTrainingData(
+      datasetName, savedClassCount: weights.config?.classCount, splitSeed: seed, saved: weights.dataOptions)
+    let test = data.test
+    let classNames = weights.classNames ?? test.classNames
+    if let saved = weights.classNames, saved != test.classNames {
       Terminal.status(
         "note: the checkpoint's classes (\(saved.prefix(5).joined(separator: ", "))…) are not the dataset's "
-          + "(\(splits.test.classNames.prefix(5).joined(separator: ", "))…); labels are compared by index")
+          + "(\(test.classNames.prefix(5).joined(separator: ", "))…); labels are compared by index")
     }
     let requested = try model.map {
-      try ModelRegistry.config(named: $0, classCount: splits.test.classCount, inputChannels: splits.test.imageShape[2])
+      try ModelRegistry.config(named: $0, classCount: test.classCount, inputChannels: test.sampleShape[2])
     }
     let network = try weights.makeModel(requested: requested)
-    try Evaluator.checkCompatibility(network.config, with: splits.test)
+    try Evaluator.checkCompatibility(network.config, with: test)
     try network.config.checkInferenceMemory(
-      batchSize: min(batchSize, splits.test.count),
-      resolution: max(splits.test.imageShape[0], splits.test.imageShape[1]))
+      batchSize: min(batchSize, test.count), resolution: max(test.sampleShape[0], test.sampleShape[1]))
     // The model sees inputs prepared with the statistics it was trained with, not the evaluated set's own.
-    let testSet = weights.normalization.map { splits.test.renormalized(to: $0) } ?? splits.test
+    var testSet = test
+    if let normalization = weights.normalization {
+      if let memory = test as? Dataset { testSet = memory.renormalized(to: normalization) }
+      if let folder = test as? ImageFolderDataset { testSet = folder.withNormalization(normalization) }
+    }
     // The tape-free engine computes the same logits (up to rounding) faster than the tape forward.
     let engine = try InferenceEngine(model: network)
-    let result = try Evaluator.evaluate(on: testSet, batchSize: batchSize) { try engine.logits($0) }
+    let result = try Evaluator.evaluate(on: testSet, batchSize: batchSize, loader: data.loader) { try engine.logits($0) }
     guard result.loss.isFinite else {
-      throw EvaluationError.nonFiniteLoss(path: weights.path, dataset: splits.test.name, loss: result.loss)
+      throw EvaluationError.nonFiniteLoss(path: weights.path, dataset: test.name, loss: result.loss)
     }
     let report = Report(
       model: network.config.name, dataset: datasetName.description, accuracy: result.accuracy, correct: result.correct,
@@ -88,7 +94,7 @@ struct EvalCommand: ParsableCommand {
     } else {
       print(
         String(
-          format: "%@ on %@: test accuracy %.2f%% (%d/%d), loss %.4f", report.model, splits.test.name,
+          format: "%@ on %@: test accuracy %.2f%% (%d/%d), loss %.4f", report.model, test.name,
           100 * report.accuracy, report.correct, report.count, report.loss))
       print("classes: \(classNames.joined(separator: ", "))")
     }

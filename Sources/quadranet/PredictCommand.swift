@@ -18,7 +18,8 @@ struct PredictCommand: ParsableCommand {
   @Argument(help: "IDX or .npy image files.") var inputs: [String]
   @Option(help: "Classes to print per image (1 to the model's class count).") var topK: Int = 5
   @Option(help: "Also write the raw logits: FILE.npy (float32 [N, classes]) or FILE.json.") var logits: String?
-  @Option(help: "Axis order of rank-4 inputs: auto, nhwc or nchw.") var layout: String = "auto"
+  @Option(help: "Axis order of rank-4 inputs: auto, nhwc or nchw (default: the training .npz's --layout recorded in the checkpoint, else auto).")
+  var layout: String?
   @Option(help: "Images per forward pass (1...65536).") var batchSize: Int = 64
   @OptionGroup var threadOptions: ThreadOptions
   @Flag(help: "Print one JSON object instead of text.") var json = false
@@ -34,8 +35,8 @@ struct PredictCommand: ParsableCommand {
     guard Predictor.batchSizeRange.contains(batchSize) else {
       throw ValidationError("--batch-size must be in 1...\(Predictor.batchSizeRange.upperBound), got \(batchSize)")
     }
-    guard InputLayout(rawValue: layout.lowercased()) != nil else {
-      throw ValidationError("--layout must be auto, nhwc or nchw, got '\(layout)'")
+    if let layout, InputLayout(rawValue: layout.lowercased()) == nil {
+      throw ValidationError("--layout must be auto, nhwc or nchw, got '\(layout.prefix(32))'")
     }
     if let logits, !["npy", "json"].contains(URL(fileURLWithPath: logits).pathExtension.lowercased()) {
       throw ValidationError("--logits must end in .npy or .json, got '\(logits)'")
@@ -54,7 +55,8 @@ struct PredictCommand: ParsableCommand {
     guard topK <= classCount else {
       throw ValidationError("--top-k must be in 1...\(classCount) (the model's classes), got \(topK)")
     }
-    let inputLayout = InputLayout(rawValue: layout.lowercased()) ?? .auto
+    // The layout the model's training data had, unless the flag says otherwise.
+    let inputLayout = (layout ?? deployable.checkpoint.dataOptions?.layout).flatMap { InputLayout(rawValue: $0.lowercased()) } ?? .auto
     // Read and check every input before computing, so a bad file fails fast.
     let images = try inputs.map { try ImageInput.read(URL(fileURLWithPath: $0), for: deployable, layout: inputLayout) }
     var predictions: [ImagePrediction] = []

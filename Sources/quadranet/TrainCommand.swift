@@ -90,7 +90,15 @@ struct TrainCommand: ParsableCommand {
     parsing: .unconditional,
     help: "Random-crop padding in pixels, 0...64 (0: no crop; default: 1, the recipe's for every dataset, or the checkpoint's when resuming).")
   var cropPadding: Int?
-  @Option(help: "Random horizontal flips, true or false (default: the recipe's: on for fashion-mnist only).") var flip: Bool?
+  @Option(help: "Random horizontal flips, true or false (default: the recipe's: on for fashion-mnist and image folders).")
+  var flip: Bool?
+  @Option(
+    help: """
+      Training augmentation: rrc (random-resized-crop, scale 0.08...1, ratio 3/4...4/3, then --flip), pad-crop \
+      (a random shift within --crop-padding pixels, then --flip) or none (default: rrc for image folders, \
+      pad-crop for the other datasets; the checkpoint's when resuming).
+      """)
+  var augment: String?
   @Option(
     parsing: .unconditional,
     help: ArgumentHelp("Stop after this epoch, 1...10000, as if interrupted (for testing --resume).", visibility: .hidden))
@@ -129,6 +137,15 @@ struct TrainCommand: ParsableCommand {
     try FlagCheck.real(emaDecay, in: Float.leastNormalMagnitude..<1, "(0, 1)", "--ema")
     try FlagCheck.real(clipGradient, in: Limits.clipGradientNorm, "(0, 1e6]", "--clip-grad")
     try FlagCheck.integer(cropPadding, in: Limits.cropPadding, "--crop-padding")
+    if let augment {
+      guard let kind = AugmentationKind(rawValue: augment.lowercased()) else {
+        throw ValidationError("--augment must be rrc, pad-crop or none, got '\(augment.prefix(32))'")
+      }
+      if kind != .padCrop && cropPadding != nil {
+        throw ValidationError("--crop-padding applies to --augment pad-crop, not \(kind.rawValue)")
+      }
+      if kind == .none && flip == true { throw ValidationError("--augment none contradicts --flip true") }
+    }
     try FlagCheck.integer(stopAfterEpoch, in: Limits.epochs, "--stop-after-epoch")
     try FlagCheck.real(momentum, in: 0..<1, "[0, 1)", "--momentum")
     try FlagCheck.integer(accumulateSteps, in: TrainingOptions.accumulateStepsRange, "--accumulate-steps")
@@ -139,10 +156,22 @@ struct TrainCommand: ParsableCommand {
   /// The recipe: `base` with every given flag applied.
   func options(base: TrainingOptions, datasetDefault: Augmentation) -> TrainingOptions {
     var options = base
-    if cropPadding != nil || flip != nil {
-      let start = options.augmentation ?? datasetDefault
-      options.augmentation = Augmentation(
-        padding: cropPadding ?? start.padding, horizontalFlip: flip ?? start.horizontalFlip)
+    let start = options.augmentation ?? datasetDefault
+    // --crop-padding alone means a padded crop; otherwise the start's family is kept.
+    let kind = augment.flatMap { AugmentationKind(rawValue: $0.lowercased()) } ?? (cropPadding != nil ? .padCrop : start.kind)
+    if kind != start.kind || cropPadding != nil || flip != nil {
+      let sameKind = kind == start.kind
+      switch kind {
+      case .randomResizedCrop:
+        options.augmentation = Augmentation(
+          horizontalFlip: flip ?? (sameKind ? start.horizontalFlip : true),
+          randomResizedCrop: start.randomResizedCrop ?? .timm)
+      case .padCrop:
+        options.augmentation = Augmentation(
+          padding: cropPadding ?? (sameKind ? start.padding : 1), horizontalFlip: flip ?? start.horizontalFlip)
+      case .none:
+        options.augmentation = Augmentation.none
+      }
     }
     if let epochs { options.epochs = epochs }
     if let batchSize { options.batchSize = batchSize }
@@ -204,17 +233,19 @@ struct TrainCommand: ParsableCommand {
     let isWriter = (communicator?.rank ?? 0) == 0
     let directory = isWriter ? try RunDirectory(url: URL(fileURLWithPath: out ?? "runs/\(runName)")) : nil
     if let directory { try claim(directory, history: []) }
-    let splits = try datasetOptions.load(datasetName, savedClassCount: configFile?.classCount, splitSeed: seed ?? 0)
-    let config = try resolveConfig(configFile: configFile, datasetName: datasetName, splits: splits)
+    var data = try datasetOptions.loadTrainingData(
+      datasetName, savedClassCount: configFile?.classCount, splitSeed: seed ?? 0)
+    let config = try resolveConfig(configFile: configFile, datasetName: datasetName, data: data)
     let recipe = TrainingRecipe.defaultOptions(for: datasetName)
-    var options = options(base: recipe, datasetDefault: splits.train.defaultAugmentation)
+    var options = options(base: recipe, datasetDefault: data.defaultAugmentation)
     for note in TrainingRecipe.fitDefaults(&options, recipe: recipe, warmupGiven: warmupEpochs != nil) {
       status("note: \(note)", communicator)
     }
     try options.validate()
     let network = try VisionModel(config: config, seed: options.seed)
-    let trainer = try Trainer(model: network, splits: splits, dataset: datasetName.description, options: options)
-    try train(trainer, splits: splits, into: directory, communicator: communicator)
+    data.options = datasetOptions.dataOptions(augmentation: options.augmentation ?? data.defaultAugmentation)
+    let trainer = try Trainer(model: network, data: data, dataset: datasetName.description, options: options)
+    try train(trainer, data: data, into: directory, communicator: communicator)
   }
 
   /// `--resume`: the newest complete checkpoint pair of the run, continued into its own directory
@@ -228,14 +259,17 @@ struct TrainCommand: ParsableCommand {
     let checkpoint = try TrainingCheckpoint.read(from: path)
     if let directory { try claim(directory, history: checkpoint.state.history) }
     let datasetName = try DatasetName(parsing: dataset ?? checkpoint.state.dataset)
-    let splits = try datasetOptions.load(
-      datasetName, savedClassCount: checkpoint.weights.config?.classCount, splitSeed: checkpoint.state.options.seed)
+    let savedData = checkpoint.weights.dataOptions
+    try checkDataFlags(against: savedData)
+    var data = try datasetOptions.loadTrainingData(
+      datasetName, savedClassCount: checkpoint.weights.config?.classCount, splitSeed: checkpoint.state.options.seed,
+      saved: savedData)
     if model != nil || config != nil {
       _ = try checkpoint.weights.resolvedConfig(
-        requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, splits: splits))
+        requested: try resolveConfig(configFile: try readConfigFile(), datasetName: datasetName, data: data))
     }
     let saved = checkpoint.state.options
-    var requested = options(base: saved, datasetDefault: splits.train.defaultAugmentation)
+    var requested = options(base: saved, datasetDefault: data.defaultAugmentation)
     requested.epochs = saved.epochs  // --epochs may change the length; see Trainer.init(resuming:…).
     let differences = saved.differences(from: requested)
     guard differences.isEmpty else {
@@ -248,8 +282,10 @@ struct TrainCommand: ParsableCommand {
         "note: the checkpoint was trained with \(checkpoint.state.threads) thread(s), this run uses "
           + "\(Parallel.threadCount); results match an uninterrupted run only with the same count", communicator)
     }
+    data.options = datasetOptions.dataOptions(
+      augmentation: saved.augmentation ?? data.defaultAugmentation, saved: savedData)
     let trainer = try Trainer(
-      resuming: checkpoint, splits: splits, dataset: datasetName.description, epochs: epochs)
+      resuming: checkpoint, data: data, dataset: datasetName.description, epochs: epochs)
     if trainer.options.epochs != saved.epochs {
       let step = checkpoint.state.globalStep
       let (planned, recomputed) = (checkpoint.state.schedule.learningRate(at: step), trainer.schedule.learningRate(at: step))
@@ -262,7 +298,20 @@ struct TrainCommand: ParsableCommand {
           + "from a run planned with \(trainer.options.epochs) epochs from the start", communicator)
     }
     status("resuming \(checkpoint.state.model) from \(checkpoint.weights.path) after epoch \(checkpoint.state.epoch)", communicator)
-    try train(trainer, splits: splits, into: directory, communicator: communicator)
+    try train(trainer, data: data, into: directory, communicator: communicator)
+  }
+
+  /// A resumed run reads its data as the checkpoint recorded: flags that contradict it are errors.
+  func checkDataFlags(against saved: DataOptions?) throws {
+    guard let saved else { return }
+    let given = datasetOptions
+    var conflicts: [String] = []
+    if let value = given.resolution, let old = saved.resolution, value != old { conflicts.append("--resolution: saved \(old), requested \(value)") }
+    if let value = given.testFraction, let old = saved.testFraction, value != old { conflicts.append("--test-fraction: saved \(old), requested \(value)") }
+    if let value = given.layout?.lowercased(), let old = saved.layout, value != old { conflicts.append("--layout: saved \(old), requested \(value)") }
+    guard conflicts.isEmpty else {
+      throw ValidationError("--resume reads the data as the checkpoint recorded; these flags contradict it: " + conflicts.joined(separator: "; "))
+    }
   }
 
   /// Checks what the directory holds against this run; explains what `--overwrite` will replace.
@@ -275,15 +324,15 @@ struct TrainCommand: ParsableCommand {
   }
 
   func train(
-    _ trainer: Trainer, splits: DatasetSplits, into directory: RunDirectory?, communicator: (any Communicator)?
+    _ trainer: Trainer, data: TrainingData, into directory: RunDirectory?, communicator: (any Communicator)?
   ) throws {
     if let communicator { try trainer.distribute(over: communicator) }
     let options = trainer.options
     let ranks = communicator.map { ", \($0.size) ranks (the global batch is split across them)" } ?? ""
     status(
-      "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(splits.train.name) "
-        + "(\(splits.train.count) images of \(splits.train.imageShape.map(String.init).joined(separator: "×")), "
-        + "\(splits.train.classCount) classes, test \(splits.test.count)) for \(options.epochs) epochs, batch \(options.batchSize), "
+      "training \(trainer.model.config.name) (\(trainer.model.parameterCount) params) on \(data.train.name) "
+        + "(\(data.train.count) images of \(data.train.sampleShape.map(String.init).joined(separator: "×")), "
+        + "\(data.train.classCount) classes, test \(data.test.count)\(data.inMemory == nil ? ", streamed by \(data.loader.workers) worker(s)" : "")) for \(options.epochs) epochs, batch \(options.batchSize), "
         + "lr \(options.learningRate), \(Parallel.threadCount) thread(s)\(ranks) → \(directory?.url.path ?? "-")", communicator)
     let printer = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) != 0) { text in
       FileHandle.standardError.write(Data(text.utf8))
@@ -305,7 +354,7 @@ struct TrainCommand: ParsableCommand {
     let outputDirectory = directory.url
     if communicator != nil {
       // An epoch's training time is its samples over its training throughput (evaluation excluded).
-      let samplesPerEpoch = Double(splits.train.count / options.batchSize * options.batchSize)
+      let samplesPerEpoch = Double(data.train.count / options.batchSize * options.batchSize)
       let trainSeconds = trainer.history.suffix(trainer.completedEpochs - epochsBefore).reduce(0.0) {
         $0 + samplesPerEpoch / Swift.max($1.imagesPerSecond, 1e-9)
       }
@@ -341,11 +390,11 @@ struct TrainCommand: ParsableCommand {
   }
 
   /// The model config from --config, --model or the dataset's default model.
-  func resolveConfig(configFile: ModelConfig?, datasetName: DatasetName, splits: DatasetSplits) throws -> ModelConfig {
+  func resolveConfig(configFile: ModelConfig?, datasetName: DatasetName, data: TrainingData) throws -> ModelConfig {
     if let configFile { return configFile }
     return try ModelRegistry.config(
-      named: model ?? TrainingRecipe.defaultModel(for: datasetName), classCount: splits.train.classCount,
-      inputChannels: splits.train.imageShape[2])
+      named: model ?? TrainingRecipe.defaultModel(for: datasetName), classCount: data.train.classCount,
+      inputChannels: data.train.sampleShape[2])
   }
 
   /// The dataset part of the default run name.

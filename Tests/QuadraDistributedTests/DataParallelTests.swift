@@ -75,7 +75,7 @@ func record(_ trainer: Trainer, epochs: Int) throws -> RunRecord {
   var record = RunRecord()
   for _ in 0..<epochs {
     trainer.model.setTraining(true)
-    while let batch = trainer.iterator.next() { record.losses.append(try trainer.step(batch)) }
+    while let batch = try trainer.iterator.next() { record.losses.append(try trainer.step(batch)) }
     record.evaluations.append(try trainer.evaluateTestSplit())
   }
   for (name, parameter) in trainer.model.namedParameters() { record.weights[name] = parameter.variable.value.scalars }

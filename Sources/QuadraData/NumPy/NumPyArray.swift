@@ -50,12 +50,17 @@ public struct NumPyArray: Equatable, Sendable {
   public enum Elements: Equatable, Sendable {
     case uint8([UInt8])
     case float32([Float])
+    /// Signed integers (`<i4`, `<i8`): accepted for labels, which NumPy and PyTorch often store as int64.
+    case int32([Int32])
+    case int64([Int64])
 
     /// The number of elements.
     public var count: Int {
       switch self {
       case .uint8(let values): values.count
       case .float32(let values): values.count
+      case .int32(let values): values.count
+      case .int64(let values): values.count
       }
     }
   }
@@ -81,6 +86,8 @@ public struct NumPyArray: Equatable, Sendable {
     switch elements {
     case .uint8(let values): values.map(Float.init)
     case .float32(let values): values
+    case .int32(let values): values.map(Float.init)
+    case .int64(let values): values.map(Float.init)
     }
   }
 
@@ -157,6 +164,24 @@ public struct NumPyArray: Equatable, Sendable {
         }
       }
       return NumPyArray(shape: header.shape, elements: .float32(values))
+    case .int32(let bigEndian):
+      let words = unsignedWords(payload, count: count, bigEndian: bigEndian, as: UInt32.self)
+      return NumPyArray(shape: header.shape, elements: .int32(words.map { Int32(bitPattern: $0) }))
+    case .int64(let bigEndian):
+      let words = unsignedWords(payload, count: count, bigEndian: bigEndian, as: UInt64.self)
+      return NumPyArray(shape: header.shape, elements: .int64(words.map { Int64(bitPattern: $0) }))
+    }
+  }
+
+  /// `count` unsigned words of `payload` in the file's byte order.
+  static func unsignedWords<Word: FixedWidthInteger & UnsignedInteger>(
+    _ payload: Data, count: Int, bigEndian: Bool, as: Word.Type
+  ) -> [Word] {
+    payload.withUnsafeBytes { raw in
+      (0..<count).map { i in
+        let bits = raw.loadUnaligned(fromByteOffset: MemoryLayout<Word>.size * i, as: Word.self)
+        return bigEndian ? Word(bigEndian: bits) : Word(littleEndian: bits)
+      }
     }
   }
 
@@ -166,6 +191,8 @@ public struct NumPyArray: Equatable, Sendable {
     switch elements {
     case .uint8: descr = "|u1"
     case .float32: descr = "<f4"
+    case .int32: descr = "<i4"
+    case .int64: descr = "<i8"
     }
     let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
     var header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shapeText), }"
@@ -183,6 +210,10 @@ public struct NumPyArray: Equatable, Sendable {
         let bits = value.bitPattern.littleEndian
         data.append(contentsOf: [UInt8(bits & 0xFF), UInt8(bits >> 8 & 0xFF), UInt8(bits >> 16 & 0xFF), UInt8(bits >> 24)])
       }
+    case .int32(let values):
+      for value in values { data.append(contentsOf: (0..<4).map { UInt8(truncatingIfNeeded: UInt32(bitPattern: value) >> (8 * $0)) }) }
+    case .int64(let values):
+      for value in values { data.append(contentsOf: (0..<8).map { UInt8(truncatingIfNeeded: UInt64(bitPattern: value) >> (8 * $0)) }) }
     }
     return data
   }
@@ -193,6 +224,8 @@ struct NumPyHeader {
   enum DType: Equatable {
     case uint8
     case float32(bigEndian: Bool)
+    case int32(bigEndian: Bool)
+    case int64(bigEndian: Bool)
   }
 
   var dtype: DType
@@ -202,7 +235,8 @@ struct NumPyHeader {
   var itemSize: Int {
     switch dtype {
     case .uint8: 1
-    case .float32: 4
+    case .float32, .int32: 4
+    case .int64: 8
     }
   }
 
@@ -225,6 +259,10 @@ struct NumPyHeader {
     case "|u1", "<u1", ">u1", "=u1", "u1": dtype = .uint8
     case "<f4", "=f4", "f4": dtype = .float32(bigEndian: false)
     case ">f4": dtype = .float32(bigEndian: true)
+    case "<i4", "=i4", "i4": dtype = .int32(bigEndian: false)
+    case ">i4": dtype = .int32(bigEndian: true)
+    case "<i8", "=i8", "i8": dtype = .int64(bigEndian: false)
+    case ">i8": dtype = .int64(bigEndian: true)
     default: throw NumPyError.unsupportedDType(path: path, descr: descr)
     }
     guard case .bool(let fortran) = values["fortran_order"]! else { throw fail("'fortran_order' must be True or False") }
