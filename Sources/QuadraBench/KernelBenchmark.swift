@@ -61,7 +61,7 @@ public enum KernelBenchmark {
         let gflops = flops / seconds / 1e9
         results.append(KernelResult(name: name, gflops: gflops, fractionOfPeak: gflops / peak, seconds: seconds))
         progress(
-          name.padding(toLength: 20, withPad: " ", startingAt: 0)
+          name.padding(toLength: 28, withPad: " ", startingAt: 0)
             + String(format: "%8.2f GFLOP/s  %5.1f%% of peak", gflops, 100 * gflops / peak))
         if let warning = BenchmarkWarnings.abovePeak(name, fraction: gflops / peak) { warn(warning) }
       }
