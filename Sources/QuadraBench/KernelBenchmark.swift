@@ -23,15 +23,21 @@ public struct KernelReport: Codable, Sendable {
   public var results: [KernelResult]
   /// Conditions that make the numbers less trustworthy (more threads than cores, a kernel above the peak).
   public var warnings: [String]
+  /// The processor as the kernels see it (``QuadraCore/CPUInfo``): vector ISA and cache sizes.
+  public var cpu: String
+  /// The GEMM micro-kernel tile chosen for it (`rows`x`columns`).
+  public var gemmMicroKernel: String
 
   enum CodingKeys: String, CodingKey {
-    case threads, results, warnings
+    case threads, results, warnings, cpu
+    case gemmMicroKernel = "gemm_micro_kernel"
     case peakGFLOPS = "peak_gflops"
     case peakVectorWidth = "peak_vector_width"
   }
 }
 
-/// Measures the machine's FMA peak, then the GEMM shapes and the depthwise 7×7
+/// Measures the machine's FMA peak, then the GEMM shapes (one also with B prepacked, see
+/// ``QuadraCore/GEMM/PackedMatrix``) and the depthwise 7×7
 /// convolution that dominate QuadraNet, HorNet and ConvNeXt, as GFLOP/s and as a
 /// fraction of that peak (measured in the same process with the same thread count).
 public enum KernelBenchmark {
@@ -46,6 +52,7 @@ public enum KernelBenchmark {
         progress("warning: " + warning)
       }
       if let warning = BenchmarkWarnings.oversubscription(threads: threads) { warn(warning) }
+      progress("cpu: \(CPUInfo.current); GEMM micro-kernel \(GEMM.microKernel)")
       progress("measuring FMA peak with \(threads) thread(s)…")
       let peakMeasurement = try PeakFLOPS.measure(threads: threads)
       let peak = peakMeasurement.gflops
@@ -54,7 +61,7 @@ public enum KernelBenchmark {
         let gflops = flops / seconds / 1e9
         results.append(KernelResult(name: name, gflops: gflops, fractionOfPeak: gflops / peak, seconds: seconds))
         progress(
-          name.padding(toLength: 20, withPad: " ", startingAt: 0)
+          name.padding(toLength: 28, withPad: " ", startingAt: 0)
             + String(format: "%8.2f GFLOP/s  %5.1f%% of peak", gflops, 100 * gflops / peak))
         if let warning = BenchmarkWarnings.abovePeak(name, fraction: gflops / peak) { warn(warning) }
       }
@@ -70,6 +77,14 @@ public enum KernelBenchmark {
           backend.matrixMultiply(a, b, MatrixProduct(m: m, n: n, k: k), columnBias: nil, into: c)
         }
         record(name, flops: 2 * Double(m * n * k), seconds: seconds)
+        if name == "gemm_196x1536x384" {
+          // The same product with B packed once, as inference does with its weights.
+          let packed = GEMM.PackedMatrix(k: k, n: n, b: b.buffer.pointer, ldb: n, transposeB: false)
+          let prepacked = Stopwatch.best(repetitions: 5) {
+            GEMM.multiply(m: m, a: a.buffer.pointer, lda: k, packedB: packed, c: c.buffer.pointer, ldc: n)
+          }
+          record("gemm_prepacked_196x1536x384", flops: 2 * Double(m * n * k), seconds: prepacked)
+        }
       }
       var generator = RandomGenerator(seed: 2)
       let (batch, size, channels, kernel) = (32, 56, 64, 7)
@@ -88,7 +103,7 @@ public enum KernelBenchmark {
       record("dwconv7_backward", flops: 2 * flops, seconds: backward)
       return KernelReport(
         threads: threads, peakGFLOPS: peak, peakVectorWidth: peakMeasurement.vectorWidth, results: results,
-        warnings: warnings)
+        warnings: warnings, cpu: CPUInfo.current.description, gemmMicroKernel: GEMM.microKernel)
     }
   }
 }

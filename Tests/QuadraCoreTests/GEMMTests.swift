@@ -39,9 +39,11 @@ private func randomMatrix(rows: Int, columns: Int, ld: Int, using generator: ino
 }
 
 /// Runs GEMM on random data and compares with the Double reference; returns the number of bad elements.
-private func checkGEMM(
+/// `shape` forces a micro-kernel (default: the machine's), `blocking` replaces the cache blocking.
+func checkGEMM(
   m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, alpha: Float, beta: Float,
-  padding: Int = 0, threads: Int, seed: UInt64
+  padding: Int = 0, threads: Int, seed: UInt64,
+  shape: GEMM.MicroKernelShape? = nil, blocking: GEMM.Blocking? = nil
 ) -> Int {
   var generator = RandomGenerator(seed: seed)
   let lda = (transposeA ? m : k) + padding
@@ -59,13 +61,16 @@ private func checkGEMM(
     m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b, ldb: ldb, transposeB: transposeB,
     c: c, ldc: ldc, alpha: alpha, beta: beta)
   Parallel.withThreadCount(threads) {
-    a.withUnsafeBufferPointer { pa in
-      b.withUnsafeBufferPointer { pb in
-        c.withUnsafeMutableBufferPointer { pc in
-          GEMM.multiply(
-            m: m, n: n, k: k, a: pa.baseAddress!, lda: Swift.max(1, lda), transposeA: transposeA,
-            b: pb.baseAddress!, ldb: Swift.max(1, ldb), transposeB: transposeB,
-            c: pc.baseAddress!, ldc: Swift.max(1, ldc), alpha: alpha, beta: beta)
+    GEMM.$shapeOverride.withValue(shape) {
+      a.withUnsafeBufferPointer { pa in
+        b.withUnsafeBufferPointer { pb in
+          c.withUnsafeMutableBufferPointer { pc in
+            GEMM.multiply(
+              m: m, n: n, k: k, a: pa.baseAddress!, lda: Swift.max(1, lda), transposeA: transposeA,
+              b: pb.baseAddress!, ldb: Swift.max(1, ldb), transposeB: transposeB,
+              c: pc.baseAddress!, ldc: Swift.max(1, ldc), alpha: alpha, beta: beta, columnBias: nil,
+              blocking: blocking)
+          }
         }
       }
     }

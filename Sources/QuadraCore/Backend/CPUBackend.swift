@@ -395,15 +395,10 @@ public struct CPUBackend: Backend {
     biasGradient: Tensor?
   ) {
     let (n, h, w, c, k) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], weight.shape[0])
-    if let inputGradient {
-      DepthwiseConvolution.backwardInput(
-        outputGradient: outputGradient.buffer.pointer, weight: weight.buffer.pointer,
-        inputGradient: inputGradient.buffer.pointer, batch: n, height: h, width: w, channels: c, kernelSize: k)
-    }
-    DepthwiseConvolution.backwardWeight(
-      input: x.buffer.pointer, outputGradient: outputGradient.buffer.pointer,
-      weightGradient: weightGradient.buffer.pointer, biasGradient: biasGradient?.buffer.pointer,
-      batch: n, height: h, width: w, channels: c, kernelSize: k)
+    DepthwiseConvolution.backward(
+      input: x.buffer.pointer, weight: weight.buffer.pointer, outputGradient: outputGradient.buffer.pointer,
+      inputGradient: inputGradient?.buffer.pointer, weightGradient: weightGradient.buffer.pointer,
+      biasGradient: biasGradient?.buffer.pointer, batch: n, height: h, width: w, channels: c, kernelSize: k)
   }
 
   public func quadraticDepthwiseConvolution(

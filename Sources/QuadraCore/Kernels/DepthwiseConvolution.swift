@@ -557,6 +557,109 @@ public enum DepthwiseConvolution {
     withExtendedLifetime(scratch) {}
   }
 
+  /// Both gradients in one pass over the rows: `inputGradient` as in
+  /// ``backwardInput(outputGradient:weight:inputGradient:batch:height:width:channels:kernelSize:)``
+  /// (skipped when nil), `weightGradient` and `biasGradient` as in
+  /// ``backwardWeight(input:outputGradient:weightGradient:biasGradient:batch:height:width:channels:kernelSize:)``.
+  ///
+  /// The two passes each read `∂L/∂y` and copy it into padded channel-blocked rows; here each
+  /// `∂L/∂y` row is copied once into a ring of `k` padded rows, adds its weight-gradient
+  /// contribution while its `k` input rows are in the input ring, and `p` rows later serves the
+  /// input-gradient row that needs it. So `x` and `∂L/∂y` are each read once and `∂L/∂x` written
+  /// once: three passes over memory instead of four, which is what bounds this kernel on large
+  /// batches. Each thread recomputes the `p` gradient rows on either side of its range (copies only).
+  public static func backward(
+    input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+    inputGradient: UnsafeMutablePointer<Float>?, weightGradient: UnsafeMutablePointer<Float>,
+    biasGradient: UnsafeMutablePointer<Float>?,
+    batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
+  ) {
+    let s = Shape(
+      batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize,
+      op: "depthwiseConv2D backward")
+    guard let inputGradient else {
+      backwardWeight(
+        input: input, outputGradient: outputGradient, weightGradient: weightGradient, biasGradient: biasGradient,
+        batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize)
+      return
+    }
+    backward(
+      input: input, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient,
+      weightGradient: weightGradient, biasGradient: biasGradient, shape: s, chunks: backwardChunks(s))
+  }
+
+  /// Row ranges for the fused backward pass: as many as the forward uses, but each at least `2k`
+  /// rows, so the halo rows copied twice stay a small fraction of the work.
+  static func backwardChunks(_ s: Shape) -> Int {
+    Swift.max(1, Swift.min(s.chunks, s.rows / (2 * s.kernelSize)))
+  }
+
+  /// The fused backward pass with the rows split into `chunks` ranges (tests force several).
+  static func backward(
+    input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+    inputGradient: UnsafeMutablePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
+    biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape, chunks: Int
+  ) {
+    let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
+    let ringCount = k * s.paddedRowCount
+    let partialCount = Self.partialCount(s)
+    // Per chunk: the input ring, the gradient ring and the weight-gradient partial.
+    let perChunk = 2 * ringCount + partialCount
+    let biasCount = s.blocks * lanes
+    let scratch = Tensor(uninitializedShape: [s.packedWeightCount + biasCount + chunks * perChunk])
+    let flipped = scratch.buffer.pointer
+    let zeroBias = flipped + s.packedWeightCount
+    let chunkBase = zeroBias + biasCount
+    packWeight(weight, into: flipped, shape: s, flipped: true)
+    packBias(nil, into: zeroBias, shape: s)
+    let hasBias = biasGradient != nil
+
+    Parallel.forEach(chunks) { chunk in
+      let inputRing = chunkBase + chunk * perChunk
+      let gradientRing = inputRing + ringCount
+      let partial = gradientRing + ringCount
+      // Pad columns and unused lanes of the gradient rows stay zero; rows only write real elements.
+      gradientRing.initialize(repeating: 0, count: ringCount)
+      partial.initialize(repeating: 0, count: partialCount)
+      withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * k) { table in
+        let inputRows = table.baseAddress!
+        let gradientRows = inputRows + k
+        var ring = PaddedRowRing(input: input, shape: s, storage: inputRing, rows: inputRows)
+        let rows = s.chunkRows(chunk, of: chunks)
+        var next = Int.min  // the next gradient row to copy into the ring (flattened n · H + h)
+        for row in rows {
+          // ∂L/∂x of `row` needs the gradient rows within p of it, inside its image.
+          let image = row - row % H, h = row % H
+          next = Swift.max(next, image + Swift.max(0, h - p))
+          while next <= image + Swift.min(H - 1, h + p) {
+            let slot = gradientRing + ((next % H) % k) * s.paddedRowCount
+            scatterRow(outputGradient + next * s.width * C, into: slot + p * lanes, shape: s, blockStride: s.blockRowCount)
+            // Halo rows belong to the neighbouring range's weight gradient.
+            if rows.contains(next) {
+              let khRange = ring.prepare(row: next)
+              weightRow(
+                rows: UnsafePointer(inputRows), khRange: khRange, outputGradient: slot + p * lanes,
+                gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias)
+            }
+            next += 1
+          }
+          let khRange = s.kernelRows(at: h)
+          for kh in khRange {
+            gradientRows[kh] = UnsafePointer(gradientRing + ((h - p + kh) % k) * s.paddedRowCount)
+          }
+          forwardRow(
+            rows: UnsafePointer(gradientRows), khRange: khRange, weight: flipped, bias: zeroBias,
+            output: inputGradient + row * s.width * C, shape: s)
+        }
+      }
+    }
+
+    reducePartials(
+      first: chunkBase + 2 * ringCount, stride: perChunk, chunks: chunks, shape: s,
+      weightGradient: weightGradient, biasGradient: biasGradient)
+    withExtendedLifetime(scratch) {}
+  }
+
   /// Floats of one thread's packed weight-gradient partial: `[blocks][k][k][8]` then `[blocks][8]` (bias).
   static func partialCount(_ s: Shape) -> Int { s.packedWeightCount + s.blocks * lanes }
 
@@ -598,9 +701,21 @@ public enum DepthwiseConvolution {
       let g = dy + block * gradientBlockStride
       if hasBias {
         let biasPartial = partial + s.packedWeightCount + block * lanes
-        var sum = Vector.zero
-        for w in 0..<W { sum += load(g + w * lanes) }
-        store(load(biasPartial) + sum, biasPartial)
+        // Four partial sums, so the adds do not wait on each other's latency.
+        var s0 = Vector.zero, s1 = Vector.zero, s2 = Vector.zero, s3 = Vector.zero
+        var w = 0
+        while w + 4 <= W {
+          s0 += load(g + w * lanes)
+          s1 += load(g + (w + 1) * lanes)
+          s2 += load(g + (w + 2) * lanes)
+          s3 += load(g + (w + 3) * lanes)
+          w += 4
+        }
+        while w < W {
+          s0 += load(g + w * lanes)
+          w += 1
+        }
+        store(load(biasPartial) + ((s0 + s1) + (s2 + s3)), biasPartial)
       }
       for kh in khRange {
         let x = rows[kh] + block * s.blockRowCount

@@ -9,22 +9,104 @@ import Synchronization
 /// When `beta == 0`, `C` is not read (it may be uninitialized).
 ///
 /// The implementation follows the BLIS design: `op(B)` is copied in `kc × nc` blocks into
-/// panels of ``nr`` columns and `op(A)` in `mc × kc` blocks into panels of ``mr`` rows, so the
+/// panels of `nr` columns and `op(A)` in `mc × kc` blocks into panels of `mr` rows, so the
 /// micro-kernel reads both operands contiguously whatever the transposition, and the
-/// `mr × nr` tile of `C` lives in 12 vector registers for the whole `kc` loop.
-/// The blocks are sized so a B micro-panel stays in L1 and an A block in L2.
+/// `mr × nr` tile of `C` stays in vector registers for the whole `kc` loop.
+///
+/// ## Per machine
+/// - The micro-kernel (``MicroKernelShape``) is chosen once per process from the vector ISA
+///   ``CPUInfo/current`` reports: 14 × 32 with 16-lane vectors where AVX-512's 32 registers exist,
+///   6 × 16 with 8-lane vectors for AVX2's 16 (and for the portable build, which assumes neither).
+/// - The blocking (``Blocking``) follows the machine's cache sizes: a `kc × nr` B micro-panel fills
+///   half the L1 data cache, an `mc × kc` A block half of L2, a `kc × nc` B block a slice of L3.
+///
+/// Both kernels give the same results up to rounding (the sums are accumulated in a different order).
 public enum GEMM {
-  /// Rows of a micro-tile: 6 rows × 2 vectors = 12 accumulators, plus 2 B vectors and one
-  /// broadcast A value fill the 16 AVX registers.
-  static let mr = 6
-  /// Columns of a micro-tile (two `SIMD8<Float>`).
-  static let nr = 16
-  /// Depth of a packed block: a `kc × nr` B micro-panel (16 KiB) stays in the 32 KiB L1.
-  static let kcMax = 256
-  /// Rows of a packed A block: `mc × kc` floats (144 KiB) stay in L2.
-  static let mcMax = 144
-  /// Columns of a packed B block: `kc × nc` floats (1 MiB) stay in L3.
-  static let ncMax = 1024
+  /// A register-tile shape of the micro-kernel: `mr` rows × `nr` columns of `C` per tile.
+  enum MicroKernelShape: CaseIterable, Sendable, CustomStringConvertible {
+    /// ``GEMMKernel6x16``: AVX2 (16 × 256-bit registers) and the portable build.
+    case rows6Columns16
+    /// ``GEMMKernel14x32``: AVX-512 (32 × 512-bit registers).
+    case rows14Columns32
+
+    var mr: Int { self == .rows6Columns16 ? GEMMKernel6x16.mr : GEMMKernel14x32.mr }
+    var nr: Int { self == .rows6Columns16 ? GEMMKernel6x16.nr : GEMMKernel14x32.nr }
+    var description: String { "\(mr)x\(nr)" }
+
+    /// The shape for a processor with `isa`, in this build.
+    static func preferred(for isa: CPUInfo.VectorISA) -> MicroKernelShape {
+      #if QUADRANET_PORTABLE
+        // The portable build targets baseline x86-64: SIMD16 would be four SSE registers per vector.
+        return .rows6Columns16
+      #else
+        return isa >= .avx512 ? .rows14Columns32 : .rows6Columns16
+      #endif
+    }
+  }
+
+  /// Cache blocking for one micro-kernel shape: the packed blocks' sizes in floats' rows and columns.
+  struct Blocking: Equatable, Sendable {
+    /// Depth of a packed block (rows of a B micro-panel).
+    var kc: Int
+    /// Rows of a packed A block (a multiple of `mr`).
+    var mc: Int
+    /// Columns of a packed B block (a multiple of `nr`).
+    var nc: Int
+
+    init(kc: Int, mc: Int, nc: Int) {
+      (self.kc, self.mc, self.nc) = (kc, mc, nc)
+    }
+
+    /// Blocks sized from `cpu`'s caches (4-byte floats):
+    ///
+    ///     kc = L1d · share / (4 · nr)      (a kc × nr B micro-panel in L1; 64…512)
+    ///     mc = L2 / 2 / (4 · kc), ↓ mr     (an mc × kc A block in half of L2; mr…4096)
+    ///     nc = L3 / 16 / (4 · kc), ↓ nr    (a kc × nc B block in a slice of the shared L3; nr…4096)
+    ///
+    /// `share` is ½ for the 6 × 16 kernel, which loads two B vectors per 12 FMAs and needs them in L1
+    /// next to the streaming A panels. The 14 × 32 kernel loads two B vectors per 28 FMAs, so the B
+    /// panel may fill all of L1 (`share` = 1) and spill to L2 without slowing it; the deeper `kc`
+    /// halves the passes over `C` (on Zen 4, 32 KiB L1d: kc = 256 instead of 128, measured 0.84 of
+    /// peak instead of 0.71 on a 1024³ product). L3 is shared by the cores, hence its small slice.
+    init(shape: MicroKernelShape, cpu: CPUInfo) {
+      let floatBytes = MemoryLayout<Float>.stride
+      let l1Share = shape == .rows14Columns32 ? cpu.level1DataCacheBytes : cpu.level1DataCacheBytes / 2
+      kc = Swift.min(512, Swift.max(64, l1Share / (floatBytes * shape.nr)))
+      let mcFit = cpu.level2CacheBytes / 2 / (floatBytes * kc) / shape.mr * shape.mr
+      mc = Swift.min(4096 / shape.mr * shape.mr, Swift.max(shape.mr, mcFit))
+      let ncFit = cpu.level3CacheBytes / 16 / (floatBytes * kc) / shape.nr * shape.nr
+      nc = Swift.min(4096, Swift.max(shape.nr, ncFit))
+    }
+
+    /// The depth of the packed blocks for a product of depth `k`: `k` itself up to 1.5 · `kc` (one
+    /// pass over `C` instead of two; the panel then overflows L1 by at most half, into L2), otherwise
+    /// `k` split into equal blocks of at most `kc`.
+    func depth(_ k: Int) -> Int {
+      k <= kc + kc / 2 ? Swift.max(k, 1) : GEMM.balancedBlock(k, maximum: kc, multiple: 1)
+    }
+  }
+
+  /// The shape this process uses unless a test forces one (``shapeOverride``).
+  static let automaticShape = MicroKernelShape.preferred(for: CPUInfo.current.vectorISA)
+
+  /// Forces a micro-kernel shape inside a task (tests run every shape on any machine this way).
+  /// Read once per call on the calling thread, so a forced shape also holds on the worker threads.
+  @TaskLocal static var shapeOverride: MicroKernelShape?
+
+  /// The micro-kernel tile this process uses, as `rows`x`columns` (`14x32` with AVX-512, `6x16` otherwise).
+  public static var microKernel: String { automaticShape.description }
+
+  /// The shape the next call on this task uses.
+  static var currentShape: MicroKernelShape { shapeOverride ?? automaticShape }
+
+  /// The blocking of each shape for this machine, computed once.
+  private static let blockings: [Blocking] = MicroKernelShape.allCases.map {
+    Blocking(shape: $0, cpu: CPUInfo.current)
+  }
+
+  static func blocking(for shape: MicroKernelShape) -> Blocking {
+    blockings[shape == .rows6Columns16 ? 0 : 1]
+  }
 
   /// `C = alpha · op(A) · op(B) + beta · C` on row-major storage, using up to ``Parallel/threadCount`` threads.
   ///
@@ -49,17 +131,17 @@ public enum GEMM {
   /// `columnBias[j]` to every element of column `j`:
   /// `C = alpha · op(A) · op(B) + beta · C + 1 · biasᵀ`, in the kernel's epilogue (no extra pass over `C`).
   /// `parallel: false` keeps it on the calling thread (for callers that already run in parallel).
+  /// `blocking` replaces the machine's cache blocking (tests use tiny blocks to cross every boundary).
   static func multiply(
     m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
     b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
     c: UnsafeMutablePointer<Float>, ldc: Int,
-    alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?, parallel: Bool = true
+    alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?, parallel: Bool = true,
+    blocking customBlocking: Blocking? = nil
   ) {
     opPrecondition(m >= 0 && n >= 0 && k >= 0, "GEMM: negative size m=\(m) n=\(n) k=\(k)")
-    opPrecondition(
-      lda >= Swift.max(1, transposeA ? m : k),
-      "GEMM: lda=\(lda) too small for \(transposeA ? "Aᵀ" : "A") with m=\(m) k=\(k)")
+    checkStrideA(m: m, k: k, lda: lda, transposeA: transposeA)
     opPrecondition(
       ldb >= Swift.max(1, transposeB ? k : n),
       "GEMM: ldb=\(ldb) too small for \(transposeB ? "Bᵀ" : "B") with k=\(k) n=\(n)")
@@ -69,55 +151,54 @@ public enum GEMM {
       scaleOnly(m: m, n: n, c: c, ldc: ldc, beta: beta, columnBias: columnBias)
       return
     }
+    let shape = currentShape
+    let source = OperandB.matrix(b, ldb: ldb, transposed: transposeB)
+    switch shape {
+    case .rows6Columns16:
+      run(
+        GEMMKernel6x16.self, blocking: customBlocking ?? blocking(for: shape), m: m, n: n, k: k, a: a, lda: lda,
+        transposeA: transposeA, b: source, c: c, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias,
+        parallel: parallel)
+    case .rows14Columns32:
+      run(
+        GEMMKernel14x32.self, blocking: customBlocking ?? blocking(for: shape), m: m, n: n, k: k, a: a, lda: lda,
+        transposeA: transposeA, b: source, c: c, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias,
+        parallel: parallel)
+    }
+  }
 
-    let threads = parallel ? Parallel.threadCount : 1
-    let rowBlocks = (m + mr - 1) / mr
-    let columnBlocks = (n + nr - 1) / nr
-    // About 0.25 M multiply-adds per chunk (~10 µs), so thread dispatch stays a small cost.
-    let minimumWork = 1 << 18
-    // Each chunk runs the whole blocked algorithm on its slice of C, packing its own copy of the
-    // operand it shares with the other chunks, so chunks share no mutable state. Splitting rows
-    // repacks op(B) in every chunk, splitting columns repacks op(A); pick the split whose slowest
-    // chunk (multiply-adds plus packing, a packed element costing about 8 multiply-adds) is cheaper.
-    let splitRows: Bool = {
-      let packCost = 8
-      let rowChunk = Swift.min(m, (rowBlocks + threads - 1) / threads * mr)
-      let rowCost = rowChunk * n * k + packCost * (k * n + rowChunk * k * ((n + ncMax - 1) / ncMax))
-      let columnChunk = Swift.min(n, (columnBlocks + threads - 1) / threads * nr)
-      let columnCost = m * columnChunk * k + packCost * (k * columnChunk + m * k * ((columnChunk + ncMax - 1) / ncMax))
-      return rowCost <= columnCost
-    }()
-    if threads > 1 && splitRows {
-      let minimumChunk = Swift.max(1, minimumWork / (mr * n * k))
-      Parallel.forRanges(rowBlocks, minimumChunk: minimumChunk) { blocks in
-        let start = blocks.lowerBound * mr
-        let end = Swift.min(m, blocks.upperBound * mr)
-        serial(
-          m: end - start, n: n, k: k,
-          a: transposeA ? a + start : a + start * lda, lda: lda, transposeA: transposeA,
-          b: b, ldb: ldb, transposeB: transposeB,
-          c: c + start * ldc, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias)
+  static func checkStrideA(m: Int, k: Int, lda: Int, transposeA: Bool) {
+    opPrecondition(
+      lda >= Swift.max(1, transposeA ? m : k),
+      "GEMM: lda=\(lda) too small for \(transposeA ? "Aᵀ" : "A") with m=\(m) k=\(k)")
+  }
+
+  /// Where the micro-kernels' B panels come from.
+  enum OperandB {
+    /// Packed on the fly from `B` as stored (row stride `ldb`, `n × k` when `transposed`).
+    case matrix(UnsafePointer<Float>, ldb: Int, transposed: Bool)
+    /// Already packed (``PackedMatrix``): the `kc`-row block starting at row `pc` holds
+    /// `paddedColumns / nr` panels of `kc × nr` floats from `storage + pc · paddedColumns`;
+    /// this operand starts `columnOffset` columns (a multiple of `nr`) into it.
+    case packed(UnsafePointer<Float>, paddedColumns: Int, kc: Int, columnOffset: Int)
+
+    /// The same operand from column `start` on (a multiple of `nr` for packed operands).
+    func columns(from start: Int) -> OperandB {
+      switch self {
+      case .matrix(let b, let ldb, let transposed):
+        .matrix(transposed ? b + start * ldb : b + start, ldb: ldb, transposed: transposed)
+      case .packed(let storage, let paddedColumns, let kc, let offset):
+        .packed(storage, paddedColumns: paddedColumns, kc: kc, columnOffset: offset + start)
       }
-    } else if threads > 1 {
-      let minimumChunk = Swift.max(1, minimumWork / (nr * m * k))
-      Parallel.forRanges(columnBlocks, minimumChunk: minimumChunk) { blocks in
-        let start = blocks.lowerBound * nr
-        let end = Swift.min(n, blocks.upperBound * nr)
-        serial(
-          m: m, n: end - start, k: k,
-          a: a, lda: lda, transposeA: transposeA,
-          b: transposeB ? b + start * ldb : b + start, ldb: ldb, transposeB: transposeB,
-          c: c + start, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias.map { $0 + start })
-      }
-    } else {
-      serial(
-        m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b, ldb: ldb, transposeB: transposeB,
-        c: c, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias)
+    }
+
+    var isPacked: Bool {
+      if case .packed = self { true } else { false }
     }
   }
 
   /// `C = beta · C + bias` for the degenerate products (`k == 0` or `alpha == 0`).
-  private static func scaleOnly(
+  static func scaleOnly(
     m: Int, n: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float, columnBias: UnsafePointer<Float>?
   ) {
     for i in 0..<m {
@@ -132,39 +213,108 @@ public enum GEMM {
   /// Splits `total` into the fewest blocks of at most `maximum`, of nearly equal size rounded up to
   /// `multiple`, so the last block is not a thin remainder.
   @inline(__always)
-  private static func balancedBlock(_ total: Int, maximum: Int, multiple: Int) -> Int {
+  static func balancedBlock(_ total: Int, maximum: Int, multiple: Int) -> Int {
     let blocks = (total + maximum - 1) / maximum
     let size = (total + blocks - 1) / blocks
     return Swift.min(maximum, (size + multiple - 1) / multiple * multiple)
   }
 
-  /// The blocked algorithm on one thread.
-  private static func serial(
-    m: Int, n: Int, k: Int,
-    a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
-    b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
+  /// Splits the product over up to ``Parallel/threadCount`` threads (when `parallel`) and runs the
+  /// blocked algorithm with micro-kernel `K` on each slice of `C`.
+  static func run<K: GEMMMicroKernel>(
+    _ kernel: K.Type, blocking: Blocking, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, transposeA: Bool, b: OperandB,
+    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?,
+    parallel: Bool
+  ) {
+    let mr = K.mr, nr = K.nr
+    let kc: Int
+    if case .packed(_, _, let packedDepth, _) = b { kc = packedDepth } else { kc = blocking.depth(k) }
+    let threads = parallel ? Parallel.threadCount : 1
+    let rowBlocks = (m + mr - 1) / mr
+    let columnBlocks = (n + nr - 1) / nr
+    // About 0.25 M multiply-adds per chunk (~10 µs), so thread dispatch stays a small cost.
+    let minimumWork = 1 << 18
+    // Each chunk runs the whole blocked algorithm on its slice of C, packing its own copy of the
+    // operand it shares with the other chunks, so chunks share no mutable state. Splitting rows
+    // repacks op(B) in every chunk (unless it is prepacked), splitting columns repacks op(A); pick
+    // the split whose slowest chunk (multiply-adds plus packing, a packed element costing about
+    // 8 multiply-adds) is cheaper. Chunks are whole tiles, so both threads get equal work when the
+    // tile count divides evenly.
+    let splitRows: Bool = {
+      let packCost = 8
+      let packBCost = b.isPacked ? 0 : packCost
+      let rowChunk = Swift.min(m, (rowBlocks + threads - 1) / threads * mr)
+      let rowCost =
+        rowChunk * n * k + packBCost * k * n + packCost * rowChunk * k * ((n + blocking.nc - 1) / blocking.nc)
+      let columnChunk = Swift.min(n, (columnBlocks + threads - 1) / threads * nr)
+      let columnCost =
+        m * columnChunk * k + packBCost * k * columnChunk
+        + packCost * m * k * ((columnChunk + blocking.nc - 1) / blocking.nc)
+      return rowCost <= columnCost
+    }()
+    if threads > 1 && splitRows {
+      let minimumChunk = Swift.max(1, minimumWork / (mr * n * k))
+      Parallel.forRanges(rowBlocks, minimumChunk: minimumChunk) { blocks in
+        let start = blocks.lowerBound * mr
+        let end = Swift.min(m, blocks.upperBound * mr)
+        serial(
+          K.self, blocking: blocking, kc: kc, m: end - start, n: n, k: k,
+          a: transposeA ? a + start : a + start * lda, lda: lda, transposeA: transposeA, b: b,
+          c: c + start * ldc, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias)
+      }
+    } else if threads > 1 {
+      let minimumChunk = Swift.max(1, minimumWork / (nr * m * k))
+      Parallel.forRanges(columnBlocks, minimumChunk: minimumChunk) { blocks in
+        let start = blocks.lowerBound * nr
+        let end = Swift.min(n, blocks.upperBound * nr)
+        serial(
+          K.self, blocking: blocking, kc: kc, m: m, n: end - start, k: k,
+          a: a, lda: lda, transposeA: transposeA, b: b.columns(from: start),
+          c: c + start, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias.map { $0 + start })
+      }
+    } else {
+      serial(
+        K.self, blocking: blocking, kc: kc, m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b,
+        c: c, ldc: ldc, alpha: alpha, beta: beta, columnBias: columnBias)
+    }
+  }
+
+  /// The blocked algorithm on one thread, with B blocks of depth `kc`.
+  private static func serial<K: GEMMMicroKernel>(
+    _ kernel: K.Type, blocking: Blocking, kc: Int, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, transposeA: Bool, b: OperandB,
     c: UnsafeMutablePointer<Float>, ldc: Int,
     alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?
   ) {
-    let kc = balancedBlock(k, maximum: kcMax, multiple: 1)
-    let mc = balancedBlock(m, maximum: mcMax, multiple: mr)
-    let nc = balancedBlock(n, maximum: ncMax, multiple: nr)
+    let mr = K.mr, nr = K.nr
+    let mc = balancedBlock(m, maximum: blocking.mc, multiple: mr)
+    let nc = balancedBlock(n, maximum: blocking.nc, multiple: nr)
     let packedACount = mc * kc
-    let packedBCount = nc * kc
+    let packedBCount = b.isPacked ? 0 : nc * kc
     GEMMScratch.withBuffer(count: packedACount + packedBCount + mr * nr) { scratch in
-      let packedB = scratch
-      let packedA = scratch + packedBCount
-      let tile = packedA + packedACount
+      // B panels are read with aligned vector loads: the buffer is 64-byte aligned, and every panel
+      // (kc · nr floats, nr a multiple of 16) and the tile (mr · nr floats) keep that alignment.
+      let packBuffer = scratch
+      let tile = packBuffer + packedBCount
+      let packedA = tile + mr * nr
       var jc = 0
       while jc < n {
         let ncCurrent = Swift.min(nc, n - jc)
         var pc = 0
         while pc < k {
           let kcCurrent = Swift.min(kc, k - pc)
-          packB(
-            k: kcCurrent, n: ncCurrent,
-            b: transposeB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb: ldb, transposeB: transposeB,
-            into: packedB)
+          let packedB: UnsafePointer<Float>
+          switch b {
+          case .matrix(let source, let ldb, let transposed):
+            packB(
+              K.self, k: kcCurrent, n: ncCurrent,
+              b: transposed ? source + jc * ldb + pc : source + pc * ldb + jc, ldb: ldb, transposeB: transposed,
+              into: packBuffer)
+            packedB = UnsafePointer(packBuffer)
+          case .packed(let storage, let paddedColumns, _, let columnOffset):
+            packedB = storage + pc * paddedColumns + (columnOffset + jc) * kcCurrent
+          }
           // Only the first pass over k applies the caller's beta and the bias; later passes accumulate.
           let blockBeta: Float = pc == 0 ? beta : 1
           let blockBias = pc == 0 ? columnBias.map { $0 + jc } : nil
@@ -172,21 +322,20 @@ public enum GEMM {
           while ic < m {
             let mcCurrent = Swift.min(mc, m - ic)
             packA(
-              m: mcCurrent, k: kcCurrent,
+              K.self, m: mcCurrent, k: kcCurrent,
               a: transposeA ? a + pc * lda + ic : a + ic * lda + pc, lda: lda, transposeA: transposeA,
               into: packedA)
             var jr = 0
             while jr < ncCurrent {
               let columns = Swift.min(nr, ncCurrent - jr)
-              let bPanel = UnsafePointer(packedB + jr * kcCurrent)
+              let bPanel = packedB + jr * kcCurrent
               let tileBias = blockBias.map { $0 + jr }
               var ir = 0
               while ir < mcCurrent {
-                let rows = Swift.min(mr, mcCurrent - ir)
-                microKernel(
+                K.compute(
                   k: kcCurrent, a: UnsafePointer(packedA + ir * kcCurrent), b: bPanel,
                   c: c + (ic + ir) * ldc + jc + jr, ldc: ldc, alpha: alpha, beta: blockBeta, bias: tileBias,
-                  rows: rows, columns: columns, tile: tile)
+                  rows: Swift.min(mr, mcCurrent - ir), columns: columns, tile: tile)
                 ir += mr
               }
               jr += nr
@@ -200,11 +349,14 @@ public enum GEMM {
     }
   }
 
-  /// Copies `op(B)` (`k × n`) into panels of ``nr`` columns: panel `q` holds columns
+  /// Copies `op(B)` (`k × n`) into panels of `nr` columns: panel `q` holds columns
   /// `q·nr ..< q·nr + nr` as `k` consecutive rows of `nr` floats, zero-padded past `n`.
-  private static func packB(
-    k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, into packed: UnsafeMutablePointer<Float>
+  static func packB<K: GEMMMicroKernel>(
+    _ kernel: K.Type, k: Int, n: Int, b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
+    into packed: UnsafeMutablePointer<Float>
   ) {
+    typealias V = SIMD8<Float>
+    let nr = K.nr
     var jr = 0
     var panel = packed
     while jr < n {
@@ -216,10 +368,10 @@ public enum GEMM {
           for p in 0..<k {
             let raw = UnsafeRawPointer(source)
             let destination = UnsafeMutableRawPointer(panel + p * nr)
-            destination.storeBytes(of: raw.loadUnaligned(as: SIMD8<Float>.self), as: SIMD8<Float>.self)
-            destination.storeBytes(
-              of: raw.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self), toByteOffset: 32,
-              as: SIMD8<Float>.self)
+            for offset in stride(from: 0, to: nr * 4, by: 32) {
+              destination.storeBytes(
+                of: raw.loadUnaligned(fromByteOffset: offset, as: V.self), toByteOffset: offset, as: V.self)
+            }
             source += ldb
           }
         } else {
@@ -251,35 +403,31 @@ public enum GEMM {
     }
   }
 
-  /// Copies `op(A)` (`m × k`) into panels of ``mr`` rows: panel `q` holds rows `q·mr ..< q·mr + mr`
+  /// Copies `op(A)` (`m × k`) into panels of `mr` rows: panel `q` holds rows `q·mr ..< q·mr + mr`
   /// column by column (`mr` consecutive floats per column), zero-padded past `m`.
-  private static func packA(
-    m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transposeA: Bool, into packed: UnsafeMutablePointer<Float>
+  private static func packA<K: GEMMMicroKernel>(
+    _ kernel: K.Type, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
+    into packed: UnsafeMutablePointer<Float>
   ) {
+    let mr = K.mr
     var ir = 0
     var panel = packed
     while ir < m {
       let rows = Swift.min(mr, m - ir)
       if !transposeA {
+        let source = a + ir * lda
         if rows == mr {
-          // Walk the six rows together, so each column of the panel is written as six
-          // consecutive floats (the compiler turns this into vector loads and shuffles).
-          let r0 = a + ir * lda, r1 = r0 + lda, r2 = r1 + lda
-          let r3 = r2 + lda, r4 = r3 + lda, r5 = r4 + lda
+          // Walk the mr rows together (mr is a constant here, so this unrolls), writing each
+          // column of the panel as mr consecutive floats.
           for p in 0..<k {
             let destination = panel + p * mr
-            destination[0] = r0[p]
-            destination[1] = r1[p]
-            destination[2] = r2[p]
-            destination[3] = r3[p]
-            destination[4] = r4[p]
-            destination[5] = r5[p]
+            for i in 0..<mr { destination[i] = source[i * lda + p] }
           }
         } else {
           for i in 0..<mr {
             if i < rows {
-              let source = a + (ir + i) * lda
-              for p in 0..<k { panel[p * mr + i] = source[p] }
+              let row = source + i * lda
+              for p in 0..<k { panel[p * mr + i] = row[p] }
             } else {
               for p in 0..<k { panel[p * mr + i] = 0 }
             }
@@ -290,12 +438,7 @@ public enum GEMM {
         var source = a + ir
         if rows == mr {
           for p in 0..<k {
-            let from = UnsafeRawPointer(source)
-            let destination = UnsafeMutableRawPointer(panel + p * mr)
-            destination.storeBytes(of: from.loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
-            destination.storeBytes(
-              of: from.loadUnaligned(fromByteOffset: 16, as: SIMD2<Float>.self), toByteOffset: 16,
-              as: SIMD2<Float>.self)
+            (panel + p * mr).update(from: source, count: mr)
             source += lda
           }
         } else {
@@ -309,96 +452,6 @@ public enum GEMM {
       }
       panel += k * mr
       ir += mr
-    }
-  }
-
-  /// Computes one `mr × nr` tile: `C[rows, columns] = alpha · Apanel · Bpanel + beta · C + bias`.
-  ///
-  /// The 12 accumulators are separate locals so the compiler keeps them in registers; each step
-  /// of the `k` loop loads two B vectors and broadcasts six A values into 12 fused multiply-adds.
-  @inline(__always)
-  private static func microKernel(
-    k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
-    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
-    rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
-  ) {
-    typealias V = SIMD8<Float>
-    var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
-    var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
-    var ap = a
-    var bp = UnsafeRawPointer(b)
-    for _ in 0..<k {
-      let b0 = bp.load(as: V.self)
-      let b1 = bp.load(fromByteOffset: 32, as: V.self)
-      var x = V(repeating: ap[0])
-      c00 = multiplyAdd(c00, x, b0)
-      c01 = multiplyAdd(c01, x, b1)
-      x = V(repeating: ap[1])
-      c10 = multiplyAdd(c10, x, b0)
-      c11 = multiplyAdd(c11, x, b1)
-      x = V(repeating: ap[2])
-      c20 = multiplyAdd(c20, x, b0)
-      c21 = multiplyAdd(c21, x, b1)
-      x = V(repeating: ap[3])
-      c30 = multiplyAdd(c30, x, b0)
-      c31 = multiplyAdd(c31, x, b1)
-      x = V(repeating: ap[4])
-      c40 = multiplyAdd(c40, x, b0)
-      c41 = multiplyAdd(c41, x, b1)
-      x = V(repeating: ap[5])
-      c50 = multiplyAdd(c50, x, b0)
-      c51 = multiplyAdd(c51, x, b1)
-      ap += mr
-      bp += nr * MemoryLayout<Float>.stride
-    }
-
-    if rows == mr && columns == nr {
-      var bias0 = V(), bias1 = V()
-      if let bias {
-        bias0 = UnsafeRawPointer(bias).loadUnaligned(as: V.self)
-        bias1 = UnsafeRawPointer(bias).loadUnaligned(fromByteOffset: 32, as: V.self)
-      }
-      @inline(__always) func store(_ row: Int, _ v0: V, _ v1: V) {
-        let destination = UnsafeMutableRawPointer(c + row * ldc)
-        var r0 = v0 * alpha + bias0
-        var r1 = v1 * alpha + bias1
-        if beta != 0 {
-          r0 = multiplyAdd(r0, V(repeating: beta), destination.loadUnaligned(as: V.self))
-          r1 = multiplyAdd(r1, V(repeating: beta), destination.loadUnaligned(fromByteOffset: 32, as: V.self))
-        }
-        destination.storeBytes(of: r0, as: V.self)
-        destination.storeBytes(of: r1, toByteOffset: 32, as: V.self)
-      }
-      store(0, c00, c01)
-      store(1, c10, c11)
-      store(2, c20, c21)
-      store(3, c30, c31)
-      store(4, c40, c41)
-      store(5, c50, c51)
-    } else {
-      // Edge tile: spill the accumulators and write only the valid part.
-      let raw = UnsafeMutableRawPointer(tile)
-      raw.storeBytes(of: c00, toByteOffset: 0, as: V.self)
-      raw.storeBytes(of: c01, toByteOffset: 32, as: V.self)
-      raw.storeBytes(of: c10, toByteOffset: 64, as: V.self)
-      raw.storeBytes(of: c11, toByteOffset: 96, as: V.self)
-      raw.storeBytes(of: c20, toByteOffset: 128, as: V.self)
-      raw.storeBytes(of: c21, toByteOffset: 160, as: V.self)
-      raw.storeBytes(of: c30, toByteOffset: 192, as: V.self)
-      raw.storeBytes(of: c31, toByteOffset: 224, as: V.self)
-      raw.storeBytes(of: c40, toByteOffset: 256, as: V.self)
-      raw.storeBytes(of: c41, toByteOffset: 288, as: V.self)
-      raw.storeBytes(of: c50, toByteOffset: 320, as: V.self)
-      raw.storeBytes(of: c51, toByteOffset: 352, as: V.self)
-      for i in 0..<rows {
-        let destination = c + i * ldc
-        let source = tile + i * nr
-        for j in 0..<columns {
-          var value = alpha * source[j] + (bias?[j] ?? 0)
-          if beta != 0 { value += beta * destination[j] }
-          destination[j] = value
-        }
-      }
     }
   }
 }
@@ -418,7 +471,7 @@ func multiplyAdd(_ acc: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> S
 
 /// Reusable packing buffers for ``GEMM``, one per concurrently running GEMM slice.
 ///
-/// Packing needs up to ~1.2 MiB per thread; allocating that per call would page-fault fresh memory
+/// Packing needs a few MiB per thread (see ``GEMM/Blocking``); allocating that per call would page-fault fresh memory
 /// every time, so buffers go back to a small pool after each call. They are not tensors, so they
 /// are not counted by ``MemoryAllocator``.
 enum GEMMScratch {

@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+
+@testable import QuadraCore
+
+@Suite struct CPUInfoTests {
+  @Test func parsesSysfsCacheSizes() {
+    #expect(CPUInfo.cacheBytes("32K\n") == 32 << 10)
+    #expect(CPUInfo.cacheBytes("1024K") == 1 << 20)
+    #expect(CPUInfo.cacheBytes("32M") == 32 << 20)
+    #expect(CPUInfo.cacheBytes("65536") == 65536)
+    for bad in ["", "K", "-4K", "12X", "100", "99999999999999999999K", "2000G"] {
+      #expect(CPUInfo.cacheBytes(bad) == nil, "\(bad)")
+    }
+  }
+
+  @Test func readsTheVectorISAFromTheFlags() {
+    let avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 avx512f avx512bw\nbogomips\t: 1\n"
+    #expect(CPUInfo.vectorISA(cpuinfo: avx512) == .avx512)
+    #expect(CPUInfo.vectorISA(cpuinfo: "flags\t: sse2 avx fma avx2\n") == .avx2)
+    // AVX2 without FMA (or flags names that merely contain it) is not enough for the kernels.
+    #expect(CPUInfo.vectorISA(cpuinfo: "flags\t: sse2 avx avx2\n") == .baseline)
+    #expect(CPUInfo.vectorISA(cpuinfo: "flags\t: sse2 fma4 avx2x\n") == .baseline)
+    #expect(CPUInfo.vectorISA(cpuinfo: "no flags here") == .baseline)
+    #expect(CPUInfo.VectorISA.avx512 > .avx2 && CPUInfo.VectorISA.avx2.floatLanes == 8)
+  }
+
+  /// A fake `/proc` + `/sys` tree: the sizes and ISA come from it; what it lacks falls back.
+  @Test func detectsFromAFileTreeAndFallsBack() throws {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("cpuinfo-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: root) }
+    let cache = root.appendingPathComponent("sys/devices/system/cpu/cpu0/cache")
+    func write(_ text: String, _ path: String) throws {
+      let url = cache.appendingPathComponent(path)
+      try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+      try text.write(to: url, atomically: true, encoding: .utf8)
+    }
+    try write("1\n", "index0/level")
+    try write("Data\n", "index0/type")
+    try write("48K\n", "index0/size")
+    try write("1\n", "index1/level")
+    try write("Instruction\n", "index1/type")
+    try write("64K\n", "index1/size")
+    try write("2\n", "index2/level")
+    try write("Unified\n", "index2/type")
+    try write("2048K\n", "index2/size")
+    try FileManager.default.createDirectory(
+      at: root.appendingPathComponent("proc"), withIntermediateDirectories: true)
+    try "flags\t: sse2 avx2 fma\n".write(
+      to: root.appendingPathComponent("proc/cpuinfo"), atomically: true, encoding: .utf8)
+
+    let info = CPUInfo.detect(root: root.path + "/")
+    #expect(info.vectorISA == .avx2)
+    #expect(info.level1DataCacheBytes == 48 << 10)
+    #expect(info.level2CacheBytes == 2 << 20)
+    // No L3 listed: the L2 size stands in.
+    #expect(info.level3CacheBytes == 2 << 20)
+
+    let missing = CPUInfo.detect(root: root.path + "/nothing/")
+    #expect(missing == CPUInfo.fallback)
+  }
+
+  @Test func thisMachineIsPlausible() {
+    let info = CPUInfo.current
+    #expect((1 << 10...1 << 30).contains(info.level1DataCacheBytes))
+    #expect(info.level2CacheBytes >= info.level1DataCacheBytes)
+    #expect(info.level3CacheBytes >= info.level2CacheBytes || info.level3CacheBytes == CPUInfo.fallback.level3CacheBytes)
+    #expect(!info.description.isEmpty)
+  }
+}
