@@ -10,6 +10,8 @@
 #   ARCHS=N           architectures, 12...1000 (default 12): the ones at evenly spaced MAC quantiles of
 #                     1000 random draws (`quadranet search sample`), so small and large ones are both in
 #   SEED=S            seed of the draw (default 12)
+#   LIMIT=K           train only the first K architectures (cheapest first), 1...ARCHS: a smoke test,
+#                     e.g. LIMIT=1 scripts/search_ground_truth.sh /tmp/gt --epochs 1
 #   QUADRANET=PATH    the binary (default .build/release/quadranet; build it with swift build -c release)
 #
 # Re-running continues: finished runs (runs/<name>/summary.json) are kept, an interrupted one resumes
@@ -21,9 +23,14 @@ shift || true
 archs=${ARCHS:-12}
 seed=${SEED:-12}
 bin=${QUADRANET:-.build/release/quadranet}
+limit=${LIMIT:-$archs}
 
 if ! [[ "$archs" =~ ^[0-9]+$ ]] || ((archs < 12 || archs > 1000)); then
   echo "ARCHS=$archs: expected an integer in 12...1000" >&2
+  exit 2
+fi
+if ! [[ "$limit" =~ ^[0-9]+$ ]] || ((limit < 1 || limit > archs)); then
+  echo "LIMIT=$limit: expected an integer in 1...$archs (ARCHS)" >&2
   exit 2
 fi
 if [[ ! -x "$bin" ]]; then
@@ -35,7 +42,8 @@ command -v python3 >/dev/null || { echo "python3 is needed to assemble the JSON 
 mkdir -p "$out/configs" "$out/runs"
 "$bin" search sample --space fashion-mnist --archs "$archs" --seed "$seed" --out "$out/configs"
 
-for config in "$out"/configs/*.json; do
+configs=("$out"/configs/*.json)
+for config in "${configs[@]:0:limit}"; do
   name=$(basename "$config" .json)
   run="$out/runs/$name"
   if [[ -f "$run/summary.json" ]]; then
@@ -54,7 +62,10 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 entries = []
 for config in sorted((out / "configs").glob("*.json")):
-    summary = json.loads((out / "runs" / config.stem / "summary.json").read_text())
+    summary_file = out / "runs" / config.stem / "summary.json"
+    if not summary_file.exists():
+        continue  # not trained (LIMIT) or interrupted
+    summary = json.loads(summary_file.read_text())
     entries.append({"config": json.loads(config.read_text()), "accuracy": summary["test_accuracy"]})
 (out / "ground-truth.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
 print(f"wrote {out / 'ground-truth.json'} ({len(entries)} architectures); next: quadranet search proxies {out / 'ground-truth.json'}")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import QuadraBench
 import QuadraModels
 
@@ -233,16 +234,35 @@ public enum MemoryModel {
   /// `resolution`² images with `threads` kernel threads (workspace depends on the thread count).
   public static func trainingPeakBytes(config: ModelConfig, batchSize: Int, resolution: Int, threads: Int) throws -> Int {
     try replay(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: true)
-      .trainPeakBytes
   }
 
   /// Peak bytes of an inference pass at `batchSize` (the benchmark's inference-only measurement).
   public static func inferencePeakBytes(config: ModelConfig, batchSize: Int, resolution: Int, threads: Int) throws -> Int {
     try replay(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: false)
-      .inferPeakBytes
   }
 
+  /// Replayed peaks by configuration (a search revisits architectures; the replay is a pure
+  /// function of its arguments). Cleared when it reaches ``memoLimit`` entries.
+  private static let memo = Mutex<[String: Int]>([:])
+  static let memoLimit = 100_000
+
   private static func replay(
+    config: ModelConfig, batchSize: Int, resolution: Int, threads: Int, training: Bool
+  ) throws -> Int {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let key = "\(training) b\(batchSize) r\(resolution) t\(threads) " + String(decoding: try encoder.encode(config), as: UTF8.self)
+    if let known = memo.withLock({ $0[key] }) { return known }
+    let result = try run(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: training)
+    let bytes = training ? result.trainPeakBytes : result.inferPeakBytes
+    memo.withLock { table in
+      if table.count >= memoLimit { table.removeAll() }
+      table[key] = bytes
+    }
+    return bytes
+  }
+
+  private static func run(
     config: ModelConfig, batchSize: Int, resolution: Int, threads: Int, training: Bool
   ) throws -> ModelResult {
     let options = ModelBenchmark.Options(
