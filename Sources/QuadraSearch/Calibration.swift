@@ -36,6 +36,13 @@ public struct CalibrationReport: Codable, Sendable {
   public var metrics: [String: CalibrationMetric]
   public var measurements: [ArchitectureMeasurement]
   public var predictions: [PredictedCosts]
+  /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of the linear feature model,
+  /// beside the part table's in ``metrics`` (nil when the profile has no table).
+  public var linearMetrics: [String: CalibrationMetric]?
+
+  enum CodingKeys: String, CodingKey {
+    case hardware, archs, metrics, measurements, predictions, linearMetrics = "linear_metrics"
+  }
 
   /// Measured and predicted series per metric key, in the order of ``metrics``' keys.
   public static func series(measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int) -> [(
@@ -52,7 +59,10 @@ public struct CalibrationReport: Codable, Sendable {
     ]
   }
 
-  public init(hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int) {
+  public init(
+    hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int,
+    linearPredictions: [PredictedCosts]? = nil
+  ) {
     self.hardware = hardware
     archs = measurements.count
     self.measurements = measurements
@@ -61,6 +71,12 @@ public struct CalibrationReport: Codable, Sendable {
       uniqueKeysWithValues: Self.series(measurements: measurements, predictions: predictions, batchSize: batchSize).map {
         ($0.key, CalibrationMetric(predicted: $0.predicted, measured: $0.measured))
       })
+    linearMetrics = linearPredictions.map { linear in
+      Dictionary(
+        uniqueKeysWithValues: Self.series(measurements: measurements, predictions: linear, batchSize: batchSize).prefix(3).map {
+          ($0.key, CalibrationMetric(predicted: $0.predicted, measured: $0.measured))
+        })
+    }
   }
 }
 

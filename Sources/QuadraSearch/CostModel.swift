@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import QuadraBench
 import QuadraModels
 
 /// The work of one model on one image, split by where it goes: the features the latency model is
@@ -65,9 +67,10 @@ public struct LatencyModel: Codable, Sendable, Equatable {
   /// Non-negative least squares on relative error: minimizes Σ ((f·β − t)/t)² with β ≥ 0 (a feature
   /// whose coefficient would be negative is dropped and the rest refitted). Relative error, because
   /// the models span orders of magnitude and the calibration reports percentage errors.
-  /// Features no sample uses get coefficient 0.
+  /// Features no sample uses get coefficient 0. Every sample has the same number of features (the
+  /// ``CostFeatures/names`` or any other list, e.g. a part table's sums).
   public static func fit(features: [CostFeatures], seconds: [Double]) -> LatencyModel {
-    let count = CostFeatures.names.count
+    let count = features.first?.values.count ?? CostFeatures.names.count
     var active = (0..<count).filter { index in features.contains { $0.values[index] > 0 } }
     var solution = [Double](repeating: 0, count: count)
     while !active.isEmpty {
@@ -138,18 +141,22 @@ public struct PredictedCosts: Codable, Sendable, Equatable {
   public var macs: Int
 }
 
-/// This machine's cost model: three fitted latency models and the analytic memory model, at one
-/// batch size and thread count.
+/// This machine's cost model at one batch size and thread count: the per-part cost table (when
+/// profiled) or else three linear latency models over ``CostFeatures``, and the exact memory model.
 public struct CostModel: Codable, Sendable, Equatable {
   public var batchSize: Int
   public var threads: Int
   public var trainPerImage: LatencyModel
   public var inferBatch1: LatencyModel
   public var inferPerImage: LatencyModel
+  /// Measured per-part times; latencies come from it for every architecture whose parts it holds.
+  public var table: PartCostTable?
 
   public init(
-    batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel
+    batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel,
+    table: PartCostTable? = nil
   ) {
+    self.table = table
     self.batchSize = batchSize
     self.threads = threads
     self.trainPerImage = trainPerImage
@@ -170,42 +177,97 @@ public struct CostModel: Codable, Sendable, Equatable {
   }
 
   /// All predicted costs of `config` on `resolution`² images.
-  public func predict(_ config: ModelConfig, resolution: Int) -> PredictedCosts {
-    let features = CostFeatures(config: config, resolution: resolution)
-    let memory = MemoryModel.predict(config: config, batchSize: batchSize, resolution: resolution)
+  ///
+  /// - Throws: when the model cannot be built (the memory model runs it; a validated config always can).
+  /// Latencies come from ``table`` when it holds every part of `config` and `usingTable`, else from
+  /// the linear models.
+  public func predict(_ config: ModelConfig, resolution: Int, usingTable: Bool = true) throws -> PredictedCosts {
+    let times = latencies(config, resolution: resolution, usingTable: usingTable)
+    let training = try MemoryModel.trainingPeakBytes(
+      config: config, batchSize: batchSize, resolution: resolution, threads: threads)
     // Inference memory is the deployment case, batch 1 (what `search calibrate` measures).
-    let inferenceMemory = MemoryModel.predict(config: config, batchSize: 1, resolution: resolution)
+    let inference = try MemoryModel.inferencePeakBytes(config: config, batchSize: 1, resolution: resolution, threads: threads)
     return PredictedCosts(
-      trainMillisecondsPerImage: trainPerImage.predict(features) * 1000,
-      inferMillisecondsBatch1: inferBatch1.predict(features) * 1000,
-      inferMillisecondsPerImage: inferPerImage.predict(features) * 1000,
-      trainMemoryBytes: memory.trainingBytes, inferMemoryBytes: inferenceMemory.inferenceBytes,
+      trainMillisecondsPerImage: times.trainPerImage * 1000, inferMillisecondsBatch1: times.inferBatch1 * 1000,
+      inferMillisecondsPerImage: times.inferPerImage * 1000, trainMemoryBytes: training, inferMemoryBytes: inference,
       parameters: config.parameterCount, macs: config.macs(resolution: resolution))
+  }
+
+  /// Predicted seconds: training and batched inference per image, batch-1 inference per call.
+  public func latencies(_ config: ModelConfig, resolution: Int, usingTable: Bool = true) -> (
+    trainPerImage: Double, inferBatch1: Double, inferPerImage: Double
+  ) {
+    if usingTable, let table, let times = table.predict(config, resolution: resolution) {
+      let batch = Double(batchSize)
+      return (times.train / batch, times.inferBatch1, times.inferBatch / batch)
+    }
+    let features = CostFeatures(config: config, resolution: resolution)
+    return (trainPerImage.predict(features), inferBatch1.predict(features), inferPerImage.predict(features))
   }
 }
 
-/// The memory model: predicted peak bytes of the tracking allocator for a training step and for an
-/// inference pass.
+/// The memory model: the exact peak bytes of the ``QuadraCore/MemoryTracker`` during a training
+/// step and an inference pass, as ``QuadraBench/ModelBenchmark`` (and so `search profile` /
+/// `search calibrate`) measures them.
 ///
-///     training  = 16 · params (weights, gradients, AdamW m and v)  + saved activations
-///     inference =  4 · params                                        + the largest live block maps
+/// It is a *meta execution*, not a formula: the benchmark's own code (model construction, input
+/// batch, AdamW, one warm-up step, one measured step; then the inference passes) runs in a context
+/// whose backend is a ``QuadraCore/MetaBackend``. Every tensor the tape, the layers and the optimizer
+/// allocate is allocated with its real size in the engine's real order, and each kernel's transient
+/// workspace is charged from a probe of the real CPU kernel, so
 ///
-/// The activation terms are ``QuadraModels/ModelConfig/trainingActivationBytes(batchSize:resolution:)``
-/// and ``QuadraModels/ModelConfig/inferenceActivationBytes(batchSize:resolution:)``: per-block factors
-/// of the maps each op saves, not an op-by-op replay of the tape, so they are upper bounds rather than
-/// exact (see `MemoryModelTests` for the measured ratio).
+///     training peak  = max over the step of live bytes
+///                    = weights + gradients + AdamW m, v + input batch + saved activations + workspace
+///     inference peak = max over the pass of live bytes (weights, optimizer state if any, input,
+///                      the live block maps and workspace)
+///
+/// equal the measured peaks byte for byte, without computing anything. A formula would have to
+/// restate every op's saved tensors and every kernel's workspace, and silently drift when either
+/// changes; the replay cannot. The probes are cached in one shared backend (keyed by primitive,
+/// shapes and threads), so after the first architectures a prediction costs only the bookkeeping
+/// of the tape and the weight initialization.
 public enum MemoryModel {
-  public static func predict(config: ModelConfig, batchSize: Int, resolution: Int) -> (
-    trainingBytes: Int, inferenceBytes: Int
-  ) {
-    let weights = config.parameterCount.multipliedReportingOverflow(by: 4)
-    let training = config.trainingParameterBytes.addingReportingOverflow(
-      config.trainingActivationBytes(batchSize: batchSize, resolution: resolution))
-    let inference = weights.partialValue.addingReportingOverflow(
-      config.inferenceActivationBytes(batchSize: batchSize, resolution: resolution))
-    return (
-      training.overflow ? Int.max : training.partialValue,
-      weights.overflow || inference.overflow ? Int.max : inference.partialValue
-    )
+  /// The backend every prediction runs in: its workspace probes are shared by all predictions.
+  static let backend = MetaBackend()
+
+  /// Peak bytes of a training step (AdamW, label-smoothed cross-entropy) at `batchSize` on
+  /// `resolution`² images with `threads` kernel threads (workspace depends on the thread count).
+  public static func trainingPeakBytes(config: ModelConfig, batchSize: Int, resolution: Int, threads: Int) throws -> Int {
+    try replay(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: true)
+  }
+
+  /// Peak bytes of an inference pass at `batchSize` (the benchmark's inference-only measurement).
+  public static func inferencePeakBytes(config: ModelConfig, batchSize: Int, resolution: Int, threads: Int) throws -> Int {
+    try replay(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: false)
+  }
+
+  /// Replayed peaks by configuration (a search revisits architectures; the replay is a pure
+  /// function of its arguments). Cleared when it reaches ``memoLimit`` entries.
+  private static let memo = Mutex<[String: Int]>([:])
+  static let memoLimit = 100_000
+
+  private static func replay(
+    config: ModelConfig, batchSize: Int, resolution: Int, threads: Int, training: Bool
+  ) throws -> Int {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    let key = "\(training) b\(batchSize) r\(resolution) t\(threads) " + String(decoding: try encoder.encode(config), as: UTF8.self)
+    if let known = memo.withLock({ $0[key] }) { return known }
+    let result = try run(config: config, batchSize: batchSize, resolution: resolution, threads: threads, training: training)
+    let bytes = training ? result.trainPeakBytes : result.inferPeakBytes
+    memo.withLock { table in
+      if table.count >= memoLimit { table.removeAll() }
+      table[key] = bytes
+    }
+    return bytes
+  }
+
+  private static func run(
+    config: ModelConfig, batchSize: Int, resolution: Int, threads: Int, training: Bool
+  ) throws -> ModelResult {
+    let options = ModelBenchmark.Options(
+      models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: 1, measuresTraining: training)
+    let context = try ComputeContext(threads: threads, memory: MemoryTracker(), backend: backend)
+    return try context.run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
   }
 }

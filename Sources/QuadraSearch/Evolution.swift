@@ -187,7 +187,7 @@ public struct Evolution: Sendable {
               var trial = architecture
               trial.widths[stage] = width
               trial.mixers[stage] = mixer
-              let value = metric(costModel.predict(try space.config(for: trial), resolution: space.resolution))
+              let value = metric(try costModel.predict(try space.config(for: trial), resolution: space.resolution))
               if stageBest.map({ value < $0.2 }) ?? true { stageBest = (mixer, width, value) }
             }
           }
@@ -196,7 +196,7 @@ public struct Evolution: Sendable {
             architecture.widths[stage] = stageBest.1
           }
         }
-        let value = metric(costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+        let value = metric(try costModel.predict(try space.config(for: architecture), resolution: space.resolution))
         if best.map({ value < $0.1 }) ?? true { best = (architecture, value) }
       }
     }
@@ -250,7 +250,7 @@ public struct Evolution: Sendable {
     for _ in 0..<state.options.maximumAttempts {
       let architecture = draw(&state.generator)
       let config = try state.space.config(for: architecture)
-      let costs = costModel.predict(config, resolution: state.space.resolution)
+      let costs = try costModel.predict(config, resolution: state.space.resolution)
       guard state.constraints.admits(costs) else {
         state.rejected += 1
         continue

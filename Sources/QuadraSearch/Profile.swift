@@ -71,7 +71,7 @@ public struct ArchitectureMeasurement: Codable, Sendable, Equatable {
 
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
-  public static let formatVersion = 1
+  public static let formatVersion = 2
   public var formatVersion: Int
   public var hardware: HardwareFingerprint
   public var space: String
@@ -90,8 +90,13 @@ public enum Profiler {
     public var batchSize: Int
     public var threads: Int
     public var seed: UInt64
+    /// Whether the per-part table is measured (every part of the space) besides the whole architectures.
+    public var measuresParts: Bool
 
-    public init(samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = 0x9E37) {
+    public init(
+      samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = 0x9E37, measuresParts: Bool = true
+    ) {
+      self.measuresParts = measuresParts
       self.samples = samples
       self.repetitions = repetitions
       self.batchSize = batchSize
@@ -129,22 +134,44 @@ public enum Profiler {
     var measurements: [ArchitectureMeasurement] = []
     let clock = ContinuousClock()
     let start = clock.now
+    let parts = options.measuresParts ? NetworkPart.parts(of: space) : []
+    let units = parts.count + options.samples
+    // The ETA assumes the remaining units cost what the finished ones did on average.
+    func report(_ done: Int, _ what: String) {
+      let elapsed = (clock.now - start) / .seconds(1)
+      let left = elapsed / Double(done) * Double(units - done)
+      progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", done, units, what, elapsed, left))
+    }
+    var costs: [String: PartCost] = [:]
+    for (index, part) in parts.enumerated() {
+      costs[part.key] = try PartProfiler.measure(
+        part, batchSize: options.batchSize, threads: options.threads, repetitions: options.repetitions,
+        layerScaleInit: space.layerScaleInit)
+      report(index + 1, part.key)
+    }
     for index in 0..<options.samples {
       let architecture = space.randomArchitecture(using: &generator)
       measurements.append(
         try measure(
           architecture, space: space, batchSize: options.batchSize, threads: options.threads,
           repetitions: options.repetitions))
-      let elapsed = (clock.now - start) / .seconds(1)
-      let left = elapsed / Double(index + 1) * Double(options.samples - index - 1)
-      progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", index + 1, options.samples, architecture.name, elapsed, left))
+      report(parts.count + index + 1, architecture.name)
     }
-    let features = try measurements.map { CostFeatures(config: try space.config(for: $0.architecture), resolution: space.resolution) }
+    let configs = try measurements.map { try space.config(for: $0.architecture) }
+    let features = configs.map { CostFeatures(config: $0, resolution: space.resolution) }
+    var table: PartCostTable?
+    if options.measuresParts {
+      let identity = LatencyModel(coefficients: [1, 0, 0])
+      var fitted = PartCostTable(parts: costs, train: identity, inferBatch1: identity, inferBatch: identity)
+      fitted.fitOverheads(
+        configs: configs, measurements: measurements, resolution: space.resolution, batchSize: options.batchSize)
+      table = fitted
+    }
     let model = CostModel(
       batchSize: options.batchSize, threads: options.threads,
       trainPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.trainSecondsPerImage)),
       inferBatch1: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsBatch1)),
-      inferPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsPerImage)))
+      inferPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsPerImage)), table: table)
     return CostProfile(
       formatVersion: CostProfile.formatVersion, hardware: hardware, space: space.name, resolution: space.resolution,
       costModel: model, measurements: measurements)
@@ -177,8 +204,9 @@ public enum Profiler {
     }
     let coefficientsOK = [profile.costModel.trainPerImage, profile.costModel.inferBatch1, profile.costModel.inferPerImage]
       .allSatisfy { $0.coefficients.count == CostFeatures.names.count && $0.coefficients.allSatisfy { $0.isFinite && $0 >= 0 } }
+    let tableOK = profile.costModel.table?.isWellFormed ?? true
     if profile.space != space.name || profile.resolution != space.resolution || profile.costModel.batchSize != batchSize
-      || !coefficientsOK
+      || !coefficientsOK || !tableOK
     {
       return (nil, "\(url.path) is for another space, resolution or batch size, or has invalid coefficients; measuring again")
     }

@@ -13,13 +13,27 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   /// parameter replaced by its absolute value, then `Σ |θ ⊙ ∂R/∂θ|`. Builds and runs the model once
   /// (forward and backward at batch 1), so it costs milliseconds per architecture at 28².
   case synflow
+  /// ``NASWOT`` (Mellor et al. 2021): log |det K| of the GELU activation codes of a mini-batch of real
+  /// images of the space's dataset. One batched forward pass per architecture.
+  case naswot
+
+  /// Whether ``score(_:resolution:images:)`` needs a mini-batch of real images.
+  public var needsImages: Bool { self == .naswot }
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
-  public func score(_ config: ModelConfig, resolution: Int) throws -> Double {
+  /// `images` `[N ≥ 2, resolution, resolution, C]` is the mini-batch of ``naswot`` (ignored by the others).
+  ///
+  /// - Throws: ``SearchSpaceError`` for ``naswot`` without a usable batch.
+  public func score(_ config: ModelConfig, resolution: Int, images: Tensor? = nil) throws -> Double {
     switch self {
-    case .parameters: log10(Double(Swift.max(config.parameterCount, 1)))
-    case .macs: log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
-    case .synflow: try Self.synflow(config, resolution: resolution)
+    case .parameters: return log10(Double(Swift.max(config.parameterCount, 1)))
+    case .macs: return log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
+    case .synflow: return try Self.synflow(config, resolution: resolution)
+    case .naswot:
+      guard let images else {
+        throw SearchSpaceError(field: "images", message: "the naswot proxy needs a mini-batch of real images")
+      }
+      return try NASWOT.score(config, images: images)
     }
   }
 

@@ -11,7 +11,7 @@ struct SearchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies).",
     subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self,
-      SearchGroundTruthCommand.self,
+      SearchGroundTruthCommand.self, SearchSampleCommand.self,
     ])
 }
 
@@ -22,6 +22,8 @@ struct SearchCostOptions: ParsableArguments {
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 40
   @Option(parsing: .unconditional, help: "Timed repetitions per measurement (fastest kept), 1...100.") var repetitions: Int = 2
+  @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
+  var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
 
   func validate() throws {
@@ -55,11 +57,42 @@ struct SearchCostOptions: ParsableArguments {
       }
     }
     let options = Profiler.Options(
-      samples: samples, repetitions: repetitions, batchSize: batchSize, threads: threadOptions.threads)
+      samples: samples, repetitions: repetitions, batchSize: batchSize, threads: threadOptions.threads,
+      measuresParts: !noPartTable)
     let profile = try Profiler.profile(space: space, hardware: hardware, options: options) { Terminal.status($0) }
     try Profiler.save(profile, to: url)
     Terminal.status("wrote \(url.path)")
     return profile
+  }
+}
+
+/// Flags of the mini-batch of real images the `naswot` proxy scores with.
+struct ProxyImageOptions: ParsableArguments {
+  @Option(help: "Dataset of the naswot mini-batch (as for `train --dataset`).") var dataset: String = "fashion-mnist"
+  @Option(parsing: .unconditional, help: "Images in the naswot mini-batch, 2...1024.") var proxyBatch: Int = 64
+  @Option(parsing: .unconditional, help: "Seed of the naswot mini-batch draw, 0...2^63.") var proxySeed: Int = 0
+
+  func validate() throws {
+    try FlagCheck.integer(proxyBatch, in: 2...1024, "--proxy-batch")
+    try FlagCheck.integer(proxySeed, in: 0...Int.max, "--proxy-seed")
+  }
+
+  /// `--proxy-batch` distinct training images drawn with `--proxy-seed` (normalized as for training),
+  /// checked against the input the models expect.
+  func images(resolution: Int, channels: Int) throws -> Tensor {
+    let train = try DatasetSplits.load(try DatasetName(parsing: dataset)).train
+    guard train.imageShape == [resolution, resolution, channels] else {
+      throw ValidationError(
+        "--dataset \(dataset) has images of shape \(train.imageShape); the models need \([resolution, resolution, channels])")
+    }
+    guard train.count >= proxyBatch else {
+      throw ValidationError("--proxy-batch \(proxyBatch) exceeds the \(train.count) training images of --dataset \(dataset)")
+    }
+    // A partial Fisher–Yates shuffle: distinct images (a repeated image would make the NASWOT kernel singular).
+    var generator = RandomGenerator(seed: UInt64(proxySeed))
+    var indices = Array(0..<train.count)
+    for i in 0..<proxyBatch { indices.swapAt(i, i + Int(generator.next() % UInt64(train.count - i))) }
+    return train.subset(Array(indices.prefix(proxyBatch))).images
   }
 }
 
@@ -93,22 +126,31 @@ struct SearchCalibrateCommand: ParsableCommand {
     var generator = RandomGenerator(seed: 0xCA11B)
     var measurements: [ArchitectureMeasurement] = []
     var predictions: [PredictedCosts] = []
+    var linearPredictions: [PredictedCosts] = []
     for index in 0..<archs {
       let architecture = space.randomArchitecture(using: &generator)
       measurements.append(
         try Profiler.measure(
           architecture, space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
           repetitions: cost.repetitions))
-      predictions.append(profile.costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+      let config = try space.config(for: architecture)
+      predictions.append(try profile.costModel.predict(config, resolution: space.resolution))
+      linearPredictions.append(try profile.costModel.predict(config, resolution: space.resolution, usingTable: false))
       Terminal.status("calibrate \(index + 1)/\(archs) \(architecture.name)")
     }
     let report = CalibrationReport(
-      hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize)
-    print("metric         within 5%  within 10%  RMSPE %  Kendall tau  exact")
-    for key in ["train_step", "infer_batch1", "infer_batch", "train_memory", "infer_memory"] {
-      let m = report.metrics[key]!
-      print(key.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
+      hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
+      linearPredictions: profile.costModel.table == nil ? nil : linearPredictions)
+    let model = profile.costModel.table == nil ? "linear" : "table"
+    print("metric               within 5%  within 10%  RMSPE %  Kendall tau  exact")
+    func row(_ label: String, _ m: CalibrationMetric) {
+      print(label.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
     }
+    for key in ["train_step", "infer_batch1", "infer_batch"] {
+      row("\(key) (\(model))", report.metrics[key]!)
+      if let linear = report.linearMetrics?[key] { row("\(key) (linear)", linear) }
+    }
+    for key in ["train_memory", "infer_memory"] { row(key, report.metrics[key]!) }
     let panels = CalibrationReport.series(measurements: measurements, predictions: predictions, batchSize: cost.batchSize).map {
       ScatterPlot.Panel(title: "\($0.key): predicted (y) vs measured (x)", x: $0.measured, y: $0.predicted, diagonal: true)
     }
@@ -131,7 +173,8 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000.") var generations: Int = 100
   @Option(parsing: .unconditional, help: "Population size, 2...10000.") var population: Int = 64
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000.") var children: Int = 100
-  @Option(help: "Accuracy proxy: params, macs or synflow (synflow runs each candidate once: ~10k candidates take minutes).") var proxy: AccuracyProxy = .parameters
+  @Option(help: "Accuracy proxy: params, macs, synflow or naswot (synflow and naswot run each candidate once: ~10k candidates take minutes).") var proxy: AccuracyProxy = .parameters
+  @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
   @Option(parsing: .unconditional, help: "Largest predicted training-step memory, MiB (0, 1e7].") var maxTrainMemoryMb: Double?
@@ -179,18 +222,21 @@ struct SearchRunCommand: ParsableCommand {
       ? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
       : try cost.profile(space: space).costModel
     let proxy = self.proxy
-    let evolution = Evolution(costModel: costModel) { _, config in try proxy.score(config, resolution: space.resolution) }
+    let images = proxy.needsImages ? try proxyImages.images(resolution: space.resolution, channels: space.inputChannels) : nil
+    let evolution = Evolution(costModel: costModel) { _, config in
+      try proxy.score(config, resolution: space.resolution, images: images)
+    }
     if state == nil {
       var constraints = SearchConstraints(
         maxTrainMillisecondsPerImage: maxTrainMsPerImage, maxInferMilliseconds: maxInferMs,
         maxTrainMemoryBytes: maxTrainMemoryMb.map { Int($0 * 1_048_576) }, maxParameters: maxParams)
       // Relative constraints become absolute ones with the registered model's predicted cost.
       if let (model, factor) = try Self.relative(fasterThan, "--faster-than", 1...1000) {
-        let limit = costModel.predict(model, resolution: space.resolution).trainMillisecondsPerImage / factor
+        let limit = try costModel.predict(model, resolution: space.resolution).trainMillisecondsPerImage / factor
         constraints.maxTrainMillisecondsPerImage = min(constraints.maxTrainMillisecondsPerImage ?? .infinity, limit)
       }
       if let (model, factor) = try Self.relative(memoryBelow, "--memory-below", 0.001...1000) {
-        let limit = Int(Double(costModel.predict(model, resolution: space.resolution).trainMemoryBytes) * factor)
+        let limit = Int(Double(try costModel.predict(model, resolution: space.resolution).trainMemoryBytes) * factor)
         constraints.maxTrainMemoryBytes = min(constraints.maxTrainMemoryBytes ?? .max, limit)
       }
       let options = EvolutionOptions(
@@ -209,10 +255,10 @@ struct SearchRunCommand: ParsableCommand {
         String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
-    try writeResults(running, costModel: costModel, to: outURL)
+    try writeResults(running, costModel: costModel, images: images, to: outURL)
   }
 
-  func writeResults(_ state: EvolutionState, costModel: CostModel, to directory: URL) throws {
+  func writeResults(_ state: EvolutionState, costModel: CostModel, images: Tensor?, to directory: URL) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
     let front = state.front.sorted { $0.costs.trainMillisecondsPerImage < $1.costs.trainMillisecondsPerImage }
@@ -222,14 +268,14 @@ struct SearchRunCommand: ParsableCommand {
     try AtomicFile.write(try encoder.encode(bestConfig), to: directory.appendingPathComponent("best.json"))
     let proxy = self.proxy
     // Registered models of the same input shape, marked on the plots for reference.
-    let registered = ModelRegistry.all.filter {
+    let registered = try ModelRegistry.all.filter {
       $0.inputChannels == state.space.inputChannels && (try? $0.validate(resolution: state.space.resolution)) != nil
         && $0.stageResolutions(inputResolution: state.space.resolution).allSatisfy { $0 > 0 }
     }.map { config -> (String, PredictedCosts, Double) in
       var resized = config
       resized.classCount = state.space.classCount
-      return (config.name, costModel.predict(resized, resolution: state.space.resolution),
-        (try? proxy.score(resized, resolution: state.space.resolution)) ?? .nan)
+      return (config.name, try costModel.predict(resized, resolution: state.space.resolution),
+        (try? proxy.score(resized, resolution: state.space.resolution, images: images)) ?? .nan)
     }
     let panels = [
       ScatterPlot.Panel(
@@ -255,6 +301,7 @@ struct SearchProxiesCommand: ParsableCommand {
     commandName: "proxies", abstract: "Spearman rho of each accuracy proxy against a ground-truth file of trained accuracies.")
   @Argument(help: "JSON array of {\"config\": ModelConfig, \"accuracy\": 0...1}.") var groundTruth: String
   @Option(parsing: .unconditional, help: "Input resolution of the ground truth, 1...8192.") var resolution: Int = 28
+  @OptionGroup var proxyImages: ProxyImageOptions
 
   func validate() throws { try FlagCheck.integer(resolution, in: 1...8192, "--resolution") }
 
@@ -264,8 +311,10 @@ struct SearchProxiesCommand: ParsableCommand {
     let data = try handle.read(upToCount: (16 << 20) + 1) ?? Data()
     let entries = try GroundTruthEntry.load(data, source: groundTruth, minimumCount: 2)
     let accuracies = entries.map(\.accuracy)
+    let channels = entries[0].config.inputChannels
+    let images = try proxyImages.images(resolution: resolution, channels: channels)
     for proxy in AccuracyProxy.allCases {
-      let scores = try entries.map { try proxy.score($0.config, resolution: resolution) }
+      let scores = try entries.map { try proxy.score($0.config, resolution: resolution, images: images) }
       let rho = RankCorrelation.spearman(scores, accuracies)
       print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
     }
@@ -336,6 +385,56 @@ struct SearchGroundTruthCommand: ParsableCommand {
         try AtomicFile.write(try encoder.encode(entries), to: outURL)
         Terminal.status(String(format: "%@: test accuracy %.2f%%", config.name, 100 * summary.testAccuracy))
       }
+    }
+  }
+}
+
+/// `search sample`: architectures spread over a space, as model config files for `quadranet train --config`.
+struct SearchSampleCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "sample",
+    abstract: "Write architectures spread over a space (evenly spaced MAC quantiles of random draws) as model configs.")
+  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(parsing: .unconditional, help: "Architectures to write, 2...1000.") var archs: Int = 12
+  @Option(parsing: .unconditional, help: "Random architectures drawn to pick them from, 2...100000 (at least --archs).")
+  var pool: Int = 1000
+  @Option(parsing: .unconditional, help: "Seed of the draw, 0...2^63.") var seed: Int = 12
+  @Option(help: "Directory of the config files (NN-<architecture>.json).") var out: String = "search-sample"
+
+  func validate() throws {
+    try FlagCheck.integer(archs, in: 2...1000, "--archs")
+    try FlagCheck.integer(pool, in: 2...100_000, "--pool")
+    try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
+    guard pool >= archs else { throw ValidationError("--pool \(pool) must be at least --archs \(archs)") }
+  }
+
+  func run() throws {
+    let searchSpace: SearchSpace
+    do { searchSpace = try SearchSpace.load(nameOrPath: space) } catch { throw ValidationError("--space: \(error)") }
+    var generator = RandomGenerator(seed: UInt64(seed))
+    var seen = Set<String>()
+    var drawn: [(config: ModelConfig, macs: Int)] = []
+    for _ in 0..<pool {
+      let architecture = searchSpace.randomArchitecture(using: &generator)
+      guard seen.insert(architecture.name).inserted else { continue }
+      let config = try searchSpace.config(for: architecture)
+      drawn.append((config, config.macs(resolution: searchSpace.resolution)))
+    }
+    guard drawn.count >= archs else {
+      throw ValidationError("only \(drawn.count) distinct architectures in --pool \(pool) draws; --archs \(archs) needs more")
+    }
+    // Sorted by MACs (then name, for a total order), picked at evenly spaced ranks: cheap and costly ones alike.
+    drawn.sort { ($0.macs, $0.config.name) < ($1.macs, $1.config.name) }
+    let directory = URL(fileURLWithPath: out)
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    for index in 0..<archs {
+      let rank = Int((Double(index) * Double(drawn.count - 1) / Double(archs - 1)).rounded())
+      let config = drawn[rank].config
+      let url = directory.appendingPathComponent(String(format: "%02d-", index) + config.name + ".json")
+      try AtomicFile.write(try encoder.encode(config), to: url)
+      print(String(format: "%@  %.1f MMACs, %.2f M params", url.path, Double(drawn[rank].macs) / 1e6, Double(config.parameterCount) / 1e6))
     }
   }
 }

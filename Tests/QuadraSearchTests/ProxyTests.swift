@@ -51,3 +51,53 @@ import Testing
     #expect(deepScore > smallScore)
   }
 }
+
+@Suite struct NASWOTTests {
+  @Test func logDeterminantOfKnownMatrices() {
+    #expect(abs(NASWOT.logAbsoluteDeterminant([[4, 2], [2, 3]]) - log(8.0)) < 1e-12)
+    // Needs a row exchange; det = −2.
+    #expect(abs(NASWOT.logAbsoluteDeterminant([[0, 1, 0], [1, 0, 0], [0, 0, 2]]) - log(2.0)) < 1e-12)
+    #expect(NASWOT.logAbsoluteDeterminant([[1, 2], [2, 4]]) == -.infinity)
+  }
+
+  /// K = N_A − Hamming: codes 101 and 110 differ in 2 of 3 units.
+  @Test func kernelOfHandWrittenCodes() {
+    #expect(NASWOT.kernel(codes: [[true, false, true], [true, true, false]]) == [[3, 1], [1, 3]])
+  }
+
+  /// The recorder reads the signs of every GELU (one per image slice) and packs them 64 to a word:
+  /// its kernel equals the one from explicit codes, across word boundaries.
+  @Test func recorderMatchesExplicitCodes() throws {
+    var generator = RandomGenerator(seed: 4)
+    let x = Tensor.normal(shape: [3, 130], using: &generator)
+    let y = Tensor.normal(shape: [3, 2, 5], using: &generator)
+    let recorder = ActivationCodeRecorder(batch: 3)
+    try ComputeContext.current.with(backend: recorder).run {
+      _ = x.gelu()
+      _ = y.gelu()
+    }
+    let xs = x.scalars, ys = y.scalars
+    let codes = (0..<3).map { i in xs[(i * 130)..<((i + 1) * 130)].map { $0 > 0 } + ys[(i * 10)..<((i + 1) * 10)].map { $0 > 0 } }
+    #expect(recorder.kernel() == NASWOT.kernel(codes: codes))
+    #expect(recorder.kernel()[0][0] == 140)
+  }
+
+  /// On a real model: deterministic, finite for distinct images, −∞ when two images are equal
+  /// (two equal rows of K).
+  @Test func scoreIsDeterministicAndSeesRepeatedImages() throws {
+    let config = try SearchSpace.fashionMNIST.config(
+      for: Architecture(
+        stem: StemChoice(patchSize: 2), depths: [1, 1], widths: [24, 48],
+        mixers: [.quadratic(kernelSize: 3), .gnConv(order: 2, scale: 1.0 / 3.0)], mlpRatio: 2))
+    var generator = RandomGenerator(seed: 5)
+    let images = Tensor.normal(shape: [8, 28, 28, 1], using: &generator)
+    let score = try NASWOT.score(config, images: images)
+    #expect(score.isFinite)
+    #expect(try NASWOT.score(config, images: images) == score)
+    var scalars = images.scalars
+    for i in 0..<(28 * 28) { scalars[28 * 28 + i] = scalars[i] }
+    #expect(try NASWOT.score(config, images: Tensor(shape: [8, 28, 28, 1], scalars: scalars)) == -.infinity)
+    #expect(throws: SearchSpaceError.self) { try NASWOT.score(config, images: Tensor(zeros: [1, 28, 28, 1])) }
+    #expect(throws: SearchSpaceError.self) { try AccuracyProxy.naswot.score(config, resolution: 28) }
+  }
+}

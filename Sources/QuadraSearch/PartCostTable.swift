@@ -1,0 +1,269 @@
+import Foundation
+import QuadraBench
+import QuadraModels
+
+/// One part of a network whose cost is measured on its own: the stem, a downsampling layer, one
+/// residual block, or the head (final norm, pooling, classifier and loss).
+public enum NetworkPart: Sendable, Equatable {
+  /// The stem convolution (`kernelSize`, stride `patchSize`) from `inputChannels` to `width`, then
+  /// LayerNorm, on a `resolution`² input.
+  case stem(inputChannels: Int, width: Int, patchSize: Int, kernelSize: Int, padding: Int, resolution: Int)
+  /// LayerNorm, then a 2×2 stride-2 convolution from `inputWidth` to `width`, on a `resolution`² input.
+  case downsample(inputWidth: Int, width: Int, resolution: Int)
+  /// One residual block with `mixer` at `width` channels on `resolution`² maps.
+  case block(mixer: TokenMixer, width: Int, resolution: Int, mlpRatio: Int)
+  /// Global mean pooling, LayerNorm, the linear classifier and the label-smoothed cross-entropy.
+  case head(width: Int, resolution: Int, classCount: Int)
+
+  /// The table key, e.g. `block q5 c64 r14 m3`.
+  public var key: String {
+    switch self {
+    case .stem(let inputChannels, let width, let patch, let kernel, let padding, let resolution):
+      "stem i\(inputChannels) c\(width) p\(patch) k\(kernel) pad\(padding) r\(resolution)"
+    case .downsample(let inputWidth, let width, let resolution): "downsample c\(inputWidth)>\(width) r\(resolution)"
+    case .block(let mixer, let width, let resolution, let ratio):
+      "block \(Self.mixerKey(mixer)) c\(width) r\(resolution) m\(ratio)"
+    case .head(let width, let resolution, let classCount): "head c\(width) r\(resolution) k\(classCount)"
+    }
+  }
+
+  static func mixerKey(_ mixer: TokenMixer) -> String {
+    switch mixer {
+    case .quadratic(let k): "q\(k)"
+    case .gnConv(let order, let scale): "g\(order)s\(scale)"
+    case .depthwise(let k): "d\(k)"
+    }
+  }
+
+  /// The parts of `config` on `resolution`² images, in network order (a block once per repetition).
+  public static func parts(of config: ModelConfig, resolution: Int) -> [NetworkPart] {
+    let sizes = config.stageResolutions(inputResolution: resolution)
+    var parts: [NetworkPart] = [
+      .stem(
+        inputChannels: config.inputChannels, width: config.widths[0], patchSize: config.stemPatchSize,
+        kernelSize: config.stemKernel, padding: config.stemPadding, resolution: resolution)
+    ]
+    for stage in config.depths.indices {
+      if stage > 0 {
+        parts.append(.downsample(inputWidth: config.widths[stage - 1], width: config.widths[stage], resolution: sizes[stage - 1]))
+      }
+      let block = NetworkPart.block(
+        mixer: config.mixers[stage], width: config.widths[stage], resolution: sizes[stage], mlpRatio: config.mlpRatio)
+      parts += Array(repeating: block, count: config.depths[stage])
+    }
+    parts.append(.head(width: config.widths[config.widths.count - 1], resolution: sizes[sizes.count - 1], classCount: config.classCount))
+    return parts
+  }
+
+  /// Every distinct part the architectures of `space` are made of (a union over all stage counts,
+  /// stems, widths, mixers and MLP ratios; stage resolutions follow from the stem).
+  public static func parts(of space: SearchSpace) -> [NetworkPart] {
+    var seen = Set<String>()
+    var result: [NetworkPart] = []
+    func add(_ part: NetworkPart) { if seen.insert(part.key).inserted { result.append(part) } }
+    for stem in space.stems {
+      let probe = ModelConfig(
+        name: "probe", inputChannels: space.inputChannels, classCount: space.classCount, stemPatchSize: stem.patchSize,
+        stemKernelSize: stem.kernelSize, depths: [1], widths: [8], mixers: [.depthwise(kernelSize: 3)])
+      let maximumStages = space.stageCounts.max() ?? 1
+      let sizes = ModelConfig(
+        name: "probe", stemPatchSize: stem.patchSize, depths: Array(repeating: 1, count: maximumStages),
+        widths: Array(repeating: 8, count: maximumStages), mixers: Array(repeating: .depthwise(kernelSize: 3), count: maximumStages)
+      ).stageResolutions(inputResolution: space.resolution)
+      for width in space.stages[0].widths {
+        add(.stem(inputChannels: space.inputChannels, width: width, patchSize: stem.patchSize, kernelSize: probe.stemKernel,
+          padding: probe.stemPadding, resolution: space.resolution))
+      }
+      for (stage, choices) in space.stages.prefix(maximumStages).enumerated() {
+        for width in choices.widths {
+          for mixer in SearchSpace.compatibleMixers(choices.mixers, width: width) {
+            for ratio in space.mlpRatios { add(.block(mixer: mixer, width: width, resolution: sizes[stage], mlpRatio: ratio)) }
+          }
+          if stage > 0 {
+            for inputWidth in space.stages[stage - 1].widths {
+              add(.downsample(inputWidth: inputWidth, width: width, resolution: sizes[stage - 1]))
+            }
+          }
+          if space.stageCounts.contains(stage + 1) {
+            add(.head(width: width, resolution: sizes[stage], classCount: space.classCount))
+          }
+        }
+      }
+    }
+    return result
+  }
+}
+
+/// The measured times of one part, in seconds: a training step at the profile's batch (forward,
+/// backward from a seeded output gradient, the AdamW update of its parameters), and inference at
+/// batch 1 and at the batch.
+public struct PartCost: Codable, Sendable, Equatable {
+  public var train: Double
+  public var inferBatch1: Double
+  public var inferBatch: Double
+
+  public init(train: Double, inferBatch1: Double, inferBatch: Double) {
+    self.train = train
+    self.inferBatch1 = inferBatch1
+    self.inferBatch = inferBatch
+  }
+}
+
+/// This machine's per-part cost table: a network is predicted as the sum of its parts' measured
+/// times, corrected by a fitted linear map per quantity,
+///
+///     t(network) = a · Σ_parts t(part) + b · (number of parts) + c,
+///
+/// where `b` is the per-call overhead a part pays inside a network but not alone (tape and thread
+/// dispatch) and `c` the per-step overhead (input, loss bookkeeping); a, b, c ≥ 0 are fitted to whole
+/// architectures measured by the same profile (``LatencyModel/fit(features:seconds:)``).
+public struct PartCostTable: Codable, Sendable, Equatable {
+  /// Keyed by ``NetworkPart/key``.
+  public var parts: [String: PartCost]
+  /// Coefficients (a, b, c) for training, batch-1 and batched inference.
+  public var train: LatencyModel
+  public var inferBatch1: LatencyModel
+  public var inferBatch: LatencyModel
+
+  public init(parts: [String: PartCost], train: LatencyModel, inferBatch1: LatencyModel, inferBatch: LatencyModel) {
+    self.parts = parts
+    self.train = train
+    self.inferBatch1 = inferBatch1
+    self.inferBatch = inferBatch
+  }
+
+  /// Whether every coefficient and part time is finite and non-negative (three coefficients per map).
+  public var isWellFormed: Bool {
+    let maps = [train, inferBatch1, inferBatch]
+    let mapsOK = maps.allSatisfy { map in
+      map.coefficients.count == 3 && map.coefficients.allSatisfy { $0.isFinite && $0 >= 0 }
+    }
+    let times: [Double] = parts.values.flatMap { [$0.train, $0.inferBatch1, $0.inferBatch] }
+    return mapsOK && times.allSatisfy { $0.isFinite && $0 >= 0 }
+  }
+
+  /// The summed part times of `config` as fit features `[Σ t, part count, 1]` per quantity, or nil
+  /// when a part is not in the table (an architecture outside the profiled space).
+  public func features(of config: ModelConfig, resolution: Int) -> (train: CostFeatures, inferBatch1: CostFeatures, inferBatch: CostFeatures)? {
+    var sums = (0.0, 0.0, 0.0)
+    let list = NetworkPart.parts(of: config, resolution: resolution)
+    for part in list {
+      guard let cost = parts[part.key] else { return nil }
+      sums.0 += cost.train
+      sums.1 += cost.inferBatch1
+      sums.2 += cost.inferBatch
+    }
+    let count = Double(list.count)
+    return (
+      CostFeatures(values: [sums.0, count, 1]), CostFeatures(values: [sums.1, count, 1]),
+      CostFeatures(values: [sums.2, count, 1])
+    )
+  }
+
+  /// Predicted seconds (training step and batched inference per batch, batch-1 inference per call),
+  /// or nil when a part of `config` is not in the table.
+  public func predict(_ config: ModelConfig, resolution: Int) -> (train: Double, inferBatch1: Double, inferBatch: Double)? {
+    guard let f = features(of: config, resolution: resolution) else { return nil }
+    return (train.predict(f.train), inferBatch1.predict(f.inferBatch1), inferBatch.predict(f.inferBatch))
+  }
+
+  /// Fits the three correction maps to whole-architecture measurements (seconds per batch step /
+  /// per batch-1 call / per batch pass); architectures with parts missing from the table are skipped.
+  public mutating func fitOverheads(configs: [ModelConfig], measurements: [ArchitectureMeasurement], resolution: Int, batchSize: Int) {
+    var rows: [(CostFeatures, CostFeatures, CostFeatures, ArchitectureMeasurement)] = []
+    for (config, measurement) in zip(configs, measurements) {
+      if let f = features(of: config, resolution: resolution) { rows.append((f.0, f.1, f.2, measurement)) }
+    }
+    let batch = Double(batchSize)
+    train = LatencyModel.fit(features: rows.map(\.0), seconds: rows.map { $0.3.trainSecondsPerImage * batch })
+    inferBatch1 = LatencyModel.fit(features: rows.map(\.1), seconds: rows.map { $0.3.inferSecondsBatch1 })
+    inferBatch = LatencyModel.fit(features: rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
+  }
+}
+
+/// Measures single parts (what `search profile` fills the table with).
+public enum PartProfiler {
+  /// Times `part` at `batchSize` with `threads` threads: each quantity the best of `repetitions`
+  /// runs after a warm-up, in a fresh memory tracker.
+  public static func measure(
+    _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, layerScaleInit: Float
+  ) throws -> PartCost {
+    try ComputeContext(threads: threads, memory: MemoryTracker()).run {
+      var generator = RandomGenerator(seed: 5)
+      let randomSource = RandomSource(seed: 6)
+      let module: Module
+      let inputShape: [Int]
+      let forward: (Variable) -> Variable
+      switch part {
+      case .stem(let inputChannels, let width, let patch, let kernel, let padding, let resolution):
+        let conv = Conv2d(
+          inputChannels: inputChannels, outputChannels: width, kernelSize: kernel, stride: patch, padding: padding,
+          generator: &generator)
+        let norm = LayerNorm(channels: width)
+        module = ModuleList<Module>([conv, norm])
+        inputShape = [resolution, resolution, inputChannels]
+        forward = { norm(conv($0)) }
+      case .downsample(let inputWidth, let width, let resolution):
+        let norm = LayerNorm(channels: inputWidth)
+        let conv = Conv2d(inputChannels: inputWidth, outputChannels: width, kernelSize: 2, stride: 2, generator: &generator)
+        module = ModuleList<Module>([norm, conv])
+        inputShape = [resolution, resolution, inputWidth]
+        forward = { conv(norm($0)) }
+      case .block(let mixer, let width, let resolution, let ratio):
+        let block: Module & Layer
+        switch mixer {
+        case .quadratic(let k):
+          block = QuadraBlock(
+            channels: width, kernelSize: k, mlpRatio: ratio, layerScaleInit: layerScaleInit, dropPath: 0,
+            randomSource: randomSource, generator: &generator)
+        case .gnConv(let order, let scale):
+          block = HorNetBlock(
+            channels: width, order: order, scale: scale, mlpRatio: ratio, layerScaleInit: layerScaleInit, dropPath: 0,
+            randomSource: randomSource, generator: &generator)
+        case .depthwise(let k):
+          block = ConvNeXtBlock(
+            channels: width, kernelSize: k, mlpRatio: ratio, layerScaleInit: layerScaleInit, dropPath: 0,
+            randomSource: randomSource, generator: &generator)
+        }
+        module = block
+        inputShape = [resolution, resolution, width]
+        forward = { block($0) }
+      case .head(let width, let resolution, let classCount):
+        let norm = LayerNorm(channels: width)
+        let linear = Linear(inputSize: width, outputSize: classCount, generator: &generator)
+        module = ModuleList<Module>([norm, linear])
+        inputShape = [resolution, resolution, width]
+        forward = { linear(norm($0.globalMeanPooled())) }
+      }
+      let isStem = if case .stem = part { true } else { false }
+      let isHead = if case .head = part { true } else { false }
+      let optimizer = try AdamW(parameters: module.namedParameters(), learningRate: 1e-4)
+      func input(_ batch: Int) -> Tensor { Tensor.normal(shape: [batch] + inputShape, using: &generator) }
+      let images = input(batchSize)
+      let labels = (0..<batchSize).map { $0 % 2 }
+      // The stem's input needs no gradient in a network; every other part passes one back.
+      func trainStep() throws {
+        let x = Variable(images, requiresGrad: !isStem)
+        let y = forward(x)
+        if isHead {
+          try y.softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).backward()
+        } else {
+          try y.backward(Tensor(shape: y.shape, repeating: 1))
+        }
+        optimizer.update()
+        module.zeroGradients()
+      }
+      module.setTraining(true)
+      let train = try Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) { try trainStep() }
+      module.setTraining(false)
+      let one = input(1)
+      let inferBatch1 = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) {
+        GradientMode.withoutRecording { _ = forward(Variable(one)) }
+      }
+      let inferBatch = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) {
+        GradientMode.withoutRecording { _ = forward(Variable(images)) }
+      }
+      return PartCost(train: train, inferBatch1: inferBatch1, inferBatch: inferBatch)
+    }
+  }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import QuadraBench
+import QuadraModels
+import Testing
+
+@testable import QuadraSearch
+
+/// The memory model replays the benchmark under the ``QuadraCore/MetaBackend``: its predictions must
+/// equal the tracking allocator's measured peaks byte for byte.
+@Suite struct MemoryModelTests {
+  /// Measures `config` for real (two timed steps, so the peak is the steady state's) and compares.
+  static func expectExact(_ config: ModelConfig, batchSize: Int, resolution: Int, threads: Int) throws {
+    let training = ModelBenchmark.Options(
+      models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: 2)
+    var inference = training
+    inference.batchSize = 1
+    inference.measuresTraining = false
+    func measured(_ options: ModelBenchmark.Options) throws -> ModelResult {
+      try ComputeContext(threads: threads, memory: MemoryTracker()).run {
+        try ModelBenchmark.measure(config: config, options: options) { _ in }
+      }
+    }
+    let train = try measured(training).trainPeakBytes
+    let infer = try measured(inference).inferPeakBytes
+    let predictedTrain = try MemoryModel.trainingPeakBytes(
+      config: config, batchSize: batchSize, resolution: resolution, threads: threads)
+    let predictedInfer = try MemoryModel.inferencePeakBytes(
+      config: config, batchSize: 1, resolution: resolution, threads: threads)
+    #expect(predictedTrain == train, "\(config.name): training peak predicted \(predictedTrain), measured \(train)")
+    #expect(predictedInfer == infer, "\(config.name): inference peak predicted \(predictedInfer), measured \(infer)")
+  }
+
+  /// 14 random architectures of the fashion-mnist space at its resolution, batch 4, 2 threads.
+  @Test func fashionMNISTPredictionsEqualMeasuredPeaks() throws {
+    let space = SearchSpace.fashionMNIST
+    var generator = RandomGenerator(seed: 21)
+    for _ in 0..<14 {
+      let config = try space.config(for: space.randomArchitecture(using: &generator))
+      try Self.expectExact(config, batchSize: 4, resolution: space.resolution, threads: 2)
+    }
+  }
+
+  /// 8 random architectures of the imagenet space's 4-stage structure and mixers (its smallest depths
+  /// and two smallest widths per stage, so the real runs stay quick) at 32², batch 2, 2 threads.
+  @Test func imageNetPredictionsEqualMeasuredPeaks() throws {
+    var space = SearchSpace.imageNet
+    for stage in space.stages.indices {
+      space.stages[stage].depths = [space.stages[stage].depths.min()!]
+      space.stages[stage].widths = Array(space.stages[stage].widths.sorted().prefix(2))
+    }
+    var generator = RandomGenerator(seed: 22)
+    for _ in 0..<8 {
+      let config = try space.config(for: space.randomArchitecture(using: &generator))
+      try config.validate(resolution: 32)
+      try Self.expectExact(config, batchSize: 2, resolution: 32, threads: 2)
+    }
+  }
+
+  /// The thread count changes the kernels' workspace (per-thread partial sums), and the model follows it.
+  @Test func predictionsFollowTheThreadCount() throws {
+    let config = try SearchSpace.fashionMNIST.config(
+      for: Architecture(
+        stem: StemChoice(patchSize: 2), depths: [2, 2], widths: [32, 64],
+        mixers: [.quadratic(kernelSize: 5), .gnConv(order: 3, scale: 1.0 / 3.0)], mlpRatio: 3))
+    for threads in [1, 3] { try Self.expectExact(config, batchSize: 8, resolution: 28, threads: threads) }
+  }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import QuadraModels
+import Testing
+
+@testable import QuadraSearch
+
+@Suite struct PartCostTableTests {
+  /// A space small enough to profile part by part in a test: 2 stages, one depth, two widths per
+  /// stage, a quadratic and a depthwise mixer, one MLP ratio.
+  static let tinySpace = SearchSpace(
+    name: "tiny", resolution: 16, inputChannels: 1, classCount: 4, stageCounts: [1, 2], stems: [StemChoice(patchSize: 2)],
+    stages: [
+      StageChoices(depths: [1, 2], widths: [8, 16], mixers: [.quadratic(kernelSize: 3), .depthwise(kernelSize: 3)]),
+      StageChoices(depths: [1], widths: [16], mixers: [.gnConv(order: 2, scale: 1.0 / 3.0)]),
+    ],
+    mlpRatios: [2], layerScaleInit: 1, weightInitialization: .fanInScaled(gain: 1))
+
+  /// A network is its stem, one downsampling per later stage, its blocks and the head; every part of
+  /// every architecture of a space is among the space's parts.
+  @Test func networksDecomposeIntoTheSpacesParts() throws {
+    var generator = RandomGenerator(seed: 8)
+    for space in [SearchSpace.fashionMNIST, .imageNet, Self.tinySpace] {
+      let keys = Set(NetworkPart.parts(of: space).map(\.key))
+      #expect(keys.count == NetworkPart.parts(of: space).count)
+      for _ in 0..<40 {
+        let config = try space.config(for: space.randomArchitecture(using: &generator))
+        let parts = NetworkPart.parts(of: config, resolution: space.resolution)
+        #expect(parts.count == 1 + (config.depths.count - 1) + config.depths.reduce(0, +) + 1)
+        for part in parts { #expect(keys.contains(part.key), "\(part.key) of \(config.name) is not in \(space.name)'s parts") }
+      }
+    }
+    // The tiny space: stems 2 widths, blocks 2 mixers × 2 widths + 1, downsamplings 2, heads 2 + 1.
+    #expect(NetworkPart.parts(of: Self.tinySpace).count == 2 + 5 + 2 + 3)
+  }
+
+  /// With synthetic part times, predictions are a·Σ + b·parts + c, and the fit recovers a, b, c from
+  /// whole-network times made that way.
+  @Test func predictionsComposeAndTheOverheadFitRecoversTheMaps() throws {
+    let space = SearchSpace.fashionMNIST
+    var parts: [String: PartCost] = [:]
+    for (index, part) in NetworkPart.parts(of: space).enumerated() {
+      let t = 1e-3 * Double(1 + index % 17)
+      parts[part.key] = PartCost(train: 3 * t, inferBatch1: t / 10, inferBatch: t)
+    }
+    let identity = LatencyModel(coefficients: [1, 0, 0])
+    var table = PartCostTable(parts: parts, train: identity, inferBatch1: identity, inferBatch: identity)
+    var generator = RandomGenerator(seed: 9)
+    let configs = try (0..<30).map { _ in try space.config(for: space.randomArchitecture(using: &generator)) }
+    let truth = (a: 1.2, b: 2e-4, c: 5e-3)
+    let batch = 8
+    var measurements: [ArchitectureMeasurement] = []
+    for config in configs {
+      let list = NetworkPart.parts(of: config, resolution: 28)
+      let sums = list.reduce((0.0, 0.0, 0.0)) { total, part in
+        let cost = parts[part.key]!
+        return (total.0 + cost.train, total.1 + cost.inferBatch1, total.2 + cost.inferBatch)
+      }
+      #expect(abs(table.predict(config, resolution: 28)!.train - sums.0) < 1e-12)
+      func make(_ sum: Double) -> Double { truth.a * sum + truth.b * Double(list.count) + truth.c }
+      measurements.append(
+        ArchitectureMeasurement(
+          architecture: try space.architecture(of: config), trainSecondsPerImage: make(sums.0) / Double(batch),
+          inferSecondsBatch1: make(sums.1), inferSecondsPerImage: make(sums.2) / Double(batch), trainPeakBytes: 1,
+          inferPeakBytes: 1))
+    }
+    table.fitOverheads(configs: configs, measurements: measurements, resolution: 28, batchSize: batch)
+    for map in [table.train, table.inferBatch1, table.inferBatch] {
+      #expect(abs(map.coefficients[0] - truth.a) < 1e-6)
+      #expect(abs(map.coefficients[1] - truth.b) < 1e-8)
+      #expect(abs(map.coefficients[2] - truth.c) < 1e-8)
+    }
+    #expect(table.isWellFormed)
+    // An architecture with a part the table lacks falls back to the linear model.
+    var model = CostModel.analytic(batchSize: batch, threads: 1)
+    model.table = table
+    var outside = configs[0]
+    outside.widths[0] = 8
+    #expect(table.predict(outside, resolution: 28) == nil)
+    #expect(model.latencies(outside, resolution: 28).trainPerImage == model.latencies(outside, resolution: 28, usingTable: false).trainPerImage)
+    let inside = model.latencies(configs[0], resolution: 28)
+    #expect(abs(inside.trainPerImage - measurements[0].trainSecondsPerImage) < 1e-9)
+  }
+
+  /// A real profile of the tiny space: every part measured (positive times), the table used for prediction.
+  @Test func tinySpaceProfileMeasuresEveryPart() throws {
+    let options = Profiler.Options(samples: 4, repetitions: 1, batchSize: 2, threads: 1)
+    var lines = 0
+    let profile = try Profiler.profile(space: Self.tinySpace, hardware: ProfileCacheTests.hardware, options: options) { _ in
+      lines += 1
+    }
+    let table = try #require(profile.costModel.table)
+    #expect(lines == 12 + 4)
+    #expect(table.parts.count == 12)
+    #expect(table.parts.values.allSatisfy { $0.train > 0 && $0.inferBatch1 > 0 && $0.inferBatch > 0 })
+    #expect(table.isWellFormed)
+    let config = try Self.tinySpace.config(for: profile.measurements[0].architecture)
+    let predicted = try profile.costModel.predict(config, resolution: 16)
+    #expect(predicted.trainMillisecondsPerImage > 0 && predicted.trainMillisecondsPerImage.isFinite)
+  }
+}
