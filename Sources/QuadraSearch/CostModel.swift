@@ -178,15 +178,28 @@ public struct CostModel: Codable, Sendable, Equatable {
 
   /// All predicted costs of `config` on `resolution`² images.
   ///
-  /// - Throws: when the model cannot be built (the memory model runs it; a validated config always can).
-  /// Latencies come from ``table`` when it holds every part of `config` and `usingTable`, else from
-  /// the linear models.
-  public func predict(_ config: ModelConfig, resolution: Int, usingTable: Bool = true) throws -> PredictedCosts {
+  /// - Parameters:
+  ///   - usingTable: latencies from ``table`` when it holds every part of `config`, else from the linear models.
+  ///   - memory: ``MemoryEstimate/exact`` replays the step in a meta execution (tens to hundreds of
+  ///     milliseconds); ``MemoryEstimate/upperBound`` is a closed-form bound (microseconds) that is never
+  ///     below the exact peak, for scoring thousands of candidates (see ``MemoryModel/upperBound``).
+  /// - Throws: when the model cannot be built (the exact memory model runs it; a validated config always can).
+  public func predict(
+    _ config: ModelConfig, resolution: Int, usingTable: Bool = true, memory: MemoryEstimate = .exact
+  ) throws -> PredictedCosts {
     let times = latencies(config, resolution: resolution, usingTable: usingTable)
-    let training = try MemoryModel.trainingPeakBytes(
-      config: config, batchSize: batchSize, resolution: resolution, threads: threads)
-    // Inference memory is the deployment case, batch 1 (what `search calibrate` measures).
-    let inference = try MemoryModel.inferencePeakBytes(config: config, batchSize: 1, resolution: resolution, threads: threads)
+    let training: Int
+    let inference: Int
+    switch memory {
+    case .exact:
+      training = try MemoryModel.trainingPeakBytes(
+        config: config, batchSize: batchSize, resolution: resolution, threads: threads)
+      // Inference memory is the deployment case, batch 1 (what `search calibrate` measures).
+      inference = try MemoryModel.inferencePeakBytes(config: config, batchSize: 1, resolution: resolution, threads: threads)
+    case .upperBound:
+      training = MemoryModel.upperBound(config: config, batchSize: batchSize, resolution: resolution).trainingBytes
+      inference = MemoryModel.upperBound(config: config, batchSize: 1, resolution: resolution).inferenceBytes
+    }
     return PredictedCosts(
       trainMillisecondsPerImage: times.trainPerImage * 1000, inferMillisecondsBatch1: times.inferBatch1 * 1000,
       inferMillisecondsPerImage: times.inferPerImage * 1000, trainMemoryBytes: training, inferMemoryBytes: inference,
@@ -204,6 +217,14 @@ public struct CostModel: Codable, Sendable, Equatable {
     let features = CostFeatures(config: config, resolution: resolution)
     return (trainPerImage.predict(features), inferBatch1.predict(features), inferPerImage.predict(features))
   }
+}
+
+/// How ``CostModel/predict(_:resolution:usingTable:memory:)`` predicts peak memory.
+public enum MemoryEstimate: String, Codable, Sendable {
+  /// The allocator's peak byte for byte, by meta execution (``MemoryModel``).
+  case exact
+  /// ``MemoryModel/upperBound(config:batchSize:resolution:)``: closed form, never below the exact peak.
+  case upperBound = "upper-bound"
 }
 
 /// The memory model: the exact peak bytes of the ``QuadraCore/MemoryTracker`` during a training
@@ -227,6 +248,32 @@ public struct CostModel: Codable, Sendable, Equatable {
 /// shapes and threads), so after the first architectures a prediction costs only the bookkeeping
 /// of the tape and the weight initialization.
 public enum MemoryModel {
+  /// A closed-form upper bound on the peaks, for scoring many candidates quickly:
+  ///
+  ///     training  = 16 · params (weights, gradients, AdamW m and v)  + saved activations
+  ///     inference =  8 · params (weights, transient weight copies)     + the largest live block maps
+  ///
+  /// with the per-block activation factors of ``QuadraModels/ModelConfig/trainingActivationBytes(batchSize:resolution:)``
+  /// and ``QuadraModels/ModelConfig/inferenceActivationBytes(batchSize:resolution:)``, which count every map an op
+  /// may save. Never below the exact peak (`MemoryModelTests` checks it); measured 1.2–1.9× above it, so a
+  /// memory constraint checked with it only ever rejects feasible architectures, never admits infeasible ones.
+  public static func upperBound(config: ModelConfig, batchSize: Int, resolution: Int) -> (
+    trainingBytes: Int, inferenceBytes: Int
+  ) {
+    // Inference also holds kernels' transient copies of weights (e.g. repacked depthwise filters), which
+    // the activation factors do not count; all weights once more bounds them (measured: the activation
+    // term alone fell up to 160 KB short at 32² on the imagenet space).
+    let weights = config.parameterCount.multipliedReportingOverflow(by: 8)
+    let training = config.trainingParameterBytes.addingReportingOverflow(
+      config.trainingActivationBytes(batchSize: batchSize, resolution: resolution))
+    let inference = weights.partialValue.addingReportingOverflow(
+      config.inferenceActivationBytes(batchSize: batchSize, resolution: resolution))
+    return (
+      training.overflow ? Int.max : training.partialValue,
+      weights.overflow || inference.overflow ? Int.max : inference.partialValue
+    )
+  }
+
   /// The backend every prediction runs in: its workspace probes are shared by all predictions.
   static let backend = MetaBackend()
 

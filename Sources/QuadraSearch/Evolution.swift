@@ -25,6 +25,8 @@ public struct SearchConstraints: Codable, Sendable, Equatable {
     var unit: String
     var value: (PredictedCosts) -> Double
     var limit: Double
+    /// Whether the value is a memory prediction (exact or bounded, see ``MemoryEstimate``).
+    var isMemory = false
   }
 
   var bounds: [Bound] {
@@ -38,7 +40,7 @@ public struct SearchConstraints: Codable, Sendable, Equatable {
     if let limit = maxTrainMemoryBytes {
       result.append(
         Bound(flag: "--max-train-memory-mb", unit: "MiB", value: { Double($0.trainMemoryBytes) / 1_048_576 },
-          limit: Double(limit) / 1_048_576))
+          limit: Double(limit) / 1_048_576, isMemory: true))
     }
     if let limit = maxParameters {
       result.append(Bound(flag: "--max-params", unit: "parameters", value: { Double($0.parameters) }, limit: Double(limit)))
@@ -150,8 +152,18 @@ public struct Evolution: Sendable {
   /// The accuracy proxy (higher is better); called only for feasible architectures.
   public var score: @Sendable (Architecture, ModelConfig) throws -> Double
 
-  public init(costModel: CostModel, score: @escaping @Sendable (Architecture, ModelConfig) throws -> Double) {
+  /// How candidates' memory is predicted while scoring. The default, the closed-form upper bound, keeps
+  /// scoring at microseconds per candidate (10,000 candidates well within a minute); a memory constraint
+  /// checked with it never admits an architecture whose exact peak exceeds the limit. Results that are
+  /// written out (Pareto front, best) carry the exact peaks (``CostModel/predict(_:resolution:usingTable:memory:)``).
+  public var memoryEstimate: MemoryEstimate
+
+  public init(
+    costModel: CostModel, memoryEstimate: MemoryEstimate = .upperBound,
+    score: @escaping @Sendable (Architecture, ModelConfig) throws -> Double
+  ) {
     self.costModel = costModel
+    self.memoryEstimate = memoryEstimate
     self.score = score
   }
 
@@ -161,7 +173,11 @@ public struct Evolution: Sendable {
   /// and stage count need trying).
   public func checkFeasible(space: SearchSpace, constraints: SearchConstraints) throws {
     for bound in constraints.bounds {
-      let (architecture, value) = try cheapest(space: space) { bound.value($0) }
+      var (architecture, value) = try cheapest(space: space) { bound.value($0) }
+      if value > bound.limit && bound.isMemory && memoryEstimate != .exact {
+        // The bound overstates memory: judge the cheapest architecture by its exact peak before refusing.
+        value = bound.value(try costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+      }
       if value > bound.limit {
         throw InfeasibleBudgetError(
           flag: bound.flag, limit: bound.limit, cheapest: architecture, cheapestValue: value, unit: bound.unit)
@@ -187,7 +203,7 @@ public struct Evolution: Sendable {
               var trial = architecture
               trial.widths[stage] = width
               trial.mixers[stage] = mixer
-              let value = metric(try costModel.predict(try space.config(for: trial), resolution: space.resolution))
+              let value = metric(try costModel.predict(try space.config(for: trial), resolution: space.resolution, memory: memoryEstimate))
               if stageBest.map({ value < $0.2 }) ?? true { stageBest = (mixer, width, value) }
             }
           }
@@ -196,7 +212,7 @@ public struct Evolution: Sendable {
             architecture.widths[stage] = stageBest.1
           }
         }
-        let value = metric(try costModel.predict(try space.config(for: architecture), resolution: space.resolution))
+        let value = metric(try costModel.predict(try space.config(for: architecture), resolution: space.resolution, memory: memoryEstimate))
         if best.map({ value < $0.1 }) ?? true { best = (architecture, value) }
       }
     }
@@ -250,7 +266,7 @@ public struct Evolution: Sendable {
     for _ in 0..<state.options.maximumAttempts {
       let architecture = draw(&state.generator)
       let config = try state.space.config(for: architecture)
-      let costs = try costModel.predict(config, resolution: state.space.resolution)
+      let costs = try costModel.predict(config, resolution: state.space.resolution, memory: memoryEstimate)
       guard state.constraints.admits(costs) else {
         state.rejected += 1
         continue

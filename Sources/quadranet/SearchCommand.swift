@@ -261,9 +261,15 @@ struct SearchRunCommand: ParsableCommand {
   func writeResults(_ state: EvolutionState, costModel: CostModel, images: Tensor?, to directory: URL) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-    let front = state.front.sorted { $0.costs.trainMillisecondsPerImage < $1.costs.trainMillisecondsPerImage }
+    // Scoring used the memory upper bound; what is written carries the exact peaks.
+    let front = try state.front.map { candidate in
+      var exact = candidate
+      exact.costs = try costModel.predict(try state.space.config(for: candidate.architecture), resolution: state.space.resolution)
+      return exact
+    }.sorted { $0.costs.trainMillisecondsPerImage < $1.costs.trainMillisecondsPerImage }
     try AtomicFile.write(try encoder.encode(front), to: directory.appendingPathComponent("pareto.json"))
-    guard let best = state.best else { return }
+    guard var best = state.best else { return }
+    best.costs = try costModel.predict(try state.space.config(for: best.architecture), resolution: state.space.resolution)
     let bestConfig = try state.space.config(for: best.architecture)
     try AtomicFile.write(try encoder.encode(bestConfig), to: directory.appendingPathComponent("best.json"))
     let proxy = self.proxy

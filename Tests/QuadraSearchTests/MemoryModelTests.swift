@@ -28,6 +28,11 @@ import Testing
       config: config, batchSize: 1, resolution: resolution, threads: threads)
     #expect(predictedTrain == train, "\(config.name): training peak predicted \(predictedTrain), measured \(train)")
     #expect(predictedInfer == infer, "\(config.name): inference peak predicted \(predictedInfer), measured \(infer)")
+    // The closed-form bound that scoring uses must never be below the exact peaks.
+    let bound = MemoryModel.upperBound(config: config, batchSize: batchSize, resolution: resolution)
+    #expect(bound.trainingBytes >= train, "\(config.name): training bound \(bound.trainingBytes) < measured \(train)")
+    let inferenceBound = MemoryModel.upperBound(config: config, batchSize: 1, resolution: resolution)
+    #expect(inferenceBound.inferenceBytes >= infer, "\(config.name): inference bound \(inferenceBound.inferenceBytes) < measured \(infer)")
   }
 
   /// 14 random architectures of the fashion-mnist space at its resolution, batch 4, 2 threads.
