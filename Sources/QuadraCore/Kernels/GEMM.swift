@@ -86,8 +86,14 @@ public enum GEMM {
     }
   }
 
-  /// The shape this process uses unless a test forces one (``shapeOverride``).
-  static let automaticShape = MicroKernelShape.preferred(for: CPUInfo.current.vectorISA)
+  /// The shape this process uses unless a test forces one (``shapeOverride``): the machine's, or the one
+  /// `QUADRANET_GEMM_KERNEL` names (`6x16` or `14x32`; for comparing the kernels on one machine — 14×32
+  /// needs AVX-512 to keep its tile in registers).
+  static let automaticShape: MicroKernelShape = {
+    let requested = ProcessInfo.processInfo.environment["QUADRANET_GEMM_KERNEL"]
+    return MicroKernelShape.allCases.first { $0.description == requested }
+      ?? MicroKernelShape.preferred(for: CPUInfo.current.vectorISA)
+  }()
 
   /// Forces a micro-kernel shape inside a task (tests run every shape on any machine this way).
   /// Read once per call on the calling thread, so a forced shape also holds on the worker threads.
