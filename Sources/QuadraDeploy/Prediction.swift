@@ -22,9 +22,10 @@ public struct ImageInput {
 
   public var count: Int { shape[0] }
 
-  /// Reads an IDX image file (`[N, H, W]` or `[N, H, W, C]` unsigned bytes, optionally gzipped) or a NumPy
-  /// `.npy` array (uint8 or float32; `[N, H, W]`, `[N, H, W, C]` or `[N, C, H, W]`), recognized by its magic
-  /// bytes, and checks it against `model`: channel count, minimum size, finite values.
+  /// Reads an IDX image file (`[N, H, W]` or `[N, H, W, C]` unsigned bytes, optionally gzipped), a NumPy
+  /// `.npy` array (uint8 or float32; `[N, H, W]`, `[N, H, W, C]` or `[N, C, H, W]`) or one PNG or JPEG image
+  /// (see ``decodedImage(_:for:)``), recognized by its magic bytes, and checks it against `model`: channel
+  /// count, minimum size, finite values.
   public static func read(_ url: URL, for model: DeployableModel, layout: InputLayout = .auto) throws -> ImageInput {
     let path = url.path
     guard FileManager.default.fileExists(atPath: path) else {
@@ -34,11 +35,13 @@ public struct ImageInput {
     do { handle = try FileHandle(forReadingFrom: url) } catch {
       throw DeploymentError.invalidInput(input: path, reason: "cannot open: \(error.localizedDescription)")
     }
-    let head = (try? handle.read(upToCount: 6)) ?? nil
+    let head = (try? handle.read(upToCount: 8)) ?? nil
     try? handle.close()
     let shape: [Int]
     let values: [Float]
-    if let head, [UInt8](head) == NumPyArray.magic {
+    if let head, ImageFormat.sniff(head) != nil {
+      (shape, values) = try decodedImage(url, for: model)
+    } else if let head, [UInt8](head.prefix(NumPyArray.magic.count)) == NumPyArray.magic {
       let array = try NumPyArray.read(contentsOf: url)
       (shape, values) = (array.shape, array.floats)
     } else {
@@ -54,6 +57,28 @@ public struct ImageInput {
       (shape, values) = (array.dimensions, array.bytes.map(Float.init))
     }
     return try ImageInput(source: path, shape: shape, values: values, model: model, layout: layout)
+  }
+
+  /// One PNG or JPEG image as `[1, H, W, C]` raw pixels, prepared as evaluation prepares an image folder's test
+  /// images: gray repeated to RGB for a 3-channel model, and — when the checkpoint records the training
+  /// `--resolution` R — the shorter side resized to ⌊R / 0.875⌋ and the centre R × R cut out (timm's evaluation
+  /// transform); without a recorded resolution the image is used at its own size.
+  static func decodedImage(_ url: URL, for model: DeployableModel) throws -> (shape: [Int], values: [Float]) {
+    var image: DecodedImage
+    do { image = try ImageDecoding.decode(contentsOf: url) } catch {
+      throw DeploymentError.invalidInput(input: url.path, reason: "\(error)")
+    }
+    let channels = model.config.inputChannels
+    if image.channels == 3 && channels == 1 {
+      throw DeploymentError.invalidInput(
+        input: url.path, reason: "it is an RGB image; \(model.config.name) takes 1-channel (gray) images")
+    }
+    if channels == 3 { image = ImageResizing.grayToRGB(image) }
+    if let resolution = model.checkpoint.dataOptions?.resolution {
+      let shorter = Int(Double(resolution) / ImageResizing.evaluationCropFraction)
+      image = ImageResizing.resizeAndCenterCrop(image, shorterSide: shorter, crop: resolution)
+    }
+    return ([1, image.height, image.width, image.channels], image.pixels.map(Float.init))
   }
 
   /// Checks and converts an array of raw pixels to NHWC; `source` names it in errors.
