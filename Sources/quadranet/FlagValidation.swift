@@ -1,9 +1,21 @@
 import ArgumentParser
 import Foundation
 import QuadraCore
+import QuadraModels
 
 /// Range checks for numeric flags; every message names the flag, the allowed range and the value given.
 enum FlagCheck {
+  /// `names` must list 1…(registered count) registered model names.
+  static func registeredModels(_ names: [String], _ flag: String) throws {
+    guard !names.isEmpty, names.count <= ModelRegistry.names.count else {
+      throw ValidationError("\(flag) must name 1...\(ModelRegistry.names.count) registered models, got \(names.count)")
+    }
+    for name in names where !ModelRegistry.names.contains(name) {
+      throw ValidationError(
+        "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")
+    }
+  }
+
   static func integer(_ value: Int?, in range: ClosedRange<Int>, _ flag: String) throws {
     guard let value else { return }
     guard range.contains(value) else {

@@ -50,13 +50,7 @@ struct InferenceBenchCommand: ParsableCommand {
     try FlagCheck.integer(resolution, in: Self.resolutionRange, "--resolution")
     try FlagCheck.integer(runs, in: Self.runsRange, "--runs")
     _ = try parsedBatchSizes()
-    guard !modelNames.isEmpty, modelNames.count <= ModelRegistry.names.count else {
-      throw ValidationError("--models must name 1...\(ModelRegistry.names.count) registered models, got \(modelNames.count)")
-    }
-    for name in modelNames where !ModelRegistry.names.contains(name) {
-      throw ValidationError(
-        "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")
-    }
+    try FlagCheck.registeredModels(modelNames, "--models")
   }
 
   func run() throws {

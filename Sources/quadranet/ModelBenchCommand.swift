@@ -39,13 +39,7 @@ struct ModelBenchCommand: ParsableCommand {
     try FlagCheck.integer(resolution, in: Self.resolutionRange, "--resolution")
     try FlagCheck.integer(batchSize, in: Self.batchSizeRange, "--batch-size")
     try FlagCheck.integer(steps, in: Self.stepsRange, "--steps")
-    guard !modelNames.isEmpty, modelNames.count <= ModelRegistry.names.count else {
-      throw ValidationError("--models must name 1...\(ModelRegistry.names.count) registered models, got \(modelNames.count)")
-    }
-    for name in modelNames where !ModelRegistry.names.contains(name) {
-      throw ValidationError(
-        "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")
-    }
+    try FlagCheck.registeredModels(modelNames, "--models")
   }
 
   func run() throws {
