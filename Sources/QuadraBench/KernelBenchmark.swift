@@ -86,6 +86,24 @@ public enum KernelBenchmark {
           record("gemm_prepacked_196x1536x384", flops: 2 * Double(m * n * k), seconds: prepacked)
         }
       }
+      // The shallow products of the 28×28 models (quadranet-28's first stage at batch 64: 64·14² rows,
+      // widths 40 → 80): forward, input gradient (B transposed) and weight gradient (A transposed).
+      // Their k of 40–80 makes packing and tile stores a large share, unlike the square shapes above.
+      for (name, m, n, k, transposeA, transposeB) in [
+        ("gemm_12544x80x40", 12544, 80, 40, false, false), ("gemm_12544x40x80_bt", 12544, 40, 80, false, true),
+        ("gemm_40x80x12544_at", 40, 80, 12544, true, false), ("gemm_3136x160x80", 3136, 160, 80, false, false),
+      ] {
+        var generator = RandomGenerator(seed: 3)
+        let a = Tensor.uniform(shape: transposeA ? [k, m] : [m, k], lower: -1, upper: 1, using: &generator)
+        let b = Tensor.uniform(shape: transposeB ? [n, k] : [k, n], lower: -1, upper: 1, using: &generator)
+        let c = Tensor(uninitializedShape: [m, n])
+        let backend = CPUBackend()
+        let product = MatrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+        let seconds = Stopwatch.best(repetitions: 20) {
+          backend.matrixMultiply(a, b, product, columnBias: nil, into: c)
+        }
+        record(name, flops: 2 * Double(m * n * k), seconds: seconds)
+      }
       var generator = RandomGenerator(seed: 2)
       let (batch, size, channels, kernel) = (32, 56, 64, 7)
       let x = Tensor.uniform(shape: [batch, size, size, channels], lower: -1, upper: 1, using: &generator)

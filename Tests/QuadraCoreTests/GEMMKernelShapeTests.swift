@@ -6,8 +6,12 @@ import Testing
 /// Every micro-kernel shape on every machine (forced through ``GEMM/shapeOverride``), the cache
 /// blocking derived from ``CPUInfo``, and the prepacked-B API.
 @Suite struct GEMMKernelShapeTests {
-  /// Sizes that are not multiples of either tile (6 × 16, 14 × 32) and one smaller than both.
-  static let oddSizes: [(m: Int, n: Int, k: Int)] = [(1, 1, 1), (13, 37, 45), (29, 67, 300), (15, 33, 17)]
+  /// Sizes that are not multiples of either tile (6 × 16, 14 × 32) and one smaller than both; last
+  /// panels exactly half a tile wide (n = 48 for 14 × 32, 40 for 6 × 16) and narrower (n = 40 for 14 × 32);
+  /// `k` within one depth block (A read in place, a short last row block packed) and deeper (A packed).
+  static let oddSizes: [(m: Int, n: Int, k: Int)] = [
+    (1, 1, 1), (13, 37, 45), (29, 67, 300), (15, 33, 17), (45, 48, 40), (31, 40, 80), (20, 40, 700),
+  ]
 
   @Test(arguments: GEMM.MicroKernelShape.allCases)
   func everyShapeMatchesTheReference(shape: GEMM.MicroKernelShape) {

@@ -296,7 +296,8 @@ public enum GEMM {
     let mr = K.mr, nr = K.nr
     let mc = balancedBlock(m, maximum: blocking.mc, multiple: mr)
     let nc = balancedBlock(n, maximum: blocking.nc, multiple: nr)
-    let packedACount = mc * kc
+    let readsADirectly = readsADirectly(k: k, kc: kc, transposeA: transposeA)
+    let packedACount = (readsADirectly ? mr : mc) * kc
     let packedBCount = b.isPacked ? 0 : nc * kc
     GEMMScratch.withBuffer(count: packedACount + packedBCount + mr * nr) { scratch in
       // B panels are read with aligned vector loads: the buffer is 64-byte aligned, and every panel
@@ -327,21 +328,42 @@ public enum GEMM {
           var ic = 0
           while ic < m {
             let mcCurrent = Swift.min(mc, m - ic)
-            packA(
-              K.self, m: mcCurrent, k: kcCurrent,
-              a: transposeA ? a + pc * lda + ic : a + ic * lda + pc, lda: lda, transposeA: transposeA,
-              into: packedA)
+            if !readsADirectly {
+              packA(
+                K.self, m: mcCurrent, k: kcCurrent,
+                a: transposeA ? a + pc * lda + ic : a + ic * lda + pc, lda: lda, transposeA: transposeA,
+                into: packedA)
+            }
             var jr = 0
             while jr < ncCurrent {
               let columns = Swift.min(nr, ncCurrent - jr)
               let bPanel = packedB + jr * kcCurrent
               let tileBias = blockBias.map { $0 + jr }
+              @inline(__always)
+              func multiplyTile<A: GEMMRowPanel>(_ panel: A, row ir: Int, rows: Int) {
+                let target = c + (ic + ir) * ldc + jc + jr
+                if columns <= nr / 2 {
+                  K.computeHalf(
+                    k: kcCurrent, a: panel, b: bPanel, c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
+                    bias: tileBias, rows: rows, columns: columns, tile: tile)
+                } else {
+                  K.compute(
+                    k: kcCurrent, a: panel, b: bPanel, c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
+                    bias: tileBias, rows: rows, columns: columns, tile: tile)
+                }
+              }
               var ir = 0
               while ir < mcCurrent {
-                K.compute(
-                  k: kcCurrent, a: UnsafePointer(packedA + ir * kcCurrent), b: bPanel,
-                  c: c + (ic + ir) * ldc + jc + jr, ldc: ldc, alpha: alpha, beta: blockBeta, bias: tileBias,
-                  rows: Swift.min(mr, mcCurrent - ir), columns: columns, tile: tile)
+                let rows = Swift.min(mr, mcCurrent - ir)
+                if !readsADirectly {
+                  multiplyTile(ColumnRowPanel(pointer: packedA + ir * kcCurrent, depthStride: mr), row: ir, rows: rows)
+                } else if rows == mr {
+                  multiplyTile(RowMajorRowPanel(pointer: a + (ic + ir) * lda + pc, lda: lda), row: ir, rows: rows)
+                } else {
+                  // A short last row block: reading mr rows in place would run past A, so pack it (zero-padded).
+                  packA(K.self, m: rows, k: kcCurrent, a: a + (ic + ir) * lda + pc, lda: lda, transposeA: false, into: packedA)
+                  multiplyTile(ColumnRowPanel(pointer: packedA, depthStride: mr), row: ir, rows: rows)
+                }
                 ir += mr
               }
               jr += nr
@@ -353,6 +375,20 @@ public enum GEMM {
         jc += nc
       }
     }
+  }
+
+  /// Whether the micro-kernels read a row-major `op(A)` in place (``RowMajorRowPanel``) instead of packing it.
+  ///
+  /// Packing pays off when each packed element feeds many panels of a deep product. In a shallow one
+  /// (`k` within one depth block: the 28×28 models' `k` of 40–320, or 64–384 in a 224² CNN's 1 × 1
+  /// convolutions) a row-major `A` block is a few contiguous KiB that the kernel streams once per panel,
+  /// and the copy costs as much as the multiply-adds it feeds when `n` is small. Measured on Zen 4
+  /// (`bench kernels`, one thread, 14 × 32): 12544 × 80 × 40 0.76 → 0.92 of peak, its input gradient
+  /// (Bᵀ) 0.54 → 0.77, 3136 × 160 × 80 0.87 → 0.95; a deep product (1024³, 4 KiB row stride) slows
+  /// from 0.84 to 0.64 in place, so it keeps packing. A stored `Aᵀ` (the weight gradients) gained
+  /// nothing in place and is packed.
+  static func readsADirectly(k: Int, kc: Int, transposeA: Bool) -> Bool {
+    !transposeA && k <= kc
   }
 
   /// Copies `op(B)` (`k × n`) into panels of `nr` columns: panel `q` holds columns
@@ -443,8 +479,10 @@ public enum GEMM {
         // Column p of op(A) is row p of A: mr contiguous floats.
         var source = a + ir
         if rows == mr {
+          // A constant-length copy the compiler turns into vector moves (not a memmove call per column).
           for p in 0..<k {
-            (panel + p * mr).update(from: source, count: mr)
+            let destination = panel + p * mr
+            for i in 0..<mr { destination[i] = source[i] }
             source += lda
           }
         } else {

@@ -1,3 +1,29 @@
+/// Where a micro-kernel reads its `mr` rows of `op(A)`: element `(i, p)` of the tile's rows, step by step in `p`.
+protocol GEMMRowPanel {
+  /// Row `i`'s value at the current depth `p`.
+  func value(_ i: Int) -> Float
+  /// Moves to depth `p + 1`.
+  mutating func advance()
+}
+
+/// A panel packed by ``GEMM``'s `packA`: the `mr` rows side by side, `mr` consecutive floats per depth `p`
+/// (`depthStride = mr`).
+struct ColumnRowPanel: GEMMRowPanel {
+  var pointer: UnsafePointer<Float>
+  var depthStride: Int
+  @inline(__always) func value(_ i: Int) -> Float { pointer[i] }
+  @inline(__always) mutating func advance() { pointer += depthStride }
+}
+
+/// `mr` rows of a row-major `A` read in place (row stride `lda`), so a shallow product skips packing `A`:
+/// when `n` is small, copying `A` costs as much as the multiply-adds it feeds. The rows must all exist.
+struct RowMajorRowPanel: GEMMRowPanel {
+  var pointer: UnsafePointer<Float>
+  var lda: Int
+  @inline(__always) func value(_ i: Int) -> Float { pointer[i &* lda] }
+  @inline(__always) mutating func advance() { pointer += 1 }
+}
+
 /// The register-tile kernels of ``GEMM``: each computes one `mr × nr` tile of `C` from an `mr`-row
 /// panel of packed `op(A)` and an `nr`-column panel of packed `op(B)`, keeping the tile in vector
 /// registers for the whole `k` loop.
@@ -14,13 +40,24 @@ protocol GEMMMicroKernel {
   /// `C[rows, columns] = alpha · Apanel · Bpanel + beta · C + bias` for one tile.
   ///
   /// - Parameters:
-  ///   - a: `k` columns of `mr` consecutive floats; `b`: `k` rows of `nr` consecutive floats (64-byte
-  ///     aligned panels, zero-padded past the matrix).
+  ///   - a: the tile's `mr` rows of `op(A)` (packed, or read in place); `b`: `k` rows of `nr` consecutive
+  ///     floats (a 64-byte aligned panel, zero-padded past the matrix).
   ///   - rows, columns: the valid part of the tile (`≤ mr`, `≤ nr`); only it is read or written in `C`.
   ///   - beta: `0` means `C` is not read.
   ///   - tile: `mr · nr` floats of scratch for edge tiles.
-  static func compute(
-    k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
+    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
+    rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>)
+
+  /// ``compute(k:a:b:c:ldc:alpha:beta:bias:rows:columns:tile:)`` for a panel whose valid columns fit in
+  /// its first vector (`columns ≤ nr / 2`): half the multiply-adds and half the B loads.
+  ///
+  /// The last panel of a product whose `n` is not a multiple of `nr` is often this narrow (the 28×28
+  /// models' widths 40, 80, 160 leave 8 or 16 columns for a 32-wide tile); the full kernel would spend
+  /// as much on the zero padding as on the data.
+  static func computeHalf<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>)
 }
@@ -33,13 +70,44 @@ extension GEMMMicroKernel {
     bias: UnsafePointer<Float>?, rows: Int, columns: Int
   ) {
     for i in 0..<rows {
-      let destination = c + i * ldc
-      let source = tile + i * nr
-      for j in 0..<columns {
-        var value = alpha * source[j] + (bias?[j] ?? 0)
-        if beta != 0 { value += beta * destination[j] }
-        destination[j] = value
-      }
+      storeSpan(c + i * ldc, from: tile + i * nr, count: columns, alpha: alpha, beta: beta, bias: bias)
+    }
+  }
+
+  /// `destination[j] = alpha · source[j] + bias[j] + beta · destination[j]` for `j < count`, in 16-, 8-
+  /// and 4-lane vectors and a scalar tail: an edge tile of a shallow product costs about as much to store
+  /// as to compute, so the store must not be a scalar loop.
+  @inline(__always)
+  static func storeSpan(
+    _ destination: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, count: Int, alpha: Float,
+    beta: Float, bias: UnsafePointer<Float>?
+  ) {
+    @inline(__always)
+    func chunk<V: SIMD>(_ type: V.Type, at j: Int) where V.Scalar == Float {
+      let to = UnsafeMutableRawPointer(destination + j)
+      var value = UnsafeRawPointer(source + j).loadUnaligned(as: V.self) * alpha
+      if let bias { value += UnsafeRawPointer(bias + j).loadUnaligned(as: V.self) }
+      if beta != 0 { value += UnsafeRawPointer(to).loadUnaligned(as: V.self) * beta }
+      to.storeBytes(of: value, as: V.self)
+    }
+    var j = 0
+    while j + 16 <= count {
+      chunk(SIMD16<Float>.self, at: j)
+      j += 16
+    }
+    if j + 8 <= count {
+      chunk(SIMD8<Float>.self, at: j)
+      j += 8
+    }
+    if j + 4 <= count {
+      chunk(SIMD4<Float>.self, at: j)
+      j += 4
+    }
+    while j < count {
+      var value = alpha * source[j] + (bias?[j] ?? 0)
+      if beta != 0 { value += beta * destination[j] }
+      destination[j] = value
+      j += 1
     }
   }
 
@@ -69,10 +137,11 @@ extension GEMMMicroKernel {
     _ forEachRow: ((Int, V, V) -> Void) -> Void, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
     beta: Float, bias: UnsafePointer<Float>?, rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
-    if rows == mr && columns == nr {
+    if columns == nr {
+      // Full width: store the valid rows straight from the registers (a short last row block too).
       let (bias0, bias1) = biasVectors(bias, as: V.self)
       forEachRow { row, v0, v1 in
-        storeRow(c + row * ldc, v0, v1, alpha: alpha, beta: beta, bias0: bias0, bias1: bias1)
+        if row < rows { storeRow(c + row * ldc, v0, v1, alpha: alpha, beta: beta, bias0: bias0, bias1: bias1) }
       }
     } else {
       // Edge tile: spill the accumulators and write only the valid part.
@@ -81,6 +150,31 @@ extension GEMMMicroKernel {
       forEachRow { row, v0, v1 in
         raw.storeBytes(of: v0, toByteOffset: 2 * row * width, as: V.self)
         raw.storeBytes(of: v1, toByteOffset: 2 * row * width + width, as: V.self)
+      }
+      storeEdge(tile: tile, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns)
+    }
+  }
+
+  /// ``writeTile(_:c:ldc:alpha:beta:bias:rows:columns:tile:)`` for ``computeHalf(k:a:b:c:ldc:alpha:beta:bias:rows:columns:tile:)``'s
+  /// one vector per row (`columns ≤ nr / 2`).
+  @inline(__always)
+  static func writeHalfTile<V: PeakFLOPSVector>(
+    _ forEachRow: ((Int, V) -> Void) -> Void, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
+    beta: Float, bias: UnsafePointer<Float>?, rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
+  ) {
+    if columns == V.scalarCount {
+      let biasVector = bias.map { UnsafeRawPointer($0).loadUnaligned(as: V.self) } ?? V()
+      forEachRow { row, v in
+        guard row < rows else { return }
+        let destination = UnsafeMutableRawPointer(c + row * ldc)
+        var r = V.multiplyAdd(biasVector, v, V(repeating: alpha))
+        if beta != 0 { r = V.multiplyAdd(r, V(repeating: beta), destination.loadUnaligned(as: V.self)) }
+        destination.storeBytes(of: r, as: V.self)
+      }
+    } else {
+      let raw = UnsafeMutableRawPointer(tile)
+      forEachRow { row, v in
+        raw.storeBytes(of: v, toByteOffset: row * nr * MemoryLayout<Float>.stride, as: V.self)
       }
       storeEdge(tile: tile, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns)
     }
@@ -110,8 +204,8 @@ enum GEMMKernel6x16: GEMMMicroKernel {
   static var nr: Int { 16 }
 
   @inline(__always)
-  static func compute(
-    k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
@@ -123,13 +217,13 @@ enum GEMMKernel6x16: GEMMMicroKernel {
     for _ in 0..<k {
       let b0 = bp.load(as: V.self)
       let b1 = bp.load(fromByteOffset: 32, as: V.self)
-      update(&c00, &c01, ap[0], b0, b1)
-      update(&c10, &c11, ap[1], b0, b1)
-      update(&c20, &c21, ap[2], b0, b1)
-      update(&c30, &c31, ap[3], b0, b1)
-      update(&c40, &c41, ap[4], b0, b1)
-      update(&c50, &c51, ap[5], b0, b1)
-      ap += 6
+      update(&c00, &c01, ap.value(0), b0, b1)
+      update(&c10, &c11, ap.value(1), b0, b1)
+      update(&c20, &c21, ap.value(2), b0, b1)
+      update(&c30, &c31, ap.value(3), b0, b1)
+      update(&c40, &c41, ap.value(4), b0, b1)
+      update(&c50, &c51, ap.value(5), b0, b1)
+      ap.advance()
       bp += 16 * MemoryLayout<Float>.stride
     }
     writeTile(
@@ -142,6 +236,38 @@ enum GEMMKernel6x16: GEMMMicroKernel {
         row(5, c50, c51)
       }, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns, tile: tile)
   }
+
+  @inline(__always)
+  static func computeHalf<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
+    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
+    rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
+  ) {
+    typealias V = SIMD8<Float>
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
+    var ap = a
+    var bp = UnsafeRawPointer(b)
+    for _ in 0..<k {
+      let b0 = bp.load(as: V.self)
+      c0 = V.multiplyAdd(c0, V(repeating: ap.value(0)), b0)
+      c1 = V.multiplyAdd(c1, V(repeating: ap.value(1)), b0)
+      c2 = V.multiplyAdd(c2, V(repeating: ap.value(2)), b0)
+      c3 = V.multiplyAdd(c3, V(repeating: ap.value(3)), b0)
+      c4 = V.multiplyAdd(c4, V(repeating: ap.value(4)), b0)
+      c5 = V.multiplyAdd(c5, V(repeating: ap.value(5)), b0)
+      ap.advance()
+      bp += 16 * MemoryLayout<Float>.stride
+    }
+    writeHalfTile(
+      { row in
+        row(0, c0)
+        row(1, c1)
+        row(2, c2)
+        row(3, c3)
+        row(4, c4)
+        row(5, c5)
+      }, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns, tile: tile)
+  }
 }
 
 /// 14 × 32 with `SIMD16<Float>`, for AVX-512's 32 `zmm` registers: 28 accumulators, 2 B vectors
@@ -152,8 +278,8 @@ enum GEMMKernel14x32: GEMMMicroKernel {
   static var nr: Int { 32 }
 
   @inline(__always)
-  static func compute(
-    k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
@@ -167,21 +293,21 @@ enum GEMMKernel14x32: GEMMMicroKernel {
     for _ in 0..<k {
       let b0 = bp.load(as: V.self)
       let b1 = bp.load(fromByteOffset: 64, as: V.self)
-      update(&c00, &c01, ap[0], b0, b1)
-      update(&c10, &c11, ap[1], b0, b1)
-      update(&c20, &c21, ap[2], b0, b1)
-      update(&c30, &c31, ap[3], b0, b1)
-      update(&c40, &c41, ap[4], b0, b1)
-      update(&c50, &c51, ap[5], b0, b1)
-      update(&c60, &c61, ap[6], b0, b1)
-      update(&c70, &c71, ap[7], b0, b1)
-      update(&c80, &c81, ap[8], b0, b1)
-      update(&c90, &c91, ap[9], b0, b1)
-      update(&c100, &c101, ap[10], b0, b1)
-      update(&c110, &c111, ap[11], b0, b1)
-      update(&c120, &c121, ap[12], b0, b1)
-      update(&c130, &c131, ap[13], b0, b1)
-      ap += 14
+      update(&c00, &c01, ap.value(0), b0, b1)
+      update(&c10, &c11, ap.value(1), b0, b1)
+      update(&c20, &c21, ap.value(2), b0, b1)
+      update(&c30, &c31, ap.value(3), b0, b1)
+      update(&c40, &c41, ap.value(4), b0, b1)
+      update(&c50, &c51, ap.value(5), b0, b1)
+      update(&c60, &c61, ap.value(6), b0, b1)
+      update(&c70, &c71, ap.value(7), b0, b1)
+      update(&c80, &c81, ap.value(8), b0, b1)
+      update(&c90, &c91, ap.value(9), b0, b1)
+      update(&c100, &c101, ap.value(10), b0, b1)
+      update(&c110, &c111, ap.value(11), b0, b1)
+      update(&c120, &c121, ap.value(12), b0, b1)
+      update(&c130, &c131, ap.value(13), b0, b1)
+      ap.advance()
       bp += 32 * MemoryLayout<Float>.stride
     }
     writeTile(
@@ -200,6 +326,55 @@ enum GEMMKernel14x32: GEMMMicroKernel {
         row(11, c110, c111)
         row(12, c120, c121)
         row(13, c130, c131)
+      }, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns, tile: tile)
+  }
+
+  @inline(__always)
+  static func computeHalf<A: GEMMRowPanel>(
+    k: Int, a: A, b: UnsafePointer<Float>,
+    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
+    rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
+  ) {
+    typealias V = SIMD16<Float>
+    var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V()
+    var c7 = V(), c8 = V(), c9 = V(), c10 = V(), c11 = V(), c12 = V(), c13 = V()
+    var ap = a
+    var bp = UnsafeRawPointer(b)
+    for _ in 0..<k {
+      let b0 = bp.load(as: V.self)
+      c0 = V.multiplyAdd(c0, V(repeating: ap.value(0)), b0)
+      c1 = V.multiplyAdd(c1, V(repeating: ap.value(1)), b0)
+      c2 = V.multiplyAdd(c2, V(repeating: ap.value(2)), b0)
+      c3 = V.multiplyAdd(c3, V(repeating: ap.value(3)), b0)
+      c4 = V.multiplyAdd(c4, V(repeating: ap.value(4)), b0)
+      c5 = V.multiplyAdd(c5, V(repeating: ap.value(5)), b0)
+      c6 = V.multiplyAdd(c6, V(repeating: ap.value(6)), b0)
+      c7 = V.multiplyAdd(c7, V(repeating: ap.value(7)), b0)
+      c8 = V.multiplyAdd(c8, V(repeating: ap.value(8)), b0)
+      c9 = V.multiplyAdd(c9, V(repeating: ap.value(9)), b0)
+      c10 = V.multiplyAdd(c10, V(repeating: ap.value(10)), b0)
+      c11 = V.multiplyAdd(c11, V(repeating: ap.value(11)), b0)
+      c12 = V.multiplyAdd(c12, V(repeating: ap.value(12)), b0)
+      c13 = V.multiplyAdd(c13, V(repeating: ap.value(13)), b0)
+      ap.advance()
+      bp += 32 * MemoryLayout<Float>.stride
+    }
+    writeHalfTile(
+      { row in
+        row(0, c0)
+        row(1, c1)
+        row(2, c2)
+        row(3, c3)
+        row(4, c4)
+        row(5, c5)
+        row(6, c6)
+        row(7, c7)
+        row(8, c8)
+        row(9, c9)
+        row(10, c10)
+        row(11, c11)
+        row(12, c12)
+        row(13, c13)
       }, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns, tile: tile)
   }
 }
