@@ -185,6 +185,10 @@ struct SearchRunCommand: ParsableCommand {
   var memoryBelow: [String] = []
   @Flag(help: "Use the analytic cost model instead of measuring a profile (ranking only, not real milliseconds).")
   var noProfile = false
+  @Option(
+    parsing: .unconditional,
+    help: "Then retrain the K best candidates (by proxy) with --dataset's default recipe and measure them beside the --faster-than/--memory-below models, 0...100 (writes train-best.json).")
+  var trainBest: Int = 0
 
   func validate() throws {
     try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
@@ -195,6 +199,10 @@ struct SearchRunCommand: ParsableCommand {
     try FlagCheck.real(maxInferMs, in: Double.leastNonzeroMagnitude...1e6, "(0, 1e6]", "--max-infer-ms")
     try FlagCheck.real(maxTrainMemoryMb, in: Double.leastNonzeroMagnitude...1e7, "(0, 1e7]", "--max-train-memory-mb")
     try FlagCheck.integer(maxParams, in: 1...10_000_000_000, "--max-params")
+    try FlagCheck.integer(trainBest, in: 0...100, "--train-best")
+    if trainBest > 0 && noProfile {
+      throw ValidationError("--train-best compares measured costs with predicted ones; it needs the profile (drop --no-profile)")
+    }
     _ = try Self.relative(fasterThan, "--faster-than", 1...1000)
     _ = try Self.relative(memoryBelow, "--memory-below", 0.001...1000)
   }
@@ -256,6 +264,15 @@ struct SearchRunCommand: ParsableCommand {
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
     try writeResults(running, costModel: costModel, images: images, to: outURL)
+    if trainBest > 0 {
+      let references = try [Self.relative(fasterThan, "--faster-than", 1...1000), Self.relative(memoryBelow, "--memory-below", 0.001...1000)]
+        .compactMap { $0?.0 }
+      try TrainBest.run(
+        state: running, costModel: costModel, count: trainBest, dataset: proxyImages.dataset,
+        threads: cost.threadOptions.threads, batchSize: cost.batchSize,
+        references: references.enumerated().filter { index, model in !references[..<index].contains { $0.name == model.name } }.map(\.element),
+        to: outURL)
+    }
   }
 
   func writeResults(_ state: EvolutionState, costModel: CostModel, images: Tensor?, to directory: URL) throws {
