@@ -418,9 +418,7 @@ public enum GEMM {
           }
         } else {
           for p in 0..<k {
-            let destination = panel + p * nr
-            for j in 0..<columns { destination[j] = source[j] }
-            for j in columns..<nr { destination[j] = 0 }
+            copyPadded(source, count: columns, into: panel + p * nr, width: nr)
             source += ldb
           }
         }
@@ -442,6 +440,35 @@ public enum GEMM {
       }
       panel += k * nr
       jr += nr
+    }
+  }
+
+  /// `destination[0..<count] = source[0..<count]`, `destination[count..<width] = 0`, in 8-float vectors
+  /// where they fit (the zero-padded last panel of a product whose size is not a multiple of the tile).
+  @inline(__always)
+  static func copyPadded(
+    _ source: UnsafePointer<Float>, count: Int, into destination: UnsafeMutablePointer<Float>, width: Int
+  ) {
+    typealias V = SIMD8<Float>
+    let from = UnsafeRawPointer(source)
+    let to = UnsafeMutableRawPointer(destination)
+    let stride = MemoryLayout<Float>.stride
+    var j = 0
+    while j + 8 <= count {
+      to.storeBytes(of: from.loadUnaligned(fromByteOffset: j * stride, as: V.self), toByteOffset: j * stride, as: V.self)
+      j += 8
+    }
+    while j < count {
+      destination[j] = source[j]
+      j += 1
+    }
+    while j + 8 <= width {
+      to.storeBytes(of: V(), toByteOffset: j * stride, as: V.self)
+      j += 8
+    }
+    while j < width {
+      destination[j] = 0
+      j += 1
     }
   }
 
@@ -487,9 +514,7 @@ public enum GEMM {
           }
         } else {
           for p in 0..<k {
-            let destination = panel + p * mr
-            for i in 0..<rows { destination[i] = source[i] }
-            for i in rows..<mr { destination[i] = 0 }
+            copyPadded(source, count: rows, into: panel + p * mr, width: mr)
             source += lda
           }
         }
