@@ -65,7 +65,9 @@ public struct ImageInput {
   /// transform); without a recorded resolution the image is used at its own size.
   static func decodedImage(_ url: URL, for model: DeployableModel) throws -> (shape: [Int], values: [Float]) {
     var image: DecodedImage
-    do { image = try ImageDecoding.decode(contentsOf: url) } catch {
+    do { image = try ImageDecoding.decode(contentsOf: url) } catch let error as ImageDecodingError {
+      throw error  // it names the file already; wrapping it would print the path twice
+    } catch {
       throw DeploymentError.invalidInput(input: url.path, reason: "\(error)")
     }
     let channels = model.config.inputChannels

@@ -155,27 +155,7 @@ enum InferenceKernels {
     }
   }
 
-  @inline(__always) static func gelu(_ x: Vector) -> Vector {
-    0.5 * x * (1 + erf(x * 0.707_106_781_186_547_5))
-  }
-
-  /// erf(x) as Eigen's `generic_fast_erf_float` rational function x·P(x²)/Q(x²) on [−4, 4] (±1 outside to
-  /// Float precision), absolute error < 3·10⁻⁷; no exponential needed. The same approximation as the
-  /// training kernels' GELU (QuadraCore's internal `ActivationKernels.erf`), so both paths round alike.
-  @inline(__always) static func erf(_ z: Vector) -> Vector {
-    let low = Vector(repeating: -4), high = Vector(repeating: 4)
-    let x = z.replacing(with: low, where: z .< low).replacing(with: high, where: z .> high)
-    let x2 = x * x
-    var p = Vector(repeating: 2.770_681_424_959_02e-08).addingProduct(x2, Vector(repeating: -2.726_142_258_013_06e-10))
-    p = Vector(repeating: -2.101_024_020_825_08e-06).addingProduct(x2, p)
-    p = Vector(repeating: -5.692_506_394_623_46e-05).addingProduct(x2, p)
-    p = Vector(repeating: -7.349_906_303_268_55e-04).addingProduct(x2, p)
-    p = Vector(repeating: -2.954_599_808_540_25e-03).addingProduct(x2, p)
-    p = Vector(repeating: -1.609_603_332_624_15e-02).addingProduct(x2, p)
-    var q = Vector(repeating: -2.133_740_552_789_05e-04).addingProduct(x2, Vector(repeating: -1.456_607_184_649_96e-05))
-    q = Vector(repeating: -1.682_826_974_382_03e-03).addingProduct(x2, q)
-    q = Vector(repeating: -7.373_329_167_204_68e-03).addingProduct(x2, q)
-    q = Vector(repeating: -1.426_473_905_141_89e-02).addingProduct(x2, q)
-    return x * p / q
-  }
+  /// The training kernels' GELU (QuadraCore's `ActivationKernels`: erf as a rational function, no
+  /// exponential), so the engine and the tape round alike.
+  @inline(__always) static func gelu(_ x: Vector) -> Vector { ActivationKernels.gelu(x) }
 }

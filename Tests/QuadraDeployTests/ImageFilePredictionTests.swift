@@ -42,5 +42,7 @@ struct ImageFilePredictionTests {
     let corrupt = Self.fixtures.appendingPathComponent("bad_crc.png")
     let corruptMessage = errorMessage { _ = try ImageInput.read(corrupt, for: deployable) }
     #expect(corruptMessage?.contains(corrupt.path) == true, "\(corruptMessage ?? "no error")")
+    // Named once: the decoder's error already carries the path.
+    #expect(corruptMessage?.components(separatedBy: corrupt.path).count == 2, "\(corruptMessage ?? "no error")")
   }
 }
