@@ -24,6 +24,41 @@ struct RowMajorRowPanel: GEMMRowPanel {
   @inline(__always) mutating func advance() { pointer += 1 }
 }
 
+/// Where a micro-kernel reads its `nr` columns of `op(B)`: one row of the panel per depth step.
+protocol GEMMColumnPanel {
+  /// Vector `index` (of `V.scalarCount` floats) of the current row.
+  func vector<V: SIMD>(_ index: Int, as type: V.Type) -> V where V.Scalar == Float
+  /// Moves to the next row (depth `p + 1`).
+  mutating func advance()
+}
+
+/// A panel packed by ``GEMM``'s `packB`: `k` rows of `nr` floats, 64-byte aligned.
+struct PackedColumnPanel<K: GEMMMicroKernel>: GEMMColumnPanel {
+  var pointer: UnsafeRawPointer
+  init(_ pointer: UnsafePointer<Float>) { self.pointer = UnsafeRawPointer(pointer) }
+  @inline(__always) func vector<V: SIMD>(_ index: Int, as type: V.Type) -> V where V.Scalar == Float {
+    pointer.load(fromByteOffset: index * MemoryLayout<V>.size, as: V.self)
+  }
+  @inline(__always) mutating func advance() { pointer += K.nr * MemoryLayout<Float>.stride }
+}
+
+/// `nr` columns of a row-major `B` read in place (row stride `ldb`; unaligned): a product with few row
+/// tiles (the weight gradients' `Xᵀ · dY`, `m` = input channels) uses each B element for only `m`
+/// multiply-adds, so packing B — a separate pass over the deep operand — would cost about as much as
+/// the product. Every column the kernel reads must exist.
+struct RowMajorColumnPanel: GEMMColumnPanel {
+  var pointer: UnsafeRawPointer
+  var rowBytes: Int
+  init(_ pointer: UnsafePointer<Float>, ldb: Int) {
+    self.pointer = UnsafeRawPointer(pointer)
+    rowBytes = ldb * MemoryLayout<Float>.stride
+  }
+  @inline(__always) func vector<V: SIMD>(_ index: Int, as type: V.Type) -> V where V.Scalar == Float {
+    pointer.loadUnaligned(fromByteOffset: index * MemoryLayout<V>.size, as: V.self)
+  }
+  @inline(__always) mutating func advance() { pointer += rowBytes }
+}
+
 /// The register-tile kernels of ``GEMM``: each computes one `mr × nr` tile of `C` from an `mr`-row
 /// panel of packed `op(A)` and an `nr`-column panel of packed `op(B)`, keeping the tile in vector
 /// registers for the whole `k` loop.
@@ -40,13 +75,13 @@ protocol GEMMMicroKernel {
   /// `C[rows, columns] = alpha · Apanel · Bpanel + beta · C + bias` for one tile.
   ///
   /// - Parameters:
-  ///   - a: the tile's `mr` rows of `op(A)` (packed, or read in place); `b`: `k` rows of `nr` consecutive
-  ///     floats (a 64-byte aligned panel, zero-padded past the matrix).
+  ///   - a: the tile's `mr` rows of `op(A)` (packed, or read in place); `b`: its `nr` columns of `op(B)`
+  ///     (a packed panel zero-padded past the matrix, or read in place).
   ///   - rows, columns: the valid part of the tile (`≤ mr`, `≤ nr`); only it is read or written in `C`.
   ///   - beta: `0` means `C` is not read.
   ///   - tile: `mr · nr` floats of scratch for edge tiles.
-  static func compute<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>)
 
@@ -56,8 +91,8 @@ protocol GEMMMicroKernel {
   /// The last panel of a product whose `n` is not a multiple of `nr` is often this narrow (the 28×28
   /// models' widths 40, 80, 160 leave 8 or 16 columns for a 32-wide tile); the full kernel would spend
   /// as much on the zero padding as on the data.
-  static func computeHalf<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func computeHalf<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>)
 }
@@ -204,8 +239,8 @@ enum GEMMKernel6x16: GEMMMicroKernel {
   static var nr: Int { 16 }
 
   @inline(__always)
-  static func compute<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
@@ -213,10 +248,10 @@ enum GEMMKernel6x16: GEMMMicroKernel {
     var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
     var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
     var ap = a
-    var bp = UnsafeRawPointer(b)
+    var bp = b
     for _ in 0..<k {
-      let b0 = bp.load(as: V.self)
-      let b1 = bp.load(fromByteOffset: 32, as: V.self)
+      let b0 = bp.vector(0, as: V.self)
+      let b1 = bp.vector(1, as: V.self)
       update(&c00, &c01, ap.value(0), b0, b1)
       update(&c10, &c11, ap.value(1), b0, b1)
       update(&c20, &c21, ap.value(2), b0, b1)
@@ -224,7 +259,7 @@ enum GEMMKernel6x16: GEMMMicroKernel {
       update(&c40, &c41, ap.value(4), b0, b1)
       update(&c50, &c51, ap.value(5), b0, b1)
       ap.advance()
-      bp += 16 * MemoryLayout<Float>.stride
+      bp.advance()
     }
     writeTile(
       { row in
@@ -238,17 +273,17 @@ enum GEMMKernel6x16: GEMMMicroKernel {
   }
 
   @inline(__always)
-  static func computeHalf<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func computeHalf<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
     typealias V = SIMD8<Float>
     var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
     var ap = a
-    var bp = UnsafeRawPointer(b)
+    var bp = b
     for _ in 0..<k {
-      let b0 = bp.load(as: V.self)
+      let b0 = bp.vector(0, as: V.self)
       c0 = V.multiplyAdd(c0, V(repeating: ap.value(0)), b0)
       c1 = V.multiplyAdd(c1, V(repeating: ap.value(1)), b0)
       c2 = V.multiplyAdd(c2, V(repeating: ap.value(2)), b0)
@@ -256,7 +291,7 @@ enum GEMMKernel6x16: GEMMMicroKernel {
       c4 = V.multiplyAdd(c4, V(repeating: ap.value(4)), b0)
       c5 = V.multiplyAdd(c5, V(repeating: ap.value(5)), b0)
       ap.advance()
-      bp += 16 * MemoryLayout<Float>.stride
+      bp.advance()
     }
     writeHalfTile(
       { row in
@@ -278,8 +313,8 @@ enum GEMMKernel14x32: GEMMMicroKernel {
   static var nr: Int { 32 }
 
   @inline(__always)
-  static func compute<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func compute<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
@@ -289,10 +324,10 @@ enum GEMMKernel14x32: GEMMMicroKernel {
     var c80 = V(), c81 = V(), c90 = V(), c91 = V(), c100 = V(), c101 = V(), c110 = V(), c111 = V()
     var c120 = V(), c121 = V(), c130 = V(), c131 = V()
     var ap = a
-    var bp = UnsafeRawPointer(b)
+    var bp = b
     for _ in 0..<k {
-      let b0 = bp.load(as: V.self)
-      let b1 = bp.load(fromByteOffset: 64, as: V.self)
+      let b0 = bp.vector(0, as: V.self)
+      let b1 = bp.vector(1, as: V.self)
       update(&c00, &c01, ap.value(0), b0, b1)
       update(&c10, &c11, ap.value(1), b0, b1)
       update(&c20, &c21, ap.value(2), b0, b1)
@@ -308,7 +343,7 @@ enum GEMMKernel14x32: GEMMMicroKernel {
       update(&c120, &c121, ap.value(12), b0, b1)
       update(&c130, &c131, ap.value(13), b0, b1)
       ap.advance()
-      bp += 32 * MemoryLayout<Float>.stride
+      bp.advance()
     }
     writeTile(
       { row in
@@ -330,8 +365,8 @@ enum GEMMKernel14x32: GEMMMicroKernel {
   }
 
   @inline(__always)
-  static func computeHalf<A: GEMMRowPanel>(
-    k: Int, a: A, b: UnsafePointer<Float>,
+  static func computeHalf<A: GEMMRowPanel, B: GEMMColumnPanel>(
+    k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
@@ -339,9 +374,9 @@ enum GEMMKernel14x32: GEMMMicroKernel {
     var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V()
     var c7 = V(), c8 = V(), c9 = V(), c10 = V(), c11 = V(), c12 = V(), c13 = V()
     var ap = a
-    var bp = UnsafeRawPointer(b)
+    var bp = b
     for _ in 0..<k {
-      let b0 = bp.load(as: V.self)
+      let b0 = bp.vector(0, as: V.self)
       c0 = V.multiplyAdd(c0, V(repeating: ap.value(0)), b0)
       c1 = V.multiplyAdd(c1, V(repeating: ap.value(1)), b0)
       c2 = V.multiplyAdd(c2, V(repeating: ap.value(2)), b0)
@@ -357,7 +392,7 @@ enum GEMMKernel14x32: GEMMMicroKernel {
       c12 = V.multiplyAdd(c12, V(repeating: ap.value(12)), b0)
       c13 = V.multiplyAdd(c13, V(repeating: ap.value(13)), b0)
       ap.advance()
-      bp += 32 * MemoryLayout<Float>.stride
+      bp.advance()
     }
     writeHalfTile(
       { row in
