@@ -197,7 +197,7 @@ public struct PartCostTable: Codable, Sendable, Equatable {
 /// Measures single parts (what `search profile` fills the table with).
 public enum PartProfiler {
   /// Times `part` at `batchSize` with `threads` threads: each quantity the best of at least
-  /// `repetitions` runs lasting at least `minimumSeconds` together (at most 50), after a warm-up, in a
+  /// `repetitions` runs lasting at least `minimumSeconds` together (``Profiler/fastest(repetitions:minimumSeconds:_:)``), in a
   /// fresh memory tracker (as whole architectures are timed: ``Profiler/timeArchitecture(_:resolution:batchSize:repetitions:minimumSeconds:)``).
   public static func measure(
     _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0,
@@ -269,13 +269,13 @@ public enum PartProfiler {
         module.zeroGradients()
       }
       module.setTraining(true)
-      let train = try Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) { try trainStep() }
+      let train = try Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) { try trainStep() }
       module.setTraining(false)
       let one = input(1)
-      let inferBatch1 = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) {
+      let inferBatch1 = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
         GradientMode.withoutRecording { _ = forward(Variable(one)) }
       }
-      let inferBatch = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) {
+      let inferBatch = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
         GradientMode.withoutRecording { _ = forward(Variable(images)) }
       }
       return PartCost(train: train, inferBatch1: inferBatch1, inferBatch: inferBatch)

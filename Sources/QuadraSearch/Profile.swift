@@ -87,7 +87,8 @@ public enum Profiler {
     public var samples: Int
     /// Timed repetitions per measurement at least (the fastest is kept).
     public var repetitions: Int
-    /// Each measurement repeats until its timed calls add up to at least this many seconds (at most 50 calls).
+    /// Each measurement repeats until its timed calls add up to at least this many seconds (at most
+    /// ``Profiler/maximumRepetitions`` calls).
     public var minimumSeconds: Double
     public var batchSize: Int
     public var threads: Int
@@ -137,10 +138,11 @@ public enum Profiler {
 
   /// Seconds of one training step (forward, label-smoothed cross-entropy, backward, AdamW update, as
   /// ``QuadraBench/ModelBenchmark`` steps), one inference pass at `batchSize` and one at batch 1, each the
-  /// fastest of at least `repetitions` timed calls that together last at least `minimumSeconds` (at most
-  /// 50 calls), after a warm-up call. The minimum, because on a shared machine the noise only ever adds
-  /// time; the time floor, because a 1 ms batch-1 pass timed twice is mostly noise. The parts of the
-  /// cost table are timed the same way (``PartProfiler``), so sums of parts and whole networks compare.
+  /// fastest of at least `repetitions` timed calls that together last at least `minimumSeconds`
+  /// (``fastest(repetitions:minimumSeconds:_:)``), after a warm-up call. The minimum, because on a
+  /// shared machine the noise only ever adds time; the time floor, because a 1 ms batch-1 pass timed
+  /// twice is mostly noise. The parts of the cost table are timed the same way (``PartProfiler``), so
+  /// sums of parts and whole networks compare.
   public static func timeArchitecture(
     _ config: ModelConfig, resolution: Int, batchSize: Int, repetitions: Int, minimumSeconds: Double
   ) throws -> (train: Double, inferBatch: Double, inferBatch1: Double) {
@@ -151,20 +153,31 @@ public enum Profiler {
     let labels = (0..<batchSize).map { $0 % config.classCount }
     let optimizer = try AdamW(parameters: model.namedParameters(), learningRate: 1e-4)
     model.setTraining(true)
-    let train = try Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) {
+    let train = try fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
       let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
       try loss.backward()
       optimizer.update()
       model.zeroGradients()
     }
     model.setTraining(false)
-    let inferBatch = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) {
+    let inferBatch = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
       GradientMode.withoutRecording { _ = model(Variable(images)) }
     }
-    let inferBatch1 = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds) {
+    let inferBatch1 = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
       GradientMode.withoutRecording { _ = model(Variable(one)) }
     }
     return (train, inferBatch, inferBatch1)
+  }
+
+  /// The most timed calls of one measurement: a 50 µs part at batch 1 gets 1000 tries at an
+  /// undisturbed run within 50 ms.
+  public static let maximumRepetitions = 1000
+
+  /// The fastest of at least `repetitions` timed calls of `body` that together last at least
+  /// `minimumSeconds` (at most ``maximumRepetitions`` calls), after one untimed warm-up call.
+  public static func fastest(repetitions: Int, minimumSeconds: Double, _ body: () throws -> Void) rethrows -> Double {
+    try Stopwatch.best(
+      warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds, maximumRepetitions: maximumRepetitions, body)
   }
 
   /// Measures `options.samples` random architectures and fits the three latency models.

@@ -22,8 +22,8 @@ struct SearchCostOptions: ParsableArguments {
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
   @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...50.") var repetitions: Int = 5
-  @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 50 repetitions), 0...10.")
-  var minSeconds: Double = 0.05
+  @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 1000 repetitions), 0...10.")
+  var minSeconds: Double = 0.1
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
   var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
