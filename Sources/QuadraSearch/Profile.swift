@@ -191,10 +191,20 @@ public enum Profiler {
     let start = clock.now
     let parts = options.measuresParts ? NetworkPart.parts(of: space) : []
     let units = parts.count + options.samples
-    // The ETA assumes the remaining units cost what the finished ones did on average.
+    // A whole architecture costs several parts (measured: 6–8 at 28², batch 64), so the ETA counts the
+    // remaining units of each phase at that phase's average so far, and the architectures at
+    // `architectureWeight` parts each until the first one has been timed.
+    let architectureWeight = 7.0
+    var partsSeconds = 0.0
     func report(_ done: Int, _ what: String) {
       let elapsed = (clock.now - start) / .seconds(1)
-      let left = elapsed / Double(done) * Double(units - done)
+      let partsDone = Swift.min(done, parts.count)
+      if done <= parts.count { partsSeconds = elapsed }
+      let perPart = partsDone > 0 ? partsSeconds / Double(partsDone) : 0
+      let architecturesDone = done - partsDone
+      let perArchitecture =
+        architecturesDone > 0 ? (elapsed - partsSeconds) / Double(architecturesDone) : perPart * architectureWeight
+      let left = perPart * Double(parts.count - partsDone) + perArchitecture * Double(options.samples - architecturesDone)
       progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", done, units, what, elapsed, left))
     }
     var costs: [String: PartCost] = [:]
