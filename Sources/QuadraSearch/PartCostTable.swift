@@ -188,9 +188,27 @@ public struct PartCostTable: Codable, Sendable, Equatable {
       if let f = features(of: config, resolution: resolution) { rows.append((f.0, f.1, f.2, measurement)) }
     }
     let batch = Double(batchSize)
-    train = LatencyModel.fit(features: rows.map(\.0), seconds: rows.map { $0.3.trainSecondsPerImage * batch })
-    inferBatch1 = LatencyModel.fit(features: rows.map(\.1), seconds: rows.map { $0.3.inferSecondsBatch1 })
-    inferBatch = LatencyModel.fit(features: rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
+    train = Self.fitMap(rows.map(\.0), seconds: rows.map { $0.3.trainSecondsPerImage * batch })
+    inferBatch1 = Self.fitMap(rows.map(\.1), seconds: rows.map { $0.3.inferSecondsBatch1 })
+    inferBatch = Self.fitMap(rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
+  }
+
+  /// The per-kind map when there are enough architectures to fit its six coefficients (twice as many)
+  /// and it predicts every one of them a positive time; else one `a` for all kinds
+  /// (`a · Σ t(parts) + b · parts + c`); else, when even that degenerates, the plain sum of the parts.
+  /// (With a handful of architectures the per-kind fit is underdetermined and its non-negative solution
+  /// may zero every coefficient an architecture uses.)
+  static func fitMap(_ rows: [CostFeatures], seconds: [Double]) -> LatencyModel {
+    func predictsEveryRow(_ map: LatencyModel, _ rows: [CostFeatures]) -> Bool {
+      !rows.isEmpty && rows.allSatisfy { map.predict($0) > 0 }
+    }
+    let byKind = LatencyModel.fit(features: rows, seconds: seconds)
+    if rows.count >= 2 * featureNames.count && predictsEveryRow(byKind, rows) { return byKind }
+    let pooledRows = rows.map { CostFeatures(values: [$0.values[0..<4].reduce(0, +), $0.values[4], $0.values[5]]) }
+    let pooled = LatencyModel.fit(features: pooledRows, seconds: seconds)
+    guard predictsEveryRow(pooled, pooledRows) else { return unfitted }
+    let (a, b, c) = (pooled.coefficients[0], pooled.coefficients[1], pooled.coefficients[2])
+    return LatencyModel(coefficients: [a, a, a, a, b, c])
   }
 }
 

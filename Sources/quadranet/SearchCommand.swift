@@ -21,7 +21,7 @@ struct SearchCostOptions: ParsableArguments {
   @Option(parsing: .unconditional, help: "Training batch size the costs are measured at, 1...4096.") var batchSize: Int = 32
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
-  @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...50.") var repetitions: Int = 5
+  @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...100.") var repetitions: Int = 5
   @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 1000 repetitions), 0...10.")
   var minSeconds: Double = 0.1
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
@@ -31,7 +31,7 @@ struct SearchCostOptions: ParsableArguments {
   func validate() throws {
     try FlagCheck.integer(batchSize, in: 1...4096, "--batch-size")
     try FlagCheck.integer(samples, in: 10...10_000, "--samples")
-    try FlagCheck.integer(repetitions, in: 1...50, "--repetitions")
+    try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
     try FlagCheck.real(minSeconds, in: 0...10, "0...10", "--min-seconds")
   }
 

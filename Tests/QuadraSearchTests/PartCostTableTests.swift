@@ -84,6 +84,26 @@ import Testing
     #expect(abs(inside.trainPerImage - measurements[0].trainSecondsPerImage) < 1e-9)
   }
 
+  /// With fewer architectures than twice the six per-kind coefficients, the map has one `a` for all
+  /// kinds and predicts every architecture a positive time (an underdetermined per-kind fit could zero
+  /// the coefficients an architecture uses: `tinySpaceProfileMeasuresEveryPart` once predicted 0 ms).
+  @Test func fewArchitecturesFitOneFactorForAllKinds() {
+    // Four architectures: times 1.1 · (sum of the parts) + 1 ms per part, ±3% noise.
+    let rows = [
+      CostFeatures(values: [0.010, 0, 0.004, 0.001, 6, 1]), CostFeatures(values: [0, 0.020, 0, 0.002, 8, 1]),
+      CostFeatures(values: [0.005, 0.005, 0.005, 0.001, 9, 1]), CostFeatures(values: [0, 0, 0.030, 0.003, 7, 1]),
+    ]
+    let noise = [1.03, 0.97, 1.02, 0.98]
+    let seconds = zip(rows, noise).map { row, factor in
+      (1.1 * row.values[0..<4].reduce(0, +) + 0.001 * row.values[4]) * factor
+    }
+    let map = PartCostTable.fitMap(rows, seconds: seconds)
+    #expect(Set(map.coefficients[0..<4]).count == 1, "\(map.coefficients)")
+    for (row, time) in zip(rows, seconds) {
+      #expect(map.predict(row) > 0 && abs(map.predict(row) - time) / time < 0.1, "\(map.predict(row)) vs \(time)")
+    }
+  }
+
   /// A real profile of the tiny space: every part measured (positive times), the table used for prediction.
   @Test func tinySpaceProfileMeasuresEveryPart() throws {
     let options = Profiler.Options(samples: 4, repetitions: 1, batchSize: 2, threads: 1)
@@ -96,8 +116,12 @@ import Testing
     #expect(table.parts.count == 12)
     #expect(table.parts.values.allSatisfy { $0.train > 0 && $0.inferBatch1 > 0 && $0.inferBatch > 0 })
     #expect(table.isWellFormed)
-    let config = try Self.tinySpace.config(for: profile.measurements[0].architecture)
-    let predicted = try profile.costModel.predict(config, resolution: 16)
-    #expect(predicted.trainMillisecondsPerImage > 0 && predicted.trainMillisecondsPerImage.isFinite)
+    for measurement in profile.measurements {
+      let config = try Self.tinySpace.config(for: measurement.architecture)
+      let predicted = try profile.costModel.predict(config, resolution: 16)
+      for time in [predicted.trainMillisecondsPerImage, predicted.inferMillisecondsBatch1, predicted.inferMillisecondsPerImage] {
+        #expect(time > 0 && time.isFinite, "\(config.name): \(predicted)")
+      }
+    }
   }
 }
