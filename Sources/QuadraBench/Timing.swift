@@ -11,9 +11,11 @@ public enum Stopwatch {
   }
 
   /// The best time of `repetitions` calls after `warmup` untimed calls; repetitions continue
-  /// until at least `minimumSeconds` have been spent timing (so short kernels get more samples).
+  /// until at least `minimumSeconds` have been spent timing (so short kernels get more samples),
+  /// but stop after `maximumRepetitions` calls.
   public static func best(
-    warmup: Int = 1, repetitions: Int = 3, minimumSeconds: Double = 0.2, _ body: () throws -> Void
+    warmup: Int = 1, repetitions: Int = 3, minimumSeconds: Double = 0.2, maximumRepetitions: Int = 50,
+    _ body: () throws -> Void
   ) rethrows -> Double {
     for _ in 0..<warmup { try body() }
     var best = Double.infinity
@@ -24,7 +26,7 @@ public enum Stopwatch {
       best = Swift.min(best, t)
       spent += t
       count += 1
-      if count >= 50 { break }
+      if count >= maximumRepetitions { break }
     }
     return best
   }

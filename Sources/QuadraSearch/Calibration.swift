@@ -80,6 +80,30 @@ public struct CalibrationReport: Codable, Sendable {
   }
 }
 
+extension CalibrationReport {
+  /// One architecture's prediction error on one metric.
+  public struct PredictionError: Sendable, Equatable {
+    /// Index into ``CalibrationReport/measurements``.
+    public var index: Int
+    public var predicted: Double
+    public var measured: Double
+    /// (predicted − measured) / measured.
+    public var relativeError: Double
+  }
+
+  /// The `count` architectures with the largest |relative error| on `key` (a key of
+  /// ``series(measurements:predictions:batchSize:)``), worst first: where the cost model is off.
+  public func worstPredicted(_ key: String, count: Int, batchSize: Int) -> [PredictionError] {
+    guard let series = Self.series(measurements: measurements, predictions: predictions, batchSize: batchSize)
+      .first(where: { $0.key == key })
+    else { return [] }
+    let errors = zip(series.predicted, series.measured).enumerated().map { index, pair in
+      PredictionError(index: index, predicted: pair.0, measured: pair.1, relativeError: (pair.0 - pair.1) / pair.1)
+    }
+    return Array(errors.sorted { abs($0.relativeError) > abs($1.relativeError) }.prefix(count))
+  }
+}
+
 /// Scatter plots as a self-contained SVG: one panel per series, predicted against measured, with the
 /// y = x diagonal (QuadraIO's ``QuadraIO/SVGPlot`` draws lines only).
 public enum ScatterPlot {

@@ -109,18 +109,24 @@ public struct PartCost: Codable, Sendable, Equatable {
   }
 }
 
-/// This machine's per-part cost table: a network is predicted as the sum of its parts' measured
-/// times, corrected by a fitted linear map per quantity,
+/// This machine's per-part cost table: a network is predicted from its parts' measured times,
+/// corrected by a fitted linear map per quantity,
 ///
-///     t(network) = a · Σ_parts t(part) + b · (number of parts) + c,
+///     t(network) = a_q · Σ t(quadratic blocks) + a_g · Σ t(gnConv blocks) + a_d · Σ t(depthwise blocks)
+///                + a_o · Σ t(stem, downsamplings, head) + b · (number of parts) + c,
 ///
-/// where `b` is the per-call overhead a part pays inside a network but not alone (tape and thread
-/// dispatch) and `c` the per-step overhead (input, loss bookkeeping); a, b, c ≥ 0 are fitted to whole
-/// architectures measured by the same profile (``LatencyModel/fit(features:seconds:)``).
+/// where the `a` say how much slower (or faster) each kind of part runs inside a network than alone
+/// (caches: alone, a part's maps and weights stay warm between repetitions; in a network the other
+/// parts' maps evict them, which costs the memory-bound gnConv blocks more than the others), `b` is
+/// the per-call overhead a part pays inside a network but not alone (tape and thread dispatch) and `c`
+/// the per-step overhead (input, loss bookkeeping); all ≥ 0, fitted to whole architectures measured by
+/// the same profile (``LatencyModel/fit(features:seconds:)``).
 public struct PartCostTable: Codable, Sendable, Equatable {
+  /// Names of the fit features, in order (the coefficients of ``train``, ``inferBatch1``, ``inferBatch``).
+  public static let featureNames = ["quadratic_blocks", "gnconv_blocks", "depthwise_blocks", "other_parts", "parts", "constant"]
   /// Keyed by ``NetworkPart/key``.
   public var parts: [String: PartCost]
-  /// Coefficients (a, b, c) for training, batch-1 and batched inference.
+  /// Coefficients (a_q, a_g, a_d, a_o, b, c) for training, batch-1 and batched inference.
   public var train: LatencyModel
   public var inferBatch1: LatencyModel
   public var inferBatch: LatencyModel
@@ -132,32 +138,39 @@ public struct PartCostTable: Codable, Sendable, Equatable {
     self.inferBatch = inferBatch
   }
 
-  /// Whether every coefficient and part time is finite and non-negative (three coefficients per map).
+  /// The map that predicts the plain sum of the parts (a = 1, b = c = 0): what ``fitOverheads(configs:measurements:resolution:batchSize:)`` refines.
+  public static let unfitted = LatencyModel(coefficients: [1, 1, 1, 1, 0, 0])
+
+  /// Whether every coefficient and part time is finite and non-negative (one coefficient per feature).
   public var isWellFormed: Bool {
     let maps = [train, inferBatch1, inferBatch]
     let mapsOK = maps.allSatisfy { map in
-      map.coefficients.count == 3 && map.coefficients.allSatisfy { $0.isFinite && $0 >= 0 }
+      map.coefficients.count == Self.featureNames.count && map.coefficients.allSatisfy { $0.isFinite && $0 >= 0 }
     }
     let times: [Double] = parts.values.flatMap { [$0.train, $0.inferBatch1, $0.inferBatch] }
     return mapsOK && times.allSatisfy { $0.isFinite && $0 >= 0 }
   }
 
-  /// The summed part times of `config` as fit features `[Σ t, part count, 1]` per quantity, or nil
+  /// The part times of `config` summed by kind as fit features (``featureNames``) per quantity, or nil
   /// when a part is not in the table (an architecture outside the profiled space).
   public func features(of config: ModelConfig, resolution: Int) -> (train: CostFeatures, inferBatch1: CostFeatures, inferBatch: CostFeatures)? {
-    var sums = (0.0, 0.0, 0.0)
     let list = NetworkPart.parts(of: config, resolution: resolution)
+    let count = Double(list.count)
+    var sums = [[Double]](repeating: [0, 0, 0, 0, count, 1], count: 3)
     for part in list {
       guard let cost = parts[part.key] else { return nil }
-      sums.0 += cost.train
-      sums.1 += cost.inferBatch1
-      sums.2 += cost.inferBatch
+      let slot: Int
+      switch part {
+      case .block(.quadratic, _, _, _): slot = 0
+      case .block(.gnConv, _, _, _): slot = 1
+      case .block(.depthwise, _, _, _): slot = 2
+      case .stem, .downsample, .head: slot = 3
+      }
+      sums[0][slot] += cost.train
+      sums[1][slot] += cost.inferBatch1
+      sums[2][slot] += cost.inferBatch
     }
-    let count = Double(list.count)
-    return (
-      CostFeatures(values: [sums.0, count, 1]), CostFeatures(values: [sums.1, count, 1]),
-      CostFeatures(values: [sums.2, count, 1])
-    )
+    return (CostFeatures(values: sums[0]), CostFeatures(values: sums[1]), CostFeatures(values: sums[2]))
   }
 
   /// Predicted seconds (training step and batched inference per batch, batch-1 inference per call),
@@ -175,18 +188,38 @@ public struct PartCostTable: Codable, Sendable, Equatable {
       if let f = features(of: config, resolution: resolution) { rows.append((f.0, f.1, f.2, measurement)) }
     }
     let batch = Double(batchSize)
-    train = LatencyModel.fit(features: rows.map(\.0), seconds: rows.map { $0.3.trainSecondsPerImage * batch })
-    inferBatch1 = LatencyModel.fit(features: rows.map(\.1), seconds: rows.map { $0.3.inferSecondsBatch1 })
-    inferBatch = LatencyModel.fit(features: rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
+    train = Self.fitMap(rows.map(\.0), seconds: rows.map { $0.3.trainSecondsPerImage * batch })
+    inferBatch1 = Self.fitMap(rows.map(\.1), seconds: rows.map { $0.3.inferSecondsBatch1 })
+    inferBatch = Self.fitMap(rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
+  }
+
+  /// The per-kind map when there are enough architectures to fit its six coefficients (twice as many)
+  /// and it predicts every one of them a positive time; else one `a` for all kinds
+  /// (`a · Σ t(parts) + b · parts + c`); else, when even that degenerates, the plain sum of the parts.
+  /// (With a handful of architectures the per-kind fit is underdetermined and its non-negative solution
+  /// may zero every coefficient an architecture uses.)
+  static func fitMap(_ rows: [CostFeatures], seconds: [Double]) -> LatencyModel {
+    func predictsEveryRow(_ map: LatencyModel, _ rows: [CostFeatures]) -> Bool {
+      !rows.isEmpty && rows.allSatisfy { map.predict($0) > 0 }
+    }
+    let byKind = LatencyModel.fit(features: rows, seconds: seconds)
+    if rows.count >= 2 * featureNames.count && predictsEveryRow(byKind, rows) { return byKind }
+    let pooledRows = rows.map { CostFeatures(values: [$0.values[0..<4].reduce(0, +), $0.values[4], $0.values[5]]) }
+    let pooled = LatencyModel.fit(features: pooledRows, seconds: seconds)
+    guard predictsEveryRow(pooled, pooledRows) else { return unfitted }
+    let (a, b, c) = (pooled.coefficients[0], pooled.coefficients[1], pooled.coefficients[2])
+    return LatencyModel(coefficients: [a, a, a, a, b, c])
   }
 }
 
 /// Measures single parts (what `search profile` fills the table with).
 public enum PartProfiler {
-  /// Times `part` at `batchSize` with `threads` threads: each quantity the best of `repetitions`
-  /// runs after a warm-up, in a fresh memory tracker.
+  /// Times `part` at `batchSize` with `threads` threads: each quantity the best of at least
+  /// `repetitions` runs lasting at least `minimumSeconds` together (``Profiler/fastest(repetitions:minimumSeconds:_:)``), in a
+  /// fresh memory tracker (as whole architectures are timed: ``Profiler/timeArchitecture(_:resolution:batchSize:repetitions:minimumSeconds:)``).
   public static func measure(
-    _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, layerScaleInit: Float
+    _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0,
+    layerScaleInit: Float
   ) throws -> PartCost {
     try ComputeContext(threads: threads, memory: MemoryTracker()).run {
       var generator = RandomGenerator(seed: 5)
@@ -254,13 +287,13 @@ public enum PartProfiler {
         module.zeroGradients()
       }
       module.setTraining(true)
-      let train = try Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) { try trainStep() }
+      let train = try Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) { try trainStep() }
       module.setTraining(false)
       let one = input(1)
-      let inferBatch1 = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) {
+      let inferBatch1 = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
         GradientMode.withoutRecording { _ = forward(Variable(one)) }
       }
-      let inferBatch = Stopwatch.best(warmup: 1, repetitions: repetitions, minimumSeconds: 0) {
+      let inferBatch = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
         GradientMode.withoutRecording { _ = forward(Variable(images)) }
       }
       return PartCost(train: train, inferBatch1: inferBatch1, inferBatch: inferBatch)

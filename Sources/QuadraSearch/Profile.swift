@@ -71,7 +71,7 @@ public struct ArchitectureMeasurement: Codable, Sendable, Equatable {
 
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
-  public static let formatVersion = 2
+  public static let formatVersion = 3
   public var formatVersion: Int
   public var hardware: HardwareFingerprint
   public var space: String
@@ -85,8 +85,11 @@ public enum Profiler {
   public struct Options: Sendable {
     /// Architectures measured (each: one training measurement at the batch, one batch-1 inference).
     public var samples: Int
-    /// Timed repetitions per measurement (the fastest is kept).
+    /// Timed repetitions per measurement at least (the fastest is kept).
     public var repetitions: Int
+    /// Each measurement repeats until its timed calls add up to at least this many seconds (at most
+    /// ``Profiler/maximumRepetitions`` calls).
+    public var minimumSeconds: Double
     public var batchSize: Int
     public var threads: Int
     public var seed: UInt64
@@ -94,8 +97,10 @@ public enum Profiler {
     public var measuresParts: Bool
 
     public init(
-      samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = 0x9E37, measuresParts: Bool = true
+      samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = 0x9E37, measuresParts: Bool = true,
+      minimumSeconds: Double = 0
     ) {
+      self.minimumSeconds = minimumSeconds
       self.measuresParts = measuresParts
       self.samples = samples
       self.repetitions = repetitions
@@ -105,24 +110,74 @@ public enum Profiler {
     }
   }
 
-  /// Measures `architecture` (training step and inference at the batch, inference at batch 1), each
+  /// Measures `architecture`: its times (``timeArchitecture(_:space:batchSize:threads:repetitions:minimumSeconds:)``)
+  /// and its peaks as ``QuadraBench/ModelBenchmark`` measures them (what ``MemoryModel`` replays), each
   /// in a fresh ``QuadraCore/MemoryTracker``.
   public static func measure(
-    _ architecture: Architecture, space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int
+    _ architecture: Architecture, space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int,
+    minimumSeconds: Double = 0
   ) throws -> ArchitectureMeasurement {
     let config = try space.config(for: architecture)
     let base = try ComputeContext.current.with(threads: threads)
     let options = ModelBenchmark.Options(
-      models: [], resolution: space.resolution, batchSize: batchSize, threads: threads, steps: repetitions)
+      models: [], resolution: space.resolution, batchSize: batchSize, threads: threads, steps: 1)
     let batched = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
     var single = options
     single.batchSize = 1
     single.measuresTraining = false
     let one = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: single) { _ in } }
+    let times = try base.with(memory: MemoryTracker()).run {
+      try timeArchitecture(
+        config, resolution: space.resolution, batchSize: batchSize, repetitions: repetitions, minimumSeconds: minimumSeconds)
+    }
     return ArchitectureMeasurement(
-      architecture: architecture, trainSecondsPerImage: 1 / batched.trainImagesPerSecond,
-      inferSecondsBatch1: 1 / one.inferImagesPerSecond, inferSecondsPerImage: 1 / batched.inferImagesPerSecond,
+      architecture: architecture, trainSecondsPerImage: times.train / Double(batchSize),
+      inferSecondsBatch1: times.inferBatch1, inferSecondsPerImage: times.inferBatch / Double(batchSize),
       trainPeakBytes: batched.trainPeakBytes, inferPeakBytes: one.inferPeakBytes)
+  }
+
+  /// Seconds of one training step (forward, label-smoothed cross-entropy, backward, AdamW update, as
+  /// ``QuadraBench/ModelBenchmark`` steps), one inference pass at `batchSize` and one at batch 1, each the
+  /// fastest of at least `repetitions` timed calls that together last at least `minimumSeconds`
+  /// (``fastest(repetitions:minimumSeconds:_:)``), after a warm-up call. The minimum, because on a
+  /// shared machine the noise only ever adds time; the time floor, because a 1 ms batch-1 pass timed
+  /// twice is mostly noise. The parts of the cost table are timed the same way (``PartProfiler``), so
+  /// sums of parts and whole networks compare.
+  public static func timeArchitecture(
+    _ config: ModelConfig, resolution: Int, batchSize: Int, repetitions: Int, minimumSeconds: Double
+  ) throws -> (train: Double, inferBatch: Double, inferBatch1: Double) {
+    let model = try VisionModel(config: config, seed: 0)
+    var generator = RandomGenerator(seed: 1)
+    let images = Tensor.normal(shape: [batchSize, resolution, resolution, config.inputChannels], using: &generator)
+    let one = Tensor.normal(shape: [1, resolution, resolution, config.inputChannels], using: &generator)
+    let labels = (0..<batchSize).map { $0 % config.classCount }
+    let optimizer = try AdamW(parameters: model.namedParameters(), learningRate: 1e-4)
+    model.setTraining(true)
+    let train = try fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
+      let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
+      try loss.backward()
+      optimizer.update()
+      model.zeroGradients()
+    }
+    model.setTraining(false)
+    let inferBatch = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
+      GradientMode.withoutRecording { _ = model(Variable(images)) }
+    }
+    let inferBatch1 = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
+      GradientMode.withoutRecording { _ = model(Variable(one)) }
+    }
+    return (train, inferBatch, inferBatch1)
+  }
+
+  /// The most timed calls of one measurement: a 50 µs part at batch 1 gets 1000 tries at an
+  /// undisturbed run within 50 ms.
+  public static let maximumRepetitions = 1000
+
+  /// The fastest of at least `repetitions` timed calls of `body` that together last at least
+  /// `minimumSeconds` (at most ``maximumRepetitions`` calls), after one untimed warm-up call.
+  public static func fastest(repetitions: Int, minimumSeconds: Double, _ body: () throws -> Void) rethrows -> Double {
+    try Stopwatch.best(
+      warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds, maximumRepetitions: maximumRepetitions, body)
   }
 
   /// Measures `options.samples` random architectures and fits the three latency models.
@@ -136,16 +191,27 @@ public enum Profiler {
     let start = clock.now
     let parts = options.measuresParts ? NetworkPart.parts(of: space) : []
     let units = parts.count + options.samples
-    // The ETA assumes the remaining units cost what the finished ones did on average.
+    // A whole architecture costs several parts (measured: 6–8 at 28², batch 64), so the ETA counts the
+    // remaining units of each phase at that phase's average so far, and the architectures at
+    // `architectureWeight` parts each until the first one has been timed.
+    let architectureWeight = 7.0
+    var partsSeconds = 0.0
     func report(_ done: Int, _ what: String) {
       let elapsed = (clock.now - start) / .seconds(1)
-      let left = elapsed / Double(done) * Double(units - done)
+      let partsDone = Swift.min(done, parts.count)
+      if done <= parts.count { partsSeconds = elapsed }
+      let perPart = partsDone > 0 ? partsSeconds / Double(partsDone) : 0
+      let architecturesDone = done - partsDone
+      let perArchitecture =
+        architecturesDone > 0 ? (elapsed - partsSeconds) / Double(architecturesDone) : perPart * architectureWeight
+      let left = perPart * Double(parts.count - partsDone) + perArchitecture * Double(options.samples - architecturesDone)
       progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", done, units, what, elapsed, left))
     }
     var costs: [String: PartCost] = [:]
     for (index, part) in parts.enumerated() {
       costs[part.key] = try PartProfiler.measure(
         part, batchSize: options.batchSize, threads: options.threads, repetitions: options.repetitions,
+        minimumSeconds: options.minimumSeconds,
         layerScaleInit: space.layerScaleInit)
       report(index + 1, part.key)
     }
@@ -154,15 +220,15 @@ public enum Profiler {
       measurements.append(
         try measure(
           architecture, space: space, batchSize: options.batchSize, threads: options.threads,
-          repetitions: options.repetitions))
+          repetitions: options.repetitions, minimumSeconds: options.minimumSeconds))
       report(parts.count + index + 1, architecture.name)
     }
     let configs = try measurements.map { try space.config(for: $0.architecture) }
     let features = configs.map { CostFeatures(config: $0, resolution: space.resolution) }
     var table: PartCostTable?
     if options.measuresParts {
-      let identity = LatencyModel(coefficients: [1, 0, 0])
-      var fitted = PartCostTable(parts: costs, train: identity, inferBatch1: identity, inferBatch: identity)
+      let sum = PartCostTable.unfitted
+      var fitted = PartCostTable(parts: costs, train: sum, inferBatch1: sum, inferBatch: sum)
       fitted.fitOverheads(
         configs: configs, measurements: measurements, resolution: space.resolution, batchSize: options.batchSize)
       table = fitted

@@ -20,8 +20,10 @@ struct SearchCostOptions: ParsableArguments {
   @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
   @Option(parsing: .unconditional, help: "Training batch size the costs are measured at, 1...4096.") var batchSize: Int = 32
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
-  @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 40
-  @Option(parsing: .unconditional, help: "Timed repetitions per measurement (fastest kept), 1...100.") var repetitions: Int = 2
+  @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
+  @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...100.") var repetitions: Int = 5
+  @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 1000 repetitions), 0...10.")
+  var minSeconds: Double = 0.1
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
   var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
@@ -30,6 +32,7 @@ struct SearchCostOptions: ParsableArguments {
     try FlagCheck.integer(batchSize, in: 1...4096, "--batch-size")
     try FlagCheck.integer(samples, in: 10...10_000, "--samples")
     try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
+    try FlagCheck.real(minSeconds, in: 0...10, "0...10", "--min-seconds")
   }
 
   func loadSpace() throws -> SearchSpace {
@@ -58,7 +61,7 @@ struct SearchCostOptions: ParsableArguments {
     }
     let options = Profiler.Options(
       samples: samples, repetitions: repetitions, batchSize: batchSize, threads: threadOptions.threads,
-      measuresParts: !noPartTable)
+      measuresParts: !noPartTable, minimumSeconds: minSeconds)
     let profile = try Profiler.profile(space: space, hardware: hardware, options: options) { Terminal.status($0) }
     try Profiler.save(profile, to: url)
     Terminal.status("wrote \(url.path)")
@@ -132,7 +135,7 @@ struct SearchCalibrateCommand: ParsableCommand {
       measurements.append(
         try Profiler.measure(
           architecture, space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
-          repetitions: cost.repetitions))
+          repetitions: cost.repetitions, minimumSeconds: cost.minSeconds))
       let config = try space.config(for: architecture)
       predictions.append(try profile.costModel.predict(config, resolution: space.resolution))
       linearPredictions.append(try profile.costModel.predict(config, resolution: space.resolution, usingTable: false))
@@ -151,6 +154,15 @@ struct SearchCalibrateCommand: ParsableCommand {
       if let linear = report.linearMetrics?[key] { row("\(key) (linear)", linear) }
     }
     for key in ["train_memory", "infer_memory"] { row(key, report.metrics[key]!) }
+    print("worst predicted (\(model)):")
+    for (key, unit) in [("train_step", "ms"), ("infer_batch1", "ms"), ("infer_batch", "ms"), ("train_memory", "bytes")] {
+      for worst in report.worstPredicted(key, count: 3, batchSize: cost.batchSize) {
+        print(
+          "  " + key.padding(toLength: 13, withPad: " ", startingAt: 0)
+            + String(format: "%+7.1f%%  predicted %.4g %@, measured %.4g %@  ", worst.relativeError * 100, worst.predicted,
+              unit, worst.measured, unit) + measurements[worst.index].architecture.name)
+      }
+    }
     let panels = CalibrationReport.series(measurements: measurements, predictions: predictions, batchSize: cost.batchSize).map {
       ScatterPlot.Panel(title: "\($0.key): predicted (y) vs measured (x)", x: $0.measured, y: $0.predicted, diagonal: true)
     }

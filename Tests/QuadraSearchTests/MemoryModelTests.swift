@@ -61,6 +61,19 @@ import Testing
     }
   }
 
+  /// At batch 64 on 28² the last stage's weight gradients (k = 64 · 7 · 7 = 3136 deep, a few hundred
+  /// wide) are depth-sliced, and the slices' partial products are tracked workspace. Before the meta
+  /// replay charged them, this architecture's measured training peak was 147,200 bytes above the
+  /// prediction (`search calibrate` at 2 threads); measured several times, so a peak that varied
+  /// with thread timing would show too.
+  @Test func depthSlicedWeightGradientsAreCharged() throws {
+    let architecture = Architecture(
+      stem: StemChoice(patchSize: 2), depths: [2, 2], widths: [40, 64],
+      mixers: [.quadratic(kernelSize: 7), .depthwise(kernelSize: 5)], mlpRatio: 3)
+    let config = try SearchSpace.fashionMNIST.config(for: architecture)
+    for _ in 0..<3 { try Self.expectExact(config, batchSize: 64, resolution: 28, threads: 2) }
+  }
+
   /// The thread count changes the kernels' workspace (per-thread partial sums), and the model follows it.
   @Test func predictionsFollowTheThreadCount() throws {
     let config = try SearchSpace.fashionMNIST.config(

@@ -115,7 +115,7 @@ public struct CPUBackend: Backend {
         b: b + index * p.k * p.n, ldb: ldb, transposeB: p.transposeB,
         c: c + index * p.m * p.n, ldc: Swift.max(1, p.n), alpha: 1, beta: 0, columnBias: bias, parallel: parallel)
     }
-    if p.batch == 1, let slices = CPUBackend.depthSlices(p) {
+    if let slices = CPUBackend.depthSlices(p) {
       CPUBackend.multiplyInDepthSlices(
         a, lda: lda, b, ldb: ldb, p, slices: slices, columnBias: bias, into: c)
       return
@@ -568,7 +568,9 @@ extension CPUBackend {
   /// the micro-kernel's start-up stay small next to its `m·n·k/slices` multiply-adds.
   static let minimumDepthSlice = 1024
 
-  /// How many depth slices `p` splits into, or nil to use the ordinary row/column split.
+  /// How many depth slices `p` splits into, or nil to use the ordinary row/column split (always
+  /// for batched products). The slices' partial products are tracked workspace, so
+  /// ``MetaBackend`` charges exactly the products this selects.
   ///
   /// Weight gradients (`Xᵀ·G` with `k` = batch × pixels, `m` and `n` = channels) are deep and
   /// narrow: at 28×28 and batch 64, `m·n` is a few thousand while `k` is 12544. Splitting rows or
@@ -578,7 +580,7 @@ extension CPUBackend {
   /// (≤ ``ElementwiseKernels/maximumReductionChunks``), so the result is the same on any thread
   /// count.
   static func depthSlices(_ p: MatrixProduct) -> Int? {
-    guard p.k >= 2 * minimumDepthSlice, p.k >= 8 * Swift.max(p.m, p.n) else { return nil }
+    guard p.batch == 1, p.k >= 2 * minimumDepthSlice, p.k >= 8 * Swift.max(p.m, p.n) else { return nil }
     return ElementwiseKernels.reductionChunkCount(
       p.k, minimumChunk: minimumDepthSlice, partialSize: p.m * p.n)
   }

@@ -22,10 +22,13 @@ import Synchronization
 ///
 /// Only the primitives whose CPU kernels take tracked workspace are probed: the reductions
 /// (``sum(_:keeping:into:)``, ``sumOfProducts(_:_:into:)``, the bias gradient of
-/// ``geluBackward(_:bias:outputGradient:inputGradient:biasGradient:)``: per-thread partial sums) and
-/// the convolutions (packed weights, rings, im2col columns). The others (GEMM's packing buffers are
-/// per-thread and untracked) are replayed as allocation-free: probing them would run every matrix
-/// product of a network for real once per shape. A kernel that starts taking tracked workspace must
+/// ``geluBackward(_:bias:outputGradient:inputGradient:biasGradient:)``, the weight and bias
+/// gradients of ``layerNormBackward(_:outputGradient:weight:mean:inverseStandardDeviation:inputGradient:weightGradient:biasGradient:)``:
+/// per-chunk partial sums), the depth-sliced matrix products (per-slice partial products: the
+/// weight gradients once batch × pixels is deep, e.g. 7×7 maps at batch 64) and the convolutions
+/// (packed weights, rings, im2col columns). The others (GEMM's packing buffers are per-thread and
+/// untracked) are replayed as allocation-free: probing them would run every matrix product of a
+/// network for real once per shape. A kernel that starts taking tracked workspace must
 /// be probed here; the search's exact-memory tests (prediction == measured peak) catch one that is not.
 ///
 /// Values read back are zeros (``sumAll(_:)``, losses, ``copy(_:from:toHost:)``): only code whose
@@ -107,7 +110,17 @@ public final class MetaBackend: Backend {
 
   // MARK: Linear algebra
 
-  public func matrixMultiply(_ a: Tensor, _ b: Tensor, _ product: MatrixProduct, columnBias: Tensor?, into c: Tensor) {}
+  /// Only deep, narrow products (weight gradients at large batch × pixels) take tracked workspace on
+  /// the CPU: one partial product per depth slice. Those are probed; the others allocate nothing
+  /// tracked (GEMM's packing buffers are per-thread and untracked), and probing them would run
+  /// every product of a network for real.
+  public func matrixMultiply(_ a: Tensor, _ b: Tensor, _ product: MatrixProduct, columnBias: Tensor?, into c: Tensor) {
+    guard CPUBackend.depthSlices(product) != nil else { return }
+    let parameters = [product.batch, product.m, product.n, product.k, product.transposeA ? 1 : 0, product.transposeB ? 1 : 0]
+    charge("matrixMultiply", [a, b, columnBias, c], parameters) {
+      $0.matrixMultiply(a, b, product, columnBias: columnBias, into: c)
+    }
+  }
 
   // MARK: Elementwise and reductions
 
@@ -169,7 +182,13 @@ public final class MetaBackend: Backend {
   public func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
     inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
-  ) {}
+  ) {
+    charge("layerNormBackward", [x, weight]) {
+      $0.layerNormBackward(
+        x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
+        inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
+    }
+  }
 
   // MARK: Convolutions
 
