@@ -98,7 +98,7 @@ let package = Package(
       swiftSettings: cpuSettings),
     // Hardware-aware architecture search: search spaces, memory and latency models, constrained evolution.
     .target(
-      name: "QuadraSearch", dependencies: ["QuadraModels", "QuadraBench", "QuadraIO"], swiftSettings: cpuSettings),
+      name: "QuadraSearch", dependencies: ["QuadraModels", "QuadraBench", "QuadraIO", "QuadraTraining"], swiftSettings: cpuSettings),
     .executableTarget(
       name: "quadranet",
       dependencies: [
@@ -116,7 +116,7 @@ let package = Package(
     .testTarget(name: "QuadraIOTests", dependencies: ["QuadraIO"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraTrainingTests", dependencies: ["QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDistributedTests", dependencies: ["QuadraDistributed", "QuadraTraining"], swiftSettings: cpuSettings),
-    .testTarget(name: "QuadraSearchTests", dependencies: ["QuadraSearch"], swiftSettings: cpuSettings),
+    .testTarget(name: "QuadraSearchTests", dependencies: ["QuadraSearch", "QuadraData", "QuadraTraining"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraDeployTests", dependencies: ["QuadraDeploy"], swiftSettings: cpuSettings),
     .testTarget(name: "QuadraInferenceTests", dependencies: ["QuadraInference"], swiftSettings: cpuSettings),
   ]

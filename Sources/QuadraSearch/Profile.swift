@@ -118,9 +118,26 @@ public enum Profiler {
     minimumSeconds: Double = 0
   ) throws -> ArchitectureMeasurement {
     let config = try space.config(for: architecture)
+    let costs = try measure(
+      config, resolution: space.resolution, batchSize: batchSize, threads: threads, repetitions: repetitions,
+      minimumSeconds: minimumSeconds)
+    return ArchitectureMeasurement(
+      architecture: architecture, trainSecondsPerImage: costs.trainSecondsPerImage,
+      inferSecondsBatch1: costs.inferSecondsBatch1, inferSecondsPerImage: costs.inferSecondsPerImage,
+      trainPeakBytes: costs.trainPeakBytes, inferPeakBytes: costs.inferPeakBytes)
+  }
+
+  /// ``measure(_:space:batchSize:threads:repetitions:minimumSeconds:)`` for any model config (a registered
+  /// model, a retrained candidate): times per image and per batch-1 pass in seconds, peaks in bytes.
+  public static func measure(
+    _ config: ModelConfig, resolution: Int, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0
+  ) throws -> (
+    trainSecondsPerImage: Double, inferSecondsBatch1: Double, inferSecondsPerImage: Double, trainPeakBytes: Int,
+    inferPeakBytes: Int
+  ) {
     let base = try ComputeContext.current.with(threads: threads)
     let options = ModelBenchmark.Options(
-      models: [], resolution: space.resolution, batchSize: batchSize, threads: threads, steps: 1)
+      models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: 1)
     let batched = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
     var single = options
     single.batchSize = 1
@@ -128,12 +145,12 @@ public enum Profiler {
     let one = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: single) { _ in } }
     let times = try base.with(memory: MemoryTracker()).run {
       try timeArchitecture(
-        config, resolution: space.resolution, batchSize: batchSize, repetitions: repetitions, minimumSeconds: minimumSeconds)
+        config, resolution: resolution, batchSize: batchSize, repetitions: repetitions, minimumSeconds: minimumSeconds)
     }
-    return ArchitectureMeasurement(
-      architecture: architecture, trainSecondsPerImage: times.train / Double(batchSize),
-      inferSecondsBatch1: times.inferBatch1, inferSecondsPerImage: times.inferBatch / Double(batchSize),
-      trainPeakBytes: batched.trainPeakBytes, inferPeakBytes: one.inferPeakBytes)
+    return (
+      times.train / Double(batchSize), times.inferBatch1, times.inferBatch / Double(batchSize), batched.trainPeakBytes,
+      one.inferPeakBytes
+    )
   }
 
   /// Seconds of one training step (forward, label-smoothed cross-entropy, backward, AdamW update, as

@@ -16,16 +16,30 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   /// ``NASWOT`` (Mellor et al. 2021): log |det K| of the GELU activation codes of a mini-batch of real
   /// images of the space's dataset. One batched forward pass per architecture.
   case naswot
+  /// Validation accuracy after a short training run (``ShortTrainingProxy``: one epoch on 10,000 images of
+  /// the training split, checked on 2,000 others): seconds per 28² candidate, so not for long searches.
+  case shortTraining = "short-training"
 
   /// Whether ``score(_:resolution:images:)`` needs a mini-batch of real images.
   public var needsImages: Bool { self == .naswot }
+  /// Whether the proxy trains (``ShortTrainingProxy``): scored by ``score(_:resolution:images:shortTraining:)``
+  /// with the training data.
+  public var needsTrainingData: Bool { self == .shortTraining }
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
-  /// `images` `[N ≥ 2, resolution, resolution, C]` is the mini-batch of ``naswot`` (ignored by the others).
+  /// `images` `[N ≥ 2, resolution, resolution, C]` is the mini-batch of ``naswot`` and `shortTraining` the data of
+  /// ``shortTraining`` (each ignored by the others).
   ///
   /// - Throws: ``SearchSpaceError`` for ``naswot`` without a usable batch.
-  public func score(_ config: ModelConfig, resolution: Int, images: Tensor? = nil) throws -> Double {
+  public func score(
+    _ config: ModelConfig, resolution: Int, images: Tensor? = nil, shortTraining: ShortTrainingProxy? = nil
+  ) throws -> Double {
     switch self {
+    case .shortTraining:
+      guard let shortTraining else {
+        throw SearchSpaceError(field: "training data", message: "the short-training proxy needs a training split")
+      }
+      return try shortTraining.score(config)
     case .parameters: return log10(Double(Swift.max(config.parameterCount, 1)))
     case .macs: return log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
     case .synflow: return try Self.synflow(config, resolution: resolution)

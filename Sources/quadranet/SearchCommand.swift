@@ -97,6 +97,31 @@ struct ProxyImageOptions: ParsableArguments {
     for i in 0..<proxyBatch { indices.swapAt(i, i + Int(generator.next() % UInt64(train.count - i))) }
     return train.subset(Array(indices.prefix(proxyBatch))).images
   }
+
+  /// The `short-training` proxy's data: fixed subsets of `--dataset`'s training split drawn with
+  /// `--proxy-seed`, and the dataset's recipe (one epoch).
+  func shortTraining(resolution: Int, channels: Int) throws -> ShortTrainingProxy {
+    let name = try DatasetName(parsing: dataset)
+    let train = try DatasetSplits.load(name).train
+    guard train.imageShape == [resolution, resolution, channels] else {
+      throw ValidationError(
+        "--dataset \(dataset) has images of shape \(train.imageShape); the models need \([resolution, resolution, channels])")
+    }
+    let trainImages = Swift.min(10_000, train.count * 5 / 6)
+    do {
+      return try ShortTrainingProxy(
+        training: train, recipe: TrainingRecipe.defaultOptions(for: name), trainImages: trainImages,
+        validationImages: Swift.min(2_000, train.count - trainImages), seed: UInt64(proxySeed))
+    } catch { throw ValidationError("--proxy short-training on --dataset \(dataset): \(error)") }
+  }
+
+  /// What `proxy` needs besides the config: images for naswot, training data for short-training.
+  func inputs(for proxy: AccuracyProxy, resolution: Int, channels: Int) throws -> (images: Tensor?, shortTraining: ShortTrainingProxy?) {
+    (
+      proxy.needsImages ? try images(resolution: resolution, channels: channels) : nil,
+      proxy.needsTrainingData ? try shortTraining(resolution: resolution, channels: channels) : nil
+    )
+  }
 }
 
 struct SearchProfileCommand: ParsableCommand {
@@ -185,7 +210,7 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000.") var generations: Int = 100
   @Option(parsing: .unconditional, help: "Population size, 2...10000.") var population: Int = 64
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000.") var children: Int = 100
-  @Option(help: "Accuracy proxy: params, macs, synflow or naswot (synflow and naswot run each candidate once: ~10k candidates take minutes).") var proxy: AccuracyProxy = .parameters
+  @Option(help: "Accuracy proxy: params, macs, synflow, naswot or short-training (synflow and naswot run each candidate once: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy = .parameters
   @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
@@ -242,9 +267,9 @@ struct SearchRunCommand: ParsableCommand {
       ? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
       : try cost.profile(space: space).costModel
     let proxy = self.proxy
-    let images = proxy.needsImages ? try proxyImages.images(resolution: space.resolution, channels: space.inputChannels) : nil
+    let (images, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
     let evolution = Evolution(costModel: costModel) { _, config in
-      try proxy.score(config, resolution: space.resolution, images: images)
+      try proxy.score(config, resolution: space.resolution, images: images, shortTraining: shortTraining)
     }
     if state == nil {
       var constraints = SearchConstraints(
@@ -275,19 +300,20 @@ struct SearchRunCommand: ParsableCommand {
         String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
-    try writeResults(running, costModel: costModel, images: images, to: outURL)
+    try writeResults(running, costModel: costModel, images: images, shortTraining: shortTraining, to: outURL)
     if trainBest > 0 {
       let references = try [Self.relative(fasterThan, "--faster-than", 1...1000), Self.relative(memoryBelow, "--memory-below", 0.001...1000)]
         .compactMap { $0?.0 }
       try TrainBest.run(
-        state: running, costModel: costModel, count: trainBest, dataset: proxyImages.dataset,
-        threads: cost.threadOptions.threads, batchSize: cost.batchSize,
+        state: running, costModel: costModel, count: trainBest, dataset: proxyImages.dataset, cost: cost,
         references: references.enumerated().filter { index, model in !references[..<index].contains { $0.name == model.name } }.map(\.element),
         to: outURL)
     }
   }
 
-  func writeResults(_ state: EvolutionState, costModel: CostModel, images: Tensor?, to directory: URL) throws {
+  func writeResults(
+    _ state: EvolutionState, costModel: CostModel, images: Tensor?, shortTraining: ShortTrainingProxy?, to directory: URL
+  ) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
     // Scoring used the memory upper bound; what is written carries the exact peaks.
@@ -310,7 +336,7 @@ struct SearchRunCommand: ParsableCommand {
       var resized = config
       resized.classCount = state.space.classCount
       return (config.name, try costModel.predict(resized, resolution: state.space.resolution),
-        (try? proxy.score(resized, resolution: state.space.resolution, images: images)) ?? .nan)
+        (try? proxy.score(resized, resolution: state.space.resolution, images: images, shortTraining: shortTraining)) ?? .nan)
     }
     let panels = [
       ScatterPlot.Panel(
@@ -348,8 +374,12 @@ struct SearchProxiesCommand: ParsableCommand {
     let accuracies = entries.map(\.accuracy)
     let channels = entries[0].config.inputChannels
     let images = try proxyImages.images(resolution: resolution, channels: channels)
+    let shortTraining = try proxyImages.shortTraining(resolution: resolution, channels: channels)
     for proxy in AccuracyProxy.allCases {
-      let scores = try entries.map { try proxy.score($0.config, resolution: resolution, images: images) }
+      if proxy.needsTrainingData { Terminal.status("\(proxy.rawValue): training each of \(entries.count) architectures briefly…") }
+      let scores = try entries.map {
+        try proxy.score($0.config, resolution: resolution, images: images, shortTraining: shortTraining)
+      }
       let rho = RankCorrelation.spearman(scores, accuracies)
       print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
     }

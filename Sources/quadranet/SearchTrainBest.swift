@@ -25,19 +25,16 @@ struct MeasuredCosts: Codable, Equatable {
     case trainMemoryBytes = "train_memory_bytes", inferMemoryBytes = "infer_memory_bytes"
   }
 
-  /// Measures `config` at `resolution`; `steps` timed steps per measurement (the fastest kept).
-  static func measure(_ config: ModelConfig, resolution: Int, batchSize: Int, threads: Int, steps: Int) throws -> MeasuredCosts {
-    let base = try ComputeContext.current.with(threads: threads)
-    let options = ModelBenchmark.Options(
-      models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: steps)
-    let batched = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
-    var single = options
-    single.batchSize = 1
-    single.measuresTraining = false
-    let one = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: single) { _ in } }
+  /// Measures `config` at `resolution` as the cost profile measures its architectures
+  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:)``), so
+  /// measured and predicted costs compare.
+  static func measure(_ config: ModelConfig, resolution: Int, batchSize: Int, threads: Int, cost: SearchCostOptions) throws -> MeasuredCosts {
+    let costs = try Profiler.measure(
+      config, resolution: resolution, batchSize: batchSize, threads: threads, repetitions: cost.repetitions,
+      minimumSeconds: cost.minSeconds)
     return MeasuredCosts(
-      trainMillisecondsPerImage: 1000 / batched.trainImagesPerSecond, inferMillisecondsBatch1: 1000 / one.inferImagesPerSecond,
-      trainMemoryBytes: batched.trainPeakBytes, inferMemoryBytes: one.inferPeakBytes)
+      trainMillisecondsPerImage: 1000 * costs.trainSecondsPerImage, inferMillisecondsBatch1: 1000 * costs.inferSecondsBatch1,
+      trainMemoryBytes: costs.trainPeakBytes, inferMemoryBytes: costs.inferPeakBytes)
   }
 }
 
@@ -84,10 +81,11 @@ struct TrainBestReport: Codable {
 /// resumed after kill -9 skips them; a candidate interrupted mid-training is trained again from scratch.
 enum TrainBest {
   static func run(
-    state: EvolutionState, costModel: CostModel, count: Int, dataset: String, threads: Int, batchSize: Int,
+    state: EvolutionState, costModel: CostModel, count: Int, dataset: String, cost: SearchCostOptions,
     references: [ModelConfig], to directory: URL
   ) throws {
     let space = state.space
+    let (threads, batchSize) = (cost.threadOptions.threads, cost.batchSize)
     let datasetName = try DatasetName(parsing: dataset)
     let splits = try DatasetSplits.load(datasetName)
     let expected = [space.resolution, space.resolution, space.inputChannels]
@@ -156,12 +154,12 @@ enum TrainBest {
         reference.classCount = space.classCount
         Terminal.status("train-best: measuring \(reference.name)…")
         report.references[index].measured = try MeasuredCosts.measure(
-          reference, resolution: space.resolution, batchSize: batchSize, threads: threads, steps: 5)
+          reference, resolution: space.resolution, batchSize: batchSize, threads: threads, cost: cost)
       }
       for index in report.candidates.indices {
         Terminal.status("train-best: measuring \(report.candidates[index].name)…")
         report.candidates[index].measured = try MeasuredCosts.measure(
-          report.candidates[index].config, resolution: space.resolution, batchSize: batchSize, threads: threads, steps: 5)
+          report.candidates[index].config, resolution: space.resolution, batchSize: batchSize, threads: threads, cost: cost)
       }
       try save()
     }

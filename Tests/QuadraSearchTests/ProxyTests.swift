@@ -1,5 +1,7 @@
 import Foundation
+import QuadraData
 import QuadraModels
+import QuadraTraining
 import Testing
 
 @testable import QuadraSearch
@@ -99,5 +101,41 @@ import Testing
     #expect(try NASWOT.score(config, images: Tensor(shape: [8, 28, 28, 1], scalars: scalars)) == -.infinity)
     #expect(throws: SearchSpaceError.self) { try NASWOT.score(config, images: Tensor(zeros: [1, 28, 28, 1])) }
     #expect(throws: SearchSpaceError.self) { try AccuracyProxy.naswot.score(config, resolution: 28) }
+  }
+}
+
+@Suite struct ShortTrainingProxyTests {
+  /// A tiny 8×8 network on the embedded digits: subsets disjoint and of the asked sizes, the recipe cut to
+  /// one epoch, the score a validation accuracy that is deterministic and better than chance.
+  @Test func scoresAValidationAccuracyDeterministically() throws {
+    let training = try DatasetSplits.load(.digits).train
+    let proxy = try ShortTrainingProxy(
+      training: training, recipe: TrainingRecipe.defaultOptions(for: .digits), trainImages: 600, validationImages: 300,
+      epochs: 2, seed: 5)
+    #expect(proxy.train.count == 600 && proxy.validation.count == 300)
+    #expect(proxy.options.epochs == 2 && proxy.options.warmupEpochs < TrainingRecipe.defaultOptions(for: .digits).warmupEpochs)
+    let config = ModelConfig(
+      name: "tiny", inputChannels: 1, classCount: 10, stemPatchSize: 2, depths: [1, 1], widths: [16, 32],
+      mixers: [.quadratic(kernelSize: 3), .depthwise(kernelSize: 3)], layerScaleInit: 1, dropPathRate: 0)
+    let first = try proxy.score(config)
+    let second = try proxy.score(config)
+    #expect(first == second)
+    #expect(first > 0.2 && first <= 1, "accuracy \(first) on 10 classes")
+    #expect(try AccuracyProxy.shortTraining.score(config, resolution: 8, shortTraining: proxy) == first)
+  }
+
+  @Test func rejectsSubsetsLargerThanTheSplitAndMissingData() throws {
+    let training = try DatasetSplits.load(.digits).train
+    #expect(throws: SearchSpaceError.self) {
+      try ShortTrainingProxy(
+        training: training, recipe: TrainingRecipe.defaultOptions(for: .digits), trainImages: training.count,
+        validationImages: 1)
+    }
+    #expect(throws: SearchSpaceError.self) {
+      try ShortTrainingProxy(
+        training: training, recipe: TrainingRecipe.defaultOptions(for: .digits), trainImages: 100, validationImages: 50, epochs: 0)
+    }
+    let config = try ModelRegistry.config(named: "quadranet-digits")
+    #expect(throws: SearchSpaceError.self) { try AccuracyProxy.shortTraining.score(config, resolution: 8) }
   }
 }
