@@ -32,6 +32,14 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
     return result
   }
 
+  /// `count` distinct integers of `0..<upperBound` in random order (a partial Fisher–Yates shuffle).
+  public mutating func distinctIndices(_ count: Int, below upperBound: Int) -> [Int] {
+    precondition(0 <= count && count <= upperBound, "distinctIndices: \(count) of \(upperBound)")
+    var indices = Array(0..<upperBound)
+    for i in 0..<count { indices.swapAt(i, i + Int(next() % UInt64(upperBound - i))) }
+    return Array(indices.prefix(count))
+  }
+
   /// Uniform in [0, 1).
   public mutating func nextUniform() -> Float {
     Float(next() >> 40) * (1.0 / Float(1 << 24))

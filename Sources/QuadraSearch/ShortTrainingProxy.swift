@@ -22,7 +22,7 @@ public struct ShortTrainingProxy: Sendable {
   /// - Parameters:
   ///   - training: the dataset's training split; `trainImages + validationImages` must not exceed its size.
   ///   - recipe: the dataset's full recipe; its epochs become `epochs` and its warm-up the same fraction.
-  ///   - seed: the draw of the two subsets (a partial Fisher–Yates shuffle).
+  ///   - seed: the draw of the two subsets (``QuadraCore/RandomGenerator/distinctIndices(_:below:)``).
   /// - Throws: ``SearchSpaceError`` naming the bad count.
   public init(
     training: Dataset, recipe: TrainingOptions, trainImages: Int = 10_000, validationImages: Int = 2_000, epochs: Int = 1,
@@ -37,11 +37,9 @@ public struct ShortTrainingProxy: Sendable {
       throw SearchSpaceError(field: "short-training epochs", message: "\(epochs) is outside 1...100")
     }
     var generator = RandomGenerator(seed: seed)
-    var indices = Array(0..<training.count)
-    let drawn = trainImages + validationImages
-    for i in 0..<drawn { indices.swapAt(i, i + Int(generator.next() % UInt64(training.count - i))) }
-    train = training.subset(Array(indices[0..<trainImages]), name: "short-training train")
-    validation = training.subset(Array(indices[trainImages..<drawn]), name: "short-training validation")
+    let indices = generator.distinctIndices(trainImages + validationImages, below: training.count)
+    train = training.subset(Array(indices[..<trainImages]), name: "short-training train")
+    validation = training.subset(Array(indices[trainImages...]), name: "short-training validation")
     var options = recipe
     options.epochs = epochs
     options.warmupEpochs = recipe.warmupEpochs * Double(epochs) / Double(Swift.max(recipe.epochs, 1))

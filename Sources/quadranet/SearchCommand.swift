@@ -91,11 +91,9 @@ struct ProxyImageOptions: ParsableArguments {
     guard train.count >= proxyBatch else {
       throw ValidationError("--proxy-batch \(proxyBatch) exceeds the \(train.count) training images of --dataset \(dataset)")
     }
-    // A partial Fisher–Yates shuffle: distinct images (a repeated image would make the NASWOT kernel singular).
+    // Distinct images: a repeated image would make the NASWOT kernel singular.
     var generator = RandomGenerator(seed: UInt64(proxySeed))
-    var indices = Array(0..<train.count)
-    for i in 0..<proxyBatch { indices.swapAt(i, i + Int(generator.next() % UInt64(train.count - i))) }
-    return train.subset(Array(indices.prefix(proxyBatch))).images
+    return train.subset(generator.distinctIndices(proxyBatch, below: train.count)).images
   }
 
   /// The `short-training` proxy's data: fixed subsets of `--dataset`'s training split drawn with
@@ -302,12 +300,16 @@ struct SearchRunCommand: ParsableCommand {
     }
     try writeResults(running, costModel: costModel, images: images, shortTraining: shortTraining, to: outURL)
     if trainBest > 0 {
-      let references = try [Self.relative(fasterThan, "--faster-than", 1...1000), Self.relative(memoryBelow, "--memory-below", 0.001...1000)]
-        .compactMap { $0?.0 }
+      // The registered models of --faster-than and --memory-below, each once.
+      var references: [ModelConfig] = []
+      for case let (model, _)? in try [
+        Self.relative(fasterThan, "--faster-than", 1...1000), Self.relative(memoryBelow, "--memory-below", 0.001...1000),
+      ] where !references.contains(where: { $0.name == model.name }) {
+        references.append(model)
+      }
       try TrainBest.run(
         state: running, costModel: costModel, count: trainBest, dataset: proxyImages.dataset, cost: cost,
-        references: references.enumerated().filter { index, model in !references[..<index].contains { $0.name == model.name } }.map(\.element),
-        to: outURL)
+        references: references, to: outURL)
     }
   }
 

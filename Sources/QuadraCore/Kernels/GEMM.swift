@@ -348,6 +348,13 @@ public enum GEMM {
                 K.self, m: mcCurrent, k: kcCurrent,
                 a: transposeA ? a + pc * lda + ic : a + ic * lda + pc, lda: lda, transposeA: transposeA,
                 into: packedA)
+            } else if mcCurrent % mr != 0 {
+              // A short last row block: reading mr rows in place would run past A, so it is packed
+              // (zero-padded), once for all the column panels.
+              let last = mcCurrent / mr * mr
+              packA(
+                K.self, m: mcCurrent - last, k: kcCurrent, a: a + (ic + last) * lda + pc, lda: lda, transposeA: false,
+                into: packedA)
             }
             var jr = 0
             while jr < ncCurrent {
@@ -358,13 +365,13 @@ public enum GEMM {
                 multiplyRows(
                   K.self, b: RowMajorColumnPanel(directB.source + pc * directB.ldb + jc + jr, ldb: directB.ldb),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, packedA: packedA, c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
                   bias: tileBias, tile: tile)
               } else {
                 multiplyRows(
                   K.self, b: PackedColumnPanel<K>(directB == nil ? packedB + jr * kcCurrent : packedB),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, packedA: packedA, c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
                   bias: tileBias, tile: tile)
               }
               jr += nr
@@ -379,11 +386,12 @@ public enum GEMM {
   }
 
   /// One column panel against the `rows` rows of a block: tile by tile, `A` from the packed block or
-  /// (`readsADirectly`) in place from row-major `a` (row stride `lda`; a short last tile packed into `packedA`).
+  /// (`readsADirectly`) in place from row-major `a` (row stride `lda`; a short last tile from `packedA`,
+  /// where the caller packed it).
   @inline(__always)
   private static func multiplyRows<K: GEMMMicroKernel, B: GEMMColumnPanel>(
     _ kernel: K.Type, b: B, k: Int, rows: Int, columns: Int, a: UnsafePointer<Float>, lda: Int, readsADirectly: Bool,
-    packedA: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
+    packedA: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
     bias: UnsafePointer<Float>?, tile: UnsafeMutablePointer<Float>
   ) {
     let mr = K.mr
@@ -407,8 +415,6 @@ public enum GEMM {
       } else if tileRows == mr {
         multiplyTile(RowMajorRowPanel(pointer: a + ir * lda, lda: lda), row: ir, rows: tileRows)
       } else {
-        // A short last row block: reading mr rows in place would run past A, so pack it (zero-padded).
-        packA(K.self, m: tileRows, k: k, a: a + ir * lda, lda: lda, transposeA: false, into: packedA)
         multiplyTile(ColumnRowPanel(pointer: packedA, depthStride: mr), row: ir, rows: tileRows)
       }
       ir += mr
