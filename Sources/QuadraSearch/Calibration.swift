@@ -39,9 +39,35 @@ public struct CalibrationReport: Codable, Sendable {
   /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of the linear feature model,
   /// beside the part table's in ``metrics`` (nil when the profile has no table).
   public var linearMetrics: [String: CalibrationMetric]?
+  /// The measurement's own noise (nil with one round): each round's time of each architecture against
+  /// the median of its rounds, as if the single pass were a prediction of the median; keys `train_step`,
+  /// `infer_batch1`, `infer_batch`. No cost model can agree with measurements better than they agree
+  /// with themselves.
+  public var repeatability: [String: CalibrationMetric]?
 
   enum CodingKeys: String, CodingKey {
-    case hardware, archs, metrics, measurements, predictions, linearMetrics = "linear_metrics"
+    case hardware, archs, metrics, measurements, predictions, repeatability, linearMetrics = "linear_metrics"
+  }
+
+  /// ``repeatability`` of `measured` (``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``'s
+  /// results, times per step at `batchSize`).
+  public static func repeatability(of measured: [ConfigMeasurement], batchSize: Int) -> [String: CalibrationMetric] {
+    let keys: [(String, KeyPath<PartCost, Double>)] = [
+      ("train_step", \.train), ("infer_batch1", \.inferBatch1), ("infer_batch", \.inferBatch),
+    ]
+    return Dictionary(
+      uniqueKeysWithValues: keys.map { key, path in
+        var single: [Double] = []
+        var median: [Double] = []
+        for measurement in measured {
+          guard let middle = PartCost.median(measurement.rounds) else { continue }
+          for round in measurement.rounds {
+            single.append(round[keyPath: path])
+            median.append(middle[keyPath: path])
+          }
+        }
+        return (key, CalibrationMetric(predicted: single, measured: median))
+      })
   }
 
   /// Measured and predicted series per metric key, in the order of ``metrics``' keys.
@@ -61,8 +87,9 @@ public struct CalibrationReport: Codable, Sendable {
 
   public init(
     hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int,
-    linearPredictions: [PredictedCosts]? = nil
+    linearPredictions: [PredictedCosts]? = nil, repeatability: [String: CalibrationMetric]? = nil
   ) {
+    self.repeatability = repeatability
     self.hardware = hardware
     archs = measurements.count
     self.measurements = measurements

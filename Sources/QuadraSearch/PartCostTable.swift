@@ -107,6 +107,7 @@ public struct PartCost: Codable, Sendable, Equatable {
     self.inferBatch1 = inferBatch1
     self.inferBatch = inferBatch
   }
+
 }
 
 /// This machine's per-part cost table: a network is predicted from its parts' measured times,
@@ -273,30 +274,25 @@ public enum PartProfiler {
       let optimizer = try AdamW(parameters: module.namedParameters(), learningRate: 1e-4)
       func input(_ batch: Int) -> Tensor { Tensor.normal(shape: [batch] + inputShape, using: &generator) }
       let images = input(batchSize)
-      let labels = (0..<batchSize).map { $0 % 2 }
-      // The stem's input needs no gradient in a network; every other part passes one back.
-      func trainStep() throws {
-        let x = Variable(images, requiresGrad: !isStem)
-        let y = forward(x)
-        if isHead {
-          try y.softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).backward()
-        } else {
-          try y.backward(Tensor(shape: y.shape, repeating: 1))
-        }
-        optimizer.update()
-        module.zeroGradients()
-      }
-      module.setTraining(true)
-      let train = try Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) { try trainStep() }
-      module.setTraining(false)
       let one = input(1)
-      let inferBatch1 = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
-        GradientMode.withoutRecording { _ = forward(Variable(one)) }
-      }
-      let inferBatch = Profiler.fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
-        GradientMode.withoutRecording { _ = forward(Variable(images)) }
-      }
-      return PartCost(train: train, inferBatch1: inferBatch1, inferBatch: inferBatch)
+      let labels = (0..<batchSize).map { $0 % 2 }
+      let workload = TimedWorkload(
+        trainStep: {
+          // The stem's input needs no gradient in a network; every other part passes one back.
+          let x = Variable(images, requiresGrad: !isStem)
+          let y = forward(x)
+          if isHead {
+            try y.softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).backward()
+          } else {
+            try y.backward(Tensor(shape: y.shape, repeating: 1))
+          }
+          optimizer.update()
+          module.zeroGradients()
+        },
+        inferBatch: { GradientMode.withoutRecording { _ = forward(Variable(images)) } },
+        inferBatch1: { GradientMode.withoutRecording { _ = forward(Variable(one)) } },
+        setTraining: { module.setTraining($0) })
+      return try workload.time(repetitions: repetitions, minimumSeconds: minimumSeconds)
     }
   }
 }

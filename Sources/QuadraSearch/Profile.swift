@@ -67,21 +67,64 @@ public struct ArchitectureMeasurement: Codable, Sendable, Equatable {
   public var inferSecondsPerImage: Double
   public var trainPeakBytes: Int
   public var inferPeakBytes: Int
+
+  public init(
+    architecture: Architecture, trainSecondsPerImage: Double, inferSecondsBatch1: Double, inferSecondsPerImage: Double,
+    trainPeakBytes: Int, inferPeakBytes: Int
+  ) {
+    self.architecture = architecture
+    self.trainSecondsPerImage = trainSecondsPerImage
+    self.inferSecondsBatch1 = inferSecondsBatch1
+    self.inferSecondsPerImage = inferSecondsPerImage
+    self.trainPeakBytes = trainPeakBytes
+    self.inferPeakBytes = inferPeakBytes
+  }
+
+  /// `architecture` measured as `costs`.
+  public init(_ architecture: Architecture, _ costs: ConfigMeasurement) {
+    self.init(
+      architecture: architecture, trainSecondsPerImage: costs.trainSecondsPerImage,
+      inferSecondsBatch1: costs.inferSecondsBatch1, inferSecondsPerImage: costs.inferSecondsPerImage,
+      trainPeakBytes: costs.trainPeakBytes, inferPeakBytes: costs.inferPeakBytes)
+  }
+}
+
+/// Measured costs of one model config: times per image and per batch-1 pass in seconds (the median
+/// over the rounds), peaks in bytes.
+public struct ConfigMeasurement: Sendable, Equatable {
+  public var trainSecondsPerImage: Double
+  public var inferSecondsBatch1: Double
+  public var inferSecondsPerImage: Double
+  public var trainPeakBytes: Int
+  public var inferPeakBytes: Int
+  /// Each round's times, per step / per pass (``TimedWorkload/time(repetitions:minimumSeconds:)``):
+  /// how far two measurements of the same network differ on this machine.
+  public var rounds: [PartCost]
 }
 
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
-  public static let formatVersion = 3
+  public static let formatVersion = 4
   public var formatVersion: Int
   public var hardware: HardwareFingerprint
   public var space: String
   public var resolution: Int
   public var costModel: CostModel
   public var measurements: [ArchitectureMeasurement]
+  /// The speed reference's level the times are on (``SpeedReference``): the median of the profile's
+  /// readings; later measurements are scaled to it.
+  public var speedBaseline: PartCost
 }
 
 /// `search profile`: measures random architectures of a space end to end and fits the latency models.
 public enum Profiler {
+  /// The default seed of the profile's architecture draw (`search profile`).
+  public static let profileSeed: UInt64 = 0x9E37
+  /// The default seed of `search calibrate`'s draw: another than the profile's, so that the calibration
+  /// architectures were not fitted. Calibrating with ``profileSeed`` re-measures the profile's own
+  /// architectures (in-sample): a check that two processes measure the same network alike.
+  public static let calibrationSeed: UInt64 = 0xCA11B
+
   public struct Options: Sendable {
     /// Architectures measured (each: one training measurement at the batch, one batch-1 inference).
     public var samples: Int
@@ -95,11 +138,15 @@ public enum Profiler {
     public var seed: UInt64
     /// Whether the per-part table is measured (every part of the space) besides the whole architectures.
     public var measuresParts: Bool
+    /// Passes through all parts and all architectures; each time is the median over the passes
+    /// (why: ``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
+    public var rounds: Int
 
     public init(
-      samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = 0x9E37, measuresParts: Bool = true,
-      minimumSeconds: Double = 0
+      samples: Int, repetitions: Int, batchSize: Int, threads: Int, seed: UInt64 = Profiler.profileSeed, measuresParts: Bool = true,
+      minimumSeconds: Double = 0, rounds: Int = 1
     ) {
+      self.rounds = rounds
       self.minimumSeconds = minimumSeconds
       self.measuresParts = measuresParts
       self.samples = samples
@@ -110,80 +157,87 @@ public enum Profiler {
     }
   }
 
-  /// Measures `architecture`: its times (``timeArchitecture(_:space:batchSize:threads:repetitions:minimumSeconds:)``)
-  /// and its peaks as ``QuadraBench/ModelBenchmark`` measures them (what ``MemoryModel`` replays), each
-  /// in a fresh ``QuadraCore/MemoryTracker``.
+  /// Measures `architecture` in one round (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
   public static func measure(
     _ architecture: Architecture, space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int,
     minimumSeconds: Double = 0
   ) throws -> ArchitectureMeasurement {
-    let config = try space.config(for: architecture)
-    let costs = try measure(
-      config, resolution: space.resolution, batchSize: batchSize, threads: threads, repetitions: repetitions,
-      minimumSeconds: minimumSeconds)
-    return ArchitectureMeasurement(
-      architecture: architecture, trainSecondsPerImage: costs.trainSecondsPerImage,
-      inferSecondsBatch1: costs.inferSecondsBatch1, inferSecondsPerImage: costs.inferSecondsPerImage,
-      trainPeakBytes: costs.trainPeakBytes, inferPeakBytes: costs.inferPeakBytes)
+    try measure(
+      [architecture], space: space, batchSize: batchSize, threads: threads, repetitions: repetitions,
+      minimumSeconds: minimumSeconds, rounds: 1)[0]
   }
 
-  /// ``measure(_:space:batchSize:threads:repetitions:minimumSeconds:)`` for any model config (a registered
-  /// model, a retrained candidate): times per image and per batch-1 pass in seconds, peaks in bytes.
+  /// Measures `architectures` of `space` (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
   public static func measure(
-    _ config: ModelConfig, resolution: Int, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0
-  ) throws -> (
-    trainSecondsPerImage: Double, inferSecondsBatch1: Double, inferSecondsPerImage: Double, trainPeakBytes: Int,
-    inferPeakBytes: Int
-  ) {
-    let base = try ComputeContext.current.with(threads: threads)
-    let options = ModelBenchmark.Options(
-      models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: 1)
-    let batched = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: options) { _ in } }
-    var single = options
-    single.batchSize = 1
-    single.measuresTraining = false
-    let one = try base.with(memory: MemoryTracker()).run { try ModelBenchmark.measure(config: config, options: single) { _ in } }
-    let times = try base.with(memory: MemoryTracker()).run {
-      try timeArchitecture(
-        config, resolution: resolution, batchSize: batchSize, repetitions: repetitions, minimumSeconds: minimumSeconds)
-    }
-    return (
-      times.train / Double(batchSize), times.inferBatch1, times.inferBatch / Double(batchSize), batched.trainPeakBytes,
-      one.inferPeakBytes
-    )
+    _ architectures: [Architecture], space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int,
+    minimumSeconds: Double = 0, rounds: Int, reference: SpeedReference? = nil,
+    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+  ) throws -> [ArchitectureMeasurement] {
+    let configs = try architectures.map { try space.config(for: $0) }
+    let costs = try measure(
+      configs, resolution: space.resolution, batchSize: batchSize, threads: threads, repetitions: repetitions,
+      minimumSeconds: minimumSeconds, rounds: rounds, reference: reference, progress: progress)
+    return zip(architectures, costs).map { ArchitectureMeasurement($0, $1) }
   }
 
-  /// Seconds of one training step (forward, label-smoothed cross-entropy, backward, AdamW update, as
-  /// ``QuadraBench/ModelBenchmark`` steps), one inference pass at `batchSize` and one at batch 1, each the
-  /// fastest of at least `repetitions` timed calls that together last at least `minimumSeconds`
-  /// (``fastest(repetitions:minimumSeconds:_:)``), after a warm-up call. The minimum, because on a
-  /// shared machine the noise only ever adds time; the time floor, because a 1 ms batch-1 pass timed
-  /// twice is mostly noise. The parts of the cost table are timed the same way (``PartProfiler``), so
-  /// sums of parts and whole networks compare.
-  public static func timeArchitecture(
-    _ config: ModelConfig, resolution: Int, batchSize: Int, repetitions: Int, minimumSeconds: Double
-  ) throws -> (train: Double, inferBatch: Double, inferBatch1: Double) {
-    let model = try VisionModel(config: config, seed: 0)
-    var generator = RandomGenerator(seed: 1)
-    let images = Tensor.normal(shape: [batchSize, resolution, resolution, config.inputChannels], using: &generator)
-    let one = Tensor.normal(shape: [1, resolution, resolution, config.inputChannels], using: &generator)
-    let labels = (0..<batchSize).map { $0 % config.classCount }
-    let optimizer = try AdamW(parameters: model.namedParameters(), learningRate: 1e-4)
-    model.setTraining(true)
-    let train = try fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
-      let loss = model(Variable(images)).softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1)
-      try loss.backward()
-      optimizer.update()
-      model.zeroGradients()
+  /// Measures model configs (architectures of a space, registered models, retrained candidates): their
+  /// peaks as ``QuadraBench/ModelBenchmark`` measures them (what ``MemoryModel`` replays), each in a fresh
+  /// ``QuadraCore/MemoryTracker``, and their times (``TimedWorkload/time(repetitions:minimumSeconds:)``)
+  /// in `rounds` round-robin passes through all of `configs`, each time the median over the passes,
+  /// scaled to `reference`'s baseline when there is a reference.
+  ///
+  /// Why passes and the median: a virtual machine's cores share caches and memory bandwidth with other
+  /// tenants. On the 2-core Zen 4 VM this project is measured on, a small network's training step timed
+  /// for 20 s had its fastest call in each quarter second at 1.0–1.5× the fastest of all (mostly
+  /// 1.2–1.35×, drifting over seconds), and the same 40 architectures timed once in two processes
+  /// differed by 12% (standard deviation) — as much as the prediction errors. One fastest-of-a-few is
+  /// a draw from that drift; the median of passes spread over the run is a steadier estimate, and the
+  /// passes show the noise itself (``ConfigMeasurement/rounds``). The slower drift of the machine's
+  /// speed over minutes is divided out with `reference` (``SpeedReference``).
+  /// `progress(done, total)` follows each timed configuration (`total` = `configs.count · rounds`).
+  public static func measure(
+    _ configs: [ModelConfig], resolution: Int, batchSize: Int, threads: Int, repetitions: Int,
+    minimumSeconds: Double = 0, rounds: Int, reference: SpeedReference? = nil,
+    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+  ) throws -> [ConfigMeasurement] {
+    precondition(rounds >= 1, "rounds must be at least 1")
+    let base = try ComputeContext.current.with(threads: threads)
+    var peaks: [(train: Int, infer: Int)] = []
+    var times = [[PartCost]](repeating: [], count: configs.count)
+    for round in 0..<rounds {
+      for (index, config) in configs.enumerated() {
+        if round == 0 {
+          // Peaks are deterministic: measured once.
+          let options = ModelBenchmark.Options(
+            models: [], resolution: resolution, batchSize: batchSize, threads: threads, steps: 1)
+          let batched = try base.with(memory: MemoryTracker()).run {
+            try ModelBenchmark.measure(config: config, options: options) { _ in }
+          }
+          var single = options
+          single.batchSize = 1
+          single.measuresTraining = false
+          let one = try base.with(memory: MemoryTracker()).run {
+            try ModelBenchmark.measure(config: config, options: single) { _ in }
+          }
+          peaks.append((batched.trainPeakBytes, one.inferPeakBytes))
+        }
+        let level = try reference?.level(repetitions: repetitions, minimumSeconds: minimumSeconds)
+        let time = try base.with(memory: MemoryTracker()).run {
+          try TimedWorkload.network(config, resolution: resolution, batchSize: batchSize).time(
+            repetitions: repetitions, minimumSeconds: minimumSeconds)
+        }
+        times[index].append(level.map { reference!.scaled(time, at: $0) } ?? time)
+        progress(round * configs.count + index + 1, rounds * configs.count)
+      }
     }
-    model.setTraining(false)
-    let inferBatch = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
-      GradientMode.withoutRecording { _ = model(Variable(images)) }
+    let perImage = 1 / Double(batchSize)
+    return configs.indices.map { index in
+      let median = PartCost.median(times[index])!
+      return ConfigMeasurement(
+        trainSecondsPerImage: median.train * perImage, inferSecondsBatch1: median.inferBatch1,
+        inferSecondsPerImage: median.inferBatch * perImage, trainPeakBytes: peaks[index].train,
+        inferPeakBytes: peaks[index].infer, rounds: times[index])
     }
-    let inferBatch1 = fastest(repetitions: repetitions, minimumSeconds: minimumSeconds) {
-      GradientMode.withoutRecording { _ = model(Variable(one)) }
-    }
-    return (train, inferBatch, inferBatch1)
   }
 
   /// The most timed calls of one measurement: a 50 µs part at batch 1 gets 1000 tries at an
@@ -197,17 +251,19 @@ public enum Profiler {
       warmup: 1, repetitions: repetitions, minimumSeconds: minimumSeconds, maximumRepetitions: maximumRepetitions, body)
   }
 
-  /// Measures `options.samples` random architectures and fits the three latency models.
-  /// `progress` gets one line per architecture with the estimated time left.
+  /// Measures `options.samples` random architectures (and the space's parts) in `options.rounds` passes
+  /// and fits the three latency models. `progress` gets one line per measurement with the estimated time left.
   public static func profile(
     space: SearchSpace, hardware: HardwareFingerprint, options: Options, progress: (String) -> Void = { _ in }
   ) throws -> CostProfile {
+    precondition(options.rounds >= 1, "rounds must be at least 1")
     var generator = RandomGenerator(seed: options.seed)
-    var measurements: [ArchitectureMeasurement] = []
+    let architectures = (0..<options.samples).map { _ in space.randomArchitecture(using: &generator) }
     let clock = ContinuousClock()
     let start = clock.now
     let parts = options.measuresParts ? NetworkPart.parts(of: space) : []
-    let units = parts.count + options.samples
+    let partUnits = parts.count * options.rounds
+    let units = partUnits + options.samples * options.rounds
     // A whole architecture costs several parts (measured: 6–8 at 28², batch 64), so the ETA counts the
     // remaining units of each phase at that phase's average so far, and the architectures at
     // `architectureWeight` parts each until the first one has been timed.
@@ -215,30 +271,46 @@ public enum Profiler {
     var partsSeconds = 0.0
     func report(_ done: Int, _ what: String) {
       let elapsed = (clock.now - start) / .seconds(1)
-      let partsDone = Swift.min(done, parts.count)
-      if done <= parts.count { partsSeconds = elapsed }
+      let partsDone = Swift.min(done, partUnits)
+      if done <= partUnits { partsSeconds = elapsed }
       let perPart = partsDone > 0 ? partsSeconds / Double(partsDone) : 0
       let architecturesDone = done - partsDone
       let perArchitecture =
         architecturesDone > 0 ? (elapsed - partsSeconds) / Double(architecturesDone) : perPart * architectureWeight
-      let left = perPart * Double(parts.count - partsDone) + perArchitecture * Double(options.samples - architecturesDone)
+      let left =
+        perPart * Double(partUnits - partsDone) + perArchitecture * Double(units - partUnits - architecturesDone)
       progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", done, units, what, elapsed, left))
     }
-    var costs: [String: PartCost] = [:]
-    for (index, part) in parts.enumerated() {
-      costs[part.key] = try PartProfiler.measure(
-        part, batchSize: options.batchSize, threads: options.threads, repetitions: options.repetitions,
-        minimumSeconds: options.minimumSeconds,
-        layerScaleInit: space.layerScaleInit)
-      report(index + 1, part.key)
+    let reference = try SpeedReference(space: space, batchSize: options.batchSize, threads: options.threads)
+    // The first reading sets the scale everything is measured on (rescaled at the end).
+    let first = try reference.level(repetitions: options.repetitions, minimumSeconds: options.minimumSeconds)
+    var partRounds: [String: [PartCost]] = [:]
+    for round in 0..<options.rounds {
+      for (index, part) in parts.enumerated() {
+        let level = try reference.level(repetitions: options.repetitions, minimumSeconds: options.minimumSeconds)
+        let time = try PartProfiler.measure(
+          part, batchSize: options.batchSize, threads: options.threads, repetitions: options.repetitions,
+          minimumSeconds: options.minimumSeconds, layerScaleInit: space.layerScaleInit)
+        partRounds[part.key, default: []].append(reference.scaled(time, at: level))
+        report(round * parts.count + index + 1, part.key)
+      }
     }
-    for index in 0..<options.samples {
-      let architecture = space.randomArchitecture(using: &generator)
-      measurements.append(
-        try measure(
-          architecture, space: space, batchSize: options.batchSize, threads: options.threads,
-          repetitions: options.repetitions, minimumSeconds: options.minimumSeconds))
-      report(parts.count + index + 1, architecture.name)
+    var measurements = try measure(
+      architectures, space: space, batchSize: options.batchSize, threads: options.threads,
+      repetitions: options.repetitions, minimumSeconds: options.minimumSeconds, rounds: options.rounds,
+      reference: reference
+    ) { done, _ in report(partUnits + done, architectures[(done - 1) % architectures.count].name) }
+    // Everything is on the scale of the reference's first level; move it to the median of all its
+    // readings (the machine's typical speed during the profile), the baseline kept with the profile.
+    let baseline = PartCost.median(reference.readings) ?? first
+    let rescale = PartCost(
+      train: baseline.train / first.train, inferBatch1: baseline.inferBatch1 / first.inferBatch1,
+      inferBatch: baseline.inferBatch / first.inferBatch)
+    let costs = partRounds.compactMapValues(PartCost.median).mapValues { $0.multiplied(by: rescale) }
+    for index in measurements.indices {
+      measurements[index].trainSecondsPerImage *= rescale.train
+      measurements[index].inferSecondsBatch1 *= rescale.inferBatch1
+      measurements[index].inferSecondsPerImage *= rescale.inferBatch
     }
     let configs = try measurements.map { try space.config(for: $0.architecture) }
     let features = configs.map { CostFeatures(config: $0, resolution: space.resolution) }
@@ -257,7 +329,7 @@ public enum Profiler {
       inferPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsPerImage)), table: table)
     return CostProfile(
       formatVersion: CostProfile.formatVersion, hardware: hardware, space: space.name, resolution: space.resolution,
-      costModel: model, measurements: measurements)
+      costModel: model, measurements: measurements, speedBaseline: baseline)
   }
 
   /// The cache file of a space at a batch size and thread count under `directory`.

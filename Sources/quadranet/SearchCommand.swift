@@ -23,7 +23,11 @@ struct SearchCostOptions: ParsableArguments {
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
   @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...100.") var repetitions: Int = 5
   @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 1000 repetitions), 0...10.")
-  var minSeconds: Double = 0.1
+  var minSeconds: Double = 0.05
+  @Option(
+    parsing: .unconditional,
+    help: "Passes through everything measured, 1...10; each time is the median over the passes (a shared machine's speed drifts by tens of percent over seconds).")
+  var rounds: Int = 2
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
   var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
@@ -33,6 +37,7 @@ struct SearchCostOptions: ParsableArguments {
     try FlagCheck.integer(samples, in: 10...10_000, "--samples")
     try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
     try FlagCheck.real(minSeconds, in: 0...10, "0...10", "--min-seconds")
+    try FlagCheck.integer(rounds, in: 1...10, "--rounds")
   }
 
   func loadSpace() throws -> SearchSpace {
@@ -61,7 +66,7 @@ struct SearchCostOptions: ParsableArguments {
     }
     let options = Profiler.Options(
       samples: samples, repetitions: repetitions, batchSize: batchSize, threads: threadOptions.threads,
-      measuresParts: !noPartTable, minimumSeconds: minSeconds)
+      measuresParts: !noPartTable, minimumSeconds: minSeconds, rounds: rounds)
     let profile = try Profiler.profile(space: space, hardware: hardware, options: options) { Terminal.status($0) }
     try Profiler.save(profile, to: url)
     Terminal.status("wrote \(url.path)")
@@ -142,31 +147,39 @@ struct SearchCalibrateCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Architectures to measure, 2...1000.") var archs: Int = 10
   @Option(help: "Write the report as JSON to this file.") var json: String?
   @Option(help: "Write the scatter plots to this SVG file.") var svg: String = "calibration.svg"
+  @Option(
+    parsing: .unconditional,
+    help: "Seed of the architecture draw, 0...2^63 (default: one the profile does not use, so none was fitted).")
+  var seed: Int = Int(Profiler.calibrationSeed)
 
-  func validate() throws { try FlagCheck.integer(archs, in: 2...1000, "--archs") }
+  func validate() throws {
+    try FlagCheck.integer(archs, in: 2...1000, "--archs")
+    try FlagCheck.integer(seed, in: 0...Int.max, "--seed")
+  }
 
   func run() throws {
     let space = try cost.loadSpace()
     let profile = try cost.profile(space: space)
-    // Another seed than the profile's, so the calibration architectures were not fitted.
-    var generator = RandomGenerator(seed: 0xCA11B)
-    var measurements: [ArchitectureMeasurement] = []
-    var predictions: [PredictedCosts] = []
-    var linearPredictions: [PredictedCosts] = []
-    for index in 0..<archs {
-      let architecture = space.randomArchitecture(using: &generator)
-      measurements.append(
-        try Profiler.measure(
-          architecture, space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
-          repetitions: cost.repetitions, minimumSeconds: cost.minSeconds))
-      let config = try space.config(for: architecture)
-      predictions.append(try profile.costModel.predict(config, resolution: space.resolution))
-      linearPredictions.append(try profile.costModel.predict(config, resolution: space.resolution, usingTable: false))
-      Terminal.status("calibrate \(index + 1)/\(archs) \(architecture.name)")
+    var generator = RandomGenerator(seed: UInt64(seed))
+    let architectures = (0..<archs).map { _ in space.randomArchitecture(using: &generator) }
+    let configs = try architectures.map { try space.config(for: $0) }
+    let reference = try SpeedReference(
+      space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads, baseline: profile.speedBaseline)
+    let measured = try Profiler.measure(
+      configs, resolution: space.resolution, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
+      repetitions: cost.repetitions, minimumSeconds: cost.minSeconds, rounds: cost.rounds, reference: reference
+    ) { done, total in
+      Terminal.status("calibrate \(done)/\(total) \(architectures[(done - 1) % architectures.count].name)")
+    }
+    let measurements = zip(architectures, measured).map { ArchitectureMeasurement($0, $1) }
+    let predictions = try configs.map { try profile.costModel.predict($0, resolution: space.resolution) }
+    let linearPredictions = try configs.map {
+      try profile.costModel.predict($0, resolution: space.resolution, usingTable: false)
     }
     let report = CalibrationReport(
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
-      linearPredictions: profile.costModel.table == nil ? nil : linearPredictions)
+      linearPredictions: profile.costModel.table == nil ? nil : linearPredictions,
+      repeatability: cost.rounds > 1 ? CalibrationReport.repeatability(of: measured, batchSize: cost.batchSize) : nil)
     let model = profile.costModel.table == nil ? "linear" : "table"
     print("metric               within 5%  within 10%  RMSPE %  Kendall tau  exact")
     func row(_ label: String, _ m: CalibrationMetric) {
@@ -177,6 +190,10 @@ struct SearchCalibrateCommand: ParsableCommand {
       if let linear = report.linearMetrics?[key] { row("\(key) (linear)", linear) }
     }
     for key in ["train_memory", "infer_memory"] { row(key, report.metrics[key]!) }
+    if let repeatability = report.repeatability {
+      print("one pass vs the median of \(cost.rounds) (the measurement's own noise):")
+      for key in ["train_step", "infer_batch1", "infer_batch"] { row(key, repeatability[key]!) }
+    }
     print("worst predicted (\(model)):")
     for (key, unit) in [("train_step", "ms"), ("infer_batch1", "ms"), ("infer_batch", "ms"), ("train_memory", "bytes")] {
       for worst in report.worstPredicted(key, count: 3, batchSize: cost.batchSize) {
@@ -260,10 +277,9 @@ struct SearchRunCommand: ParsableCommand {
     var state: EvolutionState?
     if resume != nil { state = try Evolution.load(from: stateURL) }
     let space = try state?.space ?? cost.loadSpace()
+    let profile = noProfile ? nil : try cost.profile(space: space)
     let costModel =
-      noProfile
-      ? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
-      : try cost.profile(space: space).costModel
+      profile?.costModel ?? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
     let proxy = self.proxy
     let (images, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
     let evolution = Evolution(costModel: costModel) { _, config in
@@ -308,8 +324,8 @@ struct SearchRunCommand: ParsableCommand {
         references.append(model)
       }
       try TrainBest.run(
-        state: running, costModel: costModel, count: trainBest, dataset: proxyImages.dataset, cost: cost,
-        references: references, to: outURL)
+        state: running, costModel: costModel, speedBaseline: profile?.speedBaseline, count: trainBest,
+        dataset: proxyImages.dataset, cost: cost, references: references, to: outURL)
     }
   }
 

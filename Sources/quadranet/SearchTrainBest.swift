@@ -25,16 +25,26 @@ struct MeasuredCosts: Codable, Equatable {
     case trainMemoryBytes = "train_memory_bytes", inferMemoryBytes = "infer_memory_bytes"
   }
 
-  /// Measures `config` at `resolution` as the cost profile measures its architectures
-  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:)``), so
-  /// measured and predicted costs compare.
-  static func measure(_ config: ModelConfig, resolution: Int, batchSize: Int, threads: Int, cost: SearchCostOptions) throws -> MeasuredCosts {
-    let costs = try Profiler.measure(
-      config, resolution: resolution, batchSize: batchSize, threads: threads, repetitions: cost.repetitions,
-      minimumSeconds: cost.minSeconds)
-    return MeasuredCosts(
-      trainMillisecondsPerImage: 1000 * costs.trainSecondsPerImage, inferMillisecondsBatch1: 1000 * costs.inferSecondsBatch1,
-      trainMemoryBytes: costs.trainPeakBytes, inferMemoryBytes: costs.inferPeakBytes)
+  /// Measures `configs` at `resolution` as the cost profile measures its architectures, in one block of
+  /// `--rounds` passes
+  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``),
+  /// scaled to the profile's speed level by `reference` (``QuadraSearch/SpeedReference``), so measured and
+  /// predicted costs compare, and so do the configs among themselves.
+  static func measure(
+    _ configs: [ModelConfig], resolution: Int, batchSize: Int, threads: Int, cost: SearchCostOptions,
+    reference: SpeedReference
+  ) throws -> [MeasuredCosts] {
+    try Profiler.measure(
+      configs, resolution: resolution, batchSize: batchSize, threads: threads, repetitions: cost.repetitions,
+      minimumSeconds: cost.minSeconds, rounds: cost.rounds, reference: reference
+    ) { done, total in
+      Terminal.status("train-best: measuring \(configs[(done - 1) % configs.count].name) (\(done)/\(total))…")
+    }.map { costs in
+      MeasuredCosts(
+        trainMillisecondsPerImage: 1000 * costs.trainSecondsPerImage,
+        inferMillisecondsBatch1: 1000 * costs.inferSecondsBatch1, trainMemoryBytes: costs.trainPeakBytes,
+        inferMemoryBytes: costs.inferPeakBytes)
+    }
   }
 }
 
@@ -81,8 +91,8 @@ struct TrainBestReport: Codable {
 /// resumed after kill -9 skips them; a candidate interrupted mid-training is trained again from scratch.
 enum TrainBest {
   static func run(
-    state: EvolutionState, costModel: CostModel, count: Int, dataset: String, cost: SearchCostOptions,
-    references: [ModelConfig], to directory: URL
+    state: EvolutionState, costModel: CostModel, speedBaseline: PartCost?, count: Int, dataset: String,
+    cost: SearchCostOptions, references: [ModelConfig], to directory: URL
   ) throws {
     let space = state.space
     let (threads, batchSize) = (cost.threadOptions.threads, cost.batchSize)
@@ -149,17 +159,18 @@ enum TrainBest {
     }
     let unmeasured = report.references.contains { $0.measured == nil } || report.candidates.contains { $0.measured == nil }
     if unmeasured {
-      for index in report.references.indices {
-        var reference = try ModelRegistry.config(named: report.references[index].model)
-        reference.classCount = space.classCount
-        Terminal.status("train-best: measuring \(reference.name)…")
-        report.references[index].measured = try MeasuredCosts.measure(
-          reference, resolution: space.resolution, batchSize: batchSize, threads: threads, cost: cost)
+      let references = try report.references.map { reference in
+        var config = try ModelRegistry.config(named: reference.model)
+        config.classCount = space.classCount
+        return config
       }
+      let speed = try SpeedReference(space: space, batchSize: batchSize, threads: threads, baseline: speedBaseline)
+      let measured = try MeasuredCosts.measure(
+        references + report.candidates.map(\.config), resolution: space.resolution, batchSize: batchSize,
+        threads: threads, cost: cost, reference: speed)
+      for index in report.references.indices { report.references[index].measured = measured[index] }
       for index in report.candidates.indices {
-        Terminal.status("train-best: measuring \(report.candidates[index].name)…")
-        report.candidates[index].measured = try MeasuredCosts.measure(
-          report.candidates[index].config, resolution: space.resolution, batchSize: batchSize, threads: threads, cost: cost)
+        report.candidates[index].measured = measured[references.count + index]
       }
       try save()
     }

@@ -56,7 +56,8 @@ import Testing
   static func profile(_ hardware: HardwareFingerprint) -> CostProfile {
     CostProfile(
       formatVersion: CostProfile.formatVersion, hardware: hardware, space: "fashion-mnist", resolution: 28,
-      costModel: .analytic(batchSize: 8, threads: 2), measurements: [])
+      costModel: .analytic(batchSize: 8, threads: 2), measurements: [],
+      speedBaseline: PartCost(train: 0.01, inferBatch1: 0.001, inferBatch: 0.005))
   }
 
   @Test func matchingCacheIsUsedAndMismatchingOrCorruptOnesAreRebuiltWithAWarning() throws {
@@ -98,12 +99,15 @@ import Testing
     #expect(corrupt.warning?.contains("not a readable profile") == true)
   }
 
-  /// A tiny real profile: two architectures measured, the models fitted with non-negative coefficients.
+  /// A tiny real profile: two architectures measured in two rounds, the models fitted with non-negative
+  /// coefficients.
   @Test func tinyProfileMeasuresAndFits() throws {
-    let options = Profiler.Options(samples: 2, repetitions: 1, batchSize: 2, threads: 1, measuresParts: false)
+    let options = Profiler.Options(
+      samples: 2, repetitions: 1, batchSize: 2, threads: 1, measuresParts: false, rounds: 2)
     var lines = 0
     let profile = try Profiler.profile(space: .fashionMNIST, hardware: Self.hardware, options: options) { _ in lines += 1 }
-    #expect(lines == 2)
+    #expect(lines == 4)
+    #expect(profile.speedBaseline.train > 0 && profile.speedBaseline.inferBatch1 > 0 && profile.speedBaseline.inferBatch > 0)
     #expect(profile.costModel.table == nil)
     #expect(profile.measurements.count == 2)
     for measurement in profile.measurements {
