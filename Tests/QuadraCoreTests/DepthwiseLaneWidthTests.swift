@@ -14,9 +14,16 @@ import Testing
     (1, 8, 8, 16, 7), (2, 9, 9, 1, 7), (1, 10, 13, 72, 7), (2, 3, 14, 17, 7), (1, 11, 15, 32, 7),
     (2, 6, 10, 48, 7), (1, 5, 11, 33, 7), (1, 7, 12, 20, 7), (2, 8, 4, 64, 7), (1, 4, 2, 8, 7),
     (2, 6, 9, 24, 3), (1, 7, 5, 40, 5), (2, 3, 11, 16, 1),
+    // Rows of ≥ 2048 floats: the input rings copy the next row ahead in slices between channel blocks.
+    (2, 9, 40, 64, 7), (1, 8, 23, 100, 7),
   ]
 
   static let lanes = [8, 16]
+
+  @Test func casesIncludeRowsCopiedAhead() {
+    let minimum = DepthwiseConvolution.Kernels<SIMD8<Float>>.PaddedRowRing.minimumCopyAheadRow
+    #expect(Self.cases.contains { $0.w * $0.c >= minimum && $0.h > 7 })
+  }
 
   @Test(arguments: lanes, [1, 2])
   func depthwiseMatchesReference(lanes: Int, threads: Int) {
