@@ -52,7 +52,9 @@ let package = Package(
   ],
   targets: [
     // Tensor storage, the tracking allocator, threading and the compute kernels.
-    .target(name: "QuadraCore", swiftSettings: kernelSettings),
+    // Software prefetch hints for the kernels (a header; Swift cannot import Clang's prefetch macro).
+    .systemLibrary(name: "CQuadraPrefetch", path: "Sources/CQuadraPrefetch"),
+    .target(name: "QuadraCore", dependencies: ["CQuadraPrefetch"], swiftSettings: kernelSettings),
     // Reverse-mode automatic differentiation over QuadraCore tensors.
     .target(name: "QuadraAutograd", dependencies: ["QuadraCore"], swiftSettings: kernelSettings),
     // Modules (layers), parameters, optimizers and learning-rate schedules.

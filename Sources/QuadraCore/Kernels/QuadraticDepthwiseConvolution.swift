@@ -28,8 +28,6 @@
 public enum QuadraticDepthwiseConvolution {
   typealias Kernel = DepthwiseConvolution
   typealias Shape = DepthwiseConvolution.Shape
-  typealias Tile = DepthwiseConvolution.Tile
-  static let lanes = DepthwiseConvolution.lanes
 
   /// One pointer per convolution: `(a, b, c)`.
   public typealias Pointers = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>)
@@ -61,65 +59,12 @@ public enum QuadraticDepthwiseConvolution {
     input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, output: UnsafeMutablePointer<Float>,
     shape s: Shape, chunks: Int
   ) {
-    guard s.rows > 0 else { return }
-    let P = s.packedWeightCount, B = s.blocks * lanes
-    let ringCount = s.kernelSize * s.paddedRowCount
-    let scratch = Tensor(uninitializedShape: [3 * (P + B) + chunks * ringCount])
-    let packed = scratch.buffer.pointer
-    let packedBias = packed + 3 * P
-    let rings = packedBias + 3 * B
-    Kernel.packWeight(weights.0, into: packed, shape: s, flipped: false)
-    Kernel.packWeight(weights.1, into: packed + P, shape: s, flipped: false)
-    Kernel.packWeight(weights.2, into: packed + 2 * P, shape: s, flipped: false)
-    Kernel.packBias(biases?.0, into: packedBias, shape: s)
-    Kernel.packBias(biases?.1, into: packedBias + B, shape: s)
-    Kernel.packBias(biases?.2, into: packedBias + 2 * B, shape: s)
-
-    Parallel.forEach(chunks) { chunk in
-      withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
-        let rows = table.baseAddress!
-        var ring = Kernel.PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
-        for row in s.chunkRows(chunk, of: chunks) {
-          let khRange = ring.prepare(row: row)
-          forwardRow(
-            rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias,
-            output: output + row * s.width * s.channels, shape: s)
-        }
-      }
-    }
-    withExtendedLifetime(scratch) {}
-  }
-
-  /// One output row: per channel block and column tile, `a` and `b` in registers, then
-  /// `c` accumulated on top of `a ⊙ b + b_c`.
-  ///
-  /// - Parameters:
-  ///   - weights: the three packed weights, `Shape/packedWeightCount` floats apart.
-  ///   - biases: the three packed biases, `blocks · 8` floats apart.
-  @inline(__always)
-  static func forwardRow(
-    rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
-    biases: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape s: Shape
-  ) {
-    let k = s.kernelSize, C = s.channels, P = s.packedWeightCount, B = s.blocks * lanes
-    for block in 0..<s.blocks {
-      let lanesUsed = Swift.min(lanes, C - block * lanes)
-      let wa = weights + block * k * k * lanes, wb = wa + P, wc = wb + P
-      let ba = Kernel.load(biases + block * lanes)
-      let bb = Kernel.load(biases + B + block * lanes)
-      let bc = Kernel.load(biases + 2 * B + block * lanes)
-      let x = block * s.blockRowCount
-      let out = output + block * lanes
-      Kernel.forEachColumnTile(s) { T, w0 in
-        let xt = x + w0 * lanes
-        var a = Tile(repeating: ba)
-        Kernel.accumulate(T, &a, rows, khRange, xt, wa, k)
-        var b = Tile(repeating: bb)
-        Kernel.accumulate(T, &b, rows, khRange, xt, wb, k)
-        var y = Tile.multiplyAdd(a, b, Tile(repeating: bc))
-        Kernel.accumulate(T, &y, rows, khRange, xt, wc, k)
-        y.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
-      }
+    if s.lanes == 16 {
+      Kernels<SIMD16<Float>>.forward(
+        input: input, weights: weights, biases: biases, output: output, shape: s, chunks: chunks)
+    } else {
+      Kernels<SIMD8<Float>>.forward(
+        input: input, weights: weights, biases: biases, output: output, shape: s, chunks: chunks)
     }
   }
 
@@ -161,156 +106,260 @@ public enum QuadraticDepthwiseConvolution {
     inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
     shape s: Shape, chunks: Int
   ) {
-    let k = s.kernelSize, H = s.height, p = s.padding
-    let P = s.packedWeightCount, B = s.blocks * lanes
-    let ringCount = k * s.paddedRowCount
-    let partialCount = Kernel.partialCount(s)
-    // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c) and three partials.
-    let perChunk = 4 * ringCount + 3 * partialCount
-    let flippedCount = inputGradient != nil ? 3 * P : 0
-    let scratch = Tensor(uninitializedShape: [2 * (P + B) + flippedCount + chunks * perChunk])
-    let packed = scratch.buffer.pointer  // W_a, W_b for recomputing a, b
-    let packedBias = packed + 2 * P  // b_a, b_b
-    let flipped = packedBias + 2 * B  // W_a, W_b, W_c mirrored, for ∂L/∂x
-    let chunkBase = flipped + flippedCount
-    Kernel.packWeight(weights.0, into: packed, shape: s, flipped: false)
-    Kernel.packWeight(weights.1, into: packed + P, shape: s, flipped: false)
-    Kernel.packBias(biases?.0, into: packedBias, shape: s)
-    Kernel.packBias(biases?.1, into: packedBias + B, shape: s)
-    if inputGradient != nil {
-      Kernel.packWeight(weights.0, into: flipped, shape: s, flipped: true)
-      Kernel.packWeight(weights.1, into: flipped + P, shape: s, flipped: true)
-      Kernel.packWeight(weights.2, into: flipped + 2 * P, shape: s, flipped: true)
+    if s.lanes == 16 {
+      Kernels<SIMD16<Float>>.backward(
+        input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
+        weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: chunks)
+    } else {
+      Kernels<SIMD8<Float>>.backward(
+        input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
+        weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: chunks)
     }
-    let hasBias = biasGradients != nil
+  }
+}
 
-    Parallel.forEach(chunks) { chunk in
-      let inputRing = chunkBase + chunk * perChunk
-      let gradientRings = inputRing + ringCount  // [3][k slots][paddedRowCount]
-      let partials = gradientRings + 3 * ringCount  // [3][partialCount]
-      // Pad columns and unused lanes of the gradient rows stay zero; rows only write real elements.
-      gradientRings.initialize(repeating: 0, count: 3 * ringCount)
-      partials.initialize(repeating: 0, count: 3 * partialCount)
-      withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 4 * k) { table in
-        let inputRows = table.baseAddress!
-        let gradientRows = inputRows + k  // [3][k]: ring rows of g_a, g_b, g_c per kernel row
-        var ring = Kernel.PaddedRowRing(input: input, shape: s, storage: inputRing, rows: inputRows)
-        let rows = s.chunkRows(chunk, of: chunks)
-        var next = Int.min  // the next gradient row to compute (flattened n · H + h)
-        for row in rows {
-          // Gradient rows that must be in the ring: the p rows around `row` inside its image
-          // for ∂L/∂x, only `row` itself otherwise.
-          let image = row - row % H, h = row % H
-          let needed =
-            inputGradient == nil
-            ? row...row : (image + Swift.max(0, h - p))...(image + Swift.min(H - 1, h + p))
-          next = Swift.max(next, needed.lowerBound)
-          while next <= needed.upperBound {
-            let khRange = ring.prepare(row: next)
-            let slot = gradientRings + ((next % H) % k) * s.paddedRowCount
-            gradientRow(
-              inputRows: UnsafePointer(inputRows), khRange: khRange,
-              outputGradient: outputGradient + next * s.width * s.channels, weights: packed, biases: packedBias,
-              gradients: slot, ringCount: ringCount, shape: s)
-            if rows.contains(next) {
-              // Halo rows belong to the neighbouring range's weight gradients.
-              for i in 0..<3 {
-                Kernel.weightRow(
-                  rows: UnsafePointer(inputRows), khRange: khRange,
-                  outputGradient: slot + i * ringCount + p * lanes, gradientBlockStride: s.blockRowCount,
-                  partial: partials + i * partialCount, shape: s, hasBias: hasBias)
-              }
-            }
-            next += 1
-          }
-          if let inputGradient {
-            let khRange = s.kernelRows(at: h)
-            for kh in khRange {
-              let slot = UnsafePointer(gradientRings + ((h - p + kh) % k) * s.paddedRowCount)
-              gradientRows[kh] = slot
-              gradientRows[k + kh] = slot + ringCount
-              gradientRows[2 * k + kh] = slot + 2 * ringCount
-            }
-            inputGradientRow(
-              gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped,
-              output: inputGradient + row * s.width * s.channels, shape: s)
+extension QuadraticDepthwiseConvolution {
+  /// The fused kernels for one vector type `V` (`SIMD8<Float>` or `SIMD16<Float>`), built from the
+  /// depthwise tiles of the same width.
+  enum Kernels<V: SIMD> where V.Scalar == Float {
+    typealias Tiles = DepthwiseConvolution.Kernels<V>
+    typealias Tile = Tiles.Tile
+    /// Lanes per channel block: a constant once specialized.
+    @inline(__always) static var L: Int { V.scalarCount }
+
+    /// ``QuadraticDepthwiseConvolution/forward(input:weights:biases:output:batch:height:width:channels:kernelSize:)``
+    /// at this width, with the rows split into `chunks` ranges.
+    static func forward(
+      input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, output: UnsafeMutablePointer<Float>,
+      shape s: Shape, chunks: Int
+    ) {
+      guard s.rows > 0 else { return }
+      let P = s.packedWeightCount, B = s.packedBiasCount
+      let ringCount = Tiles.PaddedRowRing.storageCount(s)
+      let scratch = Tensor(uninitializedShape: [3 * (P + B) + chunks * ringCount])
+      let packed = scratch.buffer.pointer
+      let packedBias = packed + 3 * P
+      let rings = packedBias + 3 * B
+      Kernel.packWeight(weights.0, into: packed, shape: s, flipped: false)
+      Kernel.packWeight(weights.1, into: packed + P, shape: s, flipped: false)
+      Kernel.packWeight(weights.2, into: packed + 2 * P, shape: s, flipped: false)
+      Kernel.packBias(biases?.0, into: packedBias, shape: s)
+      Kernel.packBias(biases?.1, into: packedBias + B, shape: s)
+      Kernel.packBias(biases?.2, into: packedBias + 2 * B, shape: s)
+
+      Parallel.forEach(chunks) { chunk in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
+          let rows = table.baseAddress!
+          var ring = Tiles.PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
+          for row in s.chunkRows(chunk, of: chunks) {
+            let khRange = ring.prepare(row: row)
+            forwardRow(
+              rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias,
+              output: output + row * s.width * s.channels, shape: s
+            ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
       }
+      withExtendedLifetime(scratch) {}
     }
 
-    let firstPartial = chunkBase + 4 * ringCount
-    Kernel.reducePartials(
-      first: firstPartial, stride: perChunk, chunks: chunks, shape: s,
-      weightGradient: weightGradients.0, biasGradient: biasGradients?.0)
-    Kernel.reducePartials(
-      first: firstPartial + partialCount, stride: perChunk, chunks: chunks, shape: s,
-      weightGradient: weightGradients.1, biasGradient: biasGradients?.1)
-    Kernel.reducePartials(
-      first: firstPartial + 2 * partialCount, stride: perChunk, chunks: chunks, shape: s,
-      weightGradient: weightGradients.2, biasGradient: biasGradients?.2)
-    withExtendedLifetime(scratch) {}
-  }
-
-  /// Fills one ring slot with the padded, channel-blocked gradient rows
-  /// `g_a = dy ⊙ b`, `g_b = dy ⊙ a`, `g_c = dy` of one output row, recomputing that row's
-  /// `a` and `b` tile by tile from the input ring.
-  ///
-  /// - Parameters:
-  ///   - gradients: the slot of `g_a`; those of `g_b` and `g_c` follow `ringCount` floats apart.
-  @inline(__always)
-  static func gradientRow(
-    inputRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient: UnsafePointer<Float>,
-    weights: UnsafePointer<Float>, biases: UnsafePointer<Float>, gradients ga: UnsafeMutablePointer<Float>,
-    ringCount: Int, shape s: Shape
-  ) {
-    let k = s.kernelSize, p = s.padding, P = s.packedWeightCount, B = s.blocks * lanes
-    let gb = ga + ringCount, gc = gb + ringCount
-    Kernel.scatterRow(outputGradient, into: gc + p * lanes, shape: s, blockStride: s.blockRowCount)
-    for block in 0..<s.blocks {
-      let wa = weights + block * k * k * lanes, wb = wa + P
-      let ba = Kernel.load(biases + block * lanes)
-      let bb = Kernel.load(biases + B + block * lanes)
-      let x = block * s.blockRowCount
-      Kernel.forEachColumnTile(s) { T, w0 in
-        let xt = x + w0 * lanes
-        var a = Tile(repeating: ba)
-        Kernel.accumulate(T, &a, inputRows, khRange, xt, wa, k)
-        var b = Tile(repeating: bb)
-        Kernel.accumulate(T, &b, inputRows, khRange, xt, wb, k)
-        // Output column w0 sits at padded column w0 + p.
-        let at = xt + p * lanes
-        let dy = Tile(T, loading: gc + at)
-        (dy * b).store(T, blocked: ga + at)
-        (dy * a).store(T, blocked: gb + at)
+    /// One output row: per channel block and column tile, `a` and `b` in registers, then
+    /// `c` accumulated on top of `a ⊙ b + b_c`.
+    ///
+    /// - Parameters:
+    ///   - weights: the three packed weights, `Shape/packedWeightCount` floats apart.
+    ///   - biases: the three packed biases, `blocks · L` floats apart.
+    ///   - afterBlock: runs after each channel block with its index (the caller copies the next input row ahead).
+    @inline(__always)
+    static func forwardRow(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
+      biases: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
+    ) {
+      let k = s.kernelSize, C = s.channels, P = s.packedWeightCount, B = s.packedBiasCount
+      for block in 0..<s.blocks {
+        let lanesUsed = Swift.min(L, C - block * L)
+        let wa = weights + block * k * k * L, wb = wa + P, wc = wb + P
+        let ba = Tiles.load(biases + block * L)
+        let bb = Tiles.load(biases + B + block * L)
+        let bc = Tiles.load(biases + 2 * B + block * L)
+        let x = block * s.blockRowCount
+        let out = output + block * L
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var a = Tile(repeating: ba)
+          Tiles.accumulate(T, &a, rows, khRange, xt, wa, k)
+          var b = Tile(repeating: bb)
+          Tiles.accumulate(T, &b, rows, khRange, xt, wb, k)
+          var y = Tile.multiplyAdd(a, b, Tile(repeating: bc))
+          Tiles.accumulate(T, &y, rows, khRange, xt, wc, k)
+          y.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        }
+        afterBlock(block)
       }
     }
-  }
 
-  /// One row of `∂L/∂x = Σ_i g_i ⋆ flip(W_i)`: the three correlations share one set of
-  /// accumulators per tile, so the row is written once.
-  ///
-  /// - Parameters:
-  ///   - gradientRows: `[3][k]` ring rows of `g_a`, `g_b`, `g_c` for each kernel row.
-  ///   - weights: the three mirrored packed weights, `Shape/packedWeightCount` floats apart.
-  @inline(__always)
-  static func inputGradientRow(
-    gradientRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
-    output: UnsafeMutablePointer<Float>, shape s: Shape
-  ) {
-    let k = s.kernelSize, C = s.channels, P = s.packedWeightCount
-    for block in 0..<s.blocks {
-      let lanesUsed = Swift.min(lanes, C - block * lanes)
-      let wa = weights + block * k * k * lanes, wb = wa + P, wc = wb + P
-      let x = block * s.blockRowCount
-      let out = output + block * lanes
-      Kernel.forEachColumnTile(s) { T, w0 in
-        let xt = x + w0 * lanes
-        var dx = Tile(repeating: .zero)
-        Kernel.accumulate(T, &dx, gradientRows, khRange, xt, wa, k)
-        Kernel.accumulate(T, &dx, gradientRows + k, khRange, xt, wb, k)
-        Kernel.accumulate(T, &dx, gradientRows + 2 * k, khRange, xt, wc, k)
-        dx.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+    /// ``QuadraticDepthwiseConvolution/backward(input:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:batch:height:width:channels:kernelSize:)``
+    /// at this width, with the rows split into `chunks` ranges.
+    static func backward(
+      input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, outputGradient: UnsafePointer<Float>,
+      inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+      shape s: Shape, chunks: Int
+    ) {
+      let k = s.kernelSize, H = s.height, p = s.padding
+      let P = s.packedWeightCount, B = s.packedBiasCount
+      let ringCount = k * s.paddedRowCount
+      let inputRingCount = Tiles.PaddedRowRing.storageCount(s)
+      let partialCount = Kernel.partialCount(s)
+      // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c) and three partials.
+      let perChunk = inputRingCount + 3 * ringCount + 3 * partialCount
+      let flippedCount = inputGradient != nil ? 3 * P : 0
+      let scratch = Tensor(uninitializedShape: [2 * (P + B) + flippedCount + chunks * perChunk])
+      let packed = scratch.buffer.pointer  // W_a, W_b for recomputing a, b
+      let packedBias = packed + 2 * P  // b_a, b_b
+      let flipped = packedBias + 2 * B  // W_a, W_b, W_c mirrored, for ∂L/∂x
+      let chunkBase = flipped + flippedCount
+      Kernel.packWeight(weights.0, into: packed, shape: s, flipped: false)
+      Kernel.packWeight(weights.1, into: packed + P, shape: s, flipped: false)
+      Kernel.packBias(biases?.0, into: packedBias, shape: s)
+      Kernel.packBias(biases?.1, into: packedBias + B, shape: s)
+      if inputGradient != nil {
+        Kernel.packWeight(weights.0, into: flipped, shape: s, flipped: true)
+        Kernel.packWeight(weights.1, into: flipped + P, shape: s, flipped: true)
+        Kernel.packWeight(weights.2, into: flipped + 2 * P, shape: s, flipped: true)
+      }
+      let hasBias = biasGradients != nil
+
+      Parallel.forEach(chunks) { chunk in
+        let inputRing = chunkBase + chunk * perChunk
+        let gradientRings = inputRing + inputRingCount  // [3][k slots][paddedRowCount]
+        let partials = gradientRings + 3 * ringCount  // [3][partialCount]
+        // Pad columns and unused lanes of the gradient rows stay zero; rows only write real elements.
+        gradientRings.initialize(repeating: 0, count: 3 * ringCount)
+        partials.initialize(repeating: 0, count: 3 * partialCount)
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 4 * k) { table in
+          let inputRows = table.baseAddress!
+          let gradientRows = inputRows + k  // [3][k]: ring rows of g_a, g_b, g_c per kernel row
+          var ring = Tiles.PaddedRowRing(input: input, shape: s, storage: inputRing, rows: inputRows)
+          let rows = s.chunkRows(chunk, of: chunks)
+          var next = Int.min  // the next gradient row to compute (flattened n · H + h)
+          for row in rows {
+            // Gradient rows that must be in the ring: the p rows around `row` inside its image
+            // for ∂L/∂x, only `row` itself otherwise.
+            let image = row - row % H, h = row % H
+            let needed =
+              inputGradient == nil
+              ? row...row : (image + Swift.max(0, h - p))...(image + Swift.min(H - 1, h + p))
+            next = Swift.max(next, needed.lowerBound)
+            while next <= needed.upperBound {
+              let khRange = ring.prepare(row: next)
+              let slot = gradientRings + ((next % H) % k) * s.paddedRowCount
+              gradientRow(
+                inputRows: UnsafePointer(inputRows), khRange: khRange,
+                outputGradient: outputGradient + next * s.width * s.channels, weights: packed, biases: packedBias,
+                gradients: slot, ringCount: ringCount, shape: s
+              ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+              if rows.contains(next) {
+                // Halo rows belong to the neighbouring range's weight gradients.
+                for i in 0..<3 {
+                  Tiles.weightRow(
+                    rows: UnsafePointer(inputRows), khRange: khRange,
+                    outputGradient: slot + i * ringCount + p * L, gradientBlockStride: s.blockRowCount,
+                    partial: partials + i * partialCount, shape: s, hasBias: hasBias, afterBlock: { _ in })
+                }
+              }
+              next += 1
+            }
+            if let inputGradient {
+              let khRange = s.kernelRows(at: h)
+              for kh in khRange {
+                let slot = UnsafePointer(gradientRings + ((h - p + kh) % k) * s.paddedRowCount)
+                gradientRows[kh] = slot
+                gradientRows[k + kh] = slot + ringCount
+                gradientRows[2 * k + kh] = slot + 2 * ringCount
+              }
+              inputGradientRow(
+                gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped,
+                output: inputGradient + row * s.width * s.channels, shape: s)
+            }
+          }
+        }
+      }
+
+      let firstPartial = chunkBase + inputRingCount + 3 * ringCount
+      Kernel.reducePartials(
+        first: firstPartial, stride: perChunk, chunks: chunks, shape: s,
+        weightGradient: weightGradients.0, biasGradient: biasGradients?.0)
+      Kernel.reducePartials(
+        first: firstPartial + partialCount, stride: perChunk, chunks: chunks, shape: s,
+        weightGradient: weightGradients.1, biasGradient: biasGradients?.1)
+      Kernel.reducePartials(
+        first: firstPartial + 2 * partialCount, stride: perChunk, chunks: chunks, shape: s,
+        weightGradient: weightGradients.2, biasGradient: biasGradients?.2)
+      withExtendedLifetime(scratch) {}
+    }
+
+    /// Fills one ring slot with the padded, channel-blocked gradient rows
+    /// `g_a = dy ⊙ b`, `g_b = dy ⊙ a`, `g_c = dy` of one output row, recomputing that row's
+    /// `a` and `b` tile by tile from the input ring.
+    ///
+    /// - Parameters:
+    ///   - gradients: the slot of `g_a`; those of `g_b` and `g_c` follow `ringCount` floats apart.
+    ///   - afterBlock: runs after each channel block with its index (the caller copies the next input row ahead).
+    @inline(__always)
+    static func gradientRow(
+      inputRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient: UnsafePointer<Float>,
+      weights: UnsafePointer<Float>, biases: UnsafePointer<Float>, gradients ga: UnsafeMutablePointer<Float>,
+      ringCount: Int, shape s: Shape, afterBlock: (Int) -> Void
+    ) {
+      let k = s.kernelSize, p = s.padding, P = s.packedWeightCount, B = s.packedBiasCount
+      let gb = ga + ringCount, gc = gb + ringCount
+      Tiles.scatterRow(outputGradient, into: gc + p * L, shape: s, blockStride: s.blockRowCount)
+      for block in 0..<s.blocks {
+        let wa = weights + block * k * k * L, wb = wa + P
+        let ba = Tiles.load(biases + block * L)
+        let bb = Tiles.load(biases + B + block * L)
+        let x = block * s.blockRowCount
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var a = Tile(repeating: ba)
+          Tiles.accumulate(T, &a, inputRows, khRange, xt, wa, k)
+          var b = Tile(repeating: bb)
+          Tiles.accumulate(T, &b, inputRows, khRange, xt, wb, k)
+          // Output column w0 sits at padded column w0 + p.
+          let at = xt + p * L
+          let dy = Tile(T, loading: gc + at)
+          (dy * b).store(T, blocked: ga + at)
+          (dy * a).store(T, blocked: gb + at)
+        }
+        afterBlock(block)
+      }
+    }
+
+    /// One row of `∂L/∂x = Σ_i g_i ⋆ flip(W_i)`: the three correlations share one set of
+    /// accumulators per tile, so the row is written once.
+    ///
+    /// - Parameters:
+    ///   - gradientRows: `[3][k]` ring rows of `g_a`, `g_b`, `g_c` for each kernel row.
+    ///   - weights: the three mirrored packed weights, `Shape/packedWeightCount` floats apart.
+    @inline(__always)
+    static func inputGradientRow(
+      gradientRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
+      output: UnsafeMutablePointer<Float>, shape s: Shape
+    ) {
+      let k = s.kernelSize, C = s.channels, P = s.packedWeightCount
+      for block in 0..<s.blocks {
+        let lanesUsed = Swift.min(L, C - block * L)
+        let wa = weights + block * k * k * L, wb = wa + P, wc = wb + P
+        let x = block * s.blockRowCount
+        let out = output + block * L
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var dx = Tile(repeating: .zero)
+          Tiles.accumulate(T, &dx, gradientRows, khRange, xt, wa, k)
+          Tiles.accumulate(T, &dx, gradientRows + k, khRange, xt, wb, k)
+          Tiles.accumulate(T, &dx, gradientRows + 2 * k, khRange, xt, wc, k)
+          dx.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        }
       }
     }
   }

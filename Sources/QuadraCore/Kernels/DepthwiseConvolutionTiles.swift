@@ -1,0 +1,657 @@
+import CQuadraPrefetch
+
+extension DepthwiseConvolution {
+  /// The depthwise kernels for one vector type `V` (`SIMD8<Float>` or `SIMD16<Float>`): a
+  /// channel block is one `V`, and every offset in the tiles is a multiple of its lane count `L`.
+  ///
+  /// Written once over `V` and specialized by the compiler for both widths (the entry points in
+  /// ``DepthwiseConvolution`` name the concrete type), so the two widths cannot drift apart.
+  enum Kernels<V: SIMD> where V.Scalar == Float {
+    /// Lanes per vector and per channel block: a constant once specialized.
+    @inline(__always) static var L: Int { V.scalarCount }
+
+    @inline(__always) static func load(_ pointer: UnsafePointer<Float>) -> V {
+      UnsafeRawPointer(pointer).loadUnaligned(as: V.self)
+    }
+
+    @inline(__always) static func store(_ value: V, _ pointer: UnsafeMutablePointer<Float>) {
+      UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: V.self)
+    }
+
+    /// `accumulator + a · b`, one FMA instruction on targets that have it.
+    @inline(__always) static func multiplyAdd(_ accumulator: V, _ a: V, _ b: V) -> V {
+      #if QUADRANET_PORTABLE
+        // Without a known FMA unit `addingProduct` becomes a libm `fmaf` call per lane.
+        return accumulator + a * b
+      #else
+        return accumulator.addingProduct(a, b)
+      #endif
+    }
+
+    /// `accumulator += a · b`.
+    @inline(__always) static func madd(_ accumulator: inout V, _ a: V, _ b: V) {
+      accumulator = multiplyAdd(accumulator, a, b)
+    }
+
+    /// Stores the first `count` (1...L) lanes of `value`.
+    @inline(__always) static func store(_ value: V, _ pointer: UnsafeMutablePointer<Float>, lanes count: Int) {
+      if count == L {
+        store(value, pointer)
+      } else {
+        for lane in 0..<count { pointer[lane] = value[lane] }
+      }
+    }
+
+    // MARK: Row copies
+
+    /// Prefetches the cache lines of `count` floats from `start` into L2 (one hint per 64-byte line).
+    @inline(__always)
+    static func prefetch(_ start: UnsafePointer<Float>, count: Int) {
+      var offset = 0
+      while offset < count {
+        quadra_prefetch_read(start + offset)
+        offset += 16
+      }
+    }
+
+    /// Copies the `count` floats of `source` into blocks of `L` lanes placed `blockStride` apart.
+    @inline(__always)
+    static func scatterToBlocks(
+      _ source: UnsafePointer<Float>, count: Int, _ target: UnsafeMutablePointer<Float>, blockStride: Int
+    ) {
+      var c = 0, block = 0
+      while c + L <= count {
+        store(load(source + c), target + block * blockStride)
+        c += L
+        block += 1
+      }
+      let rest = target + block * blockStride
+      for lane in 0..<(count - c) { rest[lane] = source[c + lane] }
+    }
+
+    /// Copies one NHWC row (`W` columns of `C` channels) into channel-blocked layout: column
+    /// `w` of channel block `b` goes to `target + b · blockStride + w · L`.
+    @inline(__always)
+    static func scatterRow(
+      _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, shape s: Shape, blockStride: Int
+    ) {
+      for column in 0..<s.width {
+        scatterToBlocks(source + column * s.channels, count: s.channels, target + column * L, blockStride: blockStride)
+      }
+    }
+
+    /// The input rows one output row needs, as padded channel-blocked rows in a ring of `k + 1` slots.
+    ///
+    /// Rows are copied once per thread chunk as the output row advances; rows above and
+    /// below the image are not materialized (``prepare(row:)`` returns the kernel rows
+    /// that fall inside the image).
+    ///
+    /// The extra slot holds the *next* row while the current output row is computed: the row
+    /// kernels call ``copyAhead(part:of:)`` between channel blocks, which copies the next slice
+    /// of its columns. Copying a whole row at once (14 KB at 56×56×64) stalls on memory with no
+    /// arithmetic to overlap; in slices between blocks the loads that miss the caches run while
+    /// the FMAs of the next block execute, and the hardware prefetcher sees one steady stream.
+    /// (At N = 32, 56×56, C = 64 the forward pass otherwise took one memcpy of its tensors longer
+    /// than its arithmetic.)
+    struct PaddedRowRing {
+      let input: UnsafePointer<Float>
+      let shape: Shape
+      /// `k + 1` slots of ``Shape/paddedRowCount`` floats.
+      let storage: UnsafeMutablePointer<Float>
+      /// For each kernel row `kh`, the slot it reads for the current output row.
+      let rows: UnsafeMutablePointer<UnsafePointer<Float>>
+      private var image = -1
+      /// The first row of `image` not yet fully copied.
+      private var nextRow = 0
+      /// Columns of `nextRow` already copied by ``copyAhead(part:of:)``.
+      private var copiedColumns = 0
+      /// Whether ``copyAhead(part:of:)`` works: only for rows of at least ``minimumCopyAheadRow``
+      /// floats. Smaller rows (the 28×28 models' 14×14×40) come from L2/L3 anyway and their slices are
+      /// too small to pay for the bookkeeping: with it, N = 64, 14×14, C = 40 ran at 0.54–0.68 of peak
+      /// instead of 0.66–0.80 (loaded machine).
+      let copiesAhead: Bool
+
+      /// Floats per NHWC row from which rows are copied ahead (8 KB: 56×56×64's rows are 14 KB).
+      static var minimumCopyAheadRow: Int { 2048 }
+
+      /// Floats of a ring's storage: `k + 1` padded rows.
+      static func storageCount(_ s: Shape) -> Int { (s.kernelSize + 1) * s.paddedRowCount }
+
+      init(input: UnsafePointer<Float>, shape: Shape, storage: UnsafeMutablePointer<Float>,
+           rows: UnsafeMutablePointer<UnsafePointer<Float>>) {
+        self.input = input
+        self.shape = shape
+        self.storage = storage
+        self.rows = rows
+        copiesAhead = shape.width * shape.channels >= Self.minimumCopyAheadRow
+        // Pad columns and unused lanes stay zero; row copies only write real elements.
+        storage.initialize(repeating: 0, count: Self.storageCount(shape))
+      }
+
+      /// The slot of row `h` of the current image (valid while `h` is within `p` of the current output row).
+      func slot(ofImageRow h: Int) -> UnsafeMutablePointer<Float> {
+        storage + (h % (shape.kernelSize + 1)) * shape.paddedRowCount
+      }
+
+      /// Loads the input rows output row `row` (flattened `n · H + h`) needs, points
+      /// ``rows`` at them and returns the kernel rows inside the image.
+      mutating func prepare(row: Int) -> Range<Int> {
+        let s = shape, H = s.height, p = s.padding
+        let n = row / H, h = row % H
+        if n != image {
+          image = n
+          nextRow = 0
+          copiedColumns = 0
+        }
+        let khRange = s.kernelRows(at: h)
+        if nextRow < h - p + khRange.lowerBound {
+          nextRow = h - p + khRange.lowerBound
+          copiedColumns = 0
+        }
+        while nextRow < h - p + khRange.upperBound {
+          copy(columns: copiedColumns..<s.width, ofImageRow: nextRow)
+          nextRow += 1
+          copiedColumns = 0
+        }
+        for kh in khRange {
+          rows[kh] = UnsafePointer(slot(ofImageRow: h - p + kh))
+        }
+        return khRange
+      }
+
+      /// Copies the columns up to `W · part / parts` of the row after the current window (if the
+      /// image has one), so that after `part = parts` the next ``prepare(row:)`` finds it in place.
+      @inline(__always)
+      mutating func copyAhead(part: Int, of parts: Int) {
+        guard copiesAhead && image >= 0 && nextRow < shape.height else { return }
+        let end = shape.width * part / parts
+        guard end > copiedColumns else { return }
+        copy(columns: copiedColumns..<end, ofImageRow: nextRow)
+        // The same columns of the row after it are copied one output row later: ask for them now.
+        if nextRow + 1 < shape.height {
+          let C = shape.channels
+          let next = input + ((image * shape.height + nextRow + 1) * shape.width + copiedColumns) * C
+          prefetch(next, count: (end - copiedColumns) * C)
+        }
+        copiedColumns = end
+      }
+
+      private func copy(columns: Range<Int>, ofImageRow h: Int) {
+        let s = shape, C = s.channels
+        let source = input + ((image * s.height + h) * s.width + columns.lowerBound) * C
+        let target = slot(ofImageRow: h) + (s.padding + columns.lowerBound) * L
+        for i in 0..<columns.count {
+          scatterToBlocks(source + i * C, count: C, target + i * L, blockStride: s.blockRowCount)
+        }
+      }
+    }
+
+    // MARK: Forward
+
+    /// Packs the weight (optionally flipped) and bias, then runs the row kernel over all output rows.
+    static func convolve(
+      input: UnsafePointer<Float>, weight: UnsafePointer<Float>, flipped: Bool, bias: UnsafePointer<Float>?,
+      output: UnsafeMutablePointer<Float>, shape s: Shape
+    ) {
+      guard s.rows > 0 else { return }
+      let chunks = s.chunks
+      let ringCount = PaddedRowRing.storageCount(s)
+      let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * ringCount])
+      let packedWeight = scratch.buffer.pointer
+      let packedBias = packedWeight + s.packedWeightCount
+      let rings = packedBias + s.packedBiasCount
+      packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
+      packBias(bias, into: packedBias, shape: s)
+
+      Parallel.forEach(chunks) { chunk in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
+          let rows = table.baseAddress!
+          var ring = PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
+          for row in s.chunkRows(chunk) {
+            let khRange = ring.prepare(row: row)
+            forwardRow(
+              rows: UnsafePointer(rows), khRange: khRange, weight: packedWeight, bias: packedBias,
+              output: output + row * s.width * s.channels, shape: s
+            ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+          }
+        }
+      }
+      withExtendedLifetime(scratch) {}
+    }
+
+    /// One output row, channel block by channel block (so the block's `k` padded rows stay
+    /// in L1), in tiles of 7 (7×7 kernel) or 8, 4 or 1 columns; `afterBlock(b)` runs after
+    /// block `b` (the callers copy the next row ahead there).
+    @inline(__always)
+    static func forwardRow(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>,
+      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+      output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
+    ) {
+      let k = s.kernelSize, C = s.channels
+      for block in 0..<s.blocks {
+        let lanesUsed = Swift.min(L, C - block * L)
+        let w = weight + block * k * k * L
+        let b = load(bias + block * L)
+        let x = block * s.blockRowCount
+        let out = output + block * L
+        forEachColumnTile(s) { T, w0 in
+          var tile = Tile(repeating: b)
+          accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
+          tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        }
+        afterBlock(block)
+      }
+    }
+
+    // MARK: Register tiles
+
+    /// Accumulators for up to 8 output columns × `L` channels of one channel block.
+    ///
+    /// Named fields (not an array) so that, once the tile functions are inlined with a
+    /// constant column count `T`, the used fields live in registers and the others vanish.
+    struct Tile {
+      var v0, v1, v2, v3, v4, v5, v6, v7: V
+
+      @inline(__always) init(repeating value: V) {
+        (v0, v1, v2, v3, v4, v5, v6, v7) = (value, value, value, value, value, value, value, value)
+      }
+
+      /// Loads `T` columns of a channel-blocked row (vectors `L` floats apart).
+      @inline(__always) init(_ T: Int, loading p: UnsafePointer<Float>) {
+        self.init(repeating: .zero)
+        v0 = load(p)
+        if T > 1 { v1 = load(p + L); v2 = load(p + 2 * L); v3 = load(p + 3 * L) }
+        if T > 4 { v4 = load(p + 4 * L); v5 = load(p + 5 * L); v6 = load(p + 6 * L) }
+        if T > 7 { v7 = load(p + 7 * L) }
+      }
+
+      /// Stores the first `T` columns `stride` floats apart, `lanes` lanes each (NHWC output).
+      @inline(__always) func store(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int, lanes count: Int) {
+        Kernels.store(v0, p, lanes: count)
+        if T > 1 {
+          Kernels.store(v1, p + stride, lanes: count)
+          Kernels.store(v2, p + 2 * stride, lanes: count)
+          Kernels.store(v3, p + 3 * stride, lanes: count)
+        }
+        if T > 4 {
+          Kernels.store(v4, p + 4 * stride, lanes: count)
+          Kernels.store(v5, p + 5 * stride, lanes: count)
+          Kernels.store(v6, p + 6 * stride, lanes: count)
+        }
+        if T > 7 { Kernels.store(v7, p + 7 * stride, lanes: count) }
+      }
+
+      /// Stores the first `T` columns into a channel-blocked row (full vectors `L` floats apart).
+      @inline(__always) func store(_ T: Int, blocked p: UnsafeMutablePointer<Float>) {
+        Kernels.store(v0, p)
+        if T > 1 {
+          Kernels.store(v1, p + L)
+          Kernels.store(v2, p + 2 * L)
+          Kernels.store(v3, p + 3 * L)
+        }
+        if T > 4 {
+          Kernels.store(v4, p + 4 * L)
+          Kernels.store(v5, p + 5 * L)
+          Kernels.store(v6, p + 6 * L)
+        }
+        if T > 7 { Kernels.store(v7, p + 7 * L) }
+      }
+
+      /// `a ⊙ b + c`, column by column.
+      @inline(__always) static func multiplyAdd(_ a: Tile, _ b: Tile, _ c: Tile) -> Tile {
+        var r = c
+        r.v0 = Kernels.multiplyAdd(c.v0, a.v0, b.v0)
+        r.v1 = Kernels.multiplyAdd(c.v1, a.v1, b.v1)
+        r.v2 = Kernels.multiplyAdd(c.v2, a.v2, b.v2)
+        r.v3 = Kernels.multiplyAdd(c.v3, a.v3, b.v3)
+        r.v4 = Kernels.multiplyAdd(c.v4, a.v4, b.v4)
+        r.v5 = Kernels.multiplyAdd(c.v5, a.v5, b.v5)
+        r.v6 = Kernels.multiplyAdd(c.v6, a.v6, b.v6)
+        r.v7 = Kernels.multiplyAdd(c.v7, a.v7, b.v7)
+        return r
+      }
+
+      /// `a ⊙ b`, column by column.
+      @inline(__always) static func * (a: Tile, b: Tile) -> Tile {
+        multiplyAdd(a, b, Tile(repeating: .zero))
+      }
+    }
+
+    /// Adds the convolution of `T` output columns (1, 4, 7 or 8; 7 only with `k = 7`) of one
+    /// channel block to `tile`: `tile[t] += Σ_{kh ∈ khRange, j < k} rows[kh][x + (t + j) · L] · weight[kh][j]`.
+    ///
+    /// Every tile function (plain, fused quadratic, and the input gradients) is built from this,
+    /// so the inner loops exist once.
+    @inline(__always)
+    static func accumulate(
+      _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ weight: UnsafePointer<Float>, _ k: Int
+    ) {
+      if T == 7 {
+        accumulate7(&tile, rows, khRange, x, weight)
+        return
+      }
+      var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3
+      var a4 = tile.v4, a5 = tile.v5, a6 = tile.v6, a7 = tile.v7
+      for kh in khRange {
+        var xp = rows[kh] + x
+        var wp = weight + kh &* k &* L
+        for _ in 0..<k {
+          let wv = load(wp)
+          a0 = multiplyAdd(a0, load(xp), wv)
+          if T > 1 {
+            a1 = multiplyAdd(a1, load(xp + L), wv)
+            a2 = multiplyAdd(a2, load(xp + 2 * L), wv)
+            a3 = multiplyAdd(a3, load(xp + 3 * L), wv)
+          }
+          if T > 4 {
+            a4 = multiplyAdd(a4, load(xp + 4 * L), wv)
+            a5 = multiplyAdd(a5, load(xp + 5 * L), wv)
+            a6 = multiplyAdd(a6, load(xp + 6 * L), wv)
+            a7 = multiplyAdd(a7, load(xp + 7 * L), wv)
+          }
+          xp += L
+          wp += L
+        }
+      }
+      (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6, tile.v7) = (a0, a1, a2, a3, a4, a5, a6, a7)
+    }
+
+    /// `accumulate` for the 7×7 kernel and 7 output columns.
+    ///
+    /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input
+    /// columns the tile reads is loaded once and multiplied into every output it reaches
+    /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs instead
+    /// of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators + 7 weights
+    /// + 1 input use 15 of the 16 registers AVX2 has.
+    @inline(__always)
+    static func accumulate7(
+      _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ weight: UnsafePointer<Float>
+    ) {
+      var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3, a4 = tile.v4, a5 = tile.v5, a6 = tile.v6
+      let L = L
+      for kh in khRange {
+        let xp = rows[kh] + x, wp = weight + kh &* (7 * L)
+        let w0 = load(wp), w1 = load(wp + L), w2 = load(wp + 2 * L), w3 = load(wp + 3 * L)
+        let w4 = load(wp + 4 * L), w5 = load(wp + 5 * L), w6 = load(wp + 6 * L)
+        // Input column i (at xp + i·L) reaches outputs j = i − 6 ... i through tap i − j.
+        var v = load(xp); madd(&a0, v, w0)
+        v = load(xp + L); madd(&a0, v, w1); madd(&a1, v, w0)
+        v = load(xp + 2 * L); madd(&a0, v, w2); madd(&a1, v, w1); madd(&a2, v, w0)
+        v = load(xp + 3 * L); madd(&a0, v, w3); madd(&a1, v, w2); madd(&a2, v, w1); madd(&a3, v, w0)
+        v = load(xp + 4 * L); madd(&a0, v, w4); madd(&a1, v, w3); madd(&a2, v, w2); madd(&a3, v, w1)
+                              madd(&a4, v, w0)
+        v = load(xp + 5 * L); madd(&a0, v, w5); madd(&a1, v, w4); madd(&a2, v, w3); madd(&a3, v, w2)
+                              madd(&a4, v, w1); madd(&a5, v, w0)
+        v = load(xp + 6 * L); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
+                              madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
+        v = load(xp + 7 * L); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
+                              madd(&a5, v, w2); madd(&a6, v, w1)
+        v = load(xp + 8 * L); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
+                              madd(&a6, v, w2)
+        v = load(xp + 9 * L); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
+        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4)
+        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5)
+        v = load(xp + 12 * L); madd(&a6, v, w6)
+      }
+      (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6) = (a0, a1, a2, a3, a4, a5, a6)
+    }
+
+    // MARK: Backward
+
+    /// ``DepthwiseConvolution/backwardWeight(input:outputGradient:weightGradient:biasGradient:batch:height:width:channels:kernelSize:)``
+    /// at this width.
+    static func backwardWeight(
+      input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+      weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape
+    ) {
+      let k = s.kernelSize, C = s.channels
+      let chunks = s.chunks
+      let ringCount = PaddedRowRing.storageCount(s)
+      let gradientRowCount = s.blocks * s.width * L
+      let partialCount = DepthwiseConvolution.partialCount(s)
+      let perChunk = ringCount + gradientRowCount + partialCount
+      let scratch = Tensor(uninitializedShape: [chunks * perChunk])
+      let scratchBase = scratch.buffer.pointer
+      let hasBias = biasGradient != nil
+
+      Parallel.forEach(chunks) { chunk in
+        let ringStorage = scratchBase + chunk * perChunk
+        let gradientRow = ringStorage + ringCount
+        let partial = gradientRow + gradientRowCount
+        partial.initialize(repeating: 0, count: partialCount)
+        // Unused lanes of a partial last block must read as zero.
+        gradientRow.initialize(repeating: 0, count: gradientRowCount)
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: k) { table in
+          let rows = table.baseAddress!
+          var ring = PaddedRowRing(input: input, shape: s, storage: ringStorage, rows: rows)
+          for row in s.chunkRows(chunk) {
+            let khRange = ring.prepare(row: row)
+            scatterRow(outputGradient + row * s.width * C, into: gradientRow, shape: s, blockStride: s.width * L)
+            weightRow(
+              rows: UnsafePointer(rows), khRange: khRange, outputGradient: gradientRow,
+              gradientBlockStride: s.width * L, partial: partial, shape: s, hasBias: hasBias
+            ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+          }
+        }
+      }
+
+      reducePartials(
+        first: scratchBase + perChunk - partialCount, stride: perChunk, chunks: chunks, shape: s,
+        weightGradient: weightGradient, biasGradient: biasGradient)
+      withExtendedLifetime(scratch) {}
+    }
+
+    /// The fused backward pass at this width (see ``DepthwiseConvolution/backward(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:batch:height:width:channels:kernelSize:)``).
+    static func backward(
+      input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+      inputGradient: UnsafeMutablePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
+      biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape, chunks: Int
+    ) {
+      let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
+      let ringCount = PaddedRowRing.storageCount(s)
+      let partialCount = DepthwiseConvolution.partialCount(s)
+      // Per chunk: the input ring, the gradient ring and the weight-gradient partial.
+      let perChunk = 2 * ringCount + partialCount
+      let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * perChunk])
+      let flipped = scratch.buffer.pointer
+      let zeroBias = flipped + s.packedWeightCount
+      let chunkBase = zeroBias + s.packedBiasCount
+      packWeight(weight, into: flipped, shape: s, flipped: true)
+      packBias(nil, into: zeroBias, shape: s)
+      let hasBias = biasGradient != nil
+
+      Parallel.forEach(chunks) { chunk in
+        let partial = chunkBase + chunk * perChunk + 2 * ringCount
+        partial.initialize(repeating: 0, count: partialCount)
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * k) { table in
+          let inputRows = table.baseAddress!
+          let gradientRows = inputRows + k
+          var inputRing = PaddedRowRing(
+            input: input, shape: s, storage: chunkBase + chunk * perChunk, rows: inputRows)
+          var gradientRing = PaddedRowRing(
+            input: outputGradient, shape: s, storage: chunkBase + chunk * perChunk + ringCount, rows: gradientRows)
+          let rows = s.chunkRows(chunk, of: chunks)
+          var pending = rows.lowerBound  // the next ∂L/∂y row whose weight-gradient contribution is due
+          for row in rows {
+            // ∂L/∂x of `row` needs the ∂L/∂y rows within p of it, inside its image; the ring copies
+            // those it lacks (at a range's start also the p rows before it, owned by the previous range).
+            let khRange = gradientRing.prepare(row: row)
+            // Each ∂L/∂y row of this range adds its weight gradient as soon as it is in the ring.
+            let lastInRing = row - row % H + Swift.min(H - 1, row % H + p)
+            while pending <= Swift.min(lastInRing, rows.upperBound - 1) {
+              let inputKh = inputRing.prepare(row: pending)
+              weightRow(
+                rows: UnsafePointer(inputRows), khRange: inputKh,
+                outputGradient: gradientRing.slot(ofImageRow: pending % H) + p * L,
+                gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias
+              ) { inputRing.copyAhead(part: $0 + 1, of: s.blocks) }
+              pending += 1
+            }
+            forwardRow(
+              rows: UnsafePointer(gradientRows), khRange: khRange, weight: flipped, bias: zeroBias,
+              output: inputGradient + row * s.width * C, shape: s
+            ) { gradientRing.copyAhead(part: $0 + 1, of: s.blocks) }
+          }
+        }
+      }
+
+      reducePartials(
+        first: chunkBase + 2 * ringCount, stride: perChunk, chunks: chunks, shape: s,
+        weightGradient: weightGradient, biasGradient: biasGradient)
+      withExtendedLifetime(scratch) {}
+    }
+
+    /// Adds one output row's contribution to the packed partials. For each channel block
+    /// and kernel row, up to 8 kernel columns are accumulated in registers over the whole
+    /// row; one `dy` load serves all of them (`taps + 1` loads per `taps` FMAs).
+    ///
+    /// - Parameters:
+    ///   - outputGradient: the row's `∂L/∂y`, channel-blocked: column `w` of block `b` at
+    ///     `dy + b · gradientBlockStride + w · L`.
+    ///   - afterBlock: runs after each channel block with its index (the callers copy rows ahead there).
+    @inline(__always)
+    static func weightRow(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
+      gradientBlockStride: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool,
+      afterBlock: (Int) -> Void
+    ) {
+      let k = s.kernelSize, W = s.width
+      for block in 0..<s.blocks {
+        let g = dy + block * gradientBlockStride
+        if hasBias {
+          let biasPartial = partial + s.packedWeightCount + block * L
+          // Four partial sums, so the adds do not wait on each other's latency.
+          var s0 = V.zero, s1 = V.zero, s2 = V.zero, s3 = V.zero
+          var w = 0
+          while w + 4 <= W {
+            s0 += load(g + w * L)
+            s1 += load(g + (w + 1) * L)
+            s2 += load(g + (w + 2) * L)
+            s3 += load(g + (w + 3) * L)
+            w += 4
+          }
+          while w < W {
+            s0 += load(g + w * L)
+            w += 1
+          }
+          store(load(biasPartial) + ((s0 + s1) + (s2 + s3)), biasPartial)
+        }
+        for kh in khRange {
+          let x = rows[kh] + block * s.blockRowCount
+          let dw = partial + (block * k + kh) * k * L
+          var kw0 = 0
+          while kw0 < k {
+            let taps = Swift.min(8, k - kw0)
+            let xk = x + kw0 * L, dwk = dw + kw0 * L
+            // Constant tap counts let the compiler drop the unused accumulators.
+            switch taps {
+            case 7: weightTile7(xk, g, dwk, W)
+            case 5: weightTile(5, xk, g, dwk, W)
+            case 3: weightTile(3, xk, g, dwk, W)
+            case 8: weightTile(8, xk, g, dwk, W)
+            case 1: weightTile(1, xk, g, dwk, W)
+            default: weightTile(taps, xk, g, dwk, W)
+            }
+            kw0 += taps
+          }
+        }
+        afterBlock(block)
+      }
+    }
+
+    /// `dw[j] += Σ_w x[w + j] · dy[w]` for `j < taps`, over one blocked row.
+    @inline(__always)
+    static func weightTile(
+      _ taps: Int, _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
+      _ width: Int
+    ) {
+      var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero
+      var a4 = V.zero, a5 = V.zero, a6 = V.zero, a7 = V.zero
+      var xp = x, gp = dy
+      for _ in 0..<width {
+        let g = load(gp)
+        a0 = multiplyAdd(a0, load(xp), g)
+        if taps > 1 { a1 = multiplyAdd(a1, load(xp + L), g) }
+        if taps > 2 { a2 = multiplyAdd(a2, load(xp + 2 * L), g) }
+        if taps > 3 { a3 = multiplyAdd(a3, load(xp + 3 * L), g) }
+        if taps > 4 { a4 = multiplyAdd(a4, load(xp + 4 * L), g) }
+        if taps > 5 { a5 = multiplyAdd(a5, load(xp + 5 * L), g) }
+        if taps > 6 { a6 = multiplyAdd(a6, load(xp + 6 * L), g) }
+        if taps > 7 { a7 = multiplyAdd(a7, load(xp + 7 * L), g) }
+        xp += L
+        gp += L
+      }
+      store(load(dw) + a0, dw)
+      if taps > 1 { store(load(dw + L) + a1, dw + L) }
+      if taps > 2 { store(load(dw + 2 * L) + a2, dw + 2 * L) }
+      if taps > 3 { store(load(dw + 3 * L) + a3, dw + 3 * L) }
+      if taps > 4 { store(load(dw + 4 * L) + a4, dw + 4 * L) }
+      if taps > 5 { store(load(dw + 5 * L) + a5, dw + 5 * L) }
+      if taps > 6 { store(load(dw + 6 * L) + a6, dw + 6 * L) }
+      if taps > 7 { store(load(dw + 7 * L) + a7, dw + 7 * L) }
+    }
+
+    /// `weightTile` for 7 taps: the 7 input columns `x[w ..< w + 7]` that step `w` needs
+    /// stay in registers and slide by one column per step, so each step loads one `dy`
+    /// and one new input vector for 7 FMAs (unrolled by 7 so the window rotates through
+    /// fixed register names).
+    @inline(__always)
+    static func weightTile7(
+      _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>, _ width: Int
+    ) {
+      let L = L
+      var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero
+      var a4 = V.zero, a5 = V.zero, a6 = V.zero
+      var xp = x, gp = dy, w = 0
+      var r0 = load(xp), r1 = load(xp + L), r2 = load(xp + 2 * L), r3 = load(xp + 3 * L)
+      var r4 = load(xp + 4 * L), r5 = load(xp + 5 * L), r6 = V.zero
+      var g = V.zero
+      while w + 7 <= width {
+        // Step u (0...6) loads x[w + u + 6] and reads x[w + u + t] from r((u + t) % 7) for tap t.
+        g = load(gp); r6 = load(xp + 6 * L)
+        madd(&a0, r0, g); madd(&a1, r1, g); madd(&a2, r2, g); madd(&a3, r3, g)
+        madd(&a4, r4, g); madd(&a5, r5, g); madd(&a6, r6, g)
+        g = load(gp + L); r0 = load(xp + 7 * L)
+        madd(&a0, r1, g); madd(&a1, r2, g); madd(&a2, r3, g); madd(&a3, r4, g)
+        madd(&a4, r5, g); madd(&a5, r6, g); madd(&a6, r0, g)
+        g = load(gp + 2 * L); r1 = load(xp + 8 * L)
+        madd(&a0, r2, g); madd(&a1, r3, g); madd(&a2, r4, g); madd(&a3, r5, g)
+        madd(&a4, r6, g); madd(&a5, r0, g); madd(&a6, r1, g)
+        g = load(gp + 3 * L); r2 = load(xp + 9 * L)
+        madd(&a0, r3, g); madd(&a1, r4, g); madd(&a2, r5, g); madd(&a3, r6, g)
+        madd(&a4, r0, g); madd(&a5, r1, g); madd(&a6, r2, g)
+        g = load(gp + 4 * L); r3 = load(xp + 10 * L)
+        madd(&a0, r4, g); madd(&a1, r5, g); madd(&a2, r6, g); madd(&a3, r0, g)
+        madd(&a4, r1, g); madd(&a5, r2, g); madd(&a6, r3, g)
+        g = load(gp + 5 * L); r4 = load(xp + 11 * L)
+        madd(&a0, r5, g); madd(&a1, r6, g); madd(&a2, r0, g); madd(&a3, r1, g)
+        madd(&a4, r2, g); madd(&a5, r3, g); madd(&a6, r4, g)
+        g = load(gp + 6 * L); r5 = load(xp + 12 * L)
+        madd(&a0, r6, g); madd(&a1, r0, g); madd(&a2, r1, g); madd(&a3, r2, g)
+        madd(&a4, r3, g); madd(&a5, r4, g); madd(&a6, r5, g)
+        xp += 7 * L
+        gp += 7 * L
+        w += 7
+      }
+      while w < width {
+        g = load(gp)
+        madd(&a0, load(xp), g); madd(&a1, load(xp + L), g); madd(&a2, load(xp + 2 * L), g)
+        madd(&a3, load(xp + 3 * L), g); madd(&a4, load(xp + 4 * L), g); madd(&a5, load(xp + 5 * L), g)
+        madd(&a6, load(xp + 6 * L), g)
+        xp += L
+        gp += L
+        w += 1
+      }
+      store(load(dw) + a0, dw)
+      store(load(dw + L) + a1, dw + L)
+      store(load(dw + 2 * L) + a2, dw + 2 * L)
+      store(load(dw + 3 * L) + a3, dw + 3 * L)
+      store(load(dw + 4 * L) + a4, dw + 4 * L)
+      store(load(dw + 5 * L) + a5, dw + 5 * L)
+      store(load(dw + 6 * L) + a6, dw + 6 * L)
+    }
+  }
+}

@@ -1,0 +1,114 @@
+import Testing
+
+@testable import QuadraCore
+
+/// The depthwise and fused quadratic kernels at both channel-block widths (8 and 16 lanes, forced
+/// with ``DepthwiseConvolution/lanesOverride`` so both run on any machine), on the shapes where the
+/// tile paths differ: widths below 7 (8-, 4- and 1-column tiles), widths that are not a multiple of 7
+/// (an overlapping last tile), channel counts that are not a multiple of 8 or 16 (partial last
+/// blocks), rows split among 1 and 2 threads and forced row ranges.
+@Suite struct DepthwiseLaneWidthTests {
+  /// (N, H, W, C, k): every W in 1...15 appears with k = 7; C covers 1, 7, 9, 16, 24, 40 and 72.
+  static let cases: [(n: Int, h: Int, w: Int, c: Int, k: Int)] = [
+    (2, 5, 1, 9, 7), (1, 6, 3, 16, 7), (2, 4, 5, 24, 7), (1, 9, 6, 7, 7), (2, 7, 7, 40, 7),
+    (1, 8, 8, 16, 7), (2, 9, 9, 1, 7), (1, 10, 13, 72, 7), (2, 3, 14, 17, 7), (1, 11, 15, 32, 7),
+    (2, 6, 10, 48, 7), (1, 5, 11, 33, 7), (1, 7, 12, 20, 7), (2, 8, 4, 64, 7), (1, 4, 2, 8, 7),
+    (2, 6, 9, 24, 3), (1, 7, 5, 40, 5), (2, 3, 11, 16, 1),
+    // Rows of ≥ 2048 floats: the input rings copy the next row ahead in slices between channel blocks.
+    (2, 9, 40, 64, 7), (1, 8, 23, 100, 7),
+  ]
+
+  static let lanes = [8, 16]
+
+  @Test func casesIncludeRowsCopiedAhead() {
+    let minimum = DepthwiseConvolution.Kernels<SIMD8<Float>>.PaddedRowRing.minimumCopyAheadRow
+    #expect(Self.cases.contains { $0.w * $0.c >= minimum && $0.h > 7 })
+  }
+
+  @Test(arguments: lanes, [1, 2])
+  func depthwiseMatchesReference(lanes: Int, threads: Int) {
+    var rng = RandomGenerator(seed: 900 + UInt64(lanes + threads))
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      Parallel.withThreadCount(threads) {
+        for (n, h, w, c, k) in Self.cases {
+          let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
+          let weight = Tensor.normal(shape: [k, k, c], using: &rng)
+          let bias = Tensor.normal(shape: [c], using: &rng)
+          let dy = Tensor.normal(shape: x.shape, using: &rng)
+          let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) threads \(threads)"
+          let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
+          #expect(shape.lanes == lanes, "\(label): the override sets the block width")
+          expectClose(
+            x.depthwiseConv2D(weight: weight, bias: bias), ConvolutionReference.depthwise(x: x, w: weight, b: bias),
+            label + " y")
+          let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
+          let grads = Tensor.depthwiseConv2DBackward(
+            input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: true)
+          expectClose(grads.input, expected.dx, label + " dx")
+          expectClose(grads.weight, expected.dw, label + " dW")
+          expectClose(grads.bias, expected.db, label + " db")
+          let weightOnly = Tensor.depthwiseConv2DBackward(
+            input: x, weight: weight, outputGradient: dy, needsInputGradient: false, hasBias: true)
+          expectClose(weightOnly.weight, expected.dw, label + " dW only")
+          expectClose(weightOnly.bias, expected.db, label + " db only")
+        }
+      }
+    }
+  }
+
+  /// The fused backward with its rows forced into several ranges (halo rows at every boundary).
+  @Test(arguments: lanes, [2, 3])
+  func chunkedFusedBackwardMatchesReference(lanes: Int, chunks: Int) {
+    var rng = RandomGenerator(seed: 950 + UInt64(lanes * chunks))
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      for (n, h, w, c, k) in Self.cases where n * h >= chunks {
+        DepthwiseBackwardTests.checkChunkedFusedBackward(
+          n, h, w, c, k, chunks: chunks, label: "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) chunks \(chunks)",
+          using: &rng)
+      }
+    }
+  }
+
+  @Test(arguments: lanes, [1, 2])
+  func quadraticMatchesReference(lanes: Int, threads: Int) {
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      Parallel.withThreadCount(threads) {
+        for (index, (n, h, w, c, k)) in Self.cases.enumerated() {
+          let problem = QuadraticKernelTests.Problem(n, h, w, c, k, seed: 990 + UInt64(index))
+          let label = problem.label + " lanes \(lanes) threads \(threads)"
+          let expected = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
+          expectClose(
+            problem.x.quadraticDepthwiseConv2D(weights: problem.w, biases: problem.b),
+            QuadraticReference.forward(x: problem.x, w: problem.w, b: problem.b).y, tolerance: 2e-4, label + " y")
+          let grads = Tensor.quadraticDepthwiseConv2DBackward(
+            input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy,
+            needsInputGradient: true)
+          expectClose(grads.input, expected.dx, tolerance: 2e-4, label + " dx")
+          let weights = [grads.weights.0, grads.weights.1, grads.weights.2]
+          let biases = grads.biases.map { [$0.0, $0.1, $0.2] }
+          for i in 0..<3 {
+            expectClose(weights[i], expected.dw[i], tolerance: 2e-4, label + " dW\(i)")
+            expectClose(biases?[i], expected.db[i], tolerance: 2e-4, label + " db\(i)")
+          }
+        }
+      }
+    }
+  }
+
+  /// AVX-512 takes 16 lanes only where a partial last 16-lane block wastes at most 1/8 of the lanes;
+  /// AVX2 and the baseline always take 8.
+  @Test func laneChoicePerProcessor() {
+    #if QUADRANET_PORTABLE
+      for c in [8, 16, 64] { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 8) }
+    #else
+      let sixteen = [16, 32, 48, 56, 64, 72, 80, 96, 160, 320, 512]
+      let eight = [1, 7, 8, 9, 24, 40]
+      for c in sixteen { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 16, "C \(c)") }
+      for c in eight { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 8, "C \(c)") }
+    #endif
+    for c in [8, 16, 64, 72] {
+      #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx2) == 8)
+      #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .baseline) == 8)
+    }
+  }
+}
