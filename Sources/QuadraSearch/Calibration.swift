@@ -49,9 +49,9 @@ public struct CalibrationReport: Codable, Sendable {
     case hardware, archs, metrics, measurements, predictions, repeatability, linearMetrics = "linear_metrics"
   }
 
-  /// ``repeatability`` of `measured` (``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``'s
-  /// results, times per step at `batchSize`).
-  public static func repeatability(of measured: [ConfigMeasurement], batchSize: Int) -> [String: CalibrationMetric] {
+  /// ``repeatability`` of `measured` (``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``'s
+  /// results; relative errors, so per step and per image compare alike).
+  public static func repeatability(of measured: [ConfigMeasurement]) -> [String: CalibrationMetric] {
     let keys: [(String, KeyPath<PartCost, Double>)] = [
       ("train_step", \.train), ("infer_batch1", \.inferBatch1), ("infer_batch", \.inferBatch),
     ]

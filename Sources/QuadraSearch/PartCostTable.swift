@@ -107,7 +107,6 @@ public struct PartCost: Codable, Sendable, Equatable {
     self.inferBatch1 = inferBatch1
     self.inferBatch = inferBatch
   }
-
 }
 
 /// This machine's per-part cost table: a network is predicted from its parts' measured times,
@@ -217,7 +216,7 @@ public struct PartCostTable: Codable, Sendable, Equatable {
 public enum PartProfiler {
   /// Times `part` at `batchSize` with `threads` threads: each quantity the best of at least
   /// `repetitions` runs lasting at least `minimumSeconds` together (``Profiler/fastest(repetitions:minimumSeconds:_:)``), in a
-  /// fresh memory tracker (as whole architectures are timed: ``Profiler/timeArchitecture(_:resolution:batchSize:repetitions:minimumSeconds:)``).
+  /// fresh memory tracker, by the same ``TimedWorkload/time(repetitions:minimumSeconds:)`` as whole architectures.
   public static func measure(
     _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0,
     layerScaleInit: Float

@@ -139,7 +139,7 @@ public enum Profiler {
     /// Whether the per-part table is measured (every part of the space) besides the whole architectures.
     public var measuresParts: Bool
     /// Passes through all parts and all architectures; each time is the median over the passes
-    /// (why: ``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
+    /// (why: ``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``).
     public var rounds: Int
 
     public init(
@@ -157,7 +157,7 @@ public enum Profiler {
     }
   }
 
-  /// Measures `architecture` in one round (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
+  /// Measures `architecture` in one round (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``).
   public static func measure(
     _ architecture: Architecture, space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int,
     minimumSeconds: Double = 0
@@ -167,7 +167,7 @@ public enum Profiler {
       minimumSeconds: minimumSeconds, rounds: 1)[0]
   }
 
-  /// Measures `architectures` of `space` (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``).
+  /// Measures `architectures` of `space` (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``).
   public static func measure(
     _ architectures: [Architecture], space: SearchSpace, batchSize: Int, threads: Int, repetitions: Int,
     minimumSeconds: Double = 0, rounds: Int, reference: SpeedReference? = nil,
@@ -226,7 +226,11 @@ public enum Profiler {
           try TimedWorkload.network(config, resolution: resolution, batchSize: batchSize).time(
             repetitions: repetitions, minimumSeconds: minimumSeconds)
         }
-        times[index].append(level.map { reference!.scaled(time, at: $0) } ?? time)
+        if let reference, let level {
+          times[index].append(reference.scaled(time, at: level))
+        } else {
+          times[index].append(time)
+        }
         progress(round * configs.count + index + 1, rounds * configs.count)
       }
     }

@@ -179,7 +179,7 @@ struct SearchCalibrateCommand: ParsableCommand {
     let report = CalibrationReport(
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
       linearPredictions: profile.costModel.table == nil ? nil : linearPredictions,
-      repeatability: cost.rounds > 1 ? CalibrationReport.repeatability(of: measured, batchSize: cost.batchSize) : nil)
+      repeatability: cost.rounds > 1 ? CalibrationReport.repeatability(of: measured) : nil)
     let model = profile.costModel.table == nil ? "linear" : "table"
     print("metric               within 5%  within 10%  RMSPE %  Kendall tau  exact")
     func row(_ label: String, _ m: CalibrationMetric) {

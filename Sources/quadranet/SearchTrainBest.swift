@@ -27,7 +27,7 @@ struct MeasuredCosts: Codable, Equatable {
 
   /// Measures `configs` at `resolution` as the cost profile measures its architectures, in one block of
   /// `--rounds` passes
-  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:progress:)``),
+  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``),
   /// scaled to the profile's speed level by `reference` (``QuadraSearch/SpeedReference``), so measured and
   /// predicted costs compare, and so do the configs among themselves.
   static func measure(

@@ -49,7 +49,7 @@ import Testing
         rounds: trains.map { PartCost(train: $0, inferBatch1: 1, inferBatch: 1) })
     }
     // Medians 1.0 and 2.0; the passes off by 0, 0, +30% and −4%, 0, +8%.
-    let metrics = CalibrationReport.repeatability(of: [measurement([1, 1, 1.3]), measurement([1.92, 2, 2.16])], batchSize: 4)
+    let metrics = CalibrationReport.repeatability(of: [measurement([1, 1, 1.3]), measurement([1.92, 2, 2.16])])
     let train = try #require(metrics["train_step"])
     #expect(abs(train.within5 - 4.0 / 6) < 1e-12)
     #expect(abs(train.within10 - 5.0 / 6) < 1e-12)
