@@ -58,12 +58,21 @@ public enum ModelBenchmark {
     }
   }
 
-  /// Measures the FMA peak once, then every model. `progress` receives human-readable status lines.
+  /// Measures the FMA peak once, then every registered model of `options.models`. `progress` receives
+  /// human-readable status lines.
   ///
   /// Each model runs in its own ``QuadraCore/ComputeContext`` (with `options.threads` threads and a
   /// fresh memory tracker), so its peak bytes count only its own tensors.
   public static func run(
     _ options: Options, progress: (String) -> Void = { _ in }
+  ) throws -> (peakGFLOPS: Double, results: [ModelResult]) {
+    try run(configs: options.models.map { try ModelRegistry.config(named: $0) }, options: options, progress: progress)
+  }
+
+  /// ``run(_:progress:)`` for any configs, registered or not (a searched `best.json`, say); `options.models`
+  /// is not read.
+  public static func run(
+    configs: [ModelConfig], options: Options, progress: (String) -> Void = { _ in }
   ) throws -> (peakGFLOPS: Double, results: [ModelResult]) {
     try ComputeContext.current.with(threads: options.threads).run {
       if let warning = BenchmarkWarnings.oversubscription(threads: options.threads) {
@@ -72,8 +81,7 @@ public enum ModelBenchmark {
       progress("measuring FMA peak with \(options.threads) thread(s)…")
       let peakBefore = try PeakFLOPS.measure(threads: options.threads).gflops
       var results: [ModelResult] = []
-      for name in options.models {
-        let config = try ModelRegistry.config(named: name)
+      for config in configs {
         let context = ComputeContext.current.with(memory: MemoryTracker())
         results.append(try context.run { try measure(config: config, options: options, progress: progress) })
       }

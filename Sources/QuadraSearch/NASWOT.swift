@@ -27,7 +27,7 @@ public enum NASWOT {
     let model = try VisionModel(config: config, seed: 0)
     model.setTraining(false)
     let recorder = ActivationCodeRecorder(batch: images.shape[0])
-    try ComputeContext.current.with(backend: recorder).run {
+    ComputeContext.current.with(backend: recorder).run {
       GradientMode.withoutRecording { _ = model(Variable(images)) }
     }
     return logAbsoluteDeterminant(recorder.kernel())

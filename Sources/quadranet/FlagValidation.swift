@@ -1,18 +1,32 @@
 import ArgumentParser
 import Foundation
 import QuadraCore
+import QuadraIO
 import QuadraModels
 
 /// Range checks for numeric flags; every message names the flag, the allowed range and the value given.
 enum FlagCheck {
-  /// `names` must list 1…(registered count) registered model names.
-  static func registeredModels(_ names: [String], _ flag: String) throws {
-    guard !names.isEmpty, names.count <= ModelRegistry.names.count else {
+  /// `names` must list 1…(registered count) registered model names (0… with `allowsNone`).
+  static func registeredModels(_ names: [String], _ flag: String, allowsNone: Bool = false) throws {
+    guard allowsNone || !names.isEmpty, names.count <= ModelRegistry.names.count else {
       throw ValidationError("\(flag) must name 1...\(ModelRegistry.names.count) registered models, got \(names.count)")
     }
     for name in names where !ModelRegistry.names.contains(name) {
       throw ValidationError(
         "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")
+    }
+  }
+
+  /// A model config file (at most 1 MiB), strictly parsed and validated; errors name `flag` and the file.
+  static func modelConfig(file path: String, _ flag: String) throws -> ModelConfig {
+    do {
+      return try ModelConfig.decodeJSON(BoundedFile.read(URL(fileURLWithPath: path), maximumBytes: 1 << 20))
+    } catch let error as BoundedFileError {
+      throw ValidationError("\(flag): \(error)")
+    } catch let error as JSONInputError {
+      throw ValidationError("\(flag) \(path.prefix(200)): not a valid model config: \(error)")
+    } catch let error as ModelConfigError {
+      throw ValidationError("\(flag) \(path.prefix(200)): \(error)")
     }
   }
 

@@ -8,7 +8,9 @@ struct ModelBenchCommand: ParsableCommand {
     commandName: "models",
     abstract: "Training and inference throughput and peak memory of models, side by side in one process.")
 
-  @Option(parsing: .unconditional, help: "Comma-separated model names (see `quadranet models`).")
+  @Option(
+    parsing: .unconditional,
+    help: "Comma-separated model names (see `quadranet models`) or model config files (*.json, as `train --config` takes, e.g. a searched best.json).")
   var models: String = "quadranet-t18,quadranet-t,hornet-t,convnext-t"
   @Option(
     parsing: .unconditional,
@@ -39,30 +41,45 @@ struct ModelBenchCommand: ParsableCommand {
     try FlagCheck.integer(resolution, in: Self.resolutionRange, "--resolution")
     try FlagCheck.integer(batchSize, in: Self.batchSizeRange, "--batch-size")
     try FlagCheck.integer(steps, in: Self.stepsRange, "--steps")
-    try FlagCheck.registeredModels(modelNames, "--models")
+    try FlagCheck.registeredModels(modelNames.filter { !Self.isConfigFile($0) }, "--models", allowsNone: true)
+    guard (1...64).contains(modelNames.count) else {
+      throw ValidationError("--models must list 1...64 models or config files, got \(modelNames.count)")
+    }
+  }
+
+  /// Whether a `--models` entry names a config file rather than a registered model.
+  static func isConfigFile(_ entry: String) -> Bool { entry.hasSuffix(".json") }
+
+  /// Each `--models` entry as a config: registered by name, or read from its file.
+  func configs() throws -> [ModelConfig] {
+    try modelNames.map {
+      Self.isConfigFile($0) ? try FlagCheck.modelConfig(file: $0, "--models") : try ModelRegistry.config(named: $0)
+    }
   }
 
   func run() throws {
     try memoryOptions.apply()
     // Every model's training step must fit before the first one is built.
-    for name in modelNames {
-      let config = try ModelRegistry.config(named: name)
+    let configs = try configs()
+    for config in configs {
       try config.validate(resolution: resolution)
       try config.checkTrainingMemory(batchSize: batchSize, resolution: resolution)
     }
     let options = ModelBenchmark.Options(
       models: modelNames, resolution: resolution, batchSize: batchSize, threads: threadOptions.threads, steps: steps,
       profilesTraining: profile)
-    let (peak, results) = try ModelBenchmark.run(options) { Terminal.status($0) }
+    let (peak, results) = try ModelBenchmark.run(configs: configs, options: options) { Terminal.status($0) }
     if json {
       try Terminal.printJSON(results)
       return
     }
     let baseline = results.first { $0.model == "hornet-t" }
     print(String(format: "FMA peak %.1f GFLOP/s, %d thread(s), batch %d, %d²", peak, threadOptions.threads, batchSize, resolution))
-    print("model           params   GMACs  train img/s  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
+    // Searched configs have long names (q7-d3-d7_1x24-2x48-2x192_r3_s2): the column fits the longest.
+    let nameWidth = Swift.max(16, (results.map(\.model.count).max() ?? 0) + 1)
+    print("model".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  params   GMACs  train img/s  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
     for r in results {
-      var line = r.model.padding(toLength: 16, withPad: " ", startingAt: 0)
+      var line = r.model.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
       line += String(
         format: "%7.2fM %7.3f %12.2f %12.2f %9.2f GiB %7.2f GiB %10.2f",
         Double(r.params) / 1e6, Double(r.macs) / 1e9, r.trainImagesPerSecond, r.inferImagesPerSecond,

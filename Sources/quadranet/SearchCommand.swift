@@ -79,10 +79,22 @@ struct ProxyImageOptions: ParsableArguments {
   @Option(help: "Dataset of the naswot mini-batch (as for `train --dataset`).") var dataset: String = "fashion-mnist"
   @Option(parsing: .unconditional, help: "Images in the naswot mini-batch, 2...1024.") var proxyBatch: Int = 64
   @Option(parsing: .unconditional, help: "Seed of the naswot mini-batch draw, 0...2^63.") var proxySeed: Int = 0
+  @Option(
+    parsing: .unconditional,
+    help: "short-training: training images of the fixed subset, 1...1000000 (default: 10000, at most 5/6 of the split).")
+  var shortTrainingImages: Int?
+  @Option(
+    parsing: .unconditional,
+    help: "short-training: validation images (from the training split, disjoint), 1...1000000 (default: 2000, at most the rest).")
+  var shortTrainingValidation: Int?
+  @Option(parsing: .unconditional, help: "short-training: epochs over the subset, 1...100.") var shortTrainingEpochs: Int = 1
 
   func validate() throws {
     try FlagCheck.integer(proxyBatch, in: 2...1024, "--proxy-batch")
     try FlagCheck.integer(proxySeed, in: 0...Int.max, "--proxy-seed")
+    try FlagCheck.integer(shortTrainingImages, in: 1...1_000_000, "--short-training-images")
+    try FlagCheck.integer(shortTrainingValidation, in: 1...1_000_000, "--short-training-validation")
+    try FlagCheck.integer(shortTrainingEpochs, in: 1...100, "--short-training-epochs")
   }
 
   /// `--proxy-batch` distinct training images drawn with `--proxy-seed` (normalized as for training),
@@ -102,7 +114,8 @@ struct ProxyImageOptions: ParsableArguments {
   }
 
   /// The `short-training` proxy's data: fixed subsets of `--dataset`'s training split drawn with
-  /// `--proxy-seed`, and the dataset's recipe (one epoch).
+  /// `--proxy-seed` (`--short-training-images`, `--short-training-validation`), and the dataset's recipe with
+  /// `--short-training-epochs` epochs.
   func shortTraining(resolution: Int, channels: Int) throws -> ShortTrainingProxy {
     let name = try DatasetName(parsing: dataset)
     let train = try DatasetSplits.load(name).train
@@ -110,11 +123,17 @@ struct ProxyImageOptions: ParsableArguments {
       throw ValidationError(
         "--dataset \(dataset) has images of shape \(train.imageShape); the models need \([resolution, resolution, channels])")
     }
-    let trainImages = Swift.min(10_000, train.count * 5 / 6)
+    let trainImages = shortTrainingImages ?? Swift.min(10_000, train.count * 5 / 6)
+    let validationImages = shortTrainingValidation ?? Swift.max(1, Swift.min(2_000, train.count - trainImages))
+    guard trainImages + validationImages <= train.count else {
+      throw ValidationError(
+        "--short-training-images \(trainImages) + --short-training-validation \(validationImages) exceed the "
+          + "\(train.count) training images of --dataset \(dataset)")
+    }
     do {
       return try ShortTrainingProxy(
         training: train, recipe: TrainingRecipe.defaultOptions(for: name), trainImages: trainImages,
-        validationImages: Swift.min(2_000, train.count - trainImages), seed: UInt64(proxySeed))
+        validationImages: validationImages, epochs: shortTrainingEpochs, seed: UInt64(proxySeed))
     } catch { throw ValidationError("--proxy short-training on --dataset \(dataset): \(error)") }
   }
 
@@ -381,8 +400,55 @@ struct SearchProxiesCommand: ParsableCommand {
   @Argument(help: "JSON array of {\"config\": ModelConfig, \"accuracy\": 0...1}.") var groundTruth: String
   @Option(parsing: .unconditional, help: "Input resolution of the ground truth, 1...8192.") var resolution: Int = 28
   @OptionGroup var proxyImages: ProxyImageOptions
+  @Option(
+    help: ArgumentHelp(
+      "Comma-separated proxies to score (default: all of \(AccuracyProxy.allCases.map(\.rawValue).joined(separator: ", "))).",
+      valueName: "list"))
+  var proxies: String?
+  @Option(help: "Write each proxy's rho and per-architecture scores as JSON to this file.") var json: String?
 
-  func validate() throws { try FlagCheck.integer(resolution, in: 1...8192, "--resolution") }
+  func validate() throws {
+    try FlagCheck.integer(resolution, in: 1...8192, "--resolution")
+    _ = try selectedProxies()
+    // Checked before the proxies run (short-training takes minutes), not when the report is written.
+    if let json {
+      let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw ValidationError("--json \(json.prefix(200)): the directory \(directory.prefix(200)) does not exist")
+      }
+    }
+  }
+
+  /// `--proxies` parsed: each name once, in the order given.
+  func selectedProxies() throws -> [AccuracyProxy] {
+    guard let proxies else { return AccuracyProxy.allCases }
+    var selected: [AccuracyProxy] = []
+    for name in proxies.split(separator: ",", omittingEmptySubsequences: false) {
+      let trimmed = name.trimmingCharacters(in: .whitespaces)
+      guard let proxy = AccuracyProxy(rawValue: trimmed) else {
+        throw ValidationError(
+          "--proxies: unknown proxy \"\(trimmed.prefix(100))\"; expected a comma-separated list of "
+            + AccuracyProxy.allCases.map(\.rawValue).joined(separator: ", "))
+      }
+      if !selected.contains(proxy) { selected.append(proxy) }
+    }
+    return selected
+  }
+
+  /// One proxy's result in `--json`.
+  struct ProxyCorrelation: Encodable {
+    let proxy: String
+    let spearmanRho: Double?
+    let scores: [Double]
+  }
+
+  /// The `--json` report: ground-truth names and accuracies beside each proxy's scores.
+  struct Report: Encodable {
+    let architectures: [String]
+    let accuracies: [Double]
+    let proxies: [ProxyCorrelation]
+  }
 
   func run() throws {
     let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: groundTruth))
@@ -391,15 +457,27 @@ struct SearchProxiesCommand: ParsableCommand {
     let entries = try GroundTruthEntry.load(data, source: groundTruth, minimumCount: 2)
     let accuracies = entries.map(\.accuracy)
     let channels = entries[0].config.inputChannels
-    let images = try proxyImages.images(resolution: resolution, channels: channels)
-    let shortTraining = try proxyImages.shortTraining(resolution: resolution, channels: channels)
-    for proxy in AccuracyProxy.allCases {
+    let selected = try selectedProxies()
+    let images = selected.contains(where: \.needsImages) ? try proxyImages.images(resolution: resolution, channels: channels) : nil
+    let shortTraining =
+      selected.contains(where: \.needsTrainingData)
+      ? try proxyImages.shortTraining(resolution: resolution, channels: channels) : nil
+    var results: [ProxyCorrelation] = []
+    for proxy in selected {
       if proxy.needsTrainingData { Terminal.status("\(proxy.rawValue): training each of \(entries.count) architectures briefly…") }
       let scores = try entries.map {
         try proxy.score($0.config, resolution: resolution, images: images, shortTraining: shortTraining)
       }
       let rho = RankCorrelation.spearman(scores, accuracies)
       print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
+      results.append(ProxyCorrelation(proxy: proxy.rawValue, spearmanRho: rho, scores: scores))
+    }
+    if let json {
+      let report = Report(architectures: entries.map(\.config.name), accuracies: accuracies, proxies: results)
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+      try AtomicFile.write(try encoder.encode(report), to: URL(fileURLWithPath: json))
+      Terminal.status("wrote \(json)")
     }
   }
 }

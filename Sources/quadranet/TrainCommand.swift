@@ -378,15 +378,7 @@ struct TrainCommand: ParsableCommand {
   /// The model config of `--config`, read (at most 1 MiB), strictly parsed and validated; nil without the flag.
   func readConfigFile() throws -> ModelConfig? {
     guard let config else { return nil }
-    do {
-      return try ModelConfig.decodeJSON(BoundedFile.read(URL(fileURLWithPath: config), maximumBytes: 1 << 20))
-    } catch let error as BoundedFileError {
-      throw ValidationError("--config: \(error)")
-    } catch let error as JSONInputError {
-      throw ValidationError("--config \(config): not a valid model config: \(error)")
-    } catch let error as ModelConfigError {
-      throw ValidationError("--config \(config): \(error)")
-    }
+    return try FlagCheck.modelConfig(file: config, "--config")
   }
 
   /// The model config from --config, --model or the dataset's default model.
