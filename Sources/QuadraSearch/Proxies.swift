@@ -1,4 +1,5 @@
 import Foundation
+import QuadraCore
 import QuadraIO
 import QuadraModels
 
@@ -111,6 +112,38 @@ public enum RankCorrelation {
     }
     guard sxx > 0, syy > 0 else { return nil }
     return sxy / (sxx * syy).squareRoot()
+  }
+
+  /// A percentile bootstrap interval of a statistic of `count` paired observations: `resamples` draws of
+  /// `count` indices with replacement (``QuadraCore/RandomGenerator`` from `seed`, so deterministic), the
+  /// statistic of each, and the `(1 − confidence)/2` and `(1 + confidence)/2` quantiles of those defined
+  /// (a resample whose statistic is nil — a constant series — is skipped). nil when fewer than half the
+  /// resamples are defined, or for `count < 2`.
+  ///
+  /// How far a correlation measured on a dozen architectures can be trusted: with 12 points a ρ of 0.55 has
+  /// a 90% interval about 0.8 wide.
+  public static func bootstrapInterval(
+    count: Int, resamples: Int = 2000, confidence: Double = 0.9, seed: UInt64 = 0,
+    statistic: ([Int]) -> Double?
+  ) -> ClosedRange<Double>? {
+    guard count >= 2, resamples >= 1, confidence > 0, confidence < 1 else { return nil }
+    var generator = RandomGenerator(seed: seed)
+    var values: [Double] = []
+    values.reserveCapacity(resamples)
+    var indices = [Int](repeating: 0, count: count)
+    for _ in 0..<resamples {
+      for position in indices.indices { indices[position] = Int(generator.next() % UInt64(count)) }
+      if let value = statistic(indices), value.isFinite { values.append(value) }
+    }
+    guard values.count * 2 >= resamples else { return nil }
+    values.sort()
+    func quantile(_ q: Double) -> Double {
+      let position = q * Double(values.count - 1)
+      let lower = Int(position.rounded(.down))
+      let upper = Swift.min(lower + 1, values.count - 1)
+      return values[lower] + (values[upper] - values[lower]) * (position - Double(lower))
+    }
+    return quantile((1 - confidence) / 2)...quantile((1 + confidence) / 2)
   }
 
   /// Kendall's τ-b: (concordant − discordant) / √((n₀ − ties_x)(n₀ − ties_y)); nil when undefined.

@@ -436,10 +436,14 @@ struct SearchProxiesCommand: ParsableCommand {
     return selected
   }
 
-  /// One proxy's result in `--json`.
+  /// One proxy's result in `--json`: ρ with its 90% bootstrap interval, and ρ − ρ(MACs) with its interval
+  /// (paired: the same resamples for both).
   struct ProxyCorrelation: Encodable {
     let proxy: String
     let spearmanRho: Double?
+    let rhoInterval90: [Double]?
+    let aboveMACs: Double?
+    let aboveMACsInterval90: [Double]?
     let scores: [Double]
   }
 
@@ -462,15 +466,39 @@ struct SearchProxiesCommand: ParsableCommand {
     let shortTraining =
       selected.contains(where: \.needsTrainingData)
       ? try proxyImages.shortTraining(resolution: resolution, channels: channels) : nil
+    // The target compares each proxy with MACs, so MACs (milliseconds to compute) is always scored.
+    let macsScores = try entries.map { try AccuracyProxy.macs.score($0.config, resolution: resolution) }
+    func rho(_ scores: [Double], _ indices: [Int]) -> Double? {
+      RankCorrelation.spearman(indices.map { scores[$0] }, indices.map { accuracies[$0] })
+    }
+    func interval(_ statistic: ([Int]) -> Double?) -> ClosedRange<Double>? {
+      RankCorrelation.bootstrapInterval(count: entries.count, statistic: statistic)
+    }
+    func text(_ range: ClosedRange<Double>?, sign: Bool = false) -> String {
+      guard let range else { return "undefined" }
+      let format = sign ? "%+.2f" : "%.2f"
+      return String(format: format, range.lowerBound) + "…" + String(format: format, range.upperBound)
+    }
     var results: [ProxyCorrelation] = []
     for proxy in selected {
       if proxy.needsTrainingData { Terminal.status("\(proxy.rawValue): training each of \(entries.count) architectures briefly…") }
       let scores = try entries.map {
         try proxy.score($0.config, resolution: resolution, images: images, shortTraining: shortTraining)
       }
-      let rho = RankCorrelation.spearman(scores, accuracies)
-      print("\(proxy.rawValue): Spearman rho \(rho.map { String(format: "%.3f", $0) } ?? "undefined (constant)")")
-      results.append(ProxyCorrelation(proxy: proxy.rawValue, spearmanRho: rho, scores: scores))
+      let all = Array(entries.indices)
+      let value = rho(scores, all)
+      let range = interval { rho(scores, $0) }
+      let above = value.flatMap { value in rho(macsScores, all).map { value - $0 } }
+      let aboveRange = interval { indices in rho(scores, indices).flatMap { value in rho(macsScores, indices).map { value - $0 } } }
+      var line = "\(proxy.rawValue): Spearman rho \(value.map { String(format: "%.3f", $0) } ?? "undefined (constant)")"
+      line += " (90% bootstrap interval \(text(range)))"
+      if proxy != .macs, let above { line += String(format: ", %+.3f vs macs", above) + " (\(text(aboveRange, sign: true)))" }
+      print(line)
+      results.append(
+        ProxyCorrelation(
+          proxy: proxy.rawValue, spearmanRho: value, rhoInterval90: range.map { [$0.lowerBound, $0.upperBound] },
+          aboveMACs: proxy == .macs ? nil : above,
+          aboveMACsInterval90: proxy == .macs ? nil : aboveRange.map { [$0.lowerBound, $0.upperBound] }, scores: scores))
     }
     if let json {
       let report = Report(architectures: entries.map(\.config.name), accuracies: accuracies, proxies: results)

@@ -1,4 +1,5 @@
 import Foundation
+import QuadraCore
 import QuadraData
 import QuadraModels
 import QuadraTraining
@@ -137,5 +138,50 @@ import Testing
     }
     let config = try ModelRegistry.config(named: "quadranet-digits")
     #expect(throws: SearchSpaceError.self) { try AccuracyProxy.shortTraining.score(config, resolution: 8) }
+  }
+}
+
+@Suite struct BootstrapIntervalTests {
+  /// Perfectly ordered pairs give ρ = 1 on every resample with two distinct points, so the interval is
+  /// [1, 1]; reversed ones [−1, −1]. A constant statistic has a zero-width interval at its value.
+  @Test func degenerateCasesHaveZeroWidth() throws {
+    let x: [Double] = (0..<12).map(Double.init)
+    let increasing = try #require(
+      RankCorrelation.bootstrapInterval(count: 12) { i in RankCorrelation.spearman(i.map { x[$0] }, i.map { x[$0] * 3 }) })
+    #expect(increasing == 1...1)
+    let decreasing = try #require(
+      RankCorrelation.bootstrapInterval(count: 12) { i in RankCorrelation.spearman(i.map { x[$0] }, i.map { -x[$0] }) })
+    #expect(decreasing == -1 ... -1)
+    #expect(RankCorrelation.bootstrapInterval(count: 5) { _ in 0.25 } == 0.25...0.25)
+  }
+
+  /// The interval of a mean is the percentile of resampled means: deterministic for a seed, different for
+  /// another, narrower for more data, and near the normal approximation's ±1.645·σ/√n.
+  @Test func meanIntervalMatchesTheNormalApproximation() throws {
+    var generator = RandomGenerator(seed: 3)
+    let values = (0..<400).map { _ in Double(generator.nextNormal()) }
+    func interval(_ n: Int, seed: UInt64) throws -> ClosedRange<Double> {
+      try #require(
+        RankCorrelation.bootstrapInterval(count: n, resamples: 4000, seed: seed) { i in
+          i.reduce(0) { $0 + values[$1] } / Double(i.count)
+        })
+    }
+    let first = try interval(400, seed: 1)
+    #expect(try interval(400, seed: 1) == first)
+    #expect(try interval(400, seed: 2) != first)
+    let mean = values.reduce(0, +) / 400
+    let sd = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 399).squareRoot()
+    let halfWidth = (first.upperBound - first.lowerBound) / 2
+    #expect(abs(halfWidth - 1.645 * sd / 20) < 0.15 * 1.645 * sd / 20, "half width \(halfWidth), σ \(sd)")
+    #expect(abs((first.lowerBound + first.upperBound) / 2 - mean) < 0.02)
+    let small = try interval(25, seed: 1)
+    #expect(small.upperBound - small.lowerBound > 2 * (first.upperBound - first.lowerBound))
+  }
+
+  /// Too few points, or a statistic undefined on most resamples, gives no interval.
+  @Test func undefinedCases() {
+    #expect(RankCorrelation.bootstrapInterval(count: 1) { _ in 1 } == nil)
+    #expect(RankCorrelation.bootstrapInterval(count: 10) { _ in nil } == nil)
+    #expect(RankCorrelation.bootstrapInterval(count: 10, confidence: 1) { _ in 1 } == nil)
   }
 }
