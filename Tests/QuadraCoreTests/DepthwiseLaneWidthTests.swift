@@ -31,29 +31,39 @@ import Testing
     DepthwiseConvolution.$lanesOverride.withValue(lanes) {
       Parallel.withThreadCount(threads) {
         for (n, h, w, c, k) in Self.cases {
-          let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
-          let weight = Tensor.normal(shape: [k, k, c], using: &rng)
-          let bias = Tensor.normal(shape: [c], using: &rng)
-          let dy = Tensor.normal(shape: x.shape, using: &rng)
           let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) threads \(threads)"
           let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
           #expect(shape.lanes == lanes, "\(label): the override sets the block width")
-          expectClose(
-            x.depthwiseConv2D(weight: weight, bias: bias), ConvolutionReference.depthwise(x: x, w: weight, b: bias),
-            label + " y")
-          let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
-          let grads = Tensor.depthwiseConv2DBackward(
-            input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: true)
-          expectClose(grads.input, expected.dx, label + " dx")
-          expectClose(grads.weight, expected.dw, label + " dW")
-          expectClose(grads.bias, expected.db, label + " db")
-          let weightOnly = Tensor.depthwiseConv2DBackward(
-            input: x, weight: weight, outputGradient: dy, needsInputGradient: false, hasBias: true)
-          expectClose(weightOnly.weight, expected.dw, label + " dW only")
-          expectClose(weightOnly.bias, expected.db, label + " db only")
+          Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
         }
       }
     }
+  }
+
+  /// Checks one random problem's forward pass, fused backward and weight-only backward against the
+  /// reference; returns the problem (`x`, `weight`, `dy`) and the reference's input gradient.
+  @discardableResult
+  static func checkAgainstReference(
+    _ n: Int, _ h: Int, _ w: Int, _ c: Int, _ k: Int, label: String, using rng: inout RandomGenerator
+  ) -> (x: Tensor, weight: Tensor, dy: Tensor, dx: [Double]) {
+    let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
+    let weight = Tensor.normal(shape: [k, k, c], using: &rng)
+    let bias = Tensor.normal(shape: [c], using: &rng)
+    let dy = Tensor.normal(shape: x.shape, using: &rng)
+    expectClose(
+      x.depthwiseConv2D(weight: weight, bias: bias), ConvolutionReference.depthwise(x: x, w: weight, b: bias),
+      label + " y")
+    let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
+    let grads = Tensor.depthwiseConv2DBackward(
+      input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: true)
+    expectClose(grads.input, expected.dx, label + " dx")
+    expectClose(grads.weight, expected.dw, label + " dW")
+    expectClose(grads.bias, expected.db, label + " db")
+    let weightOnly = Tensor.depthwiseConv2DBackward(
+      input: x, weight: weight, outputGradient: dy, needsInputGradient: false, hasBias: true)
+    expectClose(weightOnly.weight, expected.dw, label + " dW only")
+    expectClose(weightOnly.bias, expected.db, label + " db only")
+    return (x, weight, dy, expected.dx)
   }
 
   /// The fused backward with its rows forced into several ranges (halo rows at every boundary).

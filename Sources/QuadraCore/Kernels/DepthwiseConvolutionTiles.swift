@@ -42,6 +42,17 @@ extension DepthwiseConvolution {
       }
     }
 
+    /// Writes `value` to the 64-byte-aligned `pointer` with a streaming store when `V` is one
+    /// cache line (16 lanes), with a plain store otherwise (a streaming store of half a line would
+    /// make the processor write the partial line out before its other half arrives).
+    @inline(__always) static func storeStreaming(_ value: V, _ pointer: UnsafeMutablePointer<Float>) {
+      if L == 16 {
+        quadra_stream_store16(pointer, unsafeBitCast(value, to: SIMD16<Float>.self))
+      } else {
+        store(value, pointer)
+      }
+    }
+
     // MARK: Row copies
 
     /// Prefetches the cache lines of `count` floats from `start` into L2 (one hint per 64-byte line).
@@ -105,6 +116,8 @@ extension DepthwiseConvolution {
       private var nextRow = 0
       /// Columns of `nextRow` already copied by ``copyAhead(part:of:)``.
       private var copiedColumns = 0
+      /// The current output row's index in its image.
+      private var outputRow = 0
       /// Whether ``copyAhead(part:of:)`` works: only for rows of at least ``minimumCopyAheadRow``
       /// floats. Smaller rows (the 28×28 models' 14×14×40) come from L2/L3 anyway and their slices are
       /// too small to pay for the bookkeeping: with it, N = 64, 14×14, C = 40 ran at 0.54–0.68 of peak
@@ -138,6 +151,7 @@ extension DepthwiseConvolution {
       mutating func prepare(row: Int) -> Range<Int> {
         let s = shape, H = s.height, p = s.padding
         let n = row / H, h = row % H
+        outputRow = h
         if n != image {
           image = n
           nextRow = 0
@@ -163,7 +177,11 @@ extension DepthwiseConvolution {
       /// image has one), so that after `part = parts` the next ``prepare(row:)`` finds it in place.
       @inline(__always)
       mutating func copyAhead(part: Int, of parts: Int) {
-        guard copiesAhead && image >= 0 && nextRow < shape.height else { return }
+        guard copiesAhead && image >= 0 else { return }
+        guard nextRow < shape.height else {
+          prefetchNextImage(part: part, of: parts)
+          return
+        }
         let end = shape.width * part / parts
         guard end > copiedColumns else { return }
         copy(columns: copiedColumns..<end, ofImageRow: nextRow)
@@ -174,6 +192,19 @@ extension DepthwiseConvolution {
           prefetch(next, count: (end - copiedColumns) * C)
         }
         copiedColumns = end
+      }
+
+      /// In an image's last `p + 1` output rows (`H − p − 1 ... H − 1`) no row is left to copy
+      /// ahead, and the next image's first `p + 1` rows, which ``prepare(row:)`` copies at once when
+      /// it starts, would come from memory with nothing to overlap: they are prefetched here
+      /// instead, next-image row `h + p + 1 − H` during output row `h`, slice `part` of `parts`.
+      private func prefetchNextImage(part: Int, of parts: Int) {
+        let s = shape
+        let nextImageRow = outputRow + s.padding + 1 - s.height
+        guard image + 1 < s.batch && nextImageRow >= 0 && nextImageRow < s.height else { return }
+        let rowCount = s.width * s.channels
+        let begin = rowCount * (part - 1) / parts, end = rowCount * part / parts
+        prefetch(input + ((image + 1) * s.height + nextImageRow) * rowCount + begin, count: end - begin)
       }
 
       private func copy(columns: Range<Int>, ofImageRow h: Int) {
@@ -202,6 +233,7 @@ extension DepthwiseConvolution {
       let rings = packedBias + s.packedBiasCount
       packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
       packBias(bias, into: packedBias, shape: s)
+      let streaming = streamsOutput(output, tensorsRead: 1, shape: s)
 
       Parallel.forEach(chunks) { chunk in
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
@@ -211,22 +243,25 @@ extension DepthwiseConvolution {
             let khRange = ring.prepare(row: row)
             forwardRow(
               rows: UnsafePointer(rows), khRange: khRange, weight: packedWeight, bias: packedBias,
-              output: output + row * s.width * s.channels, shape: s
+              output: output + row * s.width * s.channels, shape: s, streaming: streaming
             ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
+        if streaming { quadra_store_fence() }
       }
       withExtendedLifetime(scratch) {}
     }
 
     /// One output row, channel block by channel block (so the block's `k` padded rows stay
     /// in L1), in tiles of 7 (7×7 kernel) or 8, 4 or 1 columns; `afterBlock(b)` runs after
-    /// block `b` (the callers copy the next row ahead there).
+    /// block `b` (the callers copy the next row ahead there). `streaming` writes the tiles with
+    /// streaming stores (see ``DepthwiseConvolution/streamsOutput(_:tensorsRead:shape:)``, which
+    /// guarantees full, aligned 16-lane blocks).
     @inline(__always)
     static func forwardRow(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>,
       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-      output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
+      output: UnsafeMutablePointer<Float>, shape s: Shape, streaming: Bool, afterBlock: (Int) -> Void
     ) {
       let k = s.kernelSize, C = s.channels
       for block in 0..<s.blocks {
@@ -238,7 +273,11 @@ extension DepthwiseConvolution {
         forEachColumnTile(s) { T, w0 in
           var tile = Tile(repeating: b)
           accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
-          tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+          if streaming {
+            tile.storeStreaming(T, out + w0 * C, stride: C)
+          } else {
+            tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+          }
         }
         afterBlock(block)
       }
@@ -266,36 +305,28 @@ extension DepthwiseConvolution {
         if T > 7 { v7 = load(p + 7 * L) }
       }
 
+      /// Calls `body(column, t)` for the first `T` columns `t` of the tile.
+      @inline(__always) func forEachColumn(_ T: Int, _ body: (V, Int) -> Void) {
+        body(v0, 0)
+        if T > 1 { body(v1, 1); body(v2, 2); body(v3, 3) }
+        if T > 4 { body(v4, 4); body(v5, 5); body(v6, 6) }
+        if T > 7 { body(v7, 7) }
+      }
+
       /// Stores the first `T` columns `stride` floats apart, `lanes` lanes each (NHWC output).
       @inline(__always) func store(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int, lanes count: Int) {
-        Kernels.store(v0, p, lanes: count)
-        if T > 1 {
-          Kernels.store(v1, p + stride, lanes: count)
-          Kernels.store(v2, p + 2 * stride, lanes: count)
-          Kernels.store(v3, p + 3 * stride, lanes: count)
-        }
-        if T > 4 {
-          Kernels.store(v4, p + 4 * stride, lanes: count)
-          Kernels.store(v5, p + 5 * stride, lanes: count)
-          Kernels.store(v6, p + 6 * stride, lanes: count)
-        }
-        if T > 7 { Kernels.store(v7, p + 7 * stride, lanes: count) }
+        forEachColumn(T) { Kernels.store($0, p + $1 * stride, lanes: count) }
+      }
+
+      /// Stores the first `T` columns `stride` floats apart with streaming stores (full blocks,
+      /// 64-byte-aligned columns).
+      @inline(__always) func storeStreaming(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int) {
+        forEachColumn(T) { Kernels.storeStreaming($0, p + $1 * stride) }
       }
 
       /// Stores the first `T` columns into a channel-blocked row (full vectors `L` floats apart).
       @inline(__always) func store(_ T: Int, blocked p: UnsafeMutablePointer<Float>) {
-        Kernels.store(v0, p)
-        if T > 1 {
-          Kernels.store(v1, p + L)
-          Kernels.store(v2, p + 2 * L)
-          Kernels.store(v3, p + 3 * L)
-        }
-        if T > 4 {
-          Kernels.store(v4, p + 4 * L)
-          Kernels.store(v5, p + 5 * L)
-          Kernels.store(v6, p + 6 * L)
-        }
-        if T > 7 { Kernels.store(v7, p + 7 * L) }
+        forEachColumn(T) { Kernels.store($0, p + $1 * L) }
       }
 
       /// `a ⊙ b + c`, column by column.
@@ -462,6 +493,7 @@ extension DepthwiseConvolution {
       packWeight(weight, into: flipped, shape: s, flipped: true)
       packBias(nil, into: zeroBias, shape: s)
       let hasBias = biasGradient != nil
+      let streaming = streamsOutput(inputGradient, tensorsRead: 2, shape: s)
 
       Parallel.forEach(chunks) { chunk in
         let partial = chunkBase + chunk * perChunk + 2 * ringCount
@@ -492,10 +524,11 @@ extension DepthwiseConvolution {
             }
             forwardRow(
               rows: UnsafePointer(gradientRows), khRange: khRange, weight: flipped, bias: zeroBias,
-              output: inputGradient + row * s.width * C, shape: s
+              output: inputGradient + row * s.width * C, shape: s, streaming: streaming
             ) { gradientRing.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
+        if streaming { quadra_store_fence() }
       }
 
       reducePartials(
