@@ -66,6 +66,31 @@ import Testing
     return (x, weight, dy, expected.dx)
   }
 
+  /// The 7-tap weight-gradient tile one kernel row per pass and two (the default with AVX-512), forced
+  /// both ways so either runs on any machine: kernel-row ranges of every length 1...7 (image edges,
+  /// images shorter than 7 rows), so pairs, a single leftover row and W % 7 remainders all occur.
+  @Test(arguments: lanes, [false, true])
+  func weightGradientRowPairs(lanes: Int, pairs: Bool) {
+    var rng = RandomGenerator(seed: 1100 + UInt64(lanes) + (pairs ? 1 : 0))
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
+        for (n, h, w, c, k) in Self.cases where k == 7 {
+          let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) pairs \(pairs)"
+          let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
+          #expect(shape.pairsWeightRows == pairs, "\(label): the override sets the tile")
+          Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
+          let problem = QuadraticKernelTests.Problem(n, h, w, c, k, seed: 1150 + UInt64(h * w))
+          let expected = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
+          let grads = Tensor.quadraticDepthwiseConv2DBackward(
+            input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy,
+            needsInputGradient: false)
+          let weights = [grads.weights.0, grads.weights.1, grads.weights.2]
+          for i in 0..<3 { expectClose(weights[i], expected.dw[i], tolerance: 2e-4, label + " quadratic dW\(i)") }
+        }
+      }
+    }
+  }
+
   /// The fused backward with its rows forced into several ranges (halo rows at every boundary).
   @Test(arguments: lanes, [2, 3])
   func chunkedFusedBackwardMatchesReference(lanes: Int, chunks: Int) {

@@ -100,6 +100,19 @@ public enum DepthwiseConvolution {
     lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.vectorISA)
   }
 
+  /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile needs.
+  static let pairsWeightRows: Bool = {
+    #if QUADRANET_PORTABLE
+      return false
+    #else
+      return CPUInfo.current.vectorISA >= .avx512
+    #endif
+  }()
+
+  /// Forces the paired weight-gradient tile on or off inside a task (tests run both on any machine).
+  /// Read when a ``Shape`` is made, on the calling thread.
+  @TaskLocal static var weightRowPairsOverride: Bool?
+
   // MARK: Streaming stores
 
   /// Forces streaming stores on (`true`) or off (`false`) inside a task, whatever the sizes (tests run
@@ -132,6 +145,9 @@ public enum DepthwiseConvolution {
     let batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
     /// Lanes per channel block: 8 or 16 (the vector the kernels run on).
     let lanes: Int
+    /// Whether the 7-tap weight-gradient tile takes two kernel rows per pass (29 vector registers:
+    /// only with AVX-512's 32, where it is faster; AVX2 has 16).
+    let pairsWeightRows: Bool
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
       opPrecondition(
@@ -145,6 +161,7 @@ public enum DepthwiseConvolution {
       self.channels = channels
       self.kernelSize = kernelSize
       lanes = DepthwiseConvolution.lanes(channels: channels)
+      pairsWeightRows = DepthwiseConvolution.weightRowPairsOverride ?? DepthwiseConvolution.pairsWeightRows
     }
 
     var padding: Int { kernelSize / 2 }
