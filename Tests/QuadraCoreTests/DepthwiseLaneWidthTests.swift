@@ -31,26 +31,61 @@ import Testing
     DepthwiseConvolution.$lanesOverride.withValue(lanes) {
       Parallel.withThreadCount(threads) {
         for (n, h, w, c, k) in Self.cases {
-          let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
-          let weight = Tensor.normal(shape: [k, k, c], using: &rng)
-          let bias = Tensor.normal(shape: [c], using: &rng)
-          let dy = Tensor.normal(shape: x.shape, using: &rng)
           let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) threads \(threads)"
           let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
           #expect(shape.lanes == lanes, "\(label): the override sets the block width")
-          expectClose(
-            x.depthwiseConv2D(weight: weight, bias: bias), ConvolutionReference.depthwise(x: x, w: weight, b: bias),
-            label + " y")
-          let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
-          let grads = Tensor.depthwiseConv2DBackward(
-            input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: true)
-          expectClose(grads.input, expected.dx, label + " dx")
-          expectClose(grads.weight, expected.dw, label + " dW")
-          expectClose(grads.bias, expected.db, label + " db")
-          let weightOnly = Tensor.depthwiseConv2DBackward(
-            input: x, weight: weight, outputGradient: dy, needsInputGradient: false, hasBias: true)
-          expectClose(weightOnly.weight, expected.dw, label + " dW only")
-          expectClose(weightOnly.bias, expected.db, label + " db only")
+          Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
+        }
+      }
+    }
+  }
+
+  /// Checks one random problem's forward pass, fused backward and weight-only backward against the
+  /// reference; returns the problem (`x`, `weight`, `dy`) and the reference's input gradient.
+  @discardableResult
+  static func checkAgainstReference(
+    _ n: Int, _ h: Int, _ w: Int, _ c: Int, _ k: Int, label: String, using rng: inout RandomGenerator
+  ) -> (x: Tensor, weight: Tensor, dy: Tensor, dx: [Double]) {
+    let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
+    let weight = Tensor.normal(shape: [k, k, c], using: &rng)
+    let bias = Tensor.normal(shape: [c], using: &rng)
+    let dy = Tensor.normal(shape: x.shape, using: &rng)
+    expectClose(
+      x.depthwiseConv2D(weight: weight, bias: bias), ConvolutionReference.depthwise(x: x, w: weight, b: bias),
+      label + " y")
+    let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
+    let grads = Tensor.depthwiseConv2DBackward(
+      input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: true)
+    expectClose(grads.input, expected.dx, label + " dx")
+    expectClose(grads.weight, expected.dw, label + " dW")
+    expectClose(grads.bias, expected.db, label + " db")
+    let weightOnly = Tensor.depthwiseConv2DBackward(
+      input: x, weight: weight, outputGradient: dy, needsInputGradient: false, hasBias: true)
+    expectClose(weightOnly.weight, expected.dw, label + " dW only")
+    expectClose(weightOnly.bias, expected.db, label + " db only")
+    return (x, weight, dy, expected.dx)
+  }
+
+  /// The 7-tap weight-gradient tile one kernel row per pass and two (the default with AVX-512), forced
+  /// both ways so either runs on any machine: kernel-row ranges of every length 1...7 (image edges,
+  /// images shorter than 7 rows), so pairs, a single leftover row and W % 7 remainders all occur.
+  @Test(arguments: lanes, [false, true])
+  func weightGradientRowPairs(lanes: Int, pairs: Bool) {
+    var rng = RandomGenerator(seed: 1100 + UInt64(lanes) + (pairs ? 1 : 0))
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
+        for (n, h, w, c, k) in Self.cases where k == 7 {
+          let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) pairs \(pairs)"
+          let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
+          #expect(shape.pairsWeightRows == pairs, "\(label): the override sets the tile")
+          Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
+          let problem = QuadraticKernelTests.Problem(n, h, w, c, k, seed: 1150 + UInt64(h * w))
+          let expected = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
+          let grads = Tensor.quadraticDepthwiseConv2DBackward(
+            input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy,
+            needsInputGradient: false)
+          let weights = [grads.weights.0, grads.weights.1, grads.weights.2]
+          for i in 0..<3 { expectClose(weights[i], expected.dw[i], tolerance: 2e-4, label + " quadratic dW\(i)") }
         }
       }
     }

@@ -100,6 +100,44 @@ public enum DepthwiseConvolution {
     lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.vectorISA)
   }
 
+  /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile needs.
+  static let pairsWeightRows: Bool = {
+    #if QUADRANET_PORTABLE
+      return false
+    #else
+      return CPUInfo.current.vectorISA >= .avx512
+    #endif
+  }()
+
+  /// Forces the paired weight-gradient tile on or off inside a task (tests run both on any machine).
+  /// Read when a ``Shape`` is made, on the calling thread.
+  @TaskLocal static var weightRowPairsOverride: Bool?
+
+  // MARK: Streaming stores
+
+  /// Forces streaming stores on (`true`) or off (`false`) inside a task, whatever the sizes (tests run
+  /// both store paths on small shapes this way); nil lets ``streamsOutput(_:tensorsRead:shape:)`` decide.
+  @TaskLocal static var streamingOverride: Bool?
+
+  /// Whether a kernel that reads `tensorsRead` tensors of the shape's size and writes `output`
+  /// (same size) writes it with streaming stores, which skip reading each output line before it
+  /// is overwritten and do not keep it in the caches.
+  ///
+  /// Only where every store is one whole, aligned 64-byte line (16-lane blocks, `C` a multiple of
+  /// 16, `output` 64-byte aligned), and only when the tensors the kernel streams through are larger
+  /// than the level-3 cache: `(tensorsRead + 1) · N·H·W·C · 4 B > L3`. Then the first output lines
+  /// would have left the caches before the kernel ends anyway, so the next operation loses nothing,
+  /// and the kernel saves one of its memory passes (the read for ownership of every output line):
+  /// at N = 32, 56×56, C = 64 on Zen 4 the forward pass went from 0.64–0.71 to 0.72–0.75 of the FMA
+  /// peak and the fused backward from 0.63–0.69 to 0.71–0.74 (one thread, loaded machine).
+  /// Smaller outputs are stored normally so that the next operation finds them in the caches.
+  static func streamsOutput(_ output: UnsafeMutablePointer<Float>, tensorsRead: Int, shape s: Shape) -> Bool {
+    guard s.lanes == 16 && s.channels % 16 == 0 && Int(bitPattern: output) % 64 == 0 else { return false }
+    if let streamingOverride { return streamingOverride }
+    let tensorBytes = s.rows * s.width * s.channels * MemoryLayout<Float>.stride
+    return (tensorsRead + 1) * tensorBytes > CPUInfo.current.level3CacheBytes
+  }
+
   // MARK: Geometry and packing
 
   /// Sizes of one depthwise convolution and of its channel-blocked scratch rows.
@@ -107,6 +145,9 @@ public enum DepthwiseConvolution {
     let batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
     /// Lanes per channel block: 8 or 16 (the vector the kernels run on).
     let lanes: Int
+    /// Whether the 7-tap weight-gradient tile takes two kernel rows per pass (29 vector registers:
+    /// only with AVX-512's 32, where it is faster; AVX2 has 16).
+    let pairsWeightRows: Bool
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
       opPrecondition(
@@ -120,6 +161,7 @@ public enum DepthwiseConvolution {
       self.channels = channels
       self.kernelSize = kernelSize
       lanes = DepthwiseConvolution.lanes(channels: channels)
+      pairsWeightRows = DepthwiseConvolution.weightRowPairsOverride ?? DepthwiseConvolution.pairsWeightRows
     }
 
     var padding: Int { kernelSize / 2 }

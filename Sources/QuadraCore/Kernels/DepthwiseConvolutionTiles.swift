@@ -42,6 +42,17 @@ extension DepthwiseConvolution {
       }
     }
 
+    /// Writes `value` to the 64-byte-aligned `pointer` with a streaming store when `V` is one
+    /// cache line (16 lanes), with a plain store otherwise (a streaming store of half a line would
+    /// make the processor write the partial line out before its other half arrives).
+    @inline(__always) static func storeStreaming(_ value: V, _ pointer: UnsafeMutablePointer<Float>) {
+      if L == 16 {
+        quadra_stream_store16(pointer, unsafeBitCast(value, to: SIMD16<Float>.self))
+      } else {
+        store(value, pointer)
+      }
+    }
+
     // MARK: Row copies
 
     /// Prefetches the cache lines of `count` floats from `start` into L2 (one hint per 64-byte line).
@@ -105,6 +116,8 @@ extension DepthwiseConvolution {
       private var nextRow = 0
       /// Columns of `nextRow` already copied by ``copyAhead(part:of:)``.
       private var copiedColumns = 0
+      /// The current output row's index in its image.
+      private var outputRow = 0
       /// Whether ``copyAhead(part:of:)`` works: only for rows of at least ``minimumCopyAheadRow``
       /// floats. Smaller rows (the 28×28 models' 14×14×40) come from L2/L3 anyway and their slices are
       /// too small to pay for the bookkeeping: with it, N = 64, 14×14, C = 40 ran at 0.54–0.68 of peak
@@ -138,6 +151,7 @@ extension DepthwiseConvolution {
       mutating func prepare(row: Int) -> Range<Int> {
         let s = shape, H = s.height, p = s.padding
         let n = row / H, h = row % H
+        outputRow = h
         if n != image {
           image = n
           nextRow = 0
@@ -163,7 +177,11 @@ extension DepthwiseConvolution {
       /// image has one), so that after `part = parts` the next ``prepare(row:)`` finds it in place.
       @inline(__always)
       mutating func copyAhead(part: Int, of parts: Int) {
-        guard copiesAhead && image >= 0 && nextRow < shape.height else { return }
+        guard copiesAhead && image >= 0 else { return }
+        guard nextRow < shape.height else {
+          prefetchNextImage(part: part, of: parts)
+          return
+        }
         let end = shape.width * part / parts
         guard end > copiedColumns else { return }
         copy(columns: copiedColumns..<end, ofImageRow: nextRow)
@@ -174,6 +192,19 @@ extension DepthwiseConvolution {
           prefetch(next, count: (end - copiedColumns) * C)
         }
         copiedColumns = end
+      }
+
+      /// In an image's last `p + 1` output rows (`H − p − 1 ... H − 1`) no row is left to copy
+      /// ahead, and the next image's first `p + 1` rows, which ``prepare(row:)`` copies at once when
+      /// it starts, would come from memory with nothing to overlap: they are prefetched here
+      /// instead, next-image row `h + p + 1 − H` during output row `h`, slice `part` of `parts`.
+      private func prefetchNextImage(part: Int, of parts: Int) {
+        let s = shape
+        let nextImageRow = outputRow + s.padding + 1 - s.height
+        guard image + 1 < s.batch && nextImageRow >= 0 && nextImageRow < s.height else { return }
+        let rowCount = s.width * s.channels
+        let begin = rowCount * (part - 1) / parts, end = rowCount * part / parts
+        prefetch(input + ((image + 1) * s.height + nextImageRow) * rowCount + begin, count: end - begin)
       }
 
       private func copy(columns: Range<Int>, ofImageRow h: Int) {
@@ -202,6 +233,7 @@ extension DepthwiseConvolution {
       let rings = packedBias + s.packedBiasCount
       packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
       packBias(bias, into: packedBias, shape: s)
+      let streaming = streamsOutput(output, tensorsRead: 1, shape: s)
 
       Parallel.forEach(chunks) { chunk in
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
@@ -211,22 +243,25 @@ extension DepthwiseConvolution {
             let khRange = ring.prepare(row: row)
             forwardRow(
               rows: UnsafePointer(rows), khRange: khRange, weight: packedWeight, bias: packedBias,
-              output: output + row * s.width * s.channels, shape: s
+              output: output + row * s.width * s.channels, shape: s, streaming: streaming
             ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
+        if streaming { quadra_store_fence() }
       }
       withExtendedLifetime(scratch) {}
     }
 
     /// One output row, channel block by channel block (so the block's `k` padded rows stay
     /// in L1), in tiles of 7 (7×7 kernel) or 8, 4 or 1 columns; `afterBlock(b)` runs after
-    /// block `b` (the callers copy the next row ahead there).
+    /// block `b` (the callers copy the next row ahead there). `streaming` writes the tiles with
+    /// streaming stores (see ``DepthwiseConvolution/streamsOutput(_:tensorsRead:shape:)``, which
+    /// guarantees full, aligned 16-lane blocks).
     @inline(__always)
     static func forwardRow(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>,
       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-      output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
+      output: UnsafeMutablePointer<Float>, shape s: Shape, streaming: Bool, afterBlock: (Int) -> Void
     ) {
       let k = s.kernelSize, C = s.channels
       for block in 0..<s.blocks {
@@ -238,7 +273,11 @@ extension DepthwiseConvolution {
         forEachColumnTile(s) { T, w0 in
           var tile = Tile(repeating: b)
           accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
-          tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+          if streaming {
+            tile.storeStreaming(T, out + w0 * C, stride: C)
+          } else {
+            tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+          }
         }
         afterBlock(block)
       }
@@ -266,36 +305,28 @@ extension DepthwiseConvolution {
         if T > 7 { v7 = load(p + 7 * L) }
       }
 
+      /// Calls `body(column, t)` for the first `T` columns `t` of the tile.
+      @inline(__always) func forEachColumn(_ T: Int, _ body: (V, Int) -> Void) {
+        body(v0, 0)
+        if T > 1 { body(v1, 1); body(v2, 2); body(v3, 3) }
+        if T > 4 { body(v4, 4); body(v5, 5); body(v6, 6) }
+        if T > 7 { body(v7, 7) }
+      }
+
       /// Stores the first `T` columns `stride` floats apart, `lanes` lanes each (NHWC output).
       @inline(__always) func store(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int, lanes count: Int) {
-        Kernels.store(v0, p, lanes: count)
-        if T > 1 {
-          Kernels.store(v1, p + stride, lanes: count)
-          Kernels.store(v2, p + 2 * stride, lanes: count)
-          Kernels.store(v3, p + 3 * stride, lanes: count)
-        }
-        if T > 4 {
-          Kernels.store(v4, p + 4 * stride, lanes: count)
-          Kernels.store(v5, p + 5 * stride, lanes: count)
-          Kernels.store(v6, p + 6 * stride, lanes: count)
-        }
-        if T > 7 { Kernels.store(v7, p + 7 * stride, lanes: count) }
+        forEachColumn(T) { Kernels.store($0, p + $1 * stride, lanes: count) }
+      }
+
+      /// Stores the first `T` columns `stride` floats apart with streaming stores (full blocks,
+      /// 64-byte-aligned columns).
+      @inline(__always) func storeStreaming(_ T: Int, _ p: UnsafeMutablePointer<Float>, stride: Int) {
+        forEachColumn(T) { Kernels.storeStreaming($0, p + $1 * stride) }
       }
 
       /// Stores the first `T` columns into a channel-blocked row (full vectors `L` floats apart).
       @inline(__always) func store(_ T: Int, blocked p: UnsafeMutablePointer<Float>) {
-        Kernels.store(v0, p)
-        if T > 1 {
-          Kernels.store(v1, p + L)
-          Kernels.store(v2, p + 2 * L)
-          Kernels.store(v3, p + 3 * L)
-        }
-        if T > 4 {
-          Kernels.store(v4, p + 4 * L)
-          Kernels.store(v5, p + 5 * L)
-          Kernels.store(v6, p + 6 * L)
-        }
-        if T > 7 { Kernels.store(v7, p + 7 * L) }
+        forEachColumn(T) { Kernels.store($0, p + $1 * L) }
       }
 
       /// `a ⊙ b + c`, column by column.
@@ -462,6 +493,7 @@ extension DepthwiseConvolution {
       packWeight(weight, into: flipped, shape: s, flipped: true)
       packBias(nil, into: zeroBias, shape: s)
       let hasBias = biasGradient != nil
+      let streaming = streamsOutput(inputGradient, tensorsRead: 2, shape: s)
 
       Parallel.forEach(chunks) { chunk in
         let partial = chunkBase + chunk * perChunk + 2 * ringCount
@@ -492,10 +524,11 @@ extension DepthwiseConvolution {
             }
             forwardRow(
               rows: UnsafePointer(gradientRows), khRange: khRange, weight: flipped, bias: zeroBias,
-              output: inputGradient + row * s.width * C, shape: s
+              output: inputGradient + row * s.width * C, shape: s, streaming: streaming
             ) { gradientRing.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
+        if streaming { quadra_store_fence() }
       }
 
       reducePartials(
@@ -539,7 +572,17 @@ extension DepthwiseConvolution {
           }
           store(load(biasPartial) + ((s0 + s1) + (s2 + s3)), biasPartial)
         }
-        for kh in khRange {
+        var kh = khRange.lowerBound
+        if k == 7 && s.pairsWeightRows {
+          // Two kernel rows per pass over the ∂L/∂y row while two remain.
+          while kh + 1 < khRange.upperBound {
+            let dw = partial + (block * k + kh) * k * L
+            weightTile7Pair(
+              rows[kh] + block * s.blockRowCount, rows[kh + 1] + block * s.blockRowCount, g, dw, dw + k * L, W)
+            kh += 2
+          }
+        }
+        for kh in kh..<khRange.upperBound {
           let x = rows[kh] + block * s.blockRowCount
           let dw = partial + (block * k + kh) * k * L
           var kw0 = 0
@@ -645,6 +688,74 @@ extension DepthwiseConvolution {
         gp += L
         w += 1
       }
+      add7(a0, a1, a2, a3, a4, a5, a6, to: dw)
+    }
+
+    /// ``weightTile7(_:_:_:_:)`` for two kernel rows at once (`xA` into `dwA`, `xB` into `dwB`): each
+    /// `dy` load serves 14 FMAs instead of 7, and the per-call setup (window loads) and the 14
+    /// read-modify-writes of the partial sums are spread over twice the FMAs. It needs 14 accumulators,
+    /// 14 window vectors and `dy`: 29 registers, so only where there are 32 (AVX-512; see
+    /// ``DepthwiseConvolution/Shape/pairsWeightRows``). It pays where rows are short, so each call
+    /// has few steps: measured on Zen 4 (one thread, loaded machine, 4 alternating runs), weight
+    /// gradient at N = 64, 28×28, C = 40 (8 lanes) best 0.45 → 0.49 of peak, fused backward 0.56 → 0.59;
+    /// at 56×56 and 14×14 with C = 64...320 the two tiles were within the noise.
+    ///
+    /// Written out rather than as `weightTile7` over a row count: with the tiles as structs indexed by
+    /// a rotating slot the compiler kept them on the stack (10× slower).
+    @inline(__always)
+    static func weightTile7Pair(
+      _ xA: UnsafePointer<Float>, _ xB: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+      _ dwA: UnsafeMutablePointer<Float>, _ dwB: UnsafeMutablePointer<Float>, _ width: Int
+    ) {
+      let L = L
+      var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero, a4 = V.zero, a5 = V.zero, a6 = V.zero
+      var b0 = V.zero, b1 = V.zero, b2 = V.zero, b3 = V.zero, b4 = V.zero, b5 = V.zero, b6 = V.zero
+      var xp = xA, yp = xB, gp = dy, w = 0
+      var r0 = load(xp), r1 = load(xp + L), r2 = load(xp + 2 * L), r3 = load(xp + 3 * L)
+      var r4 = load(xp + 4 * L), r5 = load(xp + 5 * L), r6 = V.zero
+      var q0 = load(yp), q1 = load(yp + L), q2 = load(yp + 2 * L), q3 = load(yp + 3 * L)
+      var q4 = load(yp + 4 * L), q5 = load(yp + 5 * L), q6 = V.zero
+      var g = V.zero
+      while w + 7 <= width {
+        g = load(gp); r6 = load(xp + 6 * L); q6 = load(yp + 6 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r0, r1, r2, r3, r4, r5, r6, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q0, q1, q2, q3, q4, q5, q6, g)
+        g = load(gp + L); r0 = load(xp + 7 * L); q0 = load(yp + 7 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r1, r2, r3, r4, r5, r6, r0, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q1, q2, q3, q4, q5, q6, q0, g)
+        g = load(gp + 2 * L); r1 = load(xp + 8 * L); q1 = load(yp + 8 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r2, r3, r4, r5, r6, r0, r1, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q2, q3, q4, q5, q6, q0, q1, g)
+        g = load(gp + 3 * L); r2 = load(xp + 9 * L); q2 = load(yp + 9 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r3, r4, r5, r6, r0, r1, r2, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q3, q4, q5, q6, q0, q1, q2, g)
+        g = load(gp + 4 * L); r3 = load(xp + 10 * L); q3 = load(yp + 10 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r4, r5, r6, r0, r1, r2, r3, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q4, q5, q6, q0, q1, q2, q3, g)
+        g = load(gp + 5 * L); r4 = load(xp + 11 * L); q4 = load(yp + 11 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r5, r6, r0, r1, r2, r3, r4, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q5, q6, q0, q1, q2, q3, q4, g)
+        g = load(gp + 6 * L); r5 = load(xp + 12 * L); q5 = load(yp + 12 * L)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r6, r0, r1, r2, r3, r4, r5, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q6, q0, q1, q2, q3, q4, q5, g)
+        xp += 7 * L
+        yp += 7 * L
+        gp += 7 * L
+        w += 7
+      }
+      if w < width {
+        weightTile7(xp, gp, dwA, width - w)
+        weightTile7(yp, gp, dwB, width - w)
+      }
+      add7(a0, a1, a2, a3, a4, a5, a6, to: dwA)
+      add7(b0, b1, b2, b3, b4, b5, b6, to: dwB)
+    }
+
+    /// `dw[t] += a_t` for the 7 taps (vectors `L` floats apart).
+    @inline(__always)
+    static func add7(
+      _ a0: V, _ a1: V, _ a2: V, _ a3: V, _ a4: V, _ a5: V, _ a6: V, to dw: UnsafeMutablePointer<Float>
+    ) {
       store(load(dw) + a0, dw)
       store(load(dw + L) + a1, dw + L)
       store(load(dw + 2 * L) + a2, dw + 2 * L)
@@ -652,6 +763,16 @@ extension DepthwiseConvolution {
       store(load(dw + 4 * L) + a4, dw + 4 * L)
       store(load(dw + 5 * L) + a5, dw + 5 * L)
       store(load(dw + 6 * L) + a6, dw + 6 * L)
+    }
+
+    /// `t`-th accumulator `+= x_t · g` for the 7 taps of one step of the sliding window.
+    @inline(__always)
+    static func madd7(
+      _ a0: inout V, _ a1: inout V, _ a2: inout V, _ a3: inout V, _ a4: inout V, _ a5: inout V, _ a6: inout V,
+      _ x0: V, _ x1: V, _ x2: V, _ x3: V, _ x4: V, _ x5: V, _ x6: V, _ g: V
+    ) {
+      madd(&a0, x0, g); madd(&a1, x1, g); madd(&a2, x2, g); madd(&a3, x3, g)
+      madd(&a4, x4, g); madd(&a5, x5, g); madd(&a6, x6, g)
     }
   }
 }

@@ -1,0 +1,91 @@
+import Testing
+
+@testable import QuadraCore
+
+/// The depthwise kernels' streaming-store path (forced on small shapes with
+/// ``DepthwiseConvolution/streamingOverride``; on its own it only engages beyond the L3 cache) and
+/// the prefetch of the next image's first rows, against the reference.
+@Suite struct DepthwiseStreamingTests {
+  /// (N, H, W, C, k) with C a multiple of 16 (the only channel counts that stream): widths below 7 and
+  /// not a multiple of 7, and several images whose rows of ≥ 2048 floats are copied ahead, so that the
+  /// next image's first rows are prefetched, including images shorter than `p + 1` rows.
+  static let cases: [(n: Int, h: Int, w: Int, c: Int, k: Int)] = [
+    (2, 5, 3, 16, 7), (1, 9, 13, 32, 7), (2, 6, 10, 48, 7), (3, 9, 40, 64, 7), (3, 2, 64, 32, 7),
+    (4, 4, 32, 64, 7), (2, 7, 9, 16, 3),
+  ]
+
+  @Test func casesPrefetchTheNextImage() {
+    let minimum = DepthwiseConvolution.Kernels<SIMD16<Float>>.PaddedRowRing.minimumCopyAheadRow
+    #expect(Self.cases.contains { $0.n > 1 && $0.w * $0.c >= minimum && $0.h > 7 })
+    #expect(Self.cases.contains { $0.n > 1 && $0.w * $0.c >= minimum && $0.h <= $0.k / 2 })
+  }
+
+  @Test(arguments: [false, true], [1, 2])
+  func matchesReference(streaming: Bool, threads: Int) {
+    var rng = RandomGenerator(seed: 1300 + UInt64(threads))
+    DepthwiseConvolution.$lanesOverride.withValue(16) {
+      DepthwiseConvolution.$streamingOverride.withValue(streaming) {
+        Parallel.withThreadCount(threads) {
+          for (n, h, w, c, k) in Self.cases {
+            let label = "N\(n) \(h)×\(w) C\(c) k\(k) streaming \(streaming) threads \(threads)"
+            let problem = DepthwiseLaneWidthTests.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
+            let shape = DepthwiseConvolution.Shape(
+              batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
+            #expect(
+              DepthwiseConvolution.streamsOutput(problem.x.buffer.pointer, tensorsRead: 1, shape: shape) == streaming)
+            // The input gradient alone is the forward kernel with the weight mirrored.
+            let inputGradient = Tensor(uninitializedShape: problem.x.shape)
+            DepthwiseConvolution.backwardInput(
+              outputGradient: problem.dy.buffer.pointer, weight: problem.weight.buffer.pointer,
+              inputGradient: inputGradient.buffer.pointer, batch: n, height: h, width: w, channels: c, kernelSize: k)
+            expectClose(inputGradient, problem.dx, label + " dx alone")
+          }
+        }
+      }
+    }
+  }
+
+  /// The fused backward with forced row ranges, each thread's streaming stores fenced.
+  @Test(arguments: [2, 3])
+  func chunkedFusedBackwardStreams(chunks: Int) {
+    var rng = RandomGenerator(seed: 1350 + UInt64(chunks))
+    DepthwiseConvolution.$lanesOverride.withValue(16) {
+      DepthwiseConvolution.$streamingOverride.withValue(true) {
+        for (n, h, w, c, k) in Self.cases where n * h >= chunks {
+          DepthwiseBackwardTests.checkChunkedFusedBackward(
+            n, h, w, c, k, chunks: chunks, label: "N\(n) \(h)×\(w) C\(c) k\(k) chunks \(chunks)", using: &rng)
+        }
+      }
+    }
+  }
+
+  /// Streaming needs whole aligned 64-byte lines and tensors larger than the L3 cache; an override
+  /// cannot force it where the lines are not whole.
+  @Test func streamingDecision() {
+    let buffer = Tensor(zeros: [64])
+    let aligned = buffer.buffer.pointer
+    func shape(batch: Int, channels: Int, lanes: Int) -> DepthwiseConvolution.Shape {
+      DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+        DepthwiseConvolution.Shape(batch: batch, height: 56, width: 56, channels: channels, kernelSize: 7, op: "test")
+      }
+    }
+    let l3 = CPUInfo.current.level3CacheBytes
+    let imageBytes = 56 * 56 * 64 * 4
+    // Input and output together just above and at most the L3 size.
+    let above = shape(batch: l3 / (2 * imageBytes) + 1, channels: 64, lanes: 16)
+    let below = shape(batch: Swift.max(1, l3 / (2 * imageBytes)), channels: 64, lanes: 16)
+    #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: above))
+    #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: below) || 2 * imageBytes > l3)
+    // The fused backward reads two tensors: a third of the L3 per tensor is enough.
+    let third = shape(batch: l3 / (3 * imageBytes) + 1, channels: 64, lanes: 16)
+    #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 2, shape: third))
+    // Never with 8-lane blocks, partial blocks or an unaligned output, even when forced.
+    DepthwiseConvolution.$streamingOverride.withValue(true) {
+      #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 64, lanes: 8)))
+      #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 72, lanes: 16)))
+      #expect(!DepthwiseConvolution.streamsOutput(aligned + 4, tensorsRead: 1, shape: above))
+      #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: below))
+    }
+    withExtendedLifetime(buffer) {}
+  }
+}
