@@ -6,11 +6,16 @@ import QuadraModels
 
 /// Range checks for numeric flags; every message names the flag, the allowed range and the value given.
 enum FlagCheck {
-  /// `names` must list 1…(registered count) registered model names (0… with `allowsNone`).
-  static func registeredModels(_ names: [String], _ flag: String, allowsNone: Bool = false) throws {
-    guard allowsNone || !names.isEmpty, names.count <= ModelRegistry.names.count else {
+  /// `names` must list 1…(registered count) registered model names.
+  static func registeredModels(_ names: [String], _ flag: String) throws {
+    guard !names.isEmpty, names.count <= ModelRegistry.names.count else {
       throw ValidationError("\(flag) must name 1...\(ModelRegistry.names.count) registered models, got \(names.count)")
     }
+    try knownModels(names)
+  }
+
+  /// Each of `names` must be a registered model.
+  static func knownModels(_ names: [String]) throws {
     for name in names where !ModelRegistry.names.contains(name) {
       throw ValidationError(
         "unknown model '\(name.prefix(128))'; registered: \(ModelRegistry.names.joined(separator: ", "))")

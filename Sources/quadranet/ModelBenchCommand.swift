@@ -41,10 +41,10 @@ struct ModelBenchCommand: ParsableCommand {
     try FlagCheck.integer(resolution, in: Self.resolutionRange, "--resolution")
     try FlagCheck.integer(batchSize, in: Self.batchSizeRange, "--batch-size")
     try FlagCheck.integer(steps, in: Self.stepsRange, "--steps")
-    try FlagCheck.registeredModels(modelNames.filter { !Self.isConfigFile($0) }, "--models", allowsNone: true)
     guard (1...64).contains(modelNames.count) else {
       throw ValidationError("--models must list 1...64 models or config files, got \(modelNames.count)")
     }
+    try FlagCheck.knownModels(modelNames.filter { !Self.isConfigFile($0) })
   }
 
   /// Whether a `--models` entry names a config file rather than a registered model.
