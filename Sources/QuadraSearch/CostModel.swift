@@ -164,6 +164,15 @@ public struct CostModel: Codable, Sendable, Equatable {
     self.inferPerImage = inferPerImage
   }
 
+  /// Whether a decoded model can be used: one finite, non-negative coefficient per feature in each
+  /// latency model, a well-formed table if any, and batch size and threads in the CLI's ranges.
+  public var isWellFormed: Bool {
+    let coefficientsOK = [trainPerImage, inferBatch1, inferPerImage].allSatisfy {
+      $0.coefficients.count == CostFeatures.names.count && $0.coefficients.allSatisfy { $0.isFinite && $0 >= 0 }
+    }
+    return coefficientsOK && (table?.isWellFormed ?? true) && (1...4096).contains(batchSize) && (1...1024).contains(threads)
+  }
+
   /// A model from first principles for when no profile exists (tests, `--no-profile`): every MAC at
   /// `gflops` (training 3× the forward work), every elementwise float at 4 GB/s-equivalent, 20 µs per
   /// block call. Only its ranking is meaningful, not its milliseconds.

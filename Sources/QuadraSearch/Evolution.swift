@@ -52,6 +52,14 @@ public struct SearchConstraints: Codable, Sendable, Equatable {
   public func admits(_ costs: PredictedCosts) -> Bool { bounds.allSatisfy { $0.value(costs) <= $0.limit } }
 }
 
+extension SearchConstraints: CustomStringConvertible {
+  /// The limits in the CLI's terms, e.g. `--max-train-ms-per-image 0.81 ms, --max-params 1e+06 parameters`.
+  public var description: String {
+    let limits = bounds.map { String(format: "%@ %.4g %@", $0.flag, $0.limit, $0.unit) }
+    return limits.isEmpty ? "none" : limits.joined(separator: ", ")
+  }
+}
+
 /// A budget no architecture of the space meets.
 public struct InfeasibleBudgetError: Error, CustomStringConvertible, LocalizedError {
   public var flag: String
@@ -117,13 +125,73 @@ public struct EvolutionOptions: Codable, Sendable, Equatable {
   }
 }
 
+/// How a search run scored its candidates: the accuracy proxy and the data it read. Kept in the state so a
+/// resumed run scores its children exactly as the candidates already in the population were scored.
+public struct ProxySettings: Codable, Sendable, Equatable {
+  public var proxy: AccuracyProxy
+  /// The dataset the naswot mini-batch and the short-training subsets come from.
+  public var dataset: String
+  /// Images in the naswot mini-batch.
+  public var batch: Int
+  /// Seed of the naswot mini-batch and the short-training subsets.
+  public var seed: UInt64
+  /// Short-training subset sizes as requested (nil: the dataset-dependent defaults) and its epochs.
+  public var shortTrainingImages: Int?
+  public var shortTrainingValidation: Int?
+  public var shortTrainingEpochs: Int
+
+  public init(
+    proxy: AccuracyProxy, dataset: String, batch: Int, seed: UInt64, shortTrainingImages: Int? = nil,
+    shortTrainingValidation: Int? = nil, shortTrainingEpochs: Int = 1
+  ) {
+    self.proxy = proxy
+    self.dataset = dataset
+    self.batch = batch
+    self.seed = seed
+    self.shortTrainingImages = shortTrainingImages
+    self.shortTrainingValidation = shortTrainingValidation
+    self.shortTrainingEpochs = shortTrainingEpochs
+  }
+
+  /// The CLI's ranges: dataset name 1…4096 bytes, batch 2…1024, seed ≤ 2⁶³ − 1, subset sizes
+  /// 1…1 000 000, epochs 1…100.
+  public func validate() throws {
+    func check(_ value: Int?, _ range: ClosedRange<Int>, _ field: String) throws {
+      guard let value else { return }
+      guard range.contains(value) else {
+        throw SearchSpaceError(
+          field: "proxySettings.\(field)", message: "\(value) is outside the allowed range \(range.lowerBound)...\(range.upperBound)")
+      }
+    }
+    try check(dataset.utf8.count, 1...4096, "dataset (length)")
+    try check(batch, 2...1024, "batch")
+    guard seed <= UInt64(Int.max) else {
+      throw SearchSpaceError(field: "proxySettings.seed", message: "\(seed) exceeds 2^63 - 1")
+    }
+    try check(shortTrainingImages, 1...1_000_000, "shortTrainingImages")
+    try check(shortTrainingValidation, 1...1_000_000, "shortTrainingValidation")
+    try check(shortTrainingEpochs, 1...100, "shortTrainingEpochs")
+  }
+}
+
 /// Everything a search run needs to continue after being killed: written atomically after each generation.
+///
+/// Besides the search's own settings it records what its numbers came from — the cost model that priced
+/// the candidates and the proxy settings that scored them — so that `--resume` continues the same search
+/// rather than mixing scores or costs of two different ones. States written before these were recorded
+/// decode them as nil.
 public struct EvolutionState: Codable, Sendable, Equatable {
   public static let formatVersion = 1
   public var formatVersion: Int
   public var space: SearchSpace
   public var constraints: SearchConstraints
   public var options: EvolutionOptions
+  /// The cost model every candidate's predicted costs came from (nil in states of older versions).
+  public var costModel: CostModel?
+  /// Whether ``costModel`` was measured on this machine (a profile) rather than the analytic model.
+  public var costsAreMeasured: Bool?
+  /// How the candidates were scored (nil in states of older versions).
+  public var proxySettings: ProxySettings?
   public var generation: Int
   public var generator: RandomGenerator
   /// Oldest first; the oldest dies when a child is added (regularized evolution).
@@ -220,12 +288,18 @@ public struct Evolution: Sendable {
   }
 
   /// The initial state: `populationSize` random feasible architectures (after ``checkFeasible(space:constraints:)``).
-  public func start(space: SearchSpace, constraints: SearchConstraints, options: EvolutionOptions) throws -> EvolutionState {
+  /// The state records this evolution's ``costModel``, whether it is `costsAreMeasured`, and `proxySettings` (what
+  /// ``score`` computes), so a resumed run can be held to the same ones.
+  public func start(
+    space: SearchSpace, constraints: SearchConstraints, options: EvolutionOptions, proxySettings: ProxySettings? = nil,
+    costsAreMeasured: Bool? = nil
+  ) throws -> EvolutionState {
     try options.validate()
     try space.validate()
     try checkFeasible(space: space, constraints: constraints)
     var state = EvolutionState(
       formatVersion: EvolutionState.formatVersion, space: space, constraints: constraints, options: options,
+      costModel: costModel, costsAreMeasured: costsAreMeasured, proxySettings: proxySettings,
       generation: 0, generator: RandomGenerator(seed: options.seed), population: [], front: [], evaluated: 0,
       rejected: 0)
     while state.population.count < options.populationSize {
@@ -312,6 +386,10 @@ public struct Evolution: Sendable {
     }
     try state.space.validate()
     try state.options.validate()
+    if let costModel = state.costModel, !costModel.isWellFormed {
+      throw SearchSpaceError(field: "costModel", message: "\(url.path): the recorded cost model is malformed")
+    }
+    try state.proxySettings?.validate()
     guard state.population.count == state.options.populationSize, state.generator.state.count == RandomGenerator(seed: 0).state.count else {
       throw SearchSpaceError(field: "population", message: "\(url.path): the state is inconsistent (population or generator size)")
     }

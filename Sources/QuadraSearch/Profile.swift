@@ -361,11 +361,8 @@ public enum Profiler {
     if let reason = hardware.mismatch(with: profile.hardware) {
       return (nil, "\(url.path) was measured on other hardware (\(reason)); measuring again")
     }
-    let coefficientsOK = [profile.costModel.trainPerImage, profile.costModel.inferBatch1, profile.costModel.inferPerImage]
-      .allSatisfy { $0.coefficients.count == CostFeatures.names.count && $0.coefficients.allSatisfy { $0.isFinite && $0 >= 0 } }
-    let tableOK = profile.costModel.table?.isWellFormed ?? true
     if profile.space != space.name || profile.resolution != space.resolution || profile.costModel.batchSize != batchSize
-      || !coefficientsOK || !tableOK
+      || !profile.costModel.isWellFormed
     {
       return (nil, "\(url.path) is for another space, resolution or batch size, or has invalid coefficients; measuring again")
     }

@@ -67,11 +67,15 @@ struct ThreadOptions: ParsableArguments {
   static let range = 1...1024
 
   // `.unconditional` takes "-3" as the value, so the message is the range error, not "missing value".
-  @Option(parsing: .unconditional, help: "Threads for the compute kernels, 1...1024 (default: all cores).")
-  var threads: Int = Swift.min(ProcessInfo.processInfo.activeProcessorCount, ThreadOptions.range.upperBound)
+  // Optional so that a command resuming recorded work can tell a flag given now from the default.
+  @Option(name: .customLong("threads"), parsing: .unconditional, help: "Threads for the compute kernels, 1...1024 (default: all cores).")
+  var requestedThreads: Int?
+
+  /// `--threads`, or all cores (at most 1024).
+  var threads: Int { requestedThreads ?? Swift.min(ProcessInfo.processInfo.activeProcessorCount, Self.range.upperBound) }
 
   func validate() throws {
-    try FlagCheck.integer(threads, in: Self.range, "--threads")
+    try FlagCheck.integer(requestedThreads, in: Self.range, "--threads")
     let cores = ProcessInfo.processInfo.activeProcessorCount
     if threads > cores {
       Terminal.status(

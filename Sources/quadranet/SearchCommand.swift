@@ -17,8 +17,13 @@ struct SearchCommand: ParsableCommand {
 
 /// Flags shared by the search subcommands that need the cost model.
 struct SearchCostOptions: ParsableArguments {
-  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
-  @Option(parsing: .unconditional, help: "Training batch size the costs are measured at, 1...4096.") var batchSize: Int = 32
+  // Optional so that `search run --resume` can tell a flag given now from the default (see SearchResume).
+  @Option(name: .customLong("space"), help: "Search space: fashion-mnist (default), imagenet, or a JSON file.")
+  var requestedSpace: String?
+  @Option(
+    name: .customLong("batch-size"), parsing: .unconditional,
+    help: "Training batch size the costs are measured at, 1...4096 (default 32).")
+  var requestedBatchSize: Int?
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
   @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...100.") var repetitions: Int = 5
@@ -32,8 +37,11 @@ struct SearchCostOptions: ParsableArguments {
   var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
 
+  var space: String { requestedSpace ?? "fashion-mnist" }
+  var batchSize: Int { requestedBatchSize ?? 32 }
+
   func validate() throws {
-    try FlagCheck.integer(batchSize, in: 1...4096, "--batch-size")
+    try FlagCheck.integer(requestedBatchSize, in: 1...4096, "--batch-size")
     try FlagCheck.integer(samples, in: 10...10_000, "--samples")
     try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
     try FlagCheck.real(minSeconds, in: 0...10, "0...10", "--min-seconds")
@@ -76,9 +84,17 @@ struct SearchCostOptions: ParsableArguments {
 
 /// Flags of the mini-batch of real images the `naswot` proxy scores with.
 struct ProxyImageOptions: ParsableArguments {
-  @Option(help: "Dataset of the naswot mini-batch (as for `train --dataset`).") var dataset: String = "fashion-mnist"
-  @Option(parsing: .unconditional, help: "Images in the naswot mini-batch, 2...1024.") var proxyBatch: Int = 64
-  @Option(parsing: .unconditional, help: "Seed of the naswot mini-batch draw, 0...2^63.") var proxySeed: Int = 0
+  // Optional so that `search run --resume` can tell a flag given now from the default (see SearchResume).
+  @Option(
+    name: .customLong("dataset"),
+    help: "Dataset of the naswot mini-batch and the short-training subsets (as for `train --dataset`; default fashion-mnist).")
+  var requestedDataset: String?
+  @Option(name: .customLong("proxy-batch"), parsing: .unconditional, help: "Images in the naswot mini-batch, 2...1024 (default 64).")
+  var requestedProxyBatch: Int?
+  @Option(
+    name: .customLong("proxy-seed"), parsing: .unconditional,
+    help: "Seed of the naswot mini-batch and the short-training subsets, 0...2^63 (default 0).")
+  var requestedProxySeed: Int?
   @Option(
     parsing: .unconditional,
     help: "short-training: training images of the fixed subset, 1...1000000 (default: 10000, at most 5/6 of the split).")
@@ -87,14 +103,29 @@ struct ProxyImageOptions: ParsableArguments {
     parsing: .unconditional,
     help: "short-training: validation images (from the training split, disjoint), 1...1000000 (default: 2000, at most the rest).")
   var shortTrainingValidation: Int?
-  @Option(parsing: .unconditional, help: "short-training: epochs over the subset, 1...100.") var shortTrainingEpochs: Int = 1
+  @Option(
+    name: .customLong("short-training-epochs"), parsing: .unconditional,
+    help: "short-training: epochs over the subset, 1...100 (default 1).")
+  var requestedShortTrainingEpochs: Int?
+
+  var dataset: String { requestedDataset ?? "fashion-mnist" }
+  var proxyBatch: Int { requestedProxyBatch ?? 64 }
+  var proxySeed: Int { requestedProxySeed ?? 0 }
+  var shortTrainingEpochs: Int { requestedShortTrainingEpochs ?? 1 }
 
   func validate() throws {
-    try FlagCheck.integer(proxyBatch, in: 2...1024, "--proxy-batch")
-    try FlagCheck.integer(proxySeed, in: 0...Int.max, "--proxy-seed")
+    try FlagCheck.integer(requestedProxyBatch, in: 2...1024, "--proxy-batch")
+    try FlagCheck.integer(requestedProxySeed, in: 0...Int.max, "--proxy-seed")
     try FlagCheck.integer(shortTrainingImages, in: 1...1_000_000, "--short-training-images")
     try FlagCheck.integer(shortTrainingValidation, in: 1...1_000_000, "--short-training-validation")
-    try FlagCheck.integer(shortTrainingEpochs, in: 1...100, "--short-training-epochs")
+    try FlagCheck.integer(requestedShortTrainingEpochs, in: 1...100, "--short-training-epochs")
+  }
+
+  /// What these flags make `proxy` read, as recorded in a search state.
+  func settings(for proxy: AccuracyProxy) -> ProxySettings {
+    ProxySettings(
+      proxy: proxy, dataset: dataset, batch: proxyBatch, seed: UInt64(proxySeed), shortTrainingImages: shortTrainingImages,
+      shortTrainingValidation: shortTrainingValidation, shortTrainingEpochs: shortTrainingEpochs)
   }
 
   /// `--proxy-batch` distinct training images drawn with `--proxy-seed` (normalized as for training),
@@ -239,12 +270,15 @@ struct SearchRunCommand: ParsableCommand {
     commandName: "run", abstract: "Constrained evolution over predicted costs and an accuracy proxy.")
   @OptionGroup var cost: SearchCostOptions
   @Option(help: "Output directory (pareto.json, pareto.svg, best.json, state.json).") var out: String = "search-out"
-  @Option(help: "Continue the search whose state.json is in this directory.") var resume: String?
-  @Option(parsing: .unconditional, help: "Random seed, 0...2^63.") var seed: Int = 0
-  @Option(parsing: .unconditional, help: "Generations, 0...100000.") var generations: Int = 100
-  @Option(parsing: .unconditional, help: "Population size, 2...10000.") var population: Int = 64
-  @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000.") var children: Int = 100
-  @Option(help: "Accuracy proxy: params, macs, synflow, naswot or short-training (synflow and naswot run each candidate once: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy = .parameters
+  @Option(
+    help: "Continue the search whose state.json is in this directory, with the settings it recorded (flags given now must agree; only --generations may change).")
+  var resume: String?
+  // Optional so that --resume can tell a flag given now from the default (see SearchResume.swift).
+  @Option(parsing: .unconditional, help: "Random seed, 0...2^63 (default 0).") var seed: Int?
+  @Option(parsing: .unconditional, help: "Generations, 0...100000 (default 100; with --resume: the new total).") var generations: Int?
+  @Option(parsing: .unconditional, help: "Population size, 2...10000 (default 64).") var population: Int?
+  @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000 (default 100).") var children: Int?
+  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot or short-training (synflow and naswot run each candidate once: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
   @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
@@ -278,6 +312,29 @@ struct SearchRunCommand: ParsableCommand {
     _ = try Self.relative(memoryBelow, "--memory-below", 0.001...1000)
   }
 
+  /// The absolute limits of the constraint flags; relative ones (`--faster-than`, `--memory-below`) with the
+  /// registered model's cost predicted by `costModel`.
+  func constraints(costModel: CostModel, space: SearchSpace) throws -> SearchConstraints {
+    var constraints = SearchConstraints(
+      maxTrainMillisecondsPerImage: maxTrainMsPerImage, maxInferMilliseconds: maxInferMs,
+      maxTrainMemoryBytes: maxTrainMemoryMb.map { Int($0 * 1_048_576) }, maxParameters: maxParams)
+    if let (model, factor) = try Self.relative(fasterThan, "--faster-than", 1...1000) {
+      let limit = try costModel.predict(model, resolution: space.resolution).trainMillisecondsPerImage / factor
+      constraints.maxTrainMillisecondsPerImage = min(constraints.maxTrainMillisecondsPerImage ?? .infinity, limit)
+    }
+    if let (model, factor) = try Self.relative(memoryBelow, "--memory-below", 0.001...1000) {
+      let limit = Int(Double(try costModel.predict(model, resolution: space.resolution).trainMemoryBytes) * factor)
+      constraints.maxTrainMemoryBytes = min(constraints.maxTrainMemoryBytes ?? .max, limit)
+    }
+    return constraints
+  }
+
+  /// Whether any constraint flag was given.
+  var hasConstraintFlags: Bool {
+    maxTrainMsPerImage != nil || maxInferMs != nil || maxTrainMemoryMb != nil || maxParams != nil || !fasterThan.isEmpty
+      || !memoryBelow.isEmpty
+  }
+
   /// `MODEL FACTOR` as a registered config and a factor in `range`.
   static func relative(_ values: [String], _ flag: String, _ range: ClosedRange<Double>) throws -> (ModelConfig, Double)? {
     guard !values.isEmpty else { return nil }
@@ -289,38 +346,34 @@ struct SearchRunCommand: ParsableCommand {
     }
   }
 
-  func run() throws {
+  mutating func run() throws {
     let outURL = URL(fileURLWithPath: resume ?? out)
     try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
     let stateURL = outURL.appendingPathComponent("state.json")
     var state: EvolutionState?
-    if resume != nil { state = try Evolution.load(from: stateURL) }
+    if resume != nil {
+      var recorded = try Evolution.load(from: stateURL)
+      try adopt(&recorded)
+      state = recorded
+    }
     let space = try state?.space ?? cost.loadSpace()
-    let profile = noProfile ? nil : try cost.profile(space: space)
+    // A resumed search keeps the cost model it recorded; the profile is then only needed for --train-best.
+    let profile = (state?.costModel == nil && !noProfile) || trainBest > 0 ? try cost.profile(space: space) : nil
     let costModel =
-      profile?.costModel ?? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
-    let proxy = self.proxy
+      state?.costModel ?? profile?.costModel
+      ?? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
+    let proxy = self.proxy ?? .parameters
     let (images, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
     let evolution = Evolution(costModel: costModel) { _, config in
       try proxy.score(config, resolution: space.resolution, images: images, shortTraining: shortTraining)
     }
     if state == nil {
-      var constraints = SearchConstraints(
-        maxTrainMillisecondsPerImage: maxTrainMsPerImage, maxInferMilliseconds: maxInferMs,
-        maxTrainMemoryBytes: maxTrainMemoryMb.map { Int($0 * 1_048_576) }, maxParameters: maxParams)
-      // Relative constraints become absolute ones with the registered model's predicted cost.
-      if let (model, factor) = try Self.relative(fasterThan, "--faster-than", 1...1000) {
-        let limit = try costModel.predict(model, resolution: space.resolution).trainMillisecondsPerImage / factor
-        constraints.maxTrainMillisecondsPerImage = min(constraints.maxTrainMillisecondsPerImage ?? .infinity, limit)
-      }
-      if let (model, factor) = try Self.relative(memoryBelow, "--memory-below", 0.001...1000) {
-        let limit = Int(Double(try costModel.predict(model, resolution: space.resolution).trainMemoryBytes) * factor)
-        constraints.maxTrainMemoryBytes = min(constraints.maxTrainMemoryBytes ?? .max, limit)
-      }
       let options = EvolutionOptions(
-        seed: UInt64(seed), populationSize: population, sampleSize: max(1, population / 4),
-        childrenPerGeneration: children, generations: generations)
-      state = try evolution.start(space: space, constraints: constraints, options: options)
+        seed: UInt64(seed ?? 0), populationSize: population ?? 64, sampleSize: max(1, (population ?? 64) / 4),
+        childrenPerGeneration: children ?? 100, generations: generations ?? 100)
+      state = try evolution.start(
+        space: space, constraints: try constraints(costModel: costModel, space: space), options: options,
+        proxySettings: proxyImages.settings(for: proxy), costsAreMeasured: profile != nil)
       try Evolution.save(state!, to: stateURL)
     }
     var running = state!
@@ -333,7 +386,7 @@ struct SearchRunCommand: ParsableCommand {
         String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
-    try writeResults(running, costModel: costModel, images: images, shortTraining: shortTraining, to: outURL)
+    try writeResults(running, proxy: proxy, costModel: costModel, images: images, shortTraining: shortTraining, to: outURL)
     if trainBest > 0 {
       // The registered models of --faster-than and --memory-below, each once.
       var references: [ModelConfig] = []
@@ -349,7 +402,7 @@ struct SearchRunCommand: ParsableCommand {
   }
 
   func writeResults(
-    _ state: EvolutionState, costModel: CostModel, images: Tensor?, shortTraining: ShortTrainingProxy?, to directory: URL
+    _ state: EvolutionState, proxy: AccuracyProxy, costModel: CostModel, images: Tensor?, shortTraining: ShortTrainingProxy?, to directory: URL
   ) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -364,7 +417,6 @@ struct SearchRunCommand: ParsableCommand {
     best.costs = try costModel.predict(try state.space.config(for: best.architecture), resolution: state.space.resolution)
     let bestConfig = try state.space.config(for: best.architecture)
     try AtomicFile.write(try encoder.encode(bestConfig), to: directory.appendingPathComponent("best.json"))
-    let proxy = self.proxy
     // Registered models of the same input shape, marked on the plots for reference.
     let registered = try ModelRegistry.all.filter {
       $0.inputChannels == state.space.inputChannels && (try? $0.validate(resolution: state.space.resolution)) != nil

@@ -70,6 +70,60 @@ import Testing
     #expect(resumed == uninterrupted)
   }
 
+  /// The state records the cost model and the proxy settings; a state of an older version (without them)
+  /// still loads, with both nil.
+  @Test func stateRecordsItsCostModelAndProxySettings() throws {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("search-settings-\(UUID().uuidString).json")
+    defer { try? FileManager.default.removeItem(at: url) }
+    let settings = ProxySettings(
+      proxy: .shortTraining, dataset: "fashion-mnist", batch: 32, seed: 7, shortTrainingImages: 5000,
+      shortTrainingEpochs: 2)
+    let state = try Self.evolution.start(
+      space: .fashionMNIST, constraints: SearchConstraints(maxParameters: 400_000), options: Self.options,
+      proxySettings: settings, costsAreMeasured: false)
+    #expect(state.costModel == Self.evolution.costModel)
+    try Evolution.save(state, to: url)
+    let loaded = try Evolution.load(from: url)
+    #expect(loaded == state)
+    #expect(loaded.proxySettings == settings)
+    #expect(loaded.costsAreMeasured == false)
+
+    var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    for key in ["costModel", "costsAreMeasured", "proxySettings"] { #expect(object.removeValue(forKey: key) != nil) }
+    try JSONSerialization.data(withJSONObject: object).write(to: url)
+    let older = try Evolution.load(from: url)
+    #expect(older.costModel == nil && older.proxySettings == nil && older.costsAreMeasured == nil)
+    #expect(older.population == state.population && older.options == state.options)
+  }
+
+  /// Recorded settings outside the CLI's ranges, or a cost model with a negative coefficient, are errors
+  /// naming the field.
+  @Test func malformedRecordedSettingsAreRejectedNamingTheField() throws {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("search-bad-settings-\(UUID().uuidString).json")
+    defer { try? FileManager.default.removeItem(at: url) }
+    let good = try Self.evolution.start(
+      space: .fashionMNIST, constraints: SearchConstraints(), options: Self.options,
+      proxySettings: ProxySettings(proxy: .naswot, dataset: "digits", batch: 64, seed: 0), costsAreMeasured: true)
+    func expectRejected(_ field: String, _ change: (inout EvolutionState) -> Void) throws {
+      var state = good
+      change(&state)
+      try Evolution.save(state, to: url)
+      do {
+        _ = try Evolution.load(from: url)
+        Issue.record("accepted a state with a bad \(field)")
+      } catch let error as SearchSpaceError {
+        #expect(error.field == field, "\(error)")
+      }
+    }
+    try expectRejected("proxySettings.batch") { $0.proxySettings?.batch = 1 }
+    try expectRejected("proxySettings.shortTrainingEpochs") { $0.proxySettings?.shortTrainingEpochs = 101 }
+    try expectRejected("proxySettings.shortTrainingImages") { $0.proxySettings?.shortTrainingImages = 0 }
+    try expectRejected("proxySettings.seed") { $0.proxySettings?.seed = .max }
+    try expectRejected("costModel") { $0.costModel?.trainPerImage.coefficients[0] = -1 }
+    try expectRejected("costModel") { $0.costModel?.threads = 0 }
+    try expectRejected("costModel") { $0.costModel?.inferBatch1.coefficients.removeLast() }
+  }
+
   @Test func corruptStateIsRejectedNamingTheFile() throws {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("search-corrupt-\(UUID().uuidString).json")
     defer { try? FileManager.default.removeItem(at: url) }

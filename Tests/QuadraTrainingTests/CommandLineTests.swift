@@ -84,6 +84,29 @@ struct CommandLineTests {
     }
   }
 
+  /// `search run --resume` continues the recorded search: flags that contradict it are errors naming them, and
+  /// a search resumed without them (but with more generations) ends exactly where an uninterrupted one does.
+  @Test func searchResumeKeepsTheRecordedProxyCostsAndConstraints() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let (resumed, whole) = (root.appendingPathComponent("resumed"), root.appendingPathComponent("whole"))
+    let common = ["--no-profile", "--population", "8", "--children", "4", "--proxy", "macs", "--max-params", "300000"]
+    #expect(try run(["search", "run", "--out", resumed.path, "--generations", "2"] + common, in: root).status == 0)
+    #expect(try run(["search", "run", "--out", whole.path, "--generations", "5"] + common, in: root).status == 0)
+    let conflict = try run(
+      ["search", "run", "--resume", resumed.path, "--proxy", "synflow", "--seed", "3", "--max-params", "100000"], in: root)
+    #expect(conflict.status == 64)
+    for named in ["--proxy: recorded macs, requested synflow", "--seed: recorded 0, requested 3", "--max-params 3e+05"] {
+      #expect(conflict.stderr.contains(named), "\(conflict.stderr)")
+    }
+    let shorter = try run(["search", "run", "--resume", resumed.path, "--generations", "1"], in: root)
+    #expect(shorter.status == 64 && shorter.stderr.contains("already run 2 generations"), "\(shorter.stderr)")
+    #expect(try run(["search", "run", "--resume", resumed.path, "--generations", "5"], in: root).status == 0)
+    let state = "state.json"
+    #expect(
+      try Data(contentsOf: resumed.appendingPathComponent(state)) == Data(contentsOf: whole.appendingPathComponent(state)))
+  }
+
   @Test func defaultRecipeAcceptsOneEpochAndATinyLearningRate() throws {
     let root = try makeTemporaryDirectory()
     defer { removeDirectory(root) }
