@@ -17,23 +17,26 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   /// ``NASWOT`` (Mellor et al. 2021): log |det K| of the GELU activation codes of a mini-batch of real
   /// images of the space's dataset. One batched forward pass per architecture.
   case naswot
+  /// ``ZiCo`` (Li et al. 2023): Σ over weight tensors of log Σ mean|g| / std(g), the gradients' inverse
+  /// coefficient of variation across two halves of a labelled mini-batch. Two forward and backward passes.
+  case zico
   /// Validation accuracy after a short training run (``ShortTrainingProxy``: one epoch on 10,000 images of
   /// the training split, checked on 2,000 others): seconds per 28² candidate, so not for long searches.
   case shortTraining = "short-training"
 
-  /// Whether ``score(_:resolution:images:)`` needs a mini-batch of real images.
-  public var needsImages: Bool { self == .naswot }
-  /// Whether the proxy trains (``ShortTrainingProxy``): scored by ``score(_:resolution:images:shortTraining:)``
+  /// Whether ``score(_:resolution:batch:shortTraining:)`` needs a mini-batch of real images (and labels).
+  public var needsImages: Bool { self == .naswot || self == .zico }
+  /// Whether the proxy trains (``ShortTrainingProxy``): scored by ``score(_:resolution:batch:shortTraining:)``
   /// with the training data.
   public var needsTrainingData: Bool { self == .shortTraining }
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
-  /// `images` `[N ≥ 2, resolution, resolution, C]` is the mini-batch of ``naswot`` and `shortTraining` the data of
-  /// ``shortTraining`` (each ignored by the others).
+  /// `batch` (images `[N ≥ 2, resolution, resolution, C]` and labels) is the mini-batch of ``naswot`` and
+  /// ``zico``, and `shortTraining` the data of ``shortTraining`` (each ignored by the others).
   ///
-  /// - Throws: ``SearchSpaceError`` for ``naswot`` without a usable batch.
+  /// - Throws: ``SearchSpaceError`` for ``naswot`` or ``zico`` without a usable batch.
   public func score(
-    _ config: ModelConfig, resolution: Int, images: Tensor? = nil, shortTraining: ShortTrainingProxy? = nil
+    _ config: ModelConfig, resolution: Int, batch: ProxyBatch? = nil, shortTraining: ShortTrainingProxy? = nil
   ) throws -> Double {
     switch self {
     case .shortTraining:
@@ -44,11 +47,11 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
     case .parameters: return log10(Double(Swift.max(config.parameterCount, 1)))
     case .macs: return log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
     case .synflow: return try Self.synflow(config, resolution: resolution)
-    case .naswot:
-      guard let images else {
-        throw SearchSpaceError(field: "images", message: "the naswot proxy needs a mini-batch of real images")
+    case .naswot, .zico:
+      guard let batch else {
+        throw SearchSpaceError(field: "images", message: "the \(rawValue) proxy needs a mini-batch of real images")
       }
-      return try NASWOT.score(config, images: images)
+      return self == .naswot ? try NASWOT.score(config, images: batch.images) : try ZiCo.score(config, batch: batch)
     }
   }
 

@@ -82,18 +82,18 @@ struct SearchCostOptions: ParsableArguments {
   }
 }
 
-/// Flags of the mini-batch of real images the `naswot` proxy scores with.
+/// Flags of the data the `naswot`, `zico` and `short-training` proxies score with.
 struct ProxyImageOptions: ParsableArguments {
   // Optional so that `search run --resume` can tell a flag given now from the default (see SearchResume).
   @Option(
     name: .customLong("dataset"),
-    help: "Dataset of the naswot mini-batch and the short-training subsets (as for `train --dataset`; default fashion-mnist).")
+    help: "Dataset of the naswot / zico mini-batch and the short-training subsets (as for `train --dataset`; default fashion-mnist).")
   var requestedDataset: String?
-  @Option(name: .customLong("proxy-batch"), parsing: .unconditional, help: "Images in the naswot mini-batch, 2...1024 (default 64).")
+  @Option(name: .customLong("proxy-batch"), parsing: .unconditional, help: "Images in the naswot / zico mini-batch, 2...1024 (default 64).")
   var requestedProxyBatch: Int?
   @Option(
     name: .customLong("proxy-seed"), parsing: .unconditional,
-    help: "Seed of the naswot mini-batch and the short-training subsets, 0...2^63 (default 0).")
+    help: "Seed of the naswot / zico mini-batch and the short-training subsets, 0...2^63 (default 0).")
   var requestedProxySeed: Int?
   @Option(
     parsing: .unconditional,
@@ -128,9 +128,9 @@ struct ProxyImageOptions: ParsableArguments {
       shortTrainingValidation: shortTrainingValidation, shortTrainingEpochs: shortTrainingEpochs)
   }
 
-  /// `--proxy-batch` distinct training images drawn with `--proxy-seed` (normalized as for training),
-  /// checked against the input the models expect.
-  func images(resolution: Int, channels: Int) throws -> Tensor {
+  /// `--proxy-batch` distinct training images drawn with `--proxy-seed` (normalized as for training) and their
+  /// labels, checked against the input the models expect.
+  func batch(resolution: Int, channels: Int) throws -> ProxyBatch {
     let train = try DatasetSplits.load(try DatasetName(parsing: dataset)).train
     guard train.imageShape == [resolution, resolution, channels] else {
       throw ValidationError(
@@ -141,7 +141,8 @@ struct ProxyImageOptions: ParsableArguments {
     }
     // Distinct images: a repeated image would make the NASWOT kernel singular.
     var generator = RandomGenerator(seed: UInt64(proxySeed))
-    return train.subset(generator.distinctIndices(proxyBatch, below: train.count)).images
+    let subset = train.subset(generator.distinctIndices(proxyBatch, below: train.count))
+    return ProxyBatch(images: subset.images, labels: subset.labels)
   }
 
   /// The `short-training` proxy's data: fixed subsets of `--dataset`'s training split drawn with
@@ -168,10 +169,10 @@ struct ProxyImageOptions: ParsableArguments {
     } catch { throw ValidationError("--proxy short-training on --dataset \(dataset): \(error)") }
   }
 
-  /// What `proxy` needs besides the config: images for naswot, training data for short-training.
-  func inputs(for proxy: AccuracyProxy, resolution: Int, channels: Int) throws -> (images: Tensor?, shortTraining: ShortTrainingProxy?) {
+  /// What `proxy` needs besides the config: a mini-batch for naswot and zico, training data for short-training.
+  func inputs(for proxy: AccuracyProxy, resolution: Int, channels: Int) throws -> (batch: ProxyBatch?, shortTraining: ShortTrainingProxy?) {
     (
-      proxy.needsImages ? try images(resolution: resolution, channels: channels) : nil,
+      proxy.needsImages ? try batch(resolution: resolution, channels: channels) : nil,
       proxy.needsTrainingData ? try shortTraining(resolution: resolution, channels: channels) : nil
     )
   }
@@ -278,7 +279,7 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000 (default 100; with --resume: the new total).") var generations: Int?
   @Option(parsing: .unconditional, help: "Population size, 2...10000 (default 64).") var population: Int?
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000 (default 100).") var children: Int?
-  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot or short-training (synflow and naswot run each candidate once: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
+  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot, zico or short-training (synflow, naswot and zico run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
   @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
@@ -363,9 +364,9 @@ struct SearchRunCommand: ParsableCommand {
       state?.costModel ?? profile?.costModel
       ?? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
     let proxy = self.proxy ?? .parameters
-    let (images, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
+    let (batch, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
     let evolution = Evolution(costModel: costModel) { _, config in
-      try proxy.score(config, resolution: space.resolution, images: images, shortTraining: shortTraining)
+      try proxy.score(config, resolution: space.resolution, batch: batch, shortTraining: shortTraining)
     }
     if state == nil {
       let options = EvolutionOptions(
@@ -386,7 +387,7 @@ struct SearchRunCommand: ParsableCommand {
         String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
-    try writeResults(running, proxy: proxy, costModel: costModel, images: images, shortTraining: shortTraining, to: outURL)
+    try writeResults(running, proxy: proxy, costModel: costModel, batch: batch, shortTraining: shortTraining, to: outURL)
     if trainBest > 0 {
       // The registered models of --faster-than and --memory-below, each once.
       var references: [ModelConfig] = []
@@ -402,7 +403,7 @@ struct SearchRunCommand: ParsableCommand {
   }
 
   func writeResults(
-    _ state: EvolutionState, proxy: AccuracyProxy, costModel: CostModel, images: Tensor?, shortTraining: ShortTrainingProxy?, to directory: URL
+    _ state: EvolutionState, proxy: AccuracyProxy, costModel: CostModel, batch: ProxyBatch?, shortTraining: ShortTrainingProxy?, to directory: URL
   ) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -425,7 +426,7 @@ struct SearchRunCommand: ParsableCommand {
       var resized = config
       resized.classCount = state.space.classCount
       return (config.name, try costModel.predict(resized, resolution: state.space.resolution),
-        (try? proxy.score(resized, resolution: state.space.resolution, images: images, shortTraining: shortTraining)) ?? .nan)
+        (try? proxy.score(resized, resolution: state.space.resolution, batch: batch, shortTraining: shortTraining)) ?? .nan)
     }
     let panels = [
       ScatterPlot.Panel(
@@ -514,7 +515,7 @@ struct SearchProxiesCommand: ParsableCommand {
     let accuracies = entries.map(\.accuracy)
     let channels = entries[0].config.inputChannels
     let selected = try selectedProxies()
-    let images = selected.contains(where: \.needsImages) ? try proxyImages.images(resolution: resolution, channels: channels) : nil
+    let batch = selected.contains(where: \.needsImages) ? try proxyImages.batch(resolution: resolution, channels: channels) : nil
     let shortTraining =
       selected.contains(where: \.needsTrainingData)
       ? try proxyImages.shortTraining(resolution: resolution, channels: channels) : nil
@@ -535,7 +536,7 @@ struct SearchProxiesCommand: ParsableCommand {
     for proxy in selected {
       if proxy.needsTrainingData { Terminal.status("\(proxy.rawValue): training each of \(entries.count) architectures briefly…") }
       let scores = try entries.map {
-        try proxy.score($0.config, resolution: resolution, images: images, shortTraining: shortTraining)
+        try proxy.score($0.config, resolution: resolution, batch: batch, shortTraining: shortTraining)
       }
       let all = Array(entries.indices)
       let value = rho(scores, all)

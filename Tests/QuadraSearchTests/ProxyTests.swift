@@ -105,6 +105,52 @@ import Testing
   }
 }
 
+@Suite struct ZiCoTests {
+  /// Hand-computed: element 0 has mean |g| 2 and σ 1, element 1 agrees across groups (σ 0: left out),
+  /// element 2 has mean |g| 2.5 and σ 2.5 (signs differ, mean 0.5): 2 + 1 = 3.
+  @Test func inverseCoefficientOfVariationKnownValue() {
+    #expect(ZiCo.inverseCoefficientOfVariation([[1, 2, 3], [3, 2, -2]]) == 3)
+    #expect(ZiCo.inverseCoefficientOfVariation([[0, 4], [0, 4]]) == 0)
+    #expect(ZiCo.inverseCoefficientOfVariation([[1, 2]]) == 0)
+  }
+
+  static let config = try! SearchSpace.fashionMNIST.config(
+    for: Architecture(
+      stem: StemChoice(patchSize: 2), depths: [1, 1], widths: [24, 48],
+      mixers: [.quadratic(kernelSize: 3), .depthwise(kernelSize: 5)], mlpRatio: 2))
+
+  /// On a real model: deterministic, finite, the same with the two groups swapped (the statistic is
+  /// symmetric in the groups), 0 when both groups are the same images (every σ is 0), and bad batches named.
+  @Test func scoreIsSymmetricDeterministicAndZeroForEqualGroups() throws {
+    var generator = RandomGenerator(seed: 9)
+    let images = Tensor.normal(shape: [8, 28, 28, 1], using: &generator)
+    let labels = [3, 1, 4, 1, 5, 9, 2, 6]
+    let score = try ZiCo.score(Self.config, batch: ProxyBatch(images: images, labels: labels))
+    #expect(score.isFinite && score != 0)
+    #expect(try AccuracyProxy.zico.score(Self.config, resolution: 28, batch: ProxyBatch(images: images, labels: labels)) == score)
+    let half = 4 * 28 * 28
+    let swapped = Tensor(shape: images.shape, scalars: Array(images.scalars[half...] + images.scalars[..<half]))
+    let swappedScore = try ZiCo.score(Self.config, batch: ProxyBatch(images: swapped, labels: Array(labels[4...] + labels[..<4])))
+    #expect(abs(swappedScore - score) <= 1e-9 * abs(score))
+    let repeated = Tensor(shape: images.shape, scalars: Array(images.scalars[..<half] + images.scalars[..<half]))
+    #expect(try ZiCo.score(Self.config, batch: ProxyBatch(images: repeated, labels: Array(labels[..<4] + labels[..<4]))) == 0)
+
+    func expectRejected(_ field: String, _ batch: ProxyBatch) {
+      do {
+        _ = try ZiCo.score(Self.config, batch: batch)
+        Issue.record("accepted a bad \(field)")
+      } catch let error as SearchSpaceError {
+        #expect(error.field == field)
+      } catch { Issue.record("\(error)") }
+    }
+    expectRejected("labels", ProxyBatch(images: images, labels: [1, 2]))
+    expectRejected("labels", ProxyBatch(images: images, labels: [10] + labels.dropFirst()))
+    expectRejected("images", ProxyBatch(images: Tensor(zeros: [1, 28, 28, 1]), labels: [0]))
+    expectRejected("images", ProxyBatch(images: Tensor(zeros: [2, 28, 28, 3]), labels: [0, 1]))
+    #expect(throws: SearchSpaceError.self) { try AccuracyProxy.zico.score(Self.config, resolution: 28) }
+  }
+}
+
 @Suite struct ShortTrainingProxyTests {
   /// A tiny 8×8 network on the embedded digits: subsets disjoint and of the asked sizes, the recipe cut to
   /// one epoch, the score a validation accuracy that is deterministic and better than chance.
