@@ -270,7 +270,8 @@ struct SearchRunCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "run", abstract: "Constrained evolution over predicted costs and an accuracy proxy.")
   @OptionGroup var cost: SearchCostOptions
-  @Option(help: "Output directory (pareto.json, pareto.svg, best.json, state.json).") var out: String = "search-out"
+  @Option(help: "Output directory (pareto.json, pareto.svg, best.json, state.json; default search-out; a resumed search writes into its --resume directory).")
+  var out: String?
   @Option(
     help: "Continue the search whose state.json is in this directory, with the settings it recorded (flags given now must agree; only --generations may change).")
   var resume: String?
@@ -348,7 +349,7 @@ struct SearchRunCommand: ParsableCommand {
   }
 
   mutating func run() throws {
-    let outURL = URL(fileURLWithPath: resume ?? out)
+    let outURL = URL(fileURLWithPath: resume ?? out ?? "search-out")
     try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
     let stateURL = outURL.appendingPathComponent("state.json")
     var state: EvolutionState?

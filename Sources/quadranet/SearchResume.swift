@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import QuadraSearch
 
@@ -9,6 +10,9 @@ import QuadraSearch
 extension SearchRunCommand {
   mutating func adopt(_ state: inout EvolutionState) throws {
     var conflicts: [String] = []
+    if let out, let resume, URL(fileURLWithPath: out).standardizedFileURL != URL(fileURLWithPath: resume).standardizedFileURL {
+      conflicts.append("--out \(out.prefix(200)): a resumed search writes into its --resume directory")
+    }
     func check<Value: Equatable>(_ flag: String, _ requested: Value?, _ recorded: Value) {
       if let requested, requested != recorded { conflicts.append("\(flag): recorded \(recorded), requested \(requested)") }
     }

@@ -94,9 +94,13 @@ struct CommandLineTests {
     #expect(try run(["search", "run", "--out", resumed.path, "--generations", "2"] + common, in: root).status == 0)
     #expect(try run(["search", "run", "--out", whole.path, "--generations", "5"] + common, in: root).status == 0)
     let conflict = try run(
-      ["search", "run", "--resume", resumed.path, "--proxy", "synflow", "--seed", "3", "--max-params", "100000"], in: root)
+      ["search", "run", "--resume", resumed.path, "--proxy", "synflow", "--seed", "3", "--max-params", "100000", "--out", whole.path],
+      in: root)
     #expect(conflict.status == 64)
-    for named in ["--proxy: recorded macs, requested synflow", "--seed: recorded 0, requested 3", "--max-params 3e+05"] {
+    for named in [
+      "--proxy: recorded macs, requested synflow", "--seed: recorded 0, requested 3", "--max-params 3e+05",
+      "writes into its --resume directory",
+    ] {
       #expect(conflict.stderr.contains(named), "\(conflict.stderr)")
     }
     let shorter = try run(["search", "run", "--resume", resumed.path, "--generations", "1"], in: root)
