@@ -676,17 +676,17 @@ extension DepthwiseConvolution {
         p2 += L
         gp += L
       }
+      add3(a0, a1, a2, to: dw)
+      add3(a3, a4, a5, to: dw + 3 * L)
+      if rows > 2 { add3(a6, a7, a8, to: dw + 6 * L) }
+    }
+
+    /// `dw[t] += a_t` for the 3 taps of one kernel row (vectors `L` floats apart).
+    @inline(__always)
+    static func add3(_ a0: V, _ a1: V, _ a2: V, to dw: UnsafeMutablePointer<Float>) {
       store(load(dw) + a0, dw)
       store(load(dw + L) + a1, dw + L)
       store(load(dw + 2 * L) + a2, dw + 2 * L)
-      store(load(dw + 3 * L) + a3, dw + 3 * L)
-      store(load(dw + 4 * L) + a4, dw + 4 * L)
-      store(load(dw + 5 * L) + a5, dw + 5 * L)
-      if rows > 2 {
-        store(load(dw + 6 * L) + a6, dw + 6 * L)
-        store(load(dw + 7 * L) + a7, dw + 7 * L)
-        store(load(dw + 8 * L) + a8, dw + 8 * L)
-      }
     }
 
     /// `weightTile` for 7 taps: the 7 input columns `x[w ..< w + 7]` that step `w` needs
