@@ -58,11 +58,7 @@ extension DepthwiseConvolution {
     /// Prefetches the cache lines of `count` floats from `start` into L2 (one hint per 64-byte line).
     @inline(__always)
     static func prefetch(_ start: UnsafePointer<Float>, count: Int) {
-      var offset = 0
-      while offset < count {
-        quadra_prefetch_read(start + offset)
-        offset += 16
-      }
+      if count > 0 { prefetchForReading(start, count: count) }
     }
 
     /// Copies the `count` floats of `source` into blocks of `L` lanes placed `blockStride` apart.

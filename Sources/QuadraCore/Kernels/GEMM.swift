@@ -1,4 +1,3 @@
-import CQuadraPrefetch
 import Foundation
 import Synchronization
 
@@ -372,13 +371,13 @@ public enum GEMM {
                 multiplyRows(
                   K.self, b: RowMajorColumnPanel(directB.source + pc * directB.ldb + jc + jr, ldb: directB.ldb),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, prefetchesA: jr == 0, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
                   alpha: alpha, beta: blockBeta, bias: tileBias, tile: tile)
               } else {
                 multiplyRows(
                   K.self, b: PackedColumnPanel<K>(directB == nil ? packedB + jr * kcCurrent : packedB),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, prefetchesA: jr == 0, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
                   alpha: alpha, beta: blockBeta, bias: tileBias, tile: tile)
               }
               jr += nr
@@ -398,7 +397,7 @@ public enum GEMM {
   @inline(__always)
   private static func multiplyRows<K: GEMMMicroKernel, B: GEMMColumnPanel>(
     _ kernel: K.Type, b: B, k: Int, rows: Int, columns: Int, a: UnsafePointer<Float>, lda: Int, readsADirectly: Bool,
-    prefetchesA: Bool, packedA: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
+    packedA: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
     bias: UnsafePointer<Float>?, tile: UnsafeMutablePointer<Float>
   ) {
     let mr = K.mr
@@ -417,11 +416,6 @@ public enum GEMM {
     var ir = 0
     while ir < rows {
       let tileRows = Swift.min(mr, rows - ir)
-      if readsADirectly && ir + mr < rows {
-        let next = ir + mr, nextRows = Swift.min(mr, rows - next)
-        if prefetchesA { prefetch(rows: nextRows, of: a + next * lda, stride: lda, count: k, forWriting: false) }
-        prefetch(rows: nextRows, of: c + next * ldc, stride: ldc, count: columns, forWriting: true)
-      }
       if !readsADirectly {
         multiplyTile(ColumnRowPanel(pointer: packedA + ir * k, depthStride: mr), row: ir, rows: tileRows)
       } else if tileRows == mr {
@@ -430,20 +424,6 @@ public enum GEMM {
         multiplyTile(ColumnRowPanel(pointer: packedA, depthStride: mr), row: ir, rows: tileRows)
       }
       ir += mr
-    }
-  }
-
-  /// Prefetch hints for the cache lines of `rows` rows of `count` floats, `stride` floats apart.
-  @inline(__always)
-  static func prefetch(rows: Int, of start: UnsafePointer<Float>, stride: Int, count: Int, forWriting: Bool) {
-    for row in 0..<rows {
-      let first = start + row * stride
-      var offset = 0
-      while offset < count {
-        if forWriting { quadra_prefetch_write(first + offset) } else { quadra_prefetch_read(first + offset) }
-        offset += 16
-      }
-      if forWriting { quadra_prefetch_write(first + count - 1) } else { quadra_prefetch_read(first + count - 1) }
     }
   }
 

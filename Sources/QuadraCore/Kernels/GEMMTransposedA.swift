@@ -103,8 +103,8 @@ extension GEMM {
           // Slice `tile` of the next block's rows, so the prefetches spread over the block's tiles.
           let from = next + nextRows * tile / tiles, to = next + nextRows * (tile + 1) / tiles
           for row in from..<to {
-            prefetch(rows: 1, of: a + row * lda, stride: lda, count: m, forWriting: false)
-            prefetch(rows: 1, of: b + row * ldb, stride: ldb, count: n, forWriting: false)
+            prefetchForReading(a + row * lda, count: m)
+            prefetchForReading(b + row * ldb, count: n)
           }
         }
         start = next
@@ -122,4 +122,16 @@ extension GEMM {
       }
     }
   }
+}
+
+/// Prefetch hints (into L2) for every cache line of the `count` floats from `start` (`count ≥ 1`; the
+/// last float's line too, where `start` is not line-aligned).
+@inline(__always)
+func prefetchForReading(_ start: UnsafePointer<Float>, count: Int) {
+  var offset = 0
+  while offset < count {
+    quadra_prefetch_read(start + offset)
+    offset += 16
+  }
+  quadra_prefetch_read(start + count - 1)
 }
