@@ -8,12 +8,15 @@ import Testing
 /// (an overlapping last tile), channel counts that are not a multiple of 8 or 16 (partial last
 /// blocks), rows split among 1 and 2 threads and forced row ranges.
 @Suite struct DepthwiseLaneWidthTests {
-  /// (N, H, W, C, k): every W in 1...15 appears with k = 7; C covers 1, 7, 9, 16, 24, 40 and 72.
+  /// (N, H, W, C, k): every W in 1...15 appears with k = 7; C covers 1, 7, 9, 16, 24, 40, 72 and 160.
   static let cases: [(n: Int, h: Int, w: Int, c: Int, k: Int)] = [
     (2, 5, 1, 9, 7), (1, 6, 3, 16, 7), (2, 4, 5, 24, 7), (1, 9, 6, 7, 7), (2, 7, 7, 40, 7),
     (1, 8, 8, 16, 7), (2, 9, 9, 1, 7), (1, 10, 13, 72, 7), (2, 3, 14, 17, 7), (1, 11, 15, 32, 7),
     (2, 6, 10, 48, 7), (1, 5, 11, 33, 7), (1, 7, 12, 20, 7), (2, 8, 4, 64, 7), (1, 4, 2, 8, 7),
     (2, 6, 9, 24, 3), (1, 7, 5, 40, 5), (2, 3, 11, 16, 1),
+    // The 28 × 28 models' k = 3 mixers (weight gradients of 2 or 3 kernel rows per pass; H = 2 has only
+    // 2-row passes, H = 1 none): 14 × 14 × 40, 7 × 7 × 80, 3 × 3 × 160.
+    (2, 14, 14, 40, 3), (1, 7, 7, 80, 3), (3, 3, 3, 160, 3), (1, 2, 5, 24, 3), (2, 1, 4, 8, 3),
     // Rows of ≥ 2048 floats: the input rings copy the next row ahead in slices between channel blocks.
     (2, 9, 40, 64, 7), (1, 8, 23, 100, 7),
   ]

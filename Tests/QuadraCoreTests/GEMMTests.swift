@@ -39,11 +39,12 @@ private func randomMatrix(rows: Int, columns: Int, ld: Int, using generator: ino
 }
 
 /// Runs GEMM on random data and compares with the Double reference; returns the number of bad elements.
-/// `shape` forces a micro-kernel (default: the machine's), `blocking` replaces the cache blocking.
+/// `shape` forces a micro-kernel (default: the machine's), `blocking` replaces the cache blocking,
+/// `withBias` adds a random column bias.
 func checkGEMM(
   m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, alpha: Float, beta: Float,
   padding: Int = 0, threads: Int, seed: UInt64,
-  shape: GEMM.MicroKernelShape? = nil, blocking: GEMM.Blocking? = nil
+  shape: GEMM.MicroKernelShape? = nil, blocking: GEMM.Blocking? = nil, withBias: Bool = false
 ) -> Int {
   var generator = RandomGenerator(seed: seed)
   let lda = (transposeA ? m : k) + padding
@@ -57,19 +58,30 @@ func checkGEMM(
     ? [Float](repeating: .nan, count: Swift.max(1, m * ldc))
     : randomMatrix(rows: m, columns: n, ld: Swift.max(1, ldc), using: &generator)
   let original = c
-  let expected = referenceGEMM(
+  let bias = withBias ? randomMatrix(rows: 1, columns: n, ld: Swift.max(1, n), using: &generator) : nil
+  var expected = referenceGEMM(
     m: m, n: n, k: k, a: a, lda: lda, transposeA: transposeA, b: b, ldb: ldb, transposeB: transposeB,
     c: c, ldc: ldc, alpha: alpha, beta: beta)
+  if let bias {
+    for i in 0..<m {
+      for j in 0..<n {
+        expected.values[i * n + j] += Double(bias[j])
+        expected.magnitudes[i * n + j] += abs(Double(bias[j]))
+      }
+    }
+  }
   Parallel.withThreadCount(threads) {
     GEMM.$shapeOverride.withValue(shape) {
       a.withUnsafeBufferPointer { pa in
         b.withUnsafeBufferPointer { pb in
           c.withUnsafeMutableBufferPointer { pc in
-            GEMM.multiply(
-              m: m, n: n, k: k, a: pa.baseAddress!, lda: Swift.max(1, lda), transposeA: transposeA,
-              b: pb.baseAddress!, ldb: Swift.max(1, ldb), transposeB: transposeB,
-              c: pc.baseAddress!, ldc: Swift.max(1, ldc), alpha: alpha, beta: beta, columnBias: nil,
-              blocking: blocking)
+            (bias ?? [0]).withUnsafeBufferPointer { pbias in
+              GEMM.multiply(
+                m: m, n: n, k: k, a: pa.baseAddress!, lda: Swift.max(1, lda), transposeA: transposeA,
+                b: pb.baseAddress!, ldb: Swift.max(1, ldb), transposeB: transposeB,
+                c: pc.baseAddress!, ldc: Swift.max(1, ldc), alpha: alpha, beta: beta,
+                columnBias: bias == nil ? nil : pbias.baseAddress!, blocking: blocking)
+            }
           }
         }
       }

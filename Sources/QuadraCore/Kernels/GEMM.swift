@@ -293,6 +293,12 @@ public enum GEMM {
     c: UnsafeMutablePointer<Float>, ldc: Int,
     alpha: Float, beta: Float, columnBias: UnsafePointer<Float>?
   ) {
+    if transposeA, case .matrix(let source, let ldb, false) = b, multipliesTransposedAInPlace(m: m, n: n, blocking: blocking) {
+      multiplyTransposedAInPlace(
+        K.self, blocking: blocking, m: m, n: n, k: k, a: a, lda: lda, b: source, ldb: ldb, c: c, ldc: ldc, alpha: alpha,
+        beta: beta, columnBias: columnBias)
+      return
+    }
     let mr = K.mr, nr = K.nr
     let mc = balancedBlock(m, maximum: blocking.mc, multiple: mr)
     let nc = balancedBlock(n, maximum: blocking.nc, multiple: nr)
@@ -319,7 +325,7 @@ public enum GEMM {
           // kernel reads whole vectors, and past the matrix there may be no memory).
           let lastPanel = (ncCurrent - 1) / nr * nr
           let lastColumns = ncCurrent - lastPanel
-          let packsLastPanel = lastColumns != nr && lastColumns != nr / 2
+          let packsLastPanel = K.columnsRead(lastColumns) != lastColumns
           switch b {
           case .matrix(let source, let ldb, _) where directB != nil:
             if packsLastPanel {
@@ -365,14 +371,14 @@ public enum GEMM {
                 multiplyRows(
                   K.self, b: RowMajorColumnPanel(directB.source + pc * directB.ldb + jc + jr, ldb: directB.ldb),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
-                  bias: tileBias, tile: tile)
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
+                  alpha: alpha, beta: blockBeta, bias: tileBias, tile: tile)
               } else {
                 multiplyRows(
                   K.self, b: PackedColumnPanel<K>(directB == nil ? packedB + jr * kcCurrent : packedB),
                   k: kcCurrent, rows: mcCurrent, columns: columns, a: a + ic * lda + pc, lda: lda,
-                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc, alpha: alpha, beta: blockBeta,
-                  bias: tileBias, tile: tile)
+                  readsADirectly: readsADirectly, packedA: UnsafePointer(packedA), c: target, ldc: ldc,
+                  alpha: alpha, beta: blockBeta, bias: tileBias, tile: tile)
               }
               jr += nr
             }

@@ -95,9 +95,15 @@ protocol GEMMMicroKernel {
     k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>)
+
+  /// The floats of each B row the kernel loads for a panel with `columns` valid columns (`columns` …
+  /// `nr`): whole vectors, so up to a vector's worth past the valid columns.
+  static func columnsRead(_ columns: Int) -> Int
 }
 
 extension GEMMMicroKernel {
+  static func columnsRead(_ columns: Int) -> Int { columns <= nr / 2 ? nr / 2 : nr }
+
   /// Writes the valid `rows × columns` part of a tile spilled to `tile` (`mr × nr`, row-major).
   @inline(__always)
   static func storeEdge(
@@ -364,13 +370,36 @@ enum GEMMKernel14x32: GEMMMicroKernel {
       }, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows, columns: columns, tile: tile)
   }
 
+  /// Panels of at most 8 columns (n = 40 leaves 8 for a 32-wide tile) use 8-lane vectors: on Zen 4,
+  /// which splits a 512-bit FMA into two 256-bit halves, that halves the panel's multiply-adds.
+  static func columnsRead(_ columns: Int) -> Int { columns <= 8 ? 8 : columns <= 16 ? 16 : 32 }
+
+  /// ``GEMMMicroKernel/computeHalf(k:a:b:c:ldc:alpha:beta:bias:rows:columns:tile:)``: one 16-lane
+  /// vector per row, or one 8-lane vector when `columns ≤ 8`.
   @inline(__always)
   static func computeHalf<A: GEMMRowPanel, B: GEMMColumnPanel>(
     k: Int, a: A, b: B,
     c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
     rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
   ) {
-    typealias V = SIMD16<Float>
+    if columns <= 8 {
+      computeOneVector(
+        SIMD8<Float>.self, k: k, a: a, b: b, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows,
+        columns: columns, tile: tile)
+    } else {
+      computeOneVector(
+        SIMD16<Float>.self, k: k, a: a, b: b, c: c, ldc: ldc, alpha: alpha, beta: beta, bias: bias, rows: rows,
+        columns: columns, tile: tile)
+    }
+  }
+
+  /// 14 rows × one vector of `V` per row.
+  @inline(__always)
+  static func computeOneVector<V: PeakFLOPSVector, A: GEMMRowPanel, B: GEMMColumnPanel>(
+    _ vector: V.Type, k: Int, a: A, b: B,
+    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float, bias: UnsafePointer<Float>?,
+    rows: Int, columns: Int, tile: UnsafeMutablePointer<Float>
+  ) {
     var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V(), c6 = V()
     var c7 = V(), c8 = V(), c9 = V(), c10 = V(), c11 = V(), c12 = V(), c13 = V()
     var ap = a
