@@ -350,7 +350,8 @@ struct SearchRunCommand: ParsableCommand {
 
   mutating func run() throws {
     let outURL = URL(fileURLWithPath: resume ?? out ?? "search-out")
-    try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true)
+    // A mistyped --resume must not leave an empty directory behind: only a new search creates one.
+    if resume == nil { try FileManager.default.createDirectory(at: outURL, withIntermediateDirectories: true) }
     let stateURL = outURL.appendingPathComponent("state.json")
     var state: EvolutionState?
     if resume != nil {

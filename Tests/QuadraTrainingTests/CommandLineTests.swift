@@ -103,6 +103,10 @@ struct CommandLineTests {
     ] {
       #expect(conflict.stderr.contains(named), "\(conflict.stderr)")
     }
+    let missing = root.appendingPathComponent("no-such-search")
+    let notThere = try run(["search", "run", "--resume", missing.path], in: root)
+    #expect(notThere.status != 0 && notThere.stderr.contains("cannot read the search state"), "\(notThere.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: missing.path))
     let shorter = try run(["search", "run", "--resume", resumed.path, "--generations", "1"], in: root)
     #expect(shorter.status == 64 && shorter.stderr.contains("already run 2 generations"), "\(shorter.stderr)")
     #expect(try run(["search", "run", "--resume", resumed.path, "--generations", "5"], in: root).status == 0)
