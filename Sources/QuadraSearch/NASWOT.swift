@@ -167,6 +167,20 @@ final class ActivationCodeRecorder: Backend {
       x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
       inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
   }
+  /// Composed from this backend's primitives, so that the MLP's GELU is recorded like any other.
+  func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
+  ) {
+    composedResidualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
+  }
+  func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters
+  ) {
+    base.residualMLPBackward(
+      x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
+      gradients: gradients)
+  }
   func depthwiseConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, into output: Tensor) {
     base.depthwiseConvolution(x, weight: weight, bias: bias, into: output)
   }

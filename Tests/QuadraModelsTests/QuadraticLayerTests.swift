@@ -82,3 +82,23 @@ import Testing
     #expect(layer.namedParameters().map(\.name).last == "conv3.bias")
   }
 }
+
+/// The MetaFormer block's fused MLP half (one ``QuadraCore/Tensor/residualMLP(parameters:epsilon:)``)
+/// against its composition from LayerNorm, the linear maps, GELU, γ and the residual add.
+@Suite struct FusedBlockTests {
+  @Test func quadraBlockFusedMatchesComposition() throws {
+    let tests = QuadraticLayerTests()
+    var generator = RandomGenerator(seed: 71)
+    let block = QuadraBlock(
+      channels: 12, kernelSize: 3, mlpRatio: 2, layerScaleInit: 0.5, dropPath: 0, randomSource: RandomSource(seed: 1),
+      generator: &generator)
+    tests.randomize(block, seed: 72)
+    let x = Tensor.normal(shape: [2, 5, 6, 12], using: &generator)
+    let dy = Tensor.normal(shape: x.shape, using: &generator)
+    #expect(block.fusesMLP)
+    let fused = try tests.run(block, x, seed: dy) { block($0) }
+    block.fusesMLP = false
+    let composed = try tests.run(block, x, seed: dy) { block($0) }
+    tests.expectSame(fused, composed, "QuadraBlock")
+  }
+}

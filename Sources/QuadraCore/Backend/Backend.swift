@@ -69,6 +69,64 @@ public struct ImageTransform: Sendable, Equatable, Codable {
   public static let identity = ImageTransform()
 }
 
+/// The parameters of a MetaFormer block's channel MLP with its LayerNorm and layer scale (see
+/// ``Backend/residualMLP(_:parameters:epsilon:into:saved:)``), or their gradients (same shapes).
+///
+/// For `C` channels and hidden width `H`: `normWeight`, `normBias` `[C]`; `expandWeight` `[H, C]`,
+/// `expandBias` `[H]`; `projectWeight` `[C, H]`, `projectBias` `[C]`; `scale` (γ) `[C]`.
+/// The weights are in PyTorch's `nn.Linear` layout (`[out, in]`).
+public struct ResidualMLPParameters: Sendable {
+  public var normWeight: Tensor
+  public var normBias: Tensor
+  public var expandWeight: Tensor
+  public var expandBias: Tensor
+  public var projectWeight: Tensor
+  public var projectBias: Tensor
+  public var scale: Tensor
+
+  public init(
+    normWeight: Tensor, normBias: Tensor, expandWeight: Tensor, expandBias: Tensor, projectWeight: Tensor,
+    projectBias: Tensor, scale: Tensor
+  ) {
+    self.normWeight = normWeight
+    self.normBias = normBias
+    self.expandWeight = expandWeight
+    self.expandBias = expandBias
+    self.projectWeight = projectWeight
+    self.projectBias = projectBias
+    self.scale = scale
+  }
+
+  /// In the order of ``Backend`` op tests and autograd inputs.
+  public var all: [Tensor] { [normWeight, normBias, expandWeight, expandBias, projectWeight, projectBias, scale] }
+
+  /// From ``all``'s order.
+  public init(_ tensors: [Tensor]) {
+    precondition(tensors.count == 7, "ResidualMLPParameters: 7 tensors, got \(tensors.count)")
+    self.init(
+      normWeight: tensors[0], normBias: tensors[1], expandWeight: tensors[2], expandBias: tensors[3],
+      projectWeight: tensors[4], projectBias: tensors[5], scale: tensors[6])
+  }
+}
+
+/// What the backward pass of ``Backend/residualMLP(_:parameters:epsilon:into:saved:)`` needs besides
+/// the input and the parameters: the hidden pre-activation `h` `[rows, H]`, the MLP's output `o`
+/// `[rows, C]` (before γ), and LayerNorm's per-row mean and σ⁻¹ `[rows]`. The normalized input and
+/// `GELU(h)` are recomputed from them.
+public struct ResidualMLPSaved: Sendable {
+  public var hidden: Tensor
+  public var mlpOutput: Tensor
+  public var mean: Tensor
+  public var inverseStandardDeviation: Tensor
+
+  public init(hidden: Tensor, mlpOutput: Tensor, mean: Tensor, inverseStandardDeviation: Tensor) {
+    self.hidden = hidden
+    self.mlpOutput = mlpOutput
+    self.mean = mean
+    self.inverseStandardDeviation = inverseStandardDeviation
+  }
+}
+
 /// Three tensors, one per factor `(a, b, c)` of a quadratic neuron.
 public typealias TensorTriple = (Tensor, Tensor, Tensor)
 
@@ -155,6 +213,19 @@ public protocol Backend: Sendable {
   func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
     inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor)
+
+  /// A MetaFormer block's second half, fused: with `x̂ = LN(x)` (over the last axis, `C` channels),
+  ///
+  ///     h = x̂·W₁ᵀ + b₁,   o = GELU(h)·W₂ᵀ + b₂,   y = x + γ ⊙ o
+  ///
+  /// writes `y` to `output` and `h`, `o`, LayerNorm's mean and σ⁻¹ to `saved`.
+  func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved)
+  /// Its gradients: `inputGradient` (∂L/∂x, through both the residual and the MLP) and every
+  /// parameter's in `gradients`.
+  func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters)
 
   // MARK: Convolutions
 

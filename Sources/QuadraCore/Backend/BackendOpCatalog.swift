@@ -72,6 +72,7 @@ public enum BackendOpCatalog {
   public static func cases(_ scale: Scale) -> [BackendOpCase] {
     let large = scale == .large
     return matrixCases(large) + elementwiseCases(large) + activationCases(large) + normalizationCases(large)
+      + residualMLPCases(large)
       + convolutionCases(large) + quadraticCases(large) + layoutCases(large) + parameterUpdateCases(large)
   }
 
@@ -240,6 +241,36 @@ public enum BackendOpCatalog {
           let statistics = inputs[0].layerNorm(weight: inputs[1], bias: inputs[2]).statistics
           let grads = inputs[0].layerNormBackward(outputGradient: g[0], weight: inputs[1], statistics: statistics)
           return [grads.input, grads.weight, grads.bias]
+        })
+    }
+  }
+
+  /// The fused residual MLP (LayerNorm, expand, GELU, project, layer scale, residual); inputs `x` then
+  /// ``ResidualMLPParameters/all``.
+  static func residualMLPCases(_ large: Bool) -> [BackendOpCase] {
+    let shapes: [(x: [Int], hidden: Int)] = large ? [([64, 14, 14, 40], 80)] : [([3, 5, 7, 9], 13), ([2, 17], 8)]
+    return shapes.map { xShape, h in
+      let c = xShape.last!
+      let rows = xShape.reduce(1, *) / c
+      return BackendOpCase(
+        op: "residualMLP", variant: "x\(describe(xShape)) H\(h)", tolerance: 1e-4, checksFiniteDifferences: !large,
+        forwardFLOPs: 4 * Double(rows * h * c), differentiableInputCount: 8,
+        makeInputs: {
+          // Weights at the scale of a fan-in initialization, so GELU sees values on both sides of 0.
+          [
+            random(xShape, seed: 40, lower: 1, upper: 3), random([c], seed: 41, lower: 0.5, upper: 1.5),
+            random([c], seed: 42), random([h, c], seed: 43, lower: -0.5, upper: 0.5), random([h], seed: 44),
+            random([c, h], seed: 45, lower: -0.5, upper: 0.5), random([c], seed: 46), random([c], seed: 47),
+          ]
+        },
+        forward: { inputs in
+          [inputs[0].residualMLP(parameters: ResidualMLPParameters(Array(inputs[1...]))).output]
+        },
+        backward: { inputs, g in
+          let parameters = ResidualMLPParameters(Array(inputs[1...]))
+          let saved = inputs[0].residualMLP(parameters: parameters).saved
+          let grads = inputs[0].residualMLPBackward(parameters: parameters, saved: saved, outputGradient: g[0])
+          return [grads.input] + grads.parameters.all
         })
     }
   }

@@ -263,17 +263,8 @@ public struct CPUBackend: Backend {
     let d = inputGradient.buffer.pointer
     guard let bias else {
       Parallel.forRanges(x.count, minimumChunk: ElementwiseKernels.parallelGrain / 4) { range in
-        var i = range.lowerBound
-        while i + 8 <= range.upperBound {
-          ElementwiseKernels.store(
-            ElementwiseKernels.load(g + i) * ActivationKernels.geluDerivative(ElementwiseKernels.load(source + i)), d + i)
-          i += 8
-        }
-        let n = range.upperBound - i
-        if n > 0 {
-          let derivative = ActivationKernels.geluDerivative(ActivationKernels.loadPartial(source + i, count: n))
-          ActivationKernels.storePartial(ActivationKernels.loadPartial(g + i, count: n) * derivative, d + i, count: n)
-        }
+        let start = range.lowerBound
+        ActivationKernels.geluBackward(g + start, source + start, d + start, count: range.count)
       }
       if let biasGradient { sum(inputGradient.reshaped([-1, biasGradient.count]), keeping: [false, true], into: biasGradient) }
       return
@@ -379,6 +370,41 @@ public struct CPUBackend: Backend {
       mean: mean.buffer.pointer, inverseStandardDeviation: inverseStandardDeviation.buffer.pointer,
       inputGradient: inputGradient.buffer.pointer, weightGradient: weightGradient.buffer.pointer,
       biasGradient: biasGradient.buffer.pointer)
+  }
+
+  public func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
+  ) {
+    let c = parameters.scale.count
+    let shape = ResidualMLPKernels.Shape(rows: x.count / c, channels: c, hidden: parameters.expandBias.count)
+    guard shape.fuses else {
+      composedResidualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
+      return
+    }
+    ResidualMLPKernels.forward(
+      x.buffer.pointer, parameters: .init(parameters), epsilon: epsilon, shape: shape, output: output.buffer.pointer,
+      hidden: saved.hidden.buffer.pointer, mlpOutput: saved.mlpOutput.buffer.pointer, mean: saved.mean.buffer.pointer,
+      inverseStandardDeviation: saved.inverseStandardDeviation.buffer.pointer)
+  }
+
+  public func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters
+  ) {
+    let c = parameters.scale.count
+    let shape = ResidualMLPKernels.Shape(rows: x.count / c, channels: c, hidden: parameters.expandBias.count)
+    guard shape.fuses else {
+      composedResidualMLPBackward(
+        x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
+        gradients: gradients)
+      return
+    }
+    ResidualMLPKernels.backward(
+      x.buffer.pointer, parameters: .init(parameters), shape: shape, hidden: saved.hidden.buffer.pointer,
+      mlpOutput: saved.mlpOutput.buffer.pointer, mean: saved.mean.buffer.pointer,
+      inverseStandardDeviation: saved.inverseStandardDeviation.buffer.pointer,
+      outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient.buffer.pointer,
+      gradients: .init(gradients))
   }
 
   // MARK: Convolutions

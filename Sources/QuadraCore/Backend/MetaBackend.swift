@@ -190,6 +190,26 @@ public final class MetaBackend: Backend {
     }
   }
 
+  /// Probed: the CPU kernel takes per-thread block scratch and per-chunk gradient partials.
+  public func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
+  ) {
+    charge("residualMLP", [x] + parameters.all) {
+      $0.residualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
+    }
+  }
+
+  public func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters
+  ) {
+    charge("residualMLPBackward", [x] + parameters.all) {
+      $0.residualMLPBackward(
+        x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
+        gradients: gradients)
+    }
+  }
+
   // MARK: Convolutions
 
   public func depthwiseConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, into output: Tensor) {

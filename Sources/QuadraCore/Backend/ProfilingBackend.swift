@@ -281,6 +281,33 @@ public final class ProfilingBackend: Backend {
     }
   }
 
+  public func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
+  ) {
+    let (rows, h) = (saved.mean.count, parameters.expandBias.count)
+    timed(
+      "residualMLP", flops: 4 * Double(rows * h * parameters.scale.count),
+      bytes: Self.bytes(x.count, output.count, saved.hidden.count, saved.mlpOutput.count)
+    ) {
+      wrapped.residualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
+    }
+  }
+
+  public func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters
+  ) {
+    let (rows, h) = (saved.mean.count, parameters.expandBias.count)
+    timed(
+      "residualMLPBackward", flops: 8 * Double(rows * h * parameters.scale.count),
+      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count, saved.hidden.count, saved.mlpOutput.count)
+    ) {
+      wrapped.residualMLPBackward(
+        x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
+        gradients: gradients)
+    }
+  }
+
   // MARK: Convolutions
 
   /// `2·k²` operations per output element of a depthwise convolution with a `k × k` kernel.

@@ -283,6 +283,21 @@ public struct ReferenceBackend: Backend {
     }
   }
 
+  public func residualMLP(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
+  ) {
+    composedResidualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
+  }
+
+  public func residualMLPBackward(
+    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
+    inputGradient: Tensor, gradients: ResidualMLPParameters
+  ) {
+    composedResidualMLPBackward(
+      x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
+      gradients: gradients)
+  }
+
   // MARK: Convolutions
 
   /// `Σ_{i,j} x[n, h + i − p, w + j − p, c] · W[i, j, c] + b[c]` for all positions, in Double.

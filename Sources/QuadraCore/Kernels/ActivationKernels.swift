@@ -111,6 +111,48 @@ package enum ActivationKernels {
     for i in 0..<count { pointer[i] = value[i] }
   }
 
+  /// `d[i] = g[i] · GELU′(x[i])` over `n` elements (`d` may be `g`).
+  @inline(__always)
+  static func geluBackward(
+    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, count n: Int
+  ) {
+    var i = 0
+    while i + 8 <= n {
+      ElementwiseKernels.store(ElementwiseKernels.load(g + i) * geluDerivative(ElementwiseKernels.load(x + i)), d + i)
+      i += 8
+    }
+    if i < n {
+      let derivative = geluDerivative(loadPartial(x + i, count: n - i))
+      storePartial(loadPartial(g + i, count: n - i) * derivative, d + i, count: n - i)
+    }
+  }
+
+  /// `activated[i] = GELU(x[i])` and `derivative[i] = GELU′(x[i])` from one erf and one exponential
+  /// per element (a backward pass that needs both would otherwise evaluate erf twice).
+  @inline(__always)
+  static func geluWithDerivative(
+    _ x: UnsafePointer<Float>, activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>,
+    count n: Int
+  ) {
+    @inline(__always) func both(_ v: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
+      let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
+      let cdf = 0.5 * (1 + erf)
+      return (v * cdf, cdf.addingProduct(v * gaussian, SIMD8(repeating: inverseSquareRootOf2Pi)))
+    }
+    var i = 0
+    while i + 8 <= n {
+      let (a, d) = both(ElementwiseKernels.load(x + i))
+      ElementwiseKernels.store(a, activated + i)
+      ElementwiseKernels.store(d, derivative + i)
+      i += 8
+    }
+    if i < n {
+      let (a, d) = both(loadPartial(x + i, count: n - i))
+      storePartial(a, activated + i, count: n - i)
+      storePartial(d, derivative + i, count: n - i)
+    }
+  }
+
   /// `out[i] = f(x[i])` over `n` elements with a vector function.
   @inline(__always)
   static func map(

@@ -57,6 +57,20 @@ enum ElementwiseKernels {
 
   // MARK: - Dense vector loops
 
+  /// `out[i] *= x[i]` for `i < n`.
+  @inline(__always)
+  static func multiply(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+    var i = 0
+    while i + 8 <= n {
+      store(load(out + i) * load(x + i), out + i)
+      i += 8
+    }
+    while i < n {
+      out[i] *= x[i]
+      i += 1
+    }
+  }
+
   /// `out[i] += x[i]` for `i < n`.
   @inline(__always)
   static func accumulate(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count n: Int) {

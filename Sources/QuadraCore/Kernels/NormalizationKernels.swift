@@ -15,46 +15,64 @@ enum NormalizationKernels {
     Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1))) {
       range in
       for row in range {
-        let xr = x + row * c
-        let yr = y + row * c
-        let shift = xr[0]
-        let shiftVector = SIMD8<Float>(repeating: shift)
-        var s1 = SIMD8<Float>(), s2 = SIMD8<Float>()
-        var j = 0
-        while j + 8 <= c {
-          let d = ElementwiseKernels.load(xr + j) - shiftVector
-          s1 += d
-          s2 = s2.addingProduct(d, d)
-          j += 8
-        }
-        var t1: Float = 0, t2: Float = 0
-        while j < c {
-          let d = xr[j] - shift
-          t1 += d
-          t2 += d * d
-          j += 1
-        }
-        let sum1 = Double(s1.sum()) + Double(t1)
-        let sum2 = Double(s2.sum()) + Double(t2)
-        let shiftedMean = sum1 / Double(c)
-        let variance = Swift.max(sum2 / Double(c) - shiftedMean * shiftedMean, 0)
-        let mu = Float(Double(shift) + shiftedMean)
-        let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
-        mean[row] = mu
-        rstd[row] = inv
-        let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
-        j = 0
-        while j + 8 <= c {
-          let normalized = (ElementwiseKernels.load(xr + j) - muVector) * invVector
-          ElementwiseKernels.store(
-            ElementwiseKernels.load(bias + j).addingProduct(normalized, ElementwiseKernels.load(weight + j)), yr + j)
-          j += 8
-        }
-        while j < c {
-          yr[j] = (xr[j] - mu) * inv * weight[j] + bias[j]
-          j += 1
-        }
+        (mean[row], rstd[row]) = layerNormRow(
+          x + row * c, columns: c, weight: weight, bias: bias, epsilon: epsilon, output: y + row * c)
       }
+    }
+  }
+
+  /// One row of ``layerNormForward(_:rows:columns:weight:bias:epsilon:output:mean:inverseStandardDeviation:)``:
+  /// writes the normalized row to `yr` and returns its mean and inverse standard deviation.
+  @inline(__always)
+  static func layerNormRow(
+    _ xr: UnsafePointer<Float>, columns c: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    epsilon: Float, output yr: UnsafeMutablePointer<Float>
+  ) -> (mean: Float, inverseStandardDeviation: Float) {
+    let shift = xr[0]
+    let shiftVector = SIMD8<Float>(repeating: shift)
+    var s1 = SIMD8<Float>(), s2 = SIMD8<Float>()
+    var j = 0
+    while j + 8 <= c {
+      let d = ElementwiseKernels.load(xr + j) - shiftVector
+      s1 += d
+      s2 = s2.addingProduct(d, d)
+      j += 8
+    }
+    var t1: Float = 0, t2: Float = 0
+    while j < c {
+      let d = xr[j] - shift
+      t1 += d
+      t2 += d * d
+      j += 1
+    }
+    let sum1 = Double(s1.sum()) + Double(t1)
+    let sum2 = Double(s2.sum()) + Double(t2)
+    let shiftedMean = sum1 / Double(c)
+    let variance = Swift.max(sum2 / Double(c) - shiftedMean * shiftedMean, 0)
+    let mu = Float(Double(shift) + shiftedMean)
+    let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
+    normalizeRow(xr, columns: c, weight: weight, bias: bias, mean: mu, inverseStandardDeviation: inv, output: yr)
+    return (mu, inv)
+  }
+
+  /// `yr = (xr − μ)·σ⁻¹·γ + β` for one row whose statistics are known (forward, and the fused
+  /// residual MLP's backward pass, which recomputes the normalized rows instead of keeping them).
+  @inline(__always)
+  static func normalizeRow(
+    _ xr: UnsafePointer<Float>, columns c: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    mean mu: Float, inverseStandardDeviation inv: Float, output yr: UnsafeMutablePointer<Float>
+  ) {
+    let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
+    var j = 0
+    while j + 8 <= c {
+      let normalized = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+      ElementwiseKernels.store(
+        ElementwiseKernels.load(bias + j).addingProduct(normalized, ElementwiseKernels.load(weight + j)), yr + j)
+      j += 8
+    }
+    while j < c {
+      yr[j] = (xr[j] - mu) * inv * weight[j] + bias[j]
+      j += 1
     }
   }
 
@@ -75,52 +93,13 @@ enum NormalizationKernels {
     // Rows [0, 2c) of chunk k hold its dγ and dβ partials.
     let partials = Tensor(zeros: [chunks, 2, c])
     let partial = partials.buffer.pointer
-    let inverseCount = 1 / Float(c)
     ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
       let pw = partial + chunk * 2 * c
       let pb = pw + c
       for row in range {
-        let xr = x + row * c, gr = g + row * c, dxr = dx + row * c
-        let mu = mean[row], inv = rstd[row]
-        let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
-        var a1 = SIMD8<Float>(), a2 = SIMD8<Float>()
-        var j = 0
-        while j + 8 <= c {
-          let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
-          let gv = ElementwiseKernels.load(gr + j)
-          let ghat = gv * ElementwiseKernels.load(weight + j)
-          a1 += ghat
-          a2 = a2.addingProduct(ghat, xhat)
-          ElementwiseKernels.store(ElementwiseKernels.load(pw + j).addingProduct(gv, xhat), pw + j)
-          ElementwiseKernels.store(ElementwiseKernels.load(pb + j) + gv, pb + j)
-          j += 8
-        }
-        var t1: Float = 0, t2: Float = 0
-        while j < c {
-          let xhat = (xr[j] - mu) * inv
-          let ghat = gr[j] * weight[j]
-          t1 += ghat
-          t2 += ghat * xhat
-          pw[j] += gr[j] * xhat
-          pb[j] += gr[j]
-          j += 1
-        }
-        let meanG = (a1.sum() + t1) * inverseCount
-        let meanGX = (a2.sum() + t2) * inverseCount
-        let meanGVector = SIMD8<Float>(repeating: meanG), meanGXVector = SIMD8<Float>(repeating: meanGX)
-        j = 0
-        while j + 8 <= c {
-          let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
-          let ghat = ElementwiseKernels.load(gr + j) * ElementwiseKernels.load(weight + j)
-          let centered = (ghat - meanGVector).addingProduct(-xhat, meanGXVector)
-          ElementwiseKernels.store(centered * invVector, dxr + j)
-          j += 8
-        }
-        while j < c {
-          let xhat = (xr[j] - mu) * inv
-          dxr[j] = (gr[j] * weight[j] - meanG - xhat * meanGX) * inv
-          j += 1
-        }
+        layerNormBackwardRow(
+          g + row * c, x + row * c, columns: c, weight: weight, mean: mean[row], inverseStandardDeviation: rstd[row],
+          inputGradient: dx + row * c, weightGradientSum: pw, biasGradientSum: pb)
       }
     }
     dWeight.update(from: partial, count: c)
@@ -131,5 +110,60 @@ enum NormalizationKernels {
     }
     // The partials were used only through `partial`; keep them alive until here.
     withExtendedLifetime(partials) {}
+  }
+
+  /// One row of ``layerNormBackward(_:_:rows:columns:weight:mean:inverseStandardDeviation:inputGradient:weightGradient:biasGradient:)``:
+  /// writes the row's `dx` (plus `residualGradient`, when given: the gradient of a residual branch
+  /// that reads the same `x`, added here instead of in a separate pass) and adds `g ⊙ x̂` and `g`
+  /// to the running sums `pw`, `pb`.
+  @inline(__always)
+  static func layerNormBackwardRow(
+    _ gr: UnsafePointer<Float>, _ xr: UnsafePointer<Float>, columns c: Int, weight: UnsafePointer<Float>,
+    mean mu: Float, inverseStandardDeviation inv: Float, inputGradient dxr: UnsafeMutablePointer<Float>,
+    weightGradientSum pw: UnsafeMutablePointer<Float>, biasGradientSum pb: UnsafeMutablePointer<Float>,
+    residualGradient: UnsafePointer<Float>? = nil
+  ) {
+    let inverseCount = 1 / Float(c)
+    let muVector = SIMD8<Float>(repeating: mu), invVector = SIMD8<Float>(repeating: inv)
+    var a1 = SIMD8<Float>(), a2 = SIMD8<Float>()
+    var j = 0
+    while j + 8 <= c {
+      let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+      let gv = ElementwiseKernels.load(gr + j)
+      let ghat = gv * ElementwiseKernels.load(weight + j)
+      a1 += ghat
+      a2 = a2.addingProduct(ghat, xhat)
+      ElementwiseKernels.store(ElementwiseKernels.load(pw + j).addingProduct(gv, xhat), pw + j)
+      ElementwiseKernels.store(ElementwiseKernels.load(pb + j) + gv, pb + j)
+      j += 8
+    }
+    var t1: Float = 0, t2: Float = 0
+    while j < c {
+      let xhat = (xr[j] - mu) * inv
+      let ghat = gr[j] * weight[j]
+      t1 += ghat
+      t2 += ghat * xhat
+      pw[j] += gr[j] * xhat
+      pb[j] += gr[j]
+      j += 1
+    }
+    let meanG = (a1.sum() + t1) * inverseCount
+    let meanGX = (a2.sum() + t2) * inverseCount
+    let meanGVector = SIMD8<Float>(repeating: meanG), meanGXVector = SIMD8<Float>(repeating: meanGX)
+    j = 0
+    while j + 8 <= c {
+      let xhat = (ElementwiseKernels.load(xr + j) - muVector) * invVector
+      let ghat = ElementwiseKernels.load(gr + j) * ElementwiseKernels.load(weight + j)
+      let centered = (ghat - meanGVector).addingProduct(-xhat, meanGXVector)
+      var dxv = centered * invVector
+      if let residualGradient { dxv += ElementwiseKernels.load(residualGradient + j) }
+      ElementwiseKernels.store(dxv, dxr + j)
+      j += 8
+    }
+    while j < c {
+      let xhat = (xr[j] - mu) * inv
+      dxr[j] = (gr[j] * weight[j] - meanG - xhat * meanGX) * inv + (residualGradient?[j] ?? 0)
+      j += 1
+    }
   }
 }
