@@ -65,14 +65,16 @@ public class MixerBlock: Module {
   }
 
   /// Whether the MLP half runs as one fused op (``QuadraAutograd/Variable/residualMLP(parameters:epsilon:)``)
-  /// where it can: always, except while DropPath drops samples (training with a rate > 0). False
-  /// composes it from LayerNorm, the two linear maps, GELU, γ ⊙ and the add (same values up to
-  /// rounding, more passes over memory), for benchmarks and tests.
+  /// while gradients are recorded, except while DropPath drops samples (training with a rate > 0).
+  /// Without recording (inference on the tape) the separate ops run: each intermediate is freed as the
+  /// next op consumes it, while the fused op writes what only a backward pass needs. False composes it
+  /// from LayerNorm, the two linear maps, GELU, γ ⊙ and the add (same values up to rounding, more passes
+  /// over memory), for benchmarks and tests.
   public var fusesMLP = true
 
   public func callAsFunction(_ x: Variable) -> Variable {
     let mixed = x + dropPath(mixer(norm1(x)) * gamma1)
-    if fusesMLP && (dropPath.rate == 0 || !dropPath.isTraining), let expandBias = mlp.pwconv1.bias,
+    if fusesMLP && GradientMode.isEnabled && (dropPath.rate == 0 || !dropPath.isTraining), let expandBias = mlp.pwconv1.bias,
       let projectBias = mlp.pwconv2.bias
     {
       return mixed.residualMLP(

@@ -232,27 +232,16 @@ public struct CPUBackend: Backend {
     let source = UnsafePointer(x.buffer.pointer), y = output.buffer.pointer
     guard let bias else {
       Parallel.forRanges(x.count, minimumChunk: ElementwiseKernels.parallelGrain / 4) { range in
-        ActivationKernels.map(
-          source + range.lowerBound, y + range.lowerBound, count: range.count, ActivationKernels.gelu)
+        let start = range.lowerBound
+        ActivationKernels.gelu(source + start, bias: nil, y + start, rows: 1, columns: range.count)
       }
       return
     }
     let c = bias.count, rows = c == 0 ? 0 : x.count / c
     let b = UnsafePointer(bias.buffer.pointer)
     Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / c)) { range in
-      for row in range {
-        let xr = source + row * c, yr = y + row * c
-        var j = 0
-        while j + 8 <= c {
-          let v = ElementwiseKernels.load(xr + j) + ElementwiseKernels.load(b + j)
-          ElementwiseKernels.store(ActivationKernels.gelu(v), yr + j)
-          j += 8
-        }
-        if j < c {
-          let v = ActivationKernels.loadPartial(xr + j, count: c - j) + ActivationKernels.loadPartial(b + j, count: c - j)
-          ActivationKernels.storePartial(ActivationKernels.gelu(v), yr + j, count: c - j)
-        }
-      }
+      let start = range.lowerBound * c
+      ActivationKernels.gelu(source + start, bias: b, y + start, rows: range.count, columns: c)
     }
   }
 
@@ -264,7 +253,7 @@ public struct CPUBackend: Backend {
     guard let bias else {
       Parallel.forRanges(x.count, minimumChunk: ElementwiseKernels.parallelGrain / 4) { range in
         let start = range.lowerBound
-        ActivationKernels.geluBackward(g + start, source + start, d + start, count: range.count)
+        ActivationKernels.geluBackward(g + start, source + start, bias: nil, d + start, rows: 1, columns: range.count)
       }
       if let biasGradient { sum(inputGradient.reshaped([-1, biasGradient.count]), keeping: [false, true], into: biasGradient) }
       return
@@ -275,25 +264,9 @@ public struct CPUBackend: Backend {
       rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / c), partialSize: c)
     KernelScratch.with(count: chunks * c, zeroed: true) { partial in
       ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
-        let pb = partial + chunk * c
-        for row in range {
-          let xr = source + row * c, gr = g + row * c, dr = d + row * c
-          var j = 0
-          while j + 8 <= c {
-            let v = ElementwiseKernels.load(xr + j) + ElementwiseKernels.load(b + j)
-            let dv = ElementwiseKernels.load(gr + j) * ActivationKernels.geluDerivative(v)
-            ElementwiseKernels.store(dv, dr + j)
-            ElementwiseKernels.store(ElementwiseKernels.load(pb + j) + dv, pb + j)
-            j += 8
-          }
-          if j < c {
-            let n = c - j
-            let v = ActivationKernels.loadPartial(xr + j, count: n) + ActivationKernels.loadPartial(b + j, count: n)
-            let dv = ActivationKernels.loadPartial(gr + j, count: n) * ActivationKernels.geluDerivative(v)
-            ActivationKernels.storePartial(dv, dr + j, count: n)
-            for k in 0..<n { pb[j + k] += dv[k] }
-          }
-        }
+        let start = range.lowerBound * c
+        ActivationKernels.geluBackward(
+          g + start, source + start, bias: b, d + start, rows: range.count, columns: c, biasSums: partial + chunk * c)
       }
       guard let biasGradient else { return }
       let result = biasGradient.buffer.pointer

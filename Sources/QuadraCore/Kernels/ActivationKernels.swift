@@ -1,9 +1,59 @@
-/// Vectorized transcendental functions for activations and softmax.
+/// A float vector the activation kernels run on: `SIMD8<Float>` (AVX2) or `SIMD16<Float>` (AVX-512).
 ///
-/// Eight lanes at a time with only add/multiply/FMA/divide and integer bit tricks, so they
-/// compile to AVX2 (or NEON) instructions instead of a libm call per element. Loop tails go
-/// through the same vector code (``loadPartial(_:count:)``), so results do not depend on
-/// where an element falls in a row.
+/// Arithmetic on a generic `SIMD` specializes to vector instructions, but comparisons, masks and integer
+/// bit operations do not (the generic versions loop over the lanes, measured 4–5× slower GELU), so
+/// the few of those the kernels need are requirements that each width implements on its concrete type.
+package protocol ActivationVector: SIMD where Scalar == Float {
+  /// Each lane limited to `[low, high]`.
+  func clampedLanes(_ low: Float, _ high: Float) -> Self
+  /// |lane| with the sign bit cleared, and the sign bits alone (as floats: ±0).
+  var magnitudeAndSign: (magnitude: Self, sign: Self) { get }
+  /// `self` with the sign bits of `sign` set (`sign` from ``magnitudeAndSign``).
+  func orSign(_ sign: Self) -> Self
+  /// 2ⁿ per lane, where `rounded` holds n in its low mantissa bits (`1.5·2²³ + n`, see ``ActivationKernels/exp(_:)``).
+  static func powerOfTwo(_ rounded: Self) -> Self
+}
+
+extension SIMD8: ActivationVector where Scalar == Float {
+  @inline(__always) package func clampedLanes(_ low: Float, _ high: Float) -> Self {
+    let lower = Self(repeating: low), upper = Self(repeating: high)
+    return replacing(with: lower, where: self .< lower).replacing(with: upper, where: self .> upper)
+  }
+  @inline(__always) package var magnitudeAndSign: (magnitude: Self, sign: Self) {
+    let bits = unsafeBitCast(self, to: SIMD8<UInt32>.self)
+    return (
+      unsafeBitCast(bits & SIMD8<UInt32>(repeating: 0x7FFF_FFFF), to: Self.self),
+      unsafeBitCast(bits & SIMD8<UInt32>(repeating: 0x8000_0000), to: Self.self)
+    )
+  }
+  @inline(__always) package func orSign(_ sign: Self) -> Self {
+    unsafeBitCast(unsafeBitCast(self, to: SIMD8<UInt32>.self) | unsafeBitCast(sign, to: SIMD8<UInt32>.self), to: Self.self)
+  }
+  @inline(__always) package static func powerOfTwo(_ rounded: Self) -> Self {
+    unsafeBitCast((unsafeBitCast(rounded, to: SIMD8<UInt32>.self) &<< 23) &+ SIMD8<UInt32>(repeating: 127 << 23), to: Self.self)
+  }
+}
+
+extension SIMD16: ActivationVector where Scalar == Float {
+  @inline(__always) package func clampedLanes(_ low: Float, _ high: Float) -> Self {
+    let lower = Self(repeating: low), upper = Self(repeating: high)
+    return replacing(with: lower, where: self .< lower).replacing(with: upper, where: self .> upper)
+  }
+  @inline(__always) package var magnitudeAndSign: (magnitude: Self, sign: Self) {
+    let bits = unsafeBitCast(self, to: SIMD16<UInt32>.self)
+    return (
+      unsafeBitCast(bits & SIMD16<UInt32>(repeating: 0x7FFF_FFFF), to: Self.self),
+      unsafeBitCast(bits & SIMD16<UInt32>(repeating: 0x8000_0000), to: Self.self)
+    )
+  }
+  @inline(__always) package func orSign(_ sign: Self) -> Self {
+    unsafeBitCast(unsafeBitCast(self, to: SIMD16<UInt32>.self) | unsafeBitCast(sign, to: SIMD16<UInt32>.self), to: Self.self)
+  }
+  @inline(__always) package static func powerOfTwo(_ rounded: Self) -> Self {
+    unsafeBitCast((unsafeBitCast(rounded, to: SIMD16<UInt32>.self) &<< 23) &+ SIMD16<UInt32>(repeating: 127 << 23), to: Self.self)
+  }
+}
+
 package enum ActivationKernels {
   /// e^x, accurate to about 2 ulp for x in [-87.3, 88.3]; inputs outside are clamped
   /// (so the result never overflows to infinity or underflows to a denormal).
@@ -11,28 +61,26 @@ package enum ActivationKernels {
   /// Cephes' `expf`: x = n·ln2 + r with |r| ≤ ln2/2, e^r = 1 + r + r²·P(r) with a degree-5 P,
   /// and 2ⁿ assembled directly in the exponent bits.
   @inline(__always)
-  static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+  static func exp<V: ActivationVector>(_ x: V) -> V {
     // Compare-and-select rather than `clamped(lowerBound:upperBound:)`, which is not inlined
     // (it becomes two library calls per vector).
-    let low = SIMD8<Float>(repeating: -87.3), high = SIMD8<Float>(repeating: 88.3)
-    let clamped = x.replacing(with: low, where: x .< low).replacing(with: high, where: x .> high)
+    let clamped = x.clampedLanes(-87.3, 88.3)
     // Adding 1.5·2²³ rounds to the nearest integer and leaves it in the low mantissa bits.
-    let magic = SIMD8<Float>(repeating: 12_582_912)
-    let t = magic.addingProduct(clamped, SIMD8(repeating: 1.442_695_040_888_963_4))
+    let magic = V(repeating: 12_582_912)
+    let t = magic.addingProduct(clamped, V(repeating: 1.442_695_040_888_963_4))
     let n = t - magic
     // Two-part ln2 (the first part has few mantissa bits, so n·ln2_hi is exact) keeps r accurate.
-    var r = clamped.addingProduct(n, SIMD8(repeating: -0.693_359_375))
-    r = r.addingProduct(n, SIMD8(repeating: 2.121_944_4e-4))
-    var p = SIMD8<Float>(repeating: 1.398_199_950_7e-3).addingProduct(SIMD8(repeating: 1.987_569_150_0e-4), r)
-    p = SIMD8<Float>(repeating: 8.333_451_907_3e-3).addingProduct(p, r)
-    p = SIMD8<Float>(repeating: 4.166_579_589_4e-2).addingProduct(p, r)
-    p = SIMD8<Float>(repeating: 1.666_666_545_9e-1).addingProduct(p, r)
-    p = SIMD8<Float>(repeating: 5.000_000_120_1e-1).addingProduct(p, r)
+    var r = clamped.addingProduct(n, V(repeating: -0.693_359_375))
+    r = r.addingProduct(n, V(repeating: 2.121_944_4e-4))
+    var p = V(repeating: 1.398_199_950_7e-3).addingProduct(V(repeating: 1.987_569_150_0e-4), r)
+    p = V(repeating: 8.333_451_907_3e-3).addingProduct(p, r)
+    p = V(repeating: 4.166_579_589_4e-2).addingProduct(p, r)
+    p = V(repeating: 1.666_666_545_9e-1).addingProduct(p, r)
+    p = V(repeating: 5.000_000_120_1e-1).addingProduct(p, r)
     let er = (r + 1).addingProduct(p, r * r)
     // n sits in the low bits of t; shifting them into the exponent field and adding the
     // bias gives the bit pattern of 2ⁿ (the high bits of the magic constant shift out).
-    let bits = (unsafeBitCast(t, to: SIMD8<UInt32>.self) &<< 23) &+ SIMD8(repeating: 127 << 23)
-    return er * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    return er * V.powerOfTwo(t)
   }
 
   /// erf(z) and e^(−z²) together (GELU's forward and backward need both).
@@ -40,19 +88,17 @@ package enum ActivationKernels {
   /// Abramowitz & Stegun 7.1.26: erf(|z|) = 1 − t·(a₁ + t(a₂ + t(a₃ + t(a₄ + t·a₅))))·e^(−z²) with
   /// t = 1/(1 + p|z|); absolute error ≤ 1.5·10⁻⁷ (plus Float rounding, < 5·10⁻⁷ in total).
   @inline(__always)
-  static func erfAndGaussian(_ z: SIMD8<Float>) -> (erf: SIMD8<Float>, gaussian: SIMD8<Float>) {
-    let bits = unsafeBitCast(z, to: SIMD8<UInt32>.self)
-    let sign = bits & SIMD8(repeating: 0x8000_0000)
-    let a = unsafeBitCast(bits & SIMD8(repeating: 0x7FFF_FFFF), to: SIMD8<Float>.self)
-    let t = 1 / SIMD8<Float>(repeating: 1).addingProduct(a, SIMD8(repeating: 0.327_591_1))
-    var poly = SIMD8<Float>(repeating: -1.453_152_027).addingProduct(SIMD8(repeating: 1.061_405_429), t)
-    poly = SIMD8<Float>(repeating: 1.421_413_741).addingProduct(poly, t)
-    poly = SIMD8<Float>(repeating: -0.284_496_736).addingProduct(poly, t)
-    poly = SIMD8<Float>(repeating: 0.254_829_592).addingProduct(poly, t)
+  static func erfAndGaussian<V: ActivationVector>(_ z: V) -> (erf: V, gaussian: V) {
+    let (a, sign) = z.magnitudeAndSign
+    let t = 1 / V(repeating: 1).addingProduct(a, V(repeating: 0.327_591_1))
+    var poly = V(repeating: -1.453_152_027).addingProduct(V(repeating: 1.061_405_429), t)
+    poly = V(repeating: 1.421_413_741).addingProduct(poly, t)
+    poly = V(repeating: -0.284_496_736).addingProduct(poly, t)
+    poly = V(repeating: 0.254_829_592).addingProduct(poly, t)
     poly *= t
     let gaussian = exp(-(a * a))
     let magnitude = 1 - poly * gaussian
-    let erf = unsafeBitCast(unsafeBitCast(magnitude, to: SIMD8<UInt32>.self) | sign, to: SIMD8<Float>.self)
+    let erf = magnitude.orSign(sign)
     return (erf, gaussian)
   }
 
@@ -65,44 +111,41 @@ package enum ActivationKernels {
   /// (measured 1.7× faster than ``erfAndGaussian(_:)``), while backward, which needs e^(−z²)
   /// anyway, uses the latter.
   @inlinable @inline(__always)
-  package static func erf(_ z: SIMD8<Float>) -> SIMD8<Float> {
-    let low = SIMD8<Float>(repeating: -4), high = SIMD8<Float>(repeating: 4)
-    let x = z.replacing(with: low, where: z .< low).replacing(with: high, where: z .> high)
+  package static func erf<V: ActivationVector>(_ z: V) -> V {
+    let x = z.clampedLanes(-4, 4)
     let x2 = x * x
-    var p = SIMD8<Float>(repeating: 2.770_681_424_959_02e-08).addingProduct(x2, SIMD8(repeating: -2.726_142_258_013_06e-10))
-    p = SIMD8<Float>(repeating: -2.101_024_020_825_08e-06).addingProduct(x2, p)
-    p = SIMD8<Float>(repeating: -5.692_506_394_623_46e-05).addingProduct(x2, p)
-    p = SIMD8<Float>(repeating: -7.349_906_303_268_55e-04).addingProduct(x2, p)
-    p = SIMD8<Float>(repeating: -2.954_599_808_540_25e-03).addingProduct(x2, p)
-    p = SIMD8<Float>(repeating: -1.609_603_332_624_15e-02).addingProduct(x2, p)
-    var q = SIMD8<Float>(repeating: -2.133_740_552_789_05e-04).addingProduct(x2, SIMD8(repeating: -1.456_607_184_649_96e-05))
-    q = SIMD8<Float>(repeating: -1.682_826_974_382_03e-03).addingProduct(x2, q)
-    q = SIMD8<Float>(repeating: -7.373_329_167_204_68e-03).addingProduct(x2, q)
-    q = SIMD8<Float>(repeating: -1.426_473_905_141_89e-02).addingProduct(x2, q)
+    var p = V(repeating: 2.770_681_424_959_02e-08).addingProduct(x2, V(repeating: -2.726_142_258_013_06e-10))
+    p = V(repeating: -2.101_024_020_825_08e-06).addingProduct(x2, p)
+    p = V(repeating: -5.692_506_394_623_46e-05).addingProduct(x2, p)
+    p = V(repeating: -7.349_906_303_268_55e-04).addingProduct(x2, p)
+    p = V(repeating: -2.954_599_808_540_25e-03).addingProduct(x2, p)
+    p = V(repeating: -1.609_603_332_624_15e-02).addingProduct(x2, p)
+    var q = V(repeating: -2.133_740_552_789_05e-04).addingProduct(x2, V(repeating: -1.456_607_184_649_96e-05))
+    q = V(repeating: -1.682_826_974_382_03e-03).addingProduct(x2, q)
+    q = V(repeating: -7.373_329_167_204_68e-03).addingProduct(x2, q)
+    q = V(repeating: -1.426_473_905_141_89e-02).addingProduct(x2, q)
     return x * p / q
   }
 
   /// GELU(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)).
   @inlinable @inline(__always)
-  package static func gelu(_ x: SIMD8<Float>) -> SIMD8<Float> {
+  package static func gelu<V: ActivationVector>(_ x: V) -> V {
     // The literal 1/√2 (not `inverseSquareRootOf2`): inlinable code across modules sees only inlinable names.
     0.5 * x * (1 + erf(x * 0.707_106_781_186_547_5))
   }
 
   /// GELU′(x) = Φ(x) + x·φ(x) with φ(x) = e^(−x²/2)/√(2π).
   @inline(__always)
-  static func geluDerivative(_ x: SIMD8<Float>) -> SIMD8<Float> {
+  static func geluDerivative<V: ActivationVector>(_ x: V) -> V {
     let (erf, gaussian) = erfAndGaussian(x * inverseSquareRootOf2)
     let cdf = 0.5 * (1 + erf)
-    return cdf.addingProduct(x * gaussian, SIMD8(repeating: inverseSquareRootOf2Pi))
+    return cdf.addingProduct(x * gaussian, V(repeating: inverseSquareRootOf2Pi))
   }
 
   /// Loads `count` < 8 elements into the low lanes (the rest are 0).
   @inline(__always)
   static func loadPartial(_ pointer: UnsafePointer<Float>, count: Int) -> SIMD8<Float> {
-    var v = SIMD8<Float>()
-    for i in 0..<count { v[i] = pointer[i] }
-    return v
+    Lanes<SIMD8<Float>>.loadPartial(pointer, count: count)
   }
 
   /// Stores the low `count` < 8 lanes.
@@ -111,60 +154,150 @@ package enum ActivationKernels {
     for i in 0..<count { pointer[i] = value[i] }
   }
 
-  /// `d[i] = g[i] · GELU′(x[i])` over `n` elements (`d` may be `g`).
-  @inline(__always)
-  static func geluBackward(
-    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, count n: Int
+  // MARK: GELU loops, 8 or 16 lanes
+
+  /// Whether the GELU loops run 16 lanes at a time: where AVX-512's 512-bit registers exist (not in the
+  /// portable build). Every lane computes the same operations at either width, so the results are the
+  /// same bits; 16 lanes halve the instructions of the erf and exponential polynomials, which are most
+  /// of a GELU (measured on an Intel Xeon with two 512-bit FMA ports: see the README's Stop 13).
+  static let widensGELU: Bool = {
+    #if QUADRANET_PORTABLE
+      return false
+    #else
+      return CPUInfo.current.vectorISA >= .avx512
+    #endif
+  }()
+
+  /// Forces the GELU loops' width inside a task (tests compare both widths on any machine that has AVX-512).
+  @TaskLocal static var wideOverride: Bool?
+
+  /// `y[r, j] = GELU(x[r, j] + bias[j])` over `rows` rows of `columns` (`GELU(x)` without a bias; then
+  /// any split of the elements into rows gives the same values).
+  static func gelu(
+    _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, rows: Int, columns: Int
   ) {
-    var i = 0
-    while i + 8 <= n {
-      ElementwiseKernels.store(ElementwiseKernels.load(g + i) * geluDerivative(ElementwiseKernels.load(x + i)), d + i)
-      i += 8
+    if wideOverride ?? widensGELU {
+      Lanes<SIMD16<Float>>.gelu(x, bias: bias, y, rows: rows, columns: columns)
+    } else {
+      Lanes<SIMD8<Float>>.gelu(x, bias: bias, y, rows: rows, columns: columns)
     }
-    if i < n {
-      let derivative = geluDerivative(loadPartial(x + i, count: n - i))
-      storePartial(loadPartial(g + i, count: n - i) * derivative, d + i, count: n - i)
+  }
+
+  /// `d[r, j] = g[r, j] · GELU′(x[r, j] + bias[j])` (`d` may be `g`), adding each row's `d` to
+  /// `biasSums` when given.
+  static func geluBackward(
+    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ d: UnsafeMutablePointer<Float>,
+    rows: Int, columns: Int, biasSums: UnsafeMutablePointer<Float>? = nil
+  ) {
+    if wideOverride ?? widensGELU {
+      Lanes<SIMD16<Float>>.geluBackward(g, x, bias: bias, d, rows: rows, columns: columns, biasSums: biasSums)
+    } else {
+      Lanes<SIMD8<Float>>.geluBackward(g, x, bias: bias, d, rows: rows, columns: columns, biasSums: biasSums)
     }
   }
 
   /// `activated[i] = GELU(x[i])` and `derivative[i] = GELU′(x[i])` from one erf and one exponential
   /// per element (a backward pass that needs both would otherwise evaluate erf twice).
-  @inline(__always)
   static func geluWithDerivative(
     _ x: UnsafePointer<Float>, activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>,
     count n: Int
   ) {
-    @inline(__always) func both(_ v: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Float>) {
-      let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
-      let cdf = 0.5 * (1 + erf)
-      return (v * cdf, cdf.addingProduct(v * gaussian, SIMD8(repeating: inverseSquareRootOf2Pi)))
-    }
-    var i = 0
-    while i + 8 <= n {
-      let (a, d) = both(ElementwiseKernels.load(x + i))
-      ElementwiseKernels.store(a, activated + i)
-      ElementwiseKernels.store(d, derivative + i)
-      i += 8
-    }
-    if i < n {
-      let (a, d) = both(loadPartial(x + i, count: n - i))
-      storePartial(a, activated + i, count: n - i)
-      storePartial(d, derivative + i, count: n - i)
+    if wideOverride ?? widensGELU {
+      Lanes<SIMD16<Float>>.geluWithDerivative(x, activated: activated, derivative: derivative, count: n)
+    } else {
+      Lanes<SIMD8<Float>>.geluWithDerivative(x, activated: activated, derivative: derivative, count: n)
     }
   }
 
-  /// `out[i] = f(x[i])` over `n` elements with a vector function.
-  @inline(__always)
-  static func map(
-    _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count n: Int,
-    _ f: (SIMD8<Float>) -> SIMD8<Float>
-  ) {
-    var i = 0
-    while i + 8 <= n {
-      ElementwiseKernels.store(f(ElementwiseKernels.load(x + i)), out + i)
-      i += 8
+  /// The GELU loops at one vector width `V`.
+  enum Lanes<V: ActivationVector> {
+    @inline(__always) static var width: Int { V.scalarCount }
+
+    @inline(__always) static func load(_ pointer: UnsafePointer<Float>) -> V {
+      UnsafeRawPointer(pointer).loadUnaligned(as: V.self)
     }
-    if i < n { storePartial(f(loadPartial(x + i, count: n - i)), out + i, count: n - i) }
+
+    @inline(__always) static func store(_ value: V, _ pointer: UnsafeMutablePointer<Float>) {
+      UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: V.self)
+    }
+
+    /// Loads `count` < `width` elements into the low lanes (the rest are 0).
+    @inline(__always) static func loadPartial(_ pointer: UnsafePointer<Float>, count: Int) -> V {
+      var v = V()
+      for i in 0..<count { v[i] = pointer[i] }
+      return v
+    }
+
+    @inline(__always) static func storePartial(_ value: V, _ pointer: UnsafeMutablePointer<Float>, count: Int) {
+      for i in 0..<count { pointer[i] = value[i] }
+    }
+
+    /// `x + bias` for the `count` (≤ `width`) elements at column `j` of a row.
+    @inline(__always)
+    static func biased(_ xr: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ j: Int, count: Int) -> V {
+      if count == width { return bias.map { load(xr + j) + load($0 + j) } ?? load(xr + j) }
+      let v = loadPartial(xr + j, count: count)
+      return bias.map { v + loadPartial($0 + j, count: count) } ?? v
+    }
+
+    static func gelu(
+      _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, rows: Int, columns c: Int
+    ) {
+      for row in 0..<rows {
+        let xr = x + row * c, yr = y + row * c
+        var j = 0
+        while j + width <= c {
+          store(ActivationKernels.gelu(biased(xr, bias, j, count: width)), yr + j)
+          j += width
+        }
+        if j < c { storePartial(ActivationKernels.gelu(biased(xr, bias, j, count: c - j)), yr + j, count: c - j) }
+      }
+    }
+
+    static func geluBackward(
+      _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ d: UnsafeMutablePointer<Float>,
+      rows: Int, columns c: Int, biasSums: UnsafeMutablePointer<Float>?
+    ) {
+      for row in 0..<rows {
+        let xr = x + row * c, gr = g + row * c, dr = d + row * c
+        var j = 0
+        while j + width <= c {
+          let dv = load(gr + j) * geluDerivative(biased(xr, bias, j, count: width))
+          store(dv, dr + j)
+          if let biasSums { store(load(biasSums + j) + dv, biasSums + j) }
+          j += width
+        }
+        if j < c {
+          let n = c - j
+          let dv = loadPartial(gr + j, count: n) * geluDerivative(biased(xr, bias, j, count: n))
+          storePartial(dv, dr + j, count: n)
+          if let biasSums { for k in 0..<n { biasSums[j + k] += dv[k] } }
+        }
+      }
+    }
+
+    static func geluWithDerivative(
+      _ x: UnsafePointer<Float>, activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>,
+      count n: Int
+    ) {
+      @inline(__always) func both(_ v: V) -> (V, V) {
+        let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
+        let cdf = 0.5 * (1 + erf)
+        return (v * cdf, cdf.addingProduct(v * gaussian, V(repeating: inverseSquareRootOf2Pi)))
+      }
+      var i = 0
+      while i + width <= n {
+        let (a, d) = both(load(x + i))
+        store(a, activated + i)
+        store(d, derivative + i)
+        i += width
+      }
+      if i < n {
+        let (a, d) = both(loadPartial(x + i, count: n - i))
+        storePartial(a, activated + i, count: n - i)
+        storePartial(d, derivative + i, count: n - i)
+      }
+    }
   }
 }
 

@@ -90,30 +90,43 @@ enum ResidualMLPKernels {
     mean: UnsafeMutablePointer<Float>, inverseStandardDeviation rstd: UnsafeMutablePointer<Float>
   ) {
     let (c, h) = (s.channels, s.hidden)
-    // One block per chunk of work; a thread keeps its scratch for all the blocks it runs.
-    Parallel.forRanges(s.blocks) { blocks in
-      KernelScratch.with(count: s.blockRows * (c + h)) { scratch in
-        let normalized = scratch, activated = scratch + s.blockRows * c
-        for index in blocks {
-          let range = s.block(index)
-          let r0 = range.lowerBound, count = range.count
-          for row in range {
-            (mean[row], rstd[row]) = NormalizationKernels.layerNormRow(
-              x + row * c, columns: c, weight: p.normWeight, bias: p.normBias, epsilon: epsilon,
-              output: normalized + (row - r0) * c)
-          }
-          // h = x̂·W₁ᵀ + b₁, kept for the backward pass.
-          GEMM.multiply(
-            m: count, n: h, k: c, a: normalized, lda: c, transposeA: false, b: p.expandWeight, ldb: c, transposeB: true,
-            c: hidden + r0 * h, ldc: h, alpha: 1, beta: 0, columnBias: p.expandBias, parallel: false)
-          ActivationKernels.map(hidden + r0 * h, activated, count: count * h, ActivationKernels.gelu)
-          // o = GELU(h)·W₂ᵀ + b₂, kept for γ's gradient.
-          GEMM.multiply(
-            m: count, n: c, k: h, a: activated, lda: h, transposeA: false, b: p.projectWeight, ldb: h,
-            transposeB: true, c: mlpOutput + r0 * c, ldc: c, alpha: 1, beta: 0, columnBias: p.projectBias,
-            parallel: false)
-          scaledAdd(x + r0 * c, mlpOutput + r0 * c, scale: p.scale, rows: count, columns: c, into: y + r0 * c)
+    let perWorker = s.blockRows * (c + h)
+    forEachWorker(s.blocks, scratchPerWorker: perWorker) { blocks, scratch in
+      let normalized = scratch, activated = scratch + s.blockRows * c
+      for index in blocks {
+        let range = s.block(index)
+        let r0 = range.lowerBound, count = range.count
+        for row in range {
+          (mean[row], rstd[row]) = NormalizationKernels.layerNormRow(
+            x + row * c, columns: c, weight: p.normWeight, bias: p.normBias, epsilon: epsilon,
+            output: normalized + (row - r0) * c)
         }
+        // h = x̂·W₁ᵀ + b₁, kept for the backward pass.
+        GEMM.multiply(
+          m: count, n: h, k: c, a: normalized, lda: c, transposeA: false, b: p.expandWeight, ldb: c, transposeB: true,
+          c: hidden + r0 * h, ldc: h, alpha: 1, beta: 0, columnBias: p.expandBias, parallel: false)
+        ActivationKernels.gelu(hidden + r0 * h, bias: nil, activated, rows: 1, columns: count * h)
+        // o = GELU(h)·W₂ᵀ + b₂, kept for γ's gradient.
+        GEMM.multiply(
+          m: count, n: c, k: h, a: activated, lda: h, transposeA: false, b: p.projectWeight, ldb: h,
+          transposeB: true, c: mlpOutput + r0 * c, ldc: c, alpha: 1, beta: 0, columnBias: p.projectBias,
+          parallel: false)
+        scaledAdd(x + r0 * c, mlpOutput + r0 * c, scale: p.scale, rows: count, columns: c, into: y + r0 * c)
+      }
+    }
+  }
+
+  /// Runs `body(items, scratch)` on up to ``Parallel/threadCount`` workers, each with a contiguous range of
+  /// `0..<count` and its own `scratchPerWorker` floats. The scratch of all workers is allocated here, before
+  /// any of them starts, so the call's peak memory is the same however the threads are scheduled (the
+  /// exact memory replays of ``MetaBackend`` probe it once and charge that peak every time).
+  static func forEachWorker(
+    _ count: Int, scratchPerWorker: Int, _ body: (Range<Int>, UnsafeMutablePointer<Float>) -> Void
+  ) {
+    let workers = Swift.max(1, Swift.min(Parallel.threadCount, count))
+    KernelScratch.with(count: workers * scratchPerWorker) { scratch in
+      Parallel.forEach(workers) { worker in
+        body((count * worker / workers)..<(count * (worker + 1) / workers), scratch + worker * scratchPerWorker)
       }
     }
   }
@@ -151,20 +164,20 @@ enum ResidualMLPKernels {
     let partialCount = s.partialCount
     let chunks = ElementwiseKernels.reductionChunkCount(s.blocks, minimumChunk: 1, partialSize: partialCount)
     KernelScratch.with(count: chunks * partialCount, zeroed: true) { partials in
-      ElementwiseKernels.forChunks(s.blocks, chunks: chunks) { chunk, blocks in
-        let sums = Pointers(partials: partials + chunk * partialCount, s)
-        KernelScratch.with(count: s.blockRows * (3 * c + 3 * h)) { scratch in
-          let normalized = scratch
-          let outputGradient = normalized + s.blockRows * c  // ∂o = γ ⊙ dy
-          let normalizedGradient = outputGradient + s.blockRows * c  // ∂x̂
-          let activated = normalizedGradient + s.blockRows * c  // GELU(h)
-          let hiddenGradient = activated + s.blockRows * h  // ∂GELU(h), then ∂h in place
-          let derivative = hiddenGradient + s.blockRows * h  // GELU′(h)
-          for index in blocks {
-            let range = s.block(index)
+      // Each worker runs a contiguous run of chunks; a chunk's blocks add into that chunk's sums.
+      forEachWorker(chunks, scratchPerWorker: s.blockRows * (3 * c + 3 * h)) { chunkRange, scratch in
+        let normalized = scratch
+        let outputGradient = normalized + s.blockRows * c  // ∂o = γ ⊙ dy
+        let normalizedGradient = outputGradient + s.blockRows * c  // ∂x̂
+        let activated = normalizedGradient + s.blockRows * c  // GELU(h)
+        let hiddenGradient = activated + s.blockRows * h  // ∂GELU(h), then ∂h in place
+        let derivative = hiddenGradient + s.blockRows * h  // GELU′(h)
+        for chunk in chunkRange {
+          let sums = Pointers(partials: partials + chunk * partialCount, s)
+          for index in (s.blocks * chunk / chunks)..<(s.blocks * (chunk + 1) / chunks) {
             backwardBlock(
-              range, x: x, p: p, shape: s, hidden: hidden, mlpOutput: mlpOutput, mean: mean, rstd: rstd, dy: dy,
-              dx: dx, sums: sums, normalized: normalized, outputGradient: outputGradient,
+              s.block(index), x: x, p: p, shape: s, hidden: hidden, mlpOutput: mlpOutput, mean: mean, rstd: rstd,
+              dy: dy, dx: dx, sums: sums, normalized: normalized, outputGradient: outputGradient,
               normalizedGradient: normalizedGradient, activated: activated, hiddenGradient: hiddenGradient,
               derivative: derivative)
           }
