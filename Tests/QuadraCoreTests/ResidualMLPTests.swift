@@ -85,5 +85,10 @@ import Testing
     #expect(small.block(small.blocks - 1).upperBound == 12544)
     let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: 1 << 21)
     #expect(!wide.fuses)
+    // W fits in half of L2 (1 MiB at C = 128, H = 512) but leaves room for only 78 rows per block.
+    let thin = ResidualMLPKernels.Shape(rows: 12544, channels: 128, hidden: 512, level2CacheBytes: 1 << 21)
+    #expect(!thin.fuses)
+    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: 1 << 21)
+    #expect(third.fuses && third.blockRows >= ResidualMLPKernels.Shape.minimumBlockRows)
   }
 }

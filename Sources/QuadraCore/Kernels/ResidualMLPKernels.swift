@@ -21,7 +21,8 @@ enum ResidualMLPKernels {
     let blockRows: Int
 
     /// Whether fusing pays: the weights and their gradient sums (4 · H · C floats) must fit in half of L2
-    /// next to the block's rows, or every block of the backward pass would stream them from L3.
+    /// next to the block's rows (or every block of the backward pass would stream them from L3), and the
+    /// rows left room for must number at least ``minimumBlockRows``.
     let fuses: Bool
 
     init(rows: Int, channels: Int, hidden: Int, level2CacheBytes: Int = CPUInfo.current.level2CacheBytes) {
@@ -34,11 +35,17 @@ enum ResidualMLPKernels {
       // Xeon (AVX-512, 2 MiB L2; quadranet-28, batch 64, one thread): blocks in a quarter of L2 ran
       // no faster than the unfused ops, blocks in all of it 5–10% faster, in a sixteenth 30% slower.
       let bytesPerRow = (6 * channels + 5 * hidden) * floatBytes
-      blockRows =
-        Self.blockRowsOverride
-        ?? Swift.max(16, Swift.min(4096, (level2CacheBytes - Swift.min(weightBytes, level2CacheBytes / 2)) / bytesPerRow))
-      fuses = Self.fusesOverride ?? fits
+      let fittingRows = (level2CacheBytes - Swift.min(weightBytes, level2CacheBytes / 2)) / bytesPerRow
+      blockRows = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, fittingRows))
+      fuses = Self.fusesOverride ?? (fits && fittingRows >= Self.minimumBlockRows)
     }
+
+    /// The fewest rows a block may have for the fused kernel to pay: below, its products are too thin
+    /// and the weight gradients' partial sums are read and written once per few rows. Measured on an
+    /// Intel Xeon (2 MiB L2, one thread): with blocks of 78 rows in its second stage (C = 128, H = 512)
+    /// quadranet-t's training step at 224², batch 16, ran ~8% slower than unfused; quadranet-28's third
+    /// stage (C = 160, H = 320, blocks of 120 rows) fused was part of its fastest runs.
+    static let minimumBlockRows = 112
 
     /// Forces the block height inside a task (tests cross block and chunk boundaries with small shapes).
     @TaskLocal static var blockRowsOverride: Int?
@@ -90,6 +97,9 @@ enum ResidualMLPKernels {
     mean: UnsafeMutablePointer<Float>, inverseStandardDeviation rstd: UnsafeMutablePointer<Float>
   ) {
     let (c, h) = (s.channels, s.hidden)
+    // W₁ᵀ and W₂ᵀ packed once for all blocks (every block's products would repack them).
+    let expand = GEMM.PackedMatrix(k: c, n: h, b: p.expandWeight, ldb: c, transposeB: true)
+    let project = GEMM.PackedMatrix(k: h, n: c, b: p.projectWeight, ldb: h, transposeB: true)
     let perWorker = s.blockRows * (c + h)
     forEachWorker(s.blocks, scratchPerWorker: perWorker) { blocks, scratch in
       let normalized = scratch, activated = scratch + s.blockRows * c
@@ -103,13 +113,12 @@ enum ResidualMLPKernels {
         }
         // h = x̂·W₁ᵀ + b₁, kept for the backward pass.
         GEMM.multiply(
-          m: count, n: h, k: c, a: normalized, lda: c, transposeA: false, b: p.expandWeight, ldb: c, transposeB: true,
-          c: hidden + r0 * h, ldc: h, alpha: 1, beta: 0, columnBias: p.expandBias, parallel: false)
+          m: count, a: normalized, lda: c, packedB: expand, c: hidden + r0 * h, ldc: h, columnBias: p.expandBias,
+          parallel: false)
         ActivationKernels.gelu(hidden + r0 * h, bias: nil, activated, rows: 1, columns: count * h)
         // o = GELU(h)·W₂ᵀ + b₂, kept for γ's gradient.
         GEMM.multiply(
-          m: count, n: c, k: h, a: activated, lda: h, transposeA: false, b: p.projectWeight, ldb: h,
-          transposeB: true, c: mlpOutput + r0 * c, ldc: c, alpha: 1, beta: 0, columnBias: p.projectBias,
+          m: count, a: activated, lda: h, packedB: project, c: mlpOutput + r0 * c, ldc: c, columnBias: p.projectBias,
           parallel: false)
         scaledAdd(x + r0 * c, mlpOutput + r0 * c, scale: p.scale, rows: count, columns: c, into: y + r0 * c)
       }
@@ -163,6 +172,11 @@ enum ResidualMLPKernels {
     let (c, h) = (s.channels, s.hidden)
     let partialCount = s.partialCount
     let chunks = ElementwiseKernels.reductionChunkCount(s.blocks, minimumChunk: 1, partialSize: partialCount)
+    // W₂ and W₁ packed once for the input-side products of all blocks.
+    let weights = (
+      project: GEMM.PackedMatrix(k: c, n: h, b: p.projectWeight, ldb: h, transposeB: false),
+      expand: GEMM.PackedMatrix(k: h, n: c, b: p.expandWeight, ldb: c, transposeB: false)
+    )
     KernelScratch.with(count: chunks * partialCount, zeroed: true) { partials in
       // Each worker runs a contiguous run of chunks; a chunk's blocks add into that chunk's sums.
       forEachWorker(chunks, scratchPerWorker: s.blockRows * (3 * c + 3 * h)) { chunkRange, scratch in
@@ -177,7 +191,7 @@ enum ResidualMLPKernels {
           for index in (s.blocks * chunk / chunks)..<(s.blocks * (chunk + 1) / chunks) {
             backwardBlock(
               s.block(index), x: x, p: p, shape: s, hidden: hidden, mlpOutput: mlpOutput, mean: mean, rstd: rstd,
-              dy: dy, dx: dx, sums: sums, normalized: normalized, outputGradient: outputGradient,
+              packed: weights, dy: dy, dx: dx, sums: sums, normalized: normalized, outputGradient: outputGradient,
               normalizedGradient: normalizedGradient, activated: activated, hiddenGradient: hiddenGradient,
               derivative: derivative)
           }
@@ -203,7 +217,8 @@ enum ResidualMLPKernels {
   @inline(__always)
   private static func backwardBlock(
     _ range: Range<Int>, x: UnsafePointer<Float>, p: Pointers, shape s: Shape, hidden: UnsafePointer<Float>,
-    mlpOutput: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+    mlpOutput: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    packed: (project: GEMM.PackedMatrix, expand: GEMM.PackedMatrix), dy: UnsafePointer<Float>,
     dx: UnsafeMutablePointer<Float>, sums: Pointers, normalized: UnsafeMutablePointer<Float>,
     outputGradient: UnsafeMutablePointer<Float>, normalizedGradient: UnsafeMutablePointer<Float>,
     activated: UnsafeMutablePointer<Float>, hiddenGradient: UnsafeMutablePointer<Float>,
@@ -237,9 +252,7 @@ enum ResidualMLPKernels {
     GEMM.multiply(
       m: c, n: h, k: count, a: outputGradient, lda: c, transposeA: true, b: activated, ldb: h, transposeB: false,
       c: sums.projectWeight, ldc: h, alpha: 1, beta: 1, columnBias: nil, parallel: false)
-    GEMM.multiply(
-      m: count, n: h, k: c, a: outputGradient, lda: c, transposeA: false, b: p.projectWeight, ldb: h,
-      transposeB: false, c: hiddenGradient, ldc: h, alpha: 1, beta: 0, columnBias: nil, parallel: false)
+    GEMM.multiply(m: count, a: outputGradient, lda: c, packedB: packed.project, c: hiddenGradient, ldc: h, parallel: false)
     // ∂h = ∂GELU(h) ⊙ GELU′(h);  ∂b₁ += Σ ∂h.
     ElementwiseKernels.multiply(hiddenGradient, derivative, count: count * h)
     for row in 0..<count { ElementwiseKernels.accumulate(hiddenGradient + row * h, into: sums.expandBias, count: h) }
@@ -254,8 +267,7 @@ enum ResidualMLPKernels {
       m: h, n: c, k: count, a: hiddenGradient, lda: h, transposeA: true, b: normalized, ldb: c, transposeB: false,
       c: sums.expandWeight, ldc: c, alpha: 1, beta: 1, columnBias: nil, parallel: false)
     GEMM.multiply(
-      m: count, n: c, k: h, a: hiddenGradient, lda: h, transposeA: false, b: p.expandWeight, ldb: c,
-      transposeB: false, c: normalizedGradient, ldc: c, alpha: 1, beta: 0, columnBias: nil, parallel: false)
+      m: count, a: hiddenGradient, lda: h, packedB: packed.expand, c: normalizedGradient, ldc: c, parallel: false)
     // LayerNorm's backward, plus dy through the residual.
     for row in 0..<count {
       NormalizationKernels.layerNormBackwardRow(
