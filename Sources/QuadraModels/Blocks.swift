@@ -72,9 +72,17 @@ public class MixerBlock: Module {
   /// over memory), for benchmarks and tests.
   public var fusesMLP = true
 
+  /// Whether the mixer half's join `x + γ₁ ⊙ mixer(LN₁(x))` is one pass
+  /// (``QuadraAutograd/Variable/layerScaleResidual(branch:scale:)``) rather than a product and a sum,
+  /// except while DropPath drops samples. False composes it (same values up to rounding), for tests.
+  public var fusesLayerScale = true
+
   public func callAsFunction(_ x: Variable) -> Variable {
-    let mixed = x + dropPath(mixer(norm1(x)) * gamma1)
-    if fusesMLP && GradientMode.isEnabled && (dropPath.rate == 0 || !dropPath.isTraining), let expandBias = mlp.pwconv1.bias,
+    let mixerBranch = mixer(norm1(x))
+    let mixed =
+      fusesLayerScale && !dropPath.dropsSamples
+      ? x.layerScaleResidual(branch: mixerBranch, scale: gamma1) : x + dropPath(mixerBranch * gamma1)
+    if fusesMLP && GradientMode.isEnabled && !dropPath.dropsSamples, let expandBias = mlp.pwconv1.bias,
       let projectBias = mlp.pwconv2.bias
     {
       return mixed.residualMLP(
@@ -82,7 +90,9 @@ public class MixerBlock: Module {
           norm2.weight, norm2.bias, mlp.pwconv1.weight, expandBias, mlp.pwconv2.weight, projectBias, gamma2,
         ], epsilon: norm2.epsilon)
     }
-    return mixed + dropPath(mlp(norm2(mixed)) * gamma2)
+    let mlpBranch = mlp(norm2(mixed))
+    return fusesLayerScale && !dropPath.dropsSamples
+      ? mixed.layerScaleResidual(branch: mlpBranch, scale: gamma2) : mixed + dropPath(mlpBranch * gamma2)
   }
 }
 
@@ -197,7 +207,13 @@ public final class ConvNeXtBlock: Module {
     ]
   }
 
+  /// Whether the join `x + γ ⊙ branch` is one pass (``QuadraAutograd/Variable/layerScaleResidual(branch:scale:)``)
+  /// rather than a product and a sum, except while DropPath drops samples. False composes it, for tests.
+  public var fusesLayerScale = true
+
   public func callAsFunction(_ x: Variable) -> Variable {
-    x + dropPath(mlp(norm(dwconv(x))) * gamma)
+    let branch = mlp(norm(dwconv(x)))
+    return fusesLayerScale && !dropPath.dropsSamples
+      ? x.layerScaleResidual(branch: branch, scale: gamma) : x + dropPath(branch * gamma)
   }
 }

@@ -149,8 +149,11 @@ public final class DropPath: Module {
     self.source = source
   }
 
+  /// Whether a call drops samples now (a rate above 0, in training mode); otherwise it returns its input.
+  public var dropsSamples: Bool { rate > 0 && isTraining }
+
   public func callAsFunction(_ x: Variable) -> Variable {
-    guard rate > 0, isTraining else { return x }
+    guard dropsSamples else { return x }
     return x.dropPath(probability: rate, training: true, using: &source.generator, window: source.sampleWindow)
   }
 }

@@ -167,6 +167,15 @@ final class ActivationCodeRecorder: Backend {
       x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
       inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
   }
+  func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
+    base.layerScaleResidual(x, branch: m, scale: scale, into: output)
+  }
+  func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
+  ) {
+    base.layerScaleResidualBackward(
+      branch: m, scale: scale, outputGradient: outputGradient, branchGradient: branchGradient, scaleGradient: scaleGradient)
+  }
   /// Composed from this backend's primitives, so that the MLP's GELU is recorded like any other.
   func residualMLP(
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved

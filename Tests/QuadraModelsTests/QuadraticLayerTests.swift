@@ -100,5 +100,58 @@ import Testing
     block.fusesMLP = false
     let composed = try tests.run(block, x, seed: dy) { block($0) }
     tests.expectSame(fused, composed, "QuadraBlock")
+    // The joins alone (`x + γ ⊙ branch` as one op against a product and a sum), with the MLP unfused.
+    #expect(block.fusesLayerScale)
+    block.fusesLayerScale = false
+    let productAndSum = try tests.run(block, x, seed: dy) { block($0) }
+    tests.expectSame(composed, productAndSum, "QuadraBlock joins")
+    // Without recording (inference), both joins of the fused block are one op.
+    block.fusesLayerScale = true
+    block.fusesMLP = true
+    let inference = GradientMode.withoutRecording { block(Variable(x)).value }
+    tests.expectSame([inference], [productAndSum[0]], "QuadraBlock inference")
+  }
+
+  @Test func convNeXtBlockJoinMatchesComposition() throws {
+    let tests = QuadraticLayerTests()
+    var generator = RandomGenerator(seed: 73)
+    let block = ConvNeXtBlock(
+      channels: 10, kernelSize: 5, mlpRatio: 3, layerScaleInit: 0.5, dropPath: 0, randomSource: RandomSource(seed: 1),
+      generator: &generator)
+    tests.randomize(block, seed: 74)
+    let x = Tensor.normal(shape: [3, 4, 5, 10], using: &generator)
+    let dy = Tensor.normal(shape: x.shape, using: &generator)
+    #expect(block.fusesLayerScale)
+    let fused = try tests.run(block, x, seed: dy) { block($0) }
+    block.fusesLayerScale = false
+    let composed = try tests.run(block, x, seed: dy) { block($0) }
+    tests.expectSame(fused, composed, "ConvNeXtBlock")
+  }
+
+  /// While DropPath drops samples the blocks compose their joins (the drop acts on `γ ⊙ branch`): the
+  /// fused flag must change nothing, and the output must differ from the block without drops.
+  @Test func dropPathTrainingComposesJoins() throws {
+    let tests = QuadraticLayerTests()
+    func makeBlock() -> QuadraBlock {
+      var generator = RandomGenerator(seed: 75)
+      let block = QuadraBlock(
+        channels: 8, kernelSize: 3, mlpRatio: 2, layerScaleInit: 0.5, dropPath: 0.5,
+        randomSource: RandomSource(seed: 2), generator: &generator)
+      tests.randomize(block, seed: 76)
+      return block
+    }
+    var generator = RandomGenerator(seed: 77)
+    let x = Tensor.normal(shape: [8, 3, 3, 8], using: &generator)
+    let fusedFlag = makeBlock(), composedFlag = makeBlock()
+    composedFlag.fusesLayerScale = false
+    composedFlag.fusesMLP = false
+    #expect(fusedFlag.dropPath.dropsSamples)
+    let a = try tests.run(fusedFlag, x) { fusedFlag($0) }
+    let b = try tests.run(composedFlag, x) { composedFlag($0) }
+    tests.expectSame(a, b, "DropPath training")
+    fusedFlag.setTraining(false)
+    #expect(!fusedFlag.dropPath.dropsSamples)
+    let evaluation = GradientMode.withoutRecording { fusedFlag(Variable(x)).value }
+    #expect(evaluation.subtracting(a[0]).maxAbs() > 1e-3, "DropPath dropped no sample")
   }
 }

@@ -227,6 +227,14 @@ public protocol Backend: Sendable {
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
     inputGradient: Tensor, gradients: ResidualMLPParameters)
 
+  /// A residual branch joining its trunk through a layer scale, `y = x + γ ⊙ m` (`γ` `[C]` along the last
+  /// axis of `x` and `m`, which have one shape): one pass where a product and a sum would take two.
+  func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor)
+  /// Its gradients but ∂L/∂x (which is ∂L/∂y itself): `branchGradient = γ ⊙ ∂L/∂y` and
+  /// `scaleGradient[j] = Σ_rows ∂L/∂y[r, j] · m[r, j]`, in one pass.
+  func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor)
+
   // MARK: Convolutions
 
   /// Depthwise "same" convolution, stride 1: input `[N, H, W, C]`, weight `[k, k, C]`, bias `[C]`.

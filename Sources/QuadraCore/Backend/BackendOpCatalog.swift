@@ -72,7 +72,7 @@ public enum BackendOpCatalog {
   public static func cases(_ scale: Scale) -> [BackendOpCase] {
     let large = scale == .large
     return matrixCases(large) + elementwiseCases(large) + activationCases(large) + normalizationCases(large)
-      + residualMLPCases(large)
+      + residualMLPCases(large) + layerScaleResidualCases(large)
       + convolutionCases(large) + quadraticCases(large) + layoutCases(large) + parameterUpdateCases(large)
   }
 
@@ -275,6 +275,23 @@ public enum BackendOpCatalog {
     }
   }
 
+  /// The layer-scaled residual join `x + γ ⊙ m`; inputs `x`, `m`, `γ`.
+  static func layerScaleResidualCases(_ large: Bool) -> [BackendOpCase] {
+    let shapes: [[Int]] = large ? [[64, 14, 14, 40]] : [[3, 5, 7, 9], [2, 17], [1, 1, 1, 1], [4, 3, 24]]
+    return shapes.map { xShape in
+      let c = xShape.last!
+      return BackendOpCase(
+        op: "layerScaleResidual", variant: "x\(describe(xShape))", tolerance: 1e-5, checksFiniteDifferences: !large,
+        forwardFLOPs: 2 * Double(xShape.reduce(1, *)), differentiableInputCount: 3,
+        makeInputs: { [random(xShape, seed: 50), random(xShape, seed: 51), random([c], seed: 52)] },
+        forward: { inputs in [inputs[0].layerScaleResidual(branch: inputs[1], scale: inputs[2])] },
+        backward: { inputs, g in
+          let grads = Tensor.layerScaleResidualBackward(branch: inputs[1], scale: inputs[2], outputGradient: g[0])
+          return [g[0], grads.branch, grads.scale]
+        })
+    }
+  }
+
   // MARK: Convolutions
 
   static func convolutionCases(_ large: Bool) -> [BackendOpCase] {
@@ -330,7 +347,10 @@ public enum BackendOpCatalog {
   static func quadraticCases(_ large: Bool) -> [BackendOpCase] {
     var result: [BackendOpCase] = []
     let depthwise: [(x: [Int], k: Int, bias: Bool)] =
-      large ? [([32, 56, 56, 64], 7, true)] : [([2, 7, 6, 9], 3, true), ([2, 5, 8, 11], 5, false), ([1, 3, 4, 19], 7, true)]
+      // The large shapes: a 224² model's first stage, and the three stages of quadranet-28's 28² step (batch 64).
+      large
+      ? [([32, 56, 56, 64], 7, true), ([64, 14, 14, 40], 3, true), ([64, 7, 7, 80], 3, true), ([64, 3, 3, 160], 3, true)]
+      : [([2, 7, 6, 9], 3, true), ([2, 5, 8, 11], 5, false), ([1, 3, 4, 19], 7, true)]
     for (xShape, k, hasBias) in depthwise {
       let c = xShape[3]
       result.append(

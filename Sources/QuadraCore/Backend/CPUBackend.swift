@@ -155,34 +155,41 @@ public struct CPUBackend: Backend {
   }
 
   public func sumOfProducts(_ a: Tensor, _ b: Tensor, into output: Tensor) {
+    let x = UnsafePointer(a.buffer.pointer), y = UnsafePointer(b.buffer.pointer)
+    chunkedColumnSums(rows: output.count == 0 ? 0 : a.count / output.count, into: output) { range, c, out in
+      for row in range {
+        let xr = x + row * c, yr = y + row * c
+        var j = 0
+        while j + 8 <= c {
+          ElementwiseKernels.store(
+            ElementwiseKernels.load(out + j).addingProduct(ElementwiseKernels.load(xr + j), ElementwiseKernels.load(yr + j)),
+            out + j)
+          j += 8
+        }
+        while j < c {
+          out[j] += xr[j] * yr[j]
+          j += 1
+        }
+      }
+    }
+  }
+
+  /// Per-column sums over `rows` rows of `output.count` columns: `body(rows, C, partial)` adds a chunk of
+  /// rows into its zeroed partial sums, and the partials are added in chunk order (the chunks depend on
+  /// the sizes only, so the result is the same bits on any thread count).
+  private func chunkedColumnSums(
+    rows: Int, into output: Tensor, _ body: (Range<Int>, Int, UnsafeMutablePointer<Float>) -> Void
+  ) {
     let c = output.count
-    let rows = c == 0 ? 0 : a.count / c
-    guard rows > 0 else {
+    guard rows > 0, c > 0 else {
       fill(output, with: 0)
       return
     }
     let chunks = ElementwiseKernels.reductionChunkCount(
       rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / c), partialSize: c)
-    let x = UnsafePointer(a.buffer.pointer), y = UnsafePointer(b.buffer.pointer), result = output.buffer.pointer
+    let result = output.buffer.pointer
     KernelScratch.with(count: chunks * c, zeroed: true) { partial in
-      ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
-        let out = partial + chunk * c
-        for row in range {
-          let xr = x + row * c, yr = y + row * c
-          var j = 0
-          while j + 8 <= c {
-            ElementwiseKernels.store(
-              ElementwiseKernels.load(out + j).addingProduct(
-                ElementwiseKernels.load(xr + j), ElementwiseKernels.load(yr + j)),
-              out + j)
-            j += 8
-          }
-          while j < c {
-            out[j] += xr[j] * yr[j]
-            j += 1
-          }
-        }
-      }
+      ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in body(range, c, partial + chunk * c) }
       result.update(from: partial, count: c)
       for chunk in 1..<chunks { ElementwiseKernels.accumulate(partial + chunk * c, into: result, count: c) }
     }
@@ -343,6 +350,31 @@ public struct CPUBackend: Backend {
       mean: mean.buffer.pointer, inverseStandardDeviation: inverseStandardDeviation.buffer.pointer,
       inputGradient: inputGradient.buffer.pointer, weightGradient: weightGradient.buffer.pointer,
       biasGradient: biasGradient.buffer.pointer)
+  }
+
+  public func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
+    let c = scale.count
+    let rows = c == 0 ? 0 : x.count / c
+    let xp = UnsafePointer(x.buffer.pointer), mp = UnsafePointer(m.buffer.pointer)
+    let gamma = UnsafePointer(scale.buffer.pointer), y = output.buffer.pointer
+    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1))) { range in
+      let offset = range.lowerBound * c
+      ElementwiseKernels.scaledAdd(
+        xp + offset, mp + offset, scale: gamma, rows: range.count, columns: c, into: y + offset)
+    }
+  }
+
+  public func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
+  ) {
+    let mp = UnsafePointer(m.buffer.pointer), gamma = UnsafePointer(scale.buffer.pointer)
+    let dy = UnsafePointer(outputGradient.buffer.pointer), dm = branchGradient.buffer.pointer
+    chunkedColumnSums(rows: scale.count == 0 ? 0 : m.count / scale.count, into: scaleGradient) { range, c, partial in
+      let offset = range.lowerBound * c
+      ElementwiseKernels.scaledAddBackward(
+        mp + offset, scale: gamma, outputGradient: dy + offset, rows: range.count, columns: c,
+        branchGradient: dm + offset, scaleGradientSum: partial)
+    }
   }
 
   public func residualMLP(

@@ -190,6 +190,19 @@ public final class MetaBackend: Backend {
     }
   }
 
+  public func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {}
+
+  /// Probed: the CPU kernel sums ∂γ in per-chunk partials.
+  public func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
+  ) {
+    charge("layerScaleResidualBackward", [m, scale]) {
+      $0.layerScaleResidualBackward(
+        branch: m, scale: scale, outputGradient: outputGradient, branchGradient: branchGradient,
+        scaleGradient: scaleGradient)
+    }
+  }
+
   /// Probed: the CPU kernel takes per-thread block scratch and per-chunk gradient partials.
   public func residualMLP(
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved

@@ -281,6 +281,25 @@ public final class ProfilingBackend: Backend {
     }
   }
 
+  public func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
+    timed("layerScaleResidual", flops: 2 * Double(x.count), bytes: Self.bytes(x.count, m.count, scale.count, output.count)) {
+      wrapped.layerScaleResidual(x, branch: m, scale: scale, into: output)
+    }
+  }
+
+  public func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
+  ) {
+    timed(
+      "layerScaleResidualBackward", flops: 3 * Double(m.count),
+      bytes: Self.bytes(m.count, scale.count, outputGradient.count, branchGradient.count, scaleGradient.count)
+    ) {
+      wrapped.layerScaleResidualBackward(
+        branch: m, scale: scale, outputGradient: outputGradient, branchGradient: branchGradient,
+        scaleGradient: scaleGradient)
+    }
+  }
+
   public func residualMLP(
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
   ) {

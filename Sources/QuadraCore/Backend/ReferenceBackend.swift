@@ -283,6 +283,22 @@ public struct ReferenceBackend: Backend {
     }
   }
 
+  public func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
+    let c = scale.count
+    let xp = x.buffer.pointer, mp = m.buffer.pointer, gamma = scale.buffer.pointer, y = output.buffer.pointer
+    for i in 0..<(c == 0 ? 0 : x.count) { y[i] = xp[i] + gamma[i % c] * mp[i] }
+  }
+
+  public func layerScaleResidualBackward(
+    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
+  ) {
+    let c = scale.count
+    let mp = m.buffer.pointer, gamma = scale.buffer.pointer, dy = outputGradient.buffer.pointer
+    let dm = branchGradient.buffer.pointer
+    for i in 0..<(c == 0 ? 0 : m.count) { dm[i] = dy[i] * gamma[i % c] }
+    sumOfProducts(outputGradient, m, into: scaleGradient)
+  }
+
   public func residualMLP(
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
   ) {

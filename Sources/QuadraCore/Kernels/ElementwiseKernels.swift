@@ -85,6 +85,51 @@ enum ElementwiseKernels {
     }
   }
 
+  /// `y = x + γ ⊙ o` row by row (`γ` along the last axis, `columns` long): the layer-scaled residual
+  /// join of a MetaFormer block.
+  @inline(__always)
+  static func scaledAdd(
+    _ x: UnsafePointer<Float>, _ o: UnsafePointer<Float>, scale: UnsafePointer<Float>, rows: Int, columns c: Int,
+    into y: UnsafeMutablePointer<Float>
+  ) {
+    for row in 0..<rows {
+      let xr = x + row * c, or = o + row * c, yr = y + row * c
+      var j = 0
+      while j + 8 <= c {
+        store(load(xr + j).addingProduct(load(scale + j), load(or + j)), yr + j)
+        j += 8
+      }
+      while j < c {
+        yr[j] = xr[j] + scale[j] * or[j]
+        j += 1
+      }
+    }
+  }
+
+  /// The gradients of ``scaledAdd(_:_:scale:rows:columns:into:)`` but ∂x (= ∂y) in one pass:
+  /// `∂o = γ ⊙ ∂y`, and `Σ_rows ∂y ⊙ o` added to `scaleGradientSum` (`columns` floats).
+  @inline(__always)
+  static func scaledAddBackward(
+    _ o: UnsafePointer<Float>, scale: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+    columns c: Int, branchGradient: UnsafeMutablePointer<Float>, scaleGradientSum sum: UnsafeMutablePointer<Float>
+  ) {
+    for row in 0..<rows {
+      let or = o + row * c, dyr = dy + row * c, dor = branchGradient + row * c
+      var j = 0
+      while j + 8 <= c {
+        let g = load(dyr + j)
+        store(load(sum + j).addingProduct(g, load(or + j)), sum + j)
+        store(g * load(scale + j), dor + j)
+        j += 8
+      }
+      while j < c {
+        sum[j] += dyr[j] * or[j]
+        dor[j] = dyr[j] * scale[j]
+        j += 1
+      }
+    }
+  }
+
   /// The sum of `n` contiguous elements, with eight-lane partial sums and a Double total.
   @inline(__always)
   static func sum(_ x: UnsafePointer<Float>, count n: Int) -> Double {

@@ -120,7 +120,8 @@ enum ResidualMLPKernels {
         GEMM.multiply(
           m: count, a: activated, lda: h, packedB: project, c: mlpOutput + r0 * c, ldc: c, columnBias: p.projectBias,
           parallel: false)
-        scaledAdd(x + r0 * c, mlpOutput + r0 * c, scale: p.scale, rows: count, columns: c, into: y + r0 * c)
+        ElementwiseKernels.scaledAdd(
+          x + r0 * c, mlpOutput + r0 * c, scale: p.scale, rows: count, columns: c, into: y + r0 * c)
       }
     }
   }
@@ -136,28 +137,6 @@ enum ResidualMLPKernels {
     KernelScratch.with(count: workers * scratchPerWorker) { scratch in
       Parallel.forEach(workers) { worker in
         body((count * worker / workers)..<(count * (worker + 1) / workers), scratch + worker * scratchPerWorker)
-      }
-    }
-  }
-
-  /// `y = x + γ ⊙ o` row by row (γ along the last axis).
-  @inline(__always)
-  static func scaledAdd(
-    _ x: UnsafePointer<Float>, _ o: UnsafePointer<Float>, scale: UnsafePointer<Float>, rows: Int, columns c: Int,
-    into y: UnsafeMutablePointer<Float>
-  ) {
-    for row in 0..<rows {
-      let xr = x + row * c, or = o + row * c, yr = y + row * c
-      var j = 0
-      while j + 8 <= c {
-        let v = ElementwiseKernels.load(xr + j).addingProduct(
-          ElementwiseKernels.load(scale + j), ElementwiseKernels.load(or + j))
-        ElementwiseKernels.store(v, yr + j)
-        j += 8
-      }
-      while j < c {
-        yr[j] = xr[j] + scale[j] * or[j]
-        j += 1
       }
     }
   }
