@@ -248,7 +248,9 @@ public enum BackendOpCatalog {
   /// The fused residual MLP (LayerNorm, expand, GELU, project, layer scale, residual); inputs `x` then
   /// ``ResidualMLPParameters/all``.
   static func residualMLPCases(_ large: Bool) -> [BackendOpCase] {
-    let shapes: [(x: [Int], hidden: Int)] = large ? [([64, 14, 14, 40], 80)] : [([3, 5, 7, 9], 13), ([2, 17], 8)]
+    // The large shapes: quadranet-28's three stages at batch 64 (the third outgrows L2 and runs composed).
+    let shapes: [(x: [Int], hidden: Int)] =
+      large ? [([64, 14, 14, 40], 80), ([64, 7, 7, 80], 160), ([64, 3, 3, 160], 320)] : [([3, 5, 7, 9], 13), ([2, 17], 8)]
     return shapes.map { xShape, h in
       let c = xShape.last!
       let rows = xShape.reduce(1, *) / c

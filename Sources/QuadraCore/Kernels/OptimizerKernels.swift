@@ -15,8 +15,27 @@ enum OptimizerKernels {
     beta1: Float, beta2: Float, epsilon: Float, stepSize: Float, inverseRootSecondCorrection: Float,
     parameterScale: Float
   ) {
+    // Eight lanes at a time with the scalar loop's operations in the scalar loop's order (square root
+    // and division are correctly rounded in both, and Swift contracts nothing into a fused
+    // multiply-add), so every element gets the same bits as the scalar tail would give it: the
+    // compiler leaves the scalar loop unvectorized (its `sqrtf` keeps an errno path), 4× slower.
+    typealias V = SIMD8<Float>
+    let b1 = V(repeating: beta1), c1 = V(repeating: 1 - beta1), b2 = V(repeating: beta2), c2 = V(repeating: 1 - beta2)
+    let rootCorrection = V(repeating: inverseRootSecondCorrection), eps = V(repeating: epsilon)
+    let step = V(repeating: stepSize), scale = V(repeating: parameterScale)
     Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
-      for i in range {
+      var i = range.lowerBound
+      while i + 8 <= range.upperBound {
+        let gi = ElementwiseKernels.load(g + i)
+        let mi = b1 * ElementwiseKernels.load(m + i) + c1 * gi
+        let vi = b2 * ElementwiseKernels.load(v + i) + c2 * gi * gi
+        ElementwiseKernels.store(mi, m + i)
+        ElementwiseKernels.store(vi, v + i)
+        let denominator = vi.squareRoot() * rootCorrection + eps
+        ElementwiseKernels.store(ElementwiseKernels.load(theta + i) * scale - step * mi / denominator, theta + i)
+        i += 8
+      }
+      while i < range.upperBound {
         let gi = g[i]
         let mi = beta1 * m[i] + (1 - beta1) * gi
         let vi = beta2 * v[i] + (1 - beta2) * gi * gi
@@ -24,6 +43,7 @@ enum OptimizerKernels {
         v[i] = vi
         let denominator = vi.squareRoot() * inverseRootSecondCorrection + epsilon
         theta[i] = theta[i] * parameterScale - stepSize * mi / denominator
+        i += 1
       }
     }
   }
