@@ -77,11 +77,16 @@ public class MixerBlock: Module {
   /// except while DropPath drops samples. False composes it (same values up to rounding), for tests.
   public var fusesLayerScale = true
 
+  /// `x + γ ⊙ branch`, fused unless DropPath drops samples. A function of its own so that `branch`, a
+  /// temporary of the caller, is released as soon as the join is computed (a named local of the block's
+  /// body could be kept alive through the MLP half and raise the peak by one activation).
+  private func join(_ x: Variable, _ branch: Variable, scale: Variable) -> Variable {
+    fusesLayerScale && !dropPath.dropsSamples
+      ? x.layerScaleResidual(branch: branch, scale: scale) : x + dropPath(branch * scale)
+  }
+
   public func callAsFunction(_ x: Variable) -> Variable {
-    let mixerBranch = mixer(norm1(x))
-    let mixed =
-      fusesLayerScale && !dropPath.dropsSamples
-      ? x.layerScaleResidual(branch: mixerBranch, scale: gamma1) : x + dropPath(mixerBranch * gamma1)
+    let mixed = join(x, mixer(norm1(x)), scale: gamma1)
     if fusesMLP && GradientMode.isEnabled && !dropPath.dropsSamples, let expandBias = mlp.pwconv1.bias,
       let projectBias = mlp.pwconv2.bias
     {
@@ -90,9 +95,7 @@ public class MixerBlock: Module {
           norm2.weight, norm2.bias, mlp.pwconv1.weight, expandBias, mlp.pwconv2.weight, projectBias, gamma2,
         ], epsilon: norm2.epsilon)
     }
-    let mlpBranch = mlp(norm2(mixed))
-    return fusesLayerScale && !dropPath.dropsSamples
-      ? mixed.layerScaleResidual(branch: mlpBranch, scale: gamma2) : mixed + dropPath(mlpBranch * gamma2)
+    return join(mixed, mlp(norm2(mixed)), scale: gamma2)
   }
 }
 
@@ -212,8 +215,7 @@ public final class ConvNeXtBlock: Module {
   public var fusesLayerScale = true
 
   public func callAsFunction(_ x: Variable) -> Variable {
-    let branch = mlp(norm(dwconv(x)))
-    return fusesLayerScale && !dropPath.dropsSamples
-      ? x.layerScaleResidual(branch: branch, scale: gamma) : x + dropPath(branch * gamma)
+    fusesLayerScale && !dropPath.dropsSamples
+      ? x.layerScaleResidual(branch: mlp(norm(dwconv(x))), scale: gamma) : x + dropPath(mlp(norm(dwconv(x))) * gamma)
   }
 }
