@@ -45,14 +45,18 @@ import Testing
   @Test func blockingFollowsTheCaches() {
     let zen4 = CPUInfo(
       vectorISA: .avx512, level1DataCacheBytes: 32 << 10, level2CacheBytes: 1 << 20, level3CacheBytes: 32 << 20)
-    #expect(GEMM.Blocking(shape: .rows14Columns32, cpu: zen4) == GEMM.Blocking(kc: 256, mc: 504, nc: 2048))
+    // 14 × 32: a B micro-panel twice the L1 deep, A read in place up to 1.5 L1-panels (384).
+    #expect(
+      GEMM.Blocking(shape: .rows14Columns32, cpu: zen4) == GEMM.Blocking(kc: 512, mc: 252, nc: 1024, inPlaceDepth: 384))
     #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4) == GEMM.Blocking(kc: 256, mc: 510, nc: 2048))
+    #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4).inPlaceDepth == 384)
     let tiny = CPUInfo(vectorISA: .avx2, level1DataCacheBytes: 1 << 10, level2CacheBytes: 1 << 10, level3CacheBytes: 1 << 10)
     let huge = CPUInfo(vectorISA: .avx2, level1DataCacheBytes: 1 << 30, level2CacheBytes: 1 << 30, level3CacheBytes: 1 << 30)
     for cpu in [tiny, huge, CPUInfo.fallback, CPUInfo.current] {
       for shape in GEMM.MicroKernelShape.allCases {
         let blocking = GEMM.Blocking(shape: shape, cpu: cpu)
         #expect((64...512).contains(blocking.kc))
+        #expect(blocking.inPlaceDepth >= 64 && blocking.inPlaceDepth <= blocking.kc + blocking.kc / 2)
         #expect(blocking.mc % shape.mr == 0 && (shape.mr...4096).contains(blocking.mc))
         #expect(blocking.nc % shape.nr == 0 && (shape.nr...4096).contains(blocking.nc))
       }

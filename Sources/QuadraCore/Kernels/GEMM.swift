@@ -52,26 +52,38 @@ public enum GEMM {
     var mc: Int
     /// Columns of a packed B block (a multiple of `nr`).
     var nc: Int
+    /// The deepest row-major `op(A)` the micro-kernels read in place rather than pack (``GEMM/readsADirectly(k:kc:blocking:transposeA:)``).
+    var inPlaceDepth: Int
 
-    init(kc: Int, mc: Int, nc: Int) {
+    init(kc: Int, mc: Int, nc: Int, inPlaceDepth: Int? = nil) {
       (self.kc, self.mc, self.nc) = (kc, mc, nc)
+      self.inPlaceDepth = inPlaceDepth ?? kc + kc / 2
     }
 
     /// Blocks sized from `cpu`'s caches (4-byte floats):
     ///
-    ///     kc = L1d · share / (4 · nr)      (a kc × nr B micro-panel in L1; 64…512)
-    ///     mc = L2 / 2 / (4 · kc), ↓ mr     (an mc × kc A block in half of L2; mr…4096)
-    ///     nc = L3 / 16 / (4 · kc), ↓ nr    (a kc × nc B block in a slice of the shared L3; nr…4096)
+    ///     panel = L1d · share / (4 · nr)     (a panel × nr B micro-panel in a share of L1; 64…512)
+    ///     kc = panel · depthFactor, ≤ 512    (the packed depth)
+    ///     mc = L2 / 2 / (4 · kc), ↓ mr       (an mc × kc A block in half of L2; mr…4096)
+    ///     nc = L3 / 16 / (4 · kc), ↓ nr      (a kc × nc B block in a slice of the shared L3; nr…4096)
+    ///     inPlaceDepth = 1.5 · panel          (op(A) read in place up to this depth)
     ///
     /// `share` is ½ for the 6 × 16 kernel, which loads two B vectors per 12 FMAs and needs them in L1
-    /// next to the streaming A panels. The 14 × 32 kernel loads two B vectors per 28 FMAs, so the B
-    /// panel may fill all of L1 (`share` = 1) and spill to L2 without slowing it; the deeper `kc`
-    /// halves the passes over `C` (on Zen 4, 32 KiB L1d: kc = 256 instead of 128, measured 0.84 of
-    /// peak instead of 0.71 on a 1024³ product). L3 is shared by the cores, hence its small slice.
+    /// next to the streaming A panels (`depthFactor` 1). The 14 × 32 kernel loads two B vectors per 28
+    /// FMAs, so its B micro-panel may fill L1 (`share` = 1) and even twice that (`depthFactor` 2),
+    /// streaming the rest from L2 without slowing the kernel, while every doubling of `kc` halves the
+    /// passes over `C` (read, updated and written once per depth block). On Zen 4 (32 KiB L1d), one
+    /// thread, `bench kernels`, 1024³: kc = 128 gave 0.71 of peak, 256 0.75–0.84, 512 (with the C tile
+    /// prefetched) 0.82–0.88 — alternating runs, medians 0.75 → 0.87. `op(A)` is still read in place
+    /// only up to 1.5 · `panel` (384 there): deeper rows at a large stride slow the in-place kernel.
+    /// L3 is shared by the cores, hence its small slice.
     init(shape: MicroKernelShape, cpu: CPUInfo) {
       let floatBytes = MemoryLayout<Float>.stride
-      let l1Share = shape == .rows14Columns32 ? cpu.level1DataCacheBytes : cpu.level1DataCacheBytes / 2
-      kc = Swift.min(512, Swift.max(64, l1Share / (floatBytes * shape.nr)))
+      let wide = shape == .rows14Columns32
+      let l1Share = wide ? cpu.level1DataCacheBytes : cpu.level1DataCacheBytes / 2
+      let panel = Swift.min(512, Swift.max(64, l1Share / (floatBytes * shape.nr)))
+      kc = Swift.min(512, wide ? 2 * panel : panel)
+      inPlaceDepth = panel + panel / 2
       let mcFit = cpu.level2CacheBytes / 2 / (floatBytes * kc) / shape.mr * shape.mr
       mc = Swift.min(4096 / shape.mr * shape.mr, Swift.max(shape.mr, mcFit))
       let ncFit = cpu.level3CacheBytes / 16 / (floatBytes * kc) / shape.nr * shape.nr
@@ -302,7 +314,7 @@ public enum GEMM {
     let mr = K.mr, nr = K.nr
     let mc = balancedBlock(m, maximum: blocking.mc, multiple: mr)
     let nc = balancedBlock(n, maximum: blocking.nc, multiple: nr)
-    let readsADirectly = readsADirectly(k: k, kc: kc, transposeA: transposeA)
+    let readsADirectly = readsADirectly(k: k, kc: kc, blocking: blocking, transposeA: transposeA)
     // B read in place: a row-major B whose panels only a few row tiles reuse.
     var directB: (source: UnsafePointer<Float>, ldb: Int)?
     if case .matrix(let source, let ldb, false) = b, readsBDirectly(m: m, mr: mr) { directB = (source, ldb) }
@@ -446,8 +458,8 @@ public enum GEMM {
   /// (Bᵀ) 0.54 → 0.77, 3136 × 160 × 80 0.87 → 0.95; a deep product (1024³, 4 KiB row stride) slows
   /// from 0.84 to 0.64 in place, so it keeps packing. A stored `Aᵀ` (the weight gradients) gained
   /// nothing in place and is packed.
-  static func readsADirectly(k: Int, kc: Int, transposeA: Bool) -> Bool {
-    !transposeA && k <= kc
+  static func readsADirectly(k: Int, kc: Int, blocking: Blocking, transposeA: Bool) -> Bool {
+    !transposeA && k <= kc && k <= blocking.inPlaceDepth
   }
 
   /// Copies `op(B)` (`k × n`) into panels of `nr` columns: panel `q` holds columns
