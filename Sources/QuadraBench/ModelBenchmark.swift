@@ -6,7 +6,11 @@ public struct ModelResult: Codable, Sendable {
   public var model: String
   public var params: Int
   public var macs: Int
+  /// Images per second of the fastest timed training step.
   public var trainImagesPerSecond: Double
+  /// Images per second of the median timed training step: on a machine whose speed drifts, the best
+  /// step and the median can differ by a third, so comparisons with another engine use the same statistic.
+  public var trainImagesPerSecondMedian: Double
   public var inferImagesPerSecond: Double
   /// Peak bytes of live tensors during a training step (weights, gradients, AdamW moments, activations).
   public var trainPeakBytes: Int
@@ -20,6 +24,7 @@ public struct ModelResult: Codable, Sendable {
   enum CodingKeys: String, CodingKey {
     case model, params, macs
     case trainImagesPerSecond = "train_images_per_second"
+    case trainImagesPerSecondMedian = "train_images_per_second_median"
     case inferImagesPerSecond = "infer_images_per_second"
     case trainPeakBytes = "train_peak_bytes"
     case inferPeakBytes = "infer_peak_bytes"
@@ -99,6 +104,11 @@ public enum ModelBenchmark {
     }
   }
 
+  /// The middle value (the upper one of the middle two for an even count, as `scripts/torch_bench.py` takes it).
+  static func median(_ values: [Double]) -> Double {
+    values.sorted()[values.count / 2]
+  }
+
   /// Measures one model (any config, registered or not; `options.models` is not read) in the current
   /// ``QuadraCore/ComputeContext``; `trainFractionOfPeak` is left 0 (``run(_:progress:)`` fills it in).
   /// The peaks are those of the context's memory tracker, so run it in a context with a fresh one.
@@ -123,6 +133,7 @@ public enum ModelBenchmark {
     }
 
     var trainSeconds = Double.infinity
+    var stepSeconds: [Double] = []
     if options.measuresTraining {
       progress("\(config.name): warm-up training step (batch \(options.batchSize), \(options.resolution)²)…")
       model.setTraining(true)
@@ -130,10 +141,14 @@ public enum ModelBenchmark {
       memory.resetPeak()
     }
     for step in 0..<(options.measuresTraining ? options.steps : 0) {
-      trainSeconds = Swift.min(trainSeconds, try Stopwatch.seconds(trainStep))
+      let seconds = try Stopwatch.seconds(trainStep)
+      stepSeconds.append(seconds)
+      trainSeconds = Swift.min(trainSeconds, seconds)
       progress(
         "\(config.name): training step \(step + 1)/\(options.steps): "
-          + String(format: "%.2f s, %.2f images/s", trainSeconds, Double(options.batchSize) / trainSeconds))
+          + String(
+            format: "%.3f s, %.2f images/s (best so far %.2f)", seconds, Double(options.batchSize) / seconds,
+            Double(options.batchSize) / trainSeconds))
     }
     let trainPeak = options.measuresTraining ? memory.peakBytes : 0
     var profile: StepProfile?
@@ -156,6 +171,7 @@ public enum ModelBenchmark {
     return ModelResult(
       model: config.name, params: config.parameterCount, macs: macs,
       trainImagesPerSecond: options.measuresTraining ? Double(options.batchSize) / trainSeconds : 0,
+      trainImagesPerSecondMedian: stepSeconds.isEmpty ? 0 : Double(options.batchSize) / median(stepSeconds),
       inferImagesPerSecond: Double(options.batchSize) / inferSeconds,
       trainPeakBytes: trainPeak, inferPeakBytes: inferPeak,
       trainFractionOfPeak: 0, trainProfile: profile)

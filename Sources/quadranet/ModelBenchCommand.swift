@@ -17,7 +17,7 @@ struct ModelBenchCommand: ParsableCommand {
     help: "Square input resolution, 1...4096 and at least each model's minimum (stem stride × 2^(stages−1); 28 for the 28×28 models).")
   var resolution: Int = 224
   @Option(parsing: .unconditional, help: "Images per step, 1...4096.") var batchSize: Int = 16
-  @Option(parsing: .unconditional, help: "Timed steps per model (after one warm-up step), 1...1000; the best is reported.")
+  @Option(parsing: .unconditional, help: "Timed steps per model (after one warm-up step), 1...1000; the best step and the median are reported.")
   var steps: Int = 2
   @OptionGroup var threadOptions: ThreadOptions
   @OptionGroup var memoryOptions: MemoryOptions
@@ -77,12 +77,13 @@ struct ModelBenchCommand: ParsableCommand {
     print(String(format: "FMA peak %.1f GFLOP/s, %d thread(s), batch %d, %d²", peak, threadOptions.threads, batchSize, resolution))
     // Searched configs have long names (q7-d3-d7_1x24-2x48-2x192_r3_s2): the column fits the longest.
     let nameWidth = Swift.max(16, (results.map(\.model.count).max() ?? 0) + 1)
-    print("model".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  params   GMACs  train img/s  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
+    print("model".padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  params   GMACs  train img/s  (median)  infer img/s  train peak  infer peak  train/peak  vs hornet-t (speed, memory)")
     for r in results {
       var line = r.model.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
       line += String(
-        format: "%7.2fM %7.3f %12.2f %12.2f %9.2f GiB %7.2f GiB %10.2f",
-        Double(r.params) / 1e6, Double(r.macs) / 1e9, r.trainImagesPerSecond, r.inferImagesPerSecond,
+        format: "%7.2fM %7.3f %12.2f %9.2f %12.2f %9.2f GiB %7.2f GiB %10.2f",
+        Double(r.params) / 1e6, Double(r.macs) / 1e9, r.trainImagesPerSecond, r.trainImagesPerSecondMedian,
+        r.inferImagesPerSecond,
         Double(r.trainPeakBytes) / 1_073_741_824, Double(r.inferPeakBytes) / 1_073_741_824, r.trainFractionOfPeak)
       if let baseline {
         line += String(

@@ -1,5 +1,5 @@
 import Foundation
-import QuadraBench
+@testable import QuadraBench
 import QuadraModels
 import Testing
 
@@ -22,6 +22,8 @@ import Testing
       #expect(result.params == config.parameterCount, "\(config.name)")
       #expect(result.macs == config.macs(resolution: 8), "\(config.name)")
       #expect(result.trainImagesPerSecond > 0 && result.inferImagesPerSecond > 0, "\(config.name)")
+      // One timed step: the median step is that step.
+      #expect(result.trainImagesPerSecondMedian == result.trainImagesPerSecond, "\(config.name)")
       #expect(result.trainFractionOfPeak > 0, "\(config.name): the fraction of peak is filled in")
       // The peak is the allocator's exact count, so the same config measured alone gives the same bytes.
       let alone = try ComputeContext(threads: 1, memory: MemoryTracker()).run {
@@ -34,5 +36,12 @@ import Testing
       ModelBenchmark.Options(models: [registered.name], resolution: 8, batchSize: 2, threads: 1, steps: 1))
     #expect(byName.results.map(\.model) == [registered.name])
     #expect(byName.results[0].trainPeakBytes == results[1].trainPeakBytes)
+  }
+
+  /// The median is the middle step, the upper of the middle two for an even count (as `scripts/torch_bench.py`).
+  @Test func medianTakesTheUpperMiddleValue() {
+    #expect(ModelBenchmark.median([0.3, 0.1, 0.2]) == 0.2)
+    #expect(ModelBenchmark.median([0.4, 0.1, 0.3, 0.2]) == 0.3)
+    #expect(ModelBenchmark.median([5]) == 5)
   }
 }
