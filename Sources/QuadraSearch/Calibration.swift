@@ -36,9 +36,15 @@ public struct CalibrationReport: Codable, Sendable {
   public var metrics: [String: CalibrationMetric]
   public var measurements: [ArchitectureMeasurement]
   public var predictions: [PredictedCosts]
-  /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of the linear feature model,
-  /// beside the part table's in ``metrics`` (nil when the profile has no table).
+  /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of the linear feature model
+  /// and of the part table alone, beside those of the combination the search uses in ``metrics``
+  /// (``LatencySource``; nil when the profile has no table, so that ``metrics`` are the linear model's).
   public var linearMetrics: [String: CalibrationMetric]?
+  public var tableMetrics: [String: CalibrationMetric]?
+  /// Each predictor's predictions, in the order of ``measurements`` (nil without a table), so that the
+  /// models can be compared architecture by architecture.
+  public var linearPredictions: [PredictedCosts]?
+  public var tablePredictions: [PredictedCosts]?
   /// The measurement's own noise (nil with one round): each round's time of each architecture against
   /// the median of its rounds, as if the single pass were a prediction of the median; keys `train_step`,
   /// `infer_batch1`, `infer_batch`. No cost model can agree with measurements better than they agree
@@ -47,6 +53,7 @@ public struct CalibrationReport: Codable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case hardware, archs, metrics, measurements, predictions, repeatability, linearMetrics = "linear_metrics"
+    case linearPredictions = "linear_predictions", tableMetrics = "table_metrics", tablePredictions = "table_predictions"
   }
 
   /// ``repeatability`` of `measured` (``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``'s
@@ -87,9 +94,12 @@ public struct CalibrationReport: Codable, Sendable {
 
   public init(
     hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int,
-    linearPredictions: [PredictedCosts]? = nil, repeatability: [String: CalibrationMetric]? = nil
+    linearPredictions: [PredictedCosts]? = nil, tablePredictions: [PredictedCosts]? = nil,
+    repeatability: [String: CalibrationMetric]? = nil
   ) {
     self.repeatability = repeatability
+    self.linearPredictions = linearPredictions
+    self.tablePredictions = tablePredictions
     self.hardware = hardware
     archs = measurements.count
     self.measurements = measurements
@@ -98,12 +108,14 @@ public struct CalibrationReport: Codable, Sendable {
       uniqueKeysWithValues: Self.series(measurements: measurements, predictions: predictions, batchSize: batchSize).map {
         ($0.key, CalibrationMetric(predicted: $0.predicted, measured: $0.measured))
       })
-    linearMetrics = linearPredictions.map { linear in
+    func latencyMetrics(_ other: [PredictedCosts]) -> [String: CalibrationMetric] {
       Dictionary(
-        uniqueKeysWithValues: Self.series(measurements: measurements, predictions: linear, batchSize: batchSize).prefix(3).map {
+        uniqueKeysWithValues: Self.series(measurements: measurements, predictions: other, batchSize: batchSize).prefix(3).map {
           ($0.key, CalibrationMetric(predicted: $0.predicted, measured: $0.measured))
         })
     }
+    linearMetrics = linearPredictions.map(latencyMetrics)
+    tableMetrics = tablePredictions.map(latencyMetrics)
   }
 }
 

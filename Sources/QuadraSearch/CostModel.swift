@@ -188,15 +188,16 @@ public struct CostModel: Codable, Sendable, Equatable {
   /// All predicted costs of `config` on `resolution`² images.
   ///
   /// - Parameters:
-  ///   - usingTable: latencies from ``table`` when it holds every part of `config`, else from the linear models.
+  ///   - latency: which latency predictor (``LatencySource``); every source falls back to the linear
+  ///     models for an architecture with a part the table lacks.
   ///   - memory: ``MemoryEstimate/exact`` replays the step in a meta execution (tens to hundreds of
   ///     milliseconds); ``MemoryEstimate/upperBound`` is a closed-form bound (microseconds) that is never
   ///     below the exact peak, for scoring thousands of candidates (see ``MemoryModel/upperBound``).
   /// - Throws: when the model cannot be built (the exact memory model runs it; a validated config always can).
   public func predict(
-    _ config: ModelConfig, resolution: Int, usingTable: Bool = true, memory: MemoryEstimate = .exact
+    _ config: ModelConfig, resolution: Int, latency: LatencySource = .combined, memory: MemoryEstimate = .exact
   ) throws -> PredictedCosts {
-    let times = latencies(config, resolution: resolution, usingTable: usingTable)
+    let times = latencies(config, resolution: resolution, source: latency)
     let training: Int
     let inference: Int
     switch memory {
@@ -215,20 +216,48 @@ public struct CostModel: Codable, Sendable, Equatable {
       parameters: config.parameterCount, macs: config.macs(resolution: resolution))
   }
 
-  /// Predicted seconds: training and batched inference per image, batch-1 inference per call.
-  public func latencies(_ config: ModelConfig, resolution: Int, usingTable: Bool = true) -> (
+  /// Predicted seconds: training and batched inference per image, batch-1 inference per call, from
+  /// `source` (see ``LatencySource``).
+  public func latencies(_ config: ModelConfig, resolution: Int, source: LatencySource = .combined) -> (
     trainPerImage: Double, inferBatch1: Double, inferPerImage: Double
   ) {
-    if usingTable, let table, let times = table.predict(config, resolution: resolution) {
-      let batch = Double(batchSize)
-      return (times.train / batch, times.inferBatch1, times.inferBatch / batch)
-    }
     let features = CostFeatures(config: config, resolution: resolution)
-    return (trainPerImage.predict(features), inferBatch1.predict(features), inferPerImage.predict(features))
+    let linear = (
+      trainPerImage: trainPerImage.predict(features), inferBatch1: inferBatch1.predict(features),
+      inferPerImage: inferPerImage.predict(features)
+    )
+    guard source != .linear, let table, let times = table.predict(config, resolution: resolution) else { return linear }
+    let batch = Double(batchSize)
+    let fromTable = (trainPerImage: times.train / batch, inferBatch1: times.inferBatch1, inferPerImage: times.inferBatch / batch)
+    guard source == .combined else { return fromTable }
+    /// √(a·b) when both are positive (a model that predicts 0 has nothing to add), else the table's.
+    func geometricMean(_ a: Double, _ b: Double) -> Double { a > 0 && b > 0 ? (a * b).squareRoot() : a }
+    return (
+      geometricMean(fromTable.trainPerImage, linear.trainPerImage), fromTable.inferBatch1,
+      geometricMean(fromTable.inferPerImage, linear.inferPerImage)
+    )
   }
 }
 
-/// How ``CostModel/predict(_:resolution:usingTable:memory:)`` predicts peak memory.
+/// Which of a ``CostModel``'s latency predictors ``CostModel/latencies(_:resolution:source:)`` uses.
+public enum LatencySource: String, Codable, Sendable, CaseIterable {
+  /// The default: for the training step and batched inference, the geometric mean of the part table's
+  /// and the linear model's predictions; for batch-1 inference, the table's. Why: the two models err
+  /// differently (the table sums parts measured one at a time, the linear model fits whole networks
+  /// by MACs and traffic). On Zen 4, three `search calibrate --archs 40` runs (seeds 11–13) gave the
+  /// mean a lower RMSPE for the training step (7.6–8.2% against the table's 8.2–9.9% and the linear
+  /// model's 7.9–9.2%) and for batched inference, and Kendall τ 0.89–0.92 (table 0.88–0.91); two runs
+  /// made after the choice (seeds 14, 15) agreed (training step 11.4% against the table's 14.7% and
+  /// 12.6%). At batch 1, where fixed per-call costs dominate and per-image features say little, the
+  /// linear model was worse in all five (RMSPE 18–22% against 14–19%), so the table alone is used there.
+  case combined
+  /// The part table alone (``PartCostTable``).
+  case table
+  /// The linear feature models alone (``LatencyModel`` over ``CostFeatures``).
+  case linear
+}
+
+/// How ``CostModel/predict(_:resolution:latency:memory:)`` predicts peak memory.
 public enum MemoryEstimate: String, Codable, Sendable {
   /// The allocator's peak byte for byte, by meta execution (``MemoryModel``).
   case exact

@@ -223,7 +223,7 @@ public struct Evolution: Sendable {
   /// How candidates' memory is predicted while scoring. The default, the closed-form upper bound, keeps
   /// scoring at microseconds per candidate (10,000 candidates well within a minute); a memory constraint
   /// checked with it never admits an architecture whose exact peak exceeds the limit. Results that are
-  /// written out (Pareto front, best) carry the exact peaks (``CostModel/predict(_:resolution:usingTable:memory:)``).
+  /// written out (Pareto front, best) carry the exact peaks (``CostModel/predict(_:resolution:latency:memory:)``).
   public var memoryEstimate: MemoryEstimate
 
   public init(

@@ -224,21 +224,24 @@ struct SearchCalibrateCommand: ParsableCommand {
     }
     let measurements = zip(architectures, measured).map { ArchitectureMeasurement($0, $1) }
     let predictions = try configs.map { try profile.costModel.predict($0, resolution: space.resolution) }
-    let linearPredictions = try configs.map {
-      try profile.costModel.predict($0, resolution: space.resolution, usingTable: false)
+    let hasTable = profile.costModel.table != nil
+    func predicted(by source: LatencySource) throws -> [PredictedCosts]? {
+      hasTable ? try configs.map { try profile.costModel.predict($0, resolution: space.resolution, latency: source) } : nil
     }
     let report = CalibrationReport(
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
-      linearPredictions: profile.costModel.table == nil ? nil : linearPredictions,
+      linearPredictions: try predicted(by: .linear), tablePredictions: try predicted(by: .table),
       repeatability: cost.rounds > 1 ? CalibrationReport.repeatability(of: measured) : nil)
-    let model = profile.costModel.table == nil ? "linear" : "table"
-    print("metric               within 5%  within 10%  RMSPE %  Kendall tau  exact")
+    // The search's predictor first: with a table, the combination of table and linear model (LatencySource).
+    let model = hasTable ? "combined" : "linear"
+    print("metric                   within 5%  within 10%  RMSPE %  Kendall tau  exact")
     func row(_ label: String, _ m: CalibrationMetric) {
-      print(label.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
+      print(label.padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
     }
     for key in ["train_step", "infer_batch1", "infer_batch"] {
       row("\(key) (\(model))", report.metrics[key]!)
-      if let linear = report.linearMetrics?[key] { row("\(key) (linear)", linear) }
+      if let table = report.tableMetrics?[key] { row("  (table)", table) }
+      if let linear = report.linearMetrics?[key] { row("  (linear)", linear) }
     }
     for key in ["train_memory", "infer_memory"] { row(key, report.metrics[key]!) }
     if let repeatability = report.repeatability {

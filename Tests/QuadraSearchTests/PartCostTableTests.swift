@@ -79,9 +79,19 @@ import Testing
     var outside = configs[0]
     outside.widths[0] = 8
     #expect(table.predict(outside, resolution: 28) == nil)
-    #expect(model.latencies(outside, resolution: 28).trainPerImage == model.latencies(outside, resolution: 28, usingTable: false).trainPerImage)
-    let inside = model.latencies(configs[0], resolution: 28)
+    for source in LatencySource.allCases {
+      #expect(model.latencies(outside, resolution: 28, source: source) == model.latencies(outside, resolution: 28, source: .linear))
+    }
+    let inside = model.latencies(configs[0], resolution: 28, source: .table)
     #expect(abs(inside.trainPerImage - measurements[0].trainSecondsPerImage) < 1e-9)
+    // The default combines the two: the geometric mean for the training step and batched inference,
+    // the table alone at batch 1.
+    let linear = model.latencies(configs[0], resolution: 28, source: .linear)
+    let combined = model.latencies(configs[0], resolution: 28)
+    #expect(linear.trainPerImage > 0 && abs(linear.trainPerImage / inside.trainPerImage - 1) > 0.01, "the two differ")
+    #expect(abs(combined.trainPerImage - (inside.trainPerImage * linear.trainPerImage).squareRoot()) < 1e-15)
+    #expect(abs(combined.inferPerImage - (inside.inferPerImage * linear.inferPerImage).squareRoot()) < 1e-15)
+    #expect(combined.inferBatch1 == inside.inferBatch1)
   }
 
   /// With fewer architectures than twice the six per-kind coefficients, the map has one `a` for all
