@@ -151,12 +151,20 @@ public struct CostModel: Codable, Sendable, Equatable {
   public var inferPerImage: LatencyModel
   /// Measured per-part times; latencies come from it for every architecture whose parts it holds.
   public var table: PartCostTable?
+  /// How ``latencies(_:resolution:source:)`` combines the table and the linear models. Recorded with the
+  /// model, so that a search state resumed by a later version prices its candidates as it did; nil in
+  /// models recorded before the choice existed, which predicted from the table (``effectiveLatencySource``).
+  public var latencySource: LatencySource?
+
+  /// ``latencySource``, or ``LatencySource/table`` for a model recorded without one.
+  public var effectiveLatencySource: LatencySource { latencySource ?? .table }
 
   public init(
     batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel,
-    table: PartCostTable? = nil
+    table: PartCostTable? = nil, latencySource: LatencySource = .combined
   ) {
     self.table = table
+    self.latencySource = latencySource
     self.batchSize = batchSize
     self.threads = threads
     self.trainPerImage = trainPerImage
@@ -188,14 +196,14 @@ public struct CostModel: Codable, Sendable, Equatable {
   /// All predicted costs of `config` on `resolution`² images.
   ///
   /// - Parameters:
-  ///   - latency: which latency predictor (``LatencySource``); every source falls back to the linear
-  ///     models for an architecture with a part the table lacks.
+  ///   - latency: which latency predictor (``LatencySource``; nil: ``effectiveLatencySource``); every
+  ///     source falls back to the linear models for an architecture with a part the table lacks.
   ///   - memory: ``MemoryEstimate/exact`` replays the step in a meta execution (tens to hundreds of
   ///     milliseconds); ``MemoryEstimate/upperBound`` is a closed-form bound (microseconds) that is never
   ///     below the exact peak, for scoring thousands of candidates (see ``MemoryModel/upperBound``).
   /// - Throws: when the model cannot be built (the exact memory model runs it; a validated config always can).
   public func predict(
-    _ config: ModelConfig, resolution: Int, latency: LatencySource = .combined, memory: MemoryEstimate = .exact
+    _ config: ModelConfig, resolution: Int, latency: LatencySource? = nil, memory: MemoryEstimate = .exact
   ) throws -> PredictedCosts {
     let times = latencies(config, resolution: resolution, source: latency)
     let training: Int
@@ -217,10 +225,11 @@ public struct CostModel: Codable, Sendable, Equatable {
   }
 
   /// Predicted seconds: training and batched inference per image, batch-1 inference per call, from
-  /// `source` (see ``LatencySource``).
-  public func latencies(_ config: ModelConfig, resolution: Int, source: LatencySource = .combined) -> (
+  /// `source` (see ``LatencySource``; nil: ``effectiveLatencySource``).
+  public func latencies(_ config: ModelConfig, resolution: Int, source: LatencySource? = nil) -> (
     trainPerImage: Double, inferBatch1: Double, inferPerImage: Double
   ) {
+    let source = source ?? effectiveLatencySource
     let features = CostFeatures(config: config, resolution: resolution)
     let linear = (
       trainPerImage: trainPerImage.predict(features), inferBatch1: inferBatch1.predict(features),
@@ -241,7 +250,7 @@ public struct CostModel: Codable, Sendable, Equatable {
 
 /// Which of a ``CostModel``'s latency predictors ``CostModel/latencies(_:resolution:source:)`` uses.
 public enum LatencySource: String, Codable, Sendable, CaseIterable {
-  /// The default: for the training step and batched inference, the geometric mean of the part table's
+  /// What profiles use: for the training step and batched inference, the geometric mean of the part table's
   /// and the linear model's predictions; for batch-1 inference, the table's. Why: the two models err
   /// differently (the table sums parts measured one at a time, the linear model fits whole networks
   /// by MACs and traffic). On Zen 4, three `search calibrate --archs 40` runs (seeds 11–13) gave the

@@ -348,7 +348,7 @@ public enum Profiler {
     profile: CostProfile?, warning: String?
   ) {
     guard FileManager.default.fileExists(atPath: url.path) else { return (nil, nil) }
-    let profile: CostProfile
+    var profile: CostProfile
     do {
       let data = try Data(contentsOf: url)
       profile = try StrictJSON.decode(CostProfile.self, from: data, limits: StrictJSON.Limits(maximumBytes: 16 << 20))
@@ -366,6 +366,9 @@ public enum Profiler {
     {
       return (nil, "\(url.path) is for another space, resolution or batch size, or has invalid coefficients; measuring again")
     }
+    // A profile is measurements; how they are combined is this version's choice (a search state, by
+    // contrast, keeps the source that priced its candidates).
+    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .combined }
     return (profile, nil)
   }
 

@@ -92,6 +92,12 @@ import Testing
     #expect(abs(combined.trainPerImage - (inside.trainPerImage * linear.trainPerImage).squareRoot()) < 1e-15)
     #expect(abs(combined.inferPerImage - (inside.inferPerImage * linear.inferPerImage).squareRoot()) < 1e-15)
     #expect(combined.inferBatch1 == inside.inferBatch1)
+    // A model recorded before the source existed (a resumed search state) predicts as it did: from the table.
+    var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(model)) as? [String: Any])
+    #expect(object.removeValue(forKey: "latencySource") != nil)
+    let recorded = try JSONDecoder().decode(CostModel.self, from: JSONSerialization.data(withJSONObject: object))
+    #expect(recorded.latencySource == nil && recorded.effectiveLatencySource == .table)
+    #expect(recorded.latencies(configs[0], resolution: 28) == inside)
   }
 
   /// With fewer architectures than twice the six per-kind coefficients, the map has one `a` for all
