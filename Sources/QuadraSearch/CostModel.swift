@@ -230,15 +230,18 @@ public struct CostModel: Codable, Sendable, Equatable {
     trainPerImage: Double, inferBatch1: Double, inferPerImage: Double
   ) {
     let source = source ?? effectiveLatencySource
-    let features = CostFeatures(config: config, resolution: resolution)
-    let linear = (
-      trainPerImage: trainPerImage.predict(features), inferBatch1: inferBatch1.predict(features),
-      inferPerImage: inferPerImage.predict(features)
-    )
-    guard source != .linear, let table, let times = table.predict(config, resolution: resolution) else { return linear }
+    // The features are computed only when the linear model is used (scoring runs this per candidate).
+    func linearLatencies() -> (trainPerImage: Double, inferBatch1: Double, inferPerImage: Double) {
+      let features = CostFeatures(config: config, resolution: resolution)
+      return (trainPerImage.predict(features), inferBatch1.predict(features), inferPerImage.predict(features))
+    }
+    guard source != .linear, let table, let times = table.predict(config, resolution: resolution) else {
+      return linearLatencies()
+    }
     let batch = Double(batchSize)
     let fromTable = (trainPerImage: times.train / batch, inferBatch1: times.inferBatch1, inferPerImage: times.inferBatch / batch)
     guard source == .combined else { return fromTable }
+    let linear = linearLatencies()
     /// √(a·b) when both are positive (a model that predicts 0 has nothing to add), else the table's.
     func geometricMean(_ a: Double, _ b: Double) -> Double { a > 0 && b > 0 ? (a * b).squareRoot() : a }
     return (
