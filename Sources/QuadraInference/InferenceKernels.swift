@@ -143,19 +143,10 @@ enum InferenceKernels {
 
   // MARK: GELU
 
-  /// GELU(x) = ½·x·(1 + erf(x/√2)) on `count` contiguous values, in place.
+  /// GELU(x) = ½·x·(1 + erf(x/√2)) on `count` contiguous values, in place: the training kernels' loop
+  /// (QuadraCore's `ActivationKernels`, erf as a rational function, 16 lanes on AVX-512), so the engine
+  /// and the tape round alike.
   static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    var i = 0
-    while i + lanes <= count {
-      store(gelu(load(x + i)), x + i)
-      i += lanes
-    }
-    if i < count {
-      storePartial(gelu(loadPartial(x + i, count: count - i)), x + i, count: count - i)
-    }
+    ActivationKernels.gelu(x, bias: nil, x, rows: 1, columns: count)
   }
-
-  /// The training kernels' GELU (QuadraCore's `ActivationKernels`: erf as a rational function, no
-  /// exponential), so the engine and the tape round alike.
-  @inline(__always) static func gelu(_ x: Vector) -> Vector { ActivationKernels.gelu(x) }
 }

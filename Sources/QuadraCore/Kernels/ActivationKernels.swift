@@ -110,7 +110,7 @@ package enum ActivationKernels {
   /// Absolute error < 3·10⁻⁷. It needs no exponential, so the GELU forward pass uses it
   /// (measured 1.7× faster than ``erfAndGaussian(_:)``), while backward, which needs e^(−z²)
   /// anyway, uses the latter.
-  @inlinable @inline(__always)
+  @inline(__always)
   package static func erf<V: ActivationVector>(_ z: V) -> V {
     let x = z.clampedLanes(-4, 4)
     let x2 = x * x
@@ -128,10 +128,9 @@ package enum ActivationKernels {
   }
 
   /// GELU(x) = x·Φ(x) = ½·x·(1 + erf(x/√2)).
-  @inlinable @inline(__always)
+  @inline(__always)
   package static func gelu<V: ActivationVector>(_ x: V) -> V {
-    // The literal 1/√2 (not `inverseSquareRootOf2`): inlinable code across modules sees only inlinable names.
-    0.5 * x * (1 + erf(x * 0.707_106_781_186_547_5))
+    0.5 * x * (1 + erf(x * inverseSquareRootOf2))
   }
 
   /// GELU′(x) = Φ(x) + x·φ(x) with φ(x) = e^(−x²/2)/√(2π).
@@ -172,8 +171,11 @@ package enum ActivationKernels {
   @TaskLocal static var wideOverride: Bool?
 
   /// `y[r, j] = GELU(x[r, j] + bias[j])` over `rows` rows of `columns` (`GELU(x)` without a bias; then
-  /// any split of the elements into rows gives the same values).
-  static func gelu(
+  /// any split of the elements into rows gives the same values). `y` may be `x`.
+  ///
+  /// Other modules (the inference engine) call this loop, not the generic vector functions: a generic
+  /// called across modules ran unspecialized (lane by lane through witness tables), measured 100× slower.
+  package static func gelu(
     _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>?, _ y: UnsafeMutablePointer<Float>, rows: Int, columns: Int
   ) {
     if wideOverride ?? widensGELU {
