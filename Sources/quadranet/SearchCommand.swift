@@ -363,6 +363,7 @@ struct SearchRunCommand: ParsableCommand {
       state = recorded
     }
     let space = try state?.space ?? cost.loadSpace()
+    if state == nil { try checkTimelessLimits(space: space) }
     // A resumed search keeps the cost model it recorded; the profile is then only needed for --train-best.
     let profile = (state?.costModel == nil && !noProfile) || trainBest > 0 ? try cost.profile(space: space) : nil
     let costModel =
@@ -405,6 +406,18 @@ struct SearchRunCommand: ParsableCommand {
         state: running, costModel: costModel, speedBaseline: profile?.speedBaseline, count: trainBest,
         dataset: proxyImages.dataset, cost: cost, references: references, to: outURL)
     }
+  }
+
+  /// Refuses parameter and memory limits that no architecture of `space` meets before anything is timed:
+  /// parameter counts and memory peaks are computed from the configs (``MemoryModel``), not measured, so they
+  /// need no profile, and a user who asked for the impossible learns it in a second, not after a
+  /// ten-minute profile. Latency limits are checked once the profile's costs are known.
+  func checkTimelessLimits(space: SearchSpace) throws {
+    let analytic = CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
+    var timeless = try constraints(costModel: analytic, space: space)
+    timeless.maxTrainMillisecondsPerImage = nil
+    timeless.maxInferMilliseconds = nil
+    try Evolution(costModel: analytic) { _, _ in 0 }.checkFeasible(space: space, constraints: timeless)
   }
 
   func writeResults(

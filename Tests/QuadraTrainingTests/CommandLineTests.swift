@@ -115,6 +115,27 @@ struct CommandLineTests {
       try Data(contentsOf: resumed.appendingPathComponent(state)) == Data(contentsOf: whole.appendingPathComponent(state)))
   }
 
+  /// A parameter or memory budget below the space's cheapest architecture is refused before the cost profile
+  /// is measured (the cache directory stays empty), naming the flag and the cheapest architecture.
+  @Test func searchRefusesImpossibleParameterAndMemoryBudgetsBeforeProfiling() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let cache = root.appendingPathComponent("cache")
+    for (flags, named) in [
+      (["--max-params", "1"], "--max-params 1 parameters is below what the space allows"),
+      (["--max-train-memory-mb", "0.5"], "--max-train-memory-mb 0.5 MiB is below what the space allows"),
+      (["--memory-below", "hornet-28", "0.01"], "--max-train-memory-mb"),
+    ] {
+      let result = try run(
+        ["search", "run", "--cache", cache.path, "--out", root.appendingPathComponent("out").path] + flags, in: root)
+      #expect(result.status != 0, "\(flags)")
+      #expect(result.stderr.contains(named) && result.stderr.contains("the cheapest architecture"), "\(result.stderr)")
+      #expect(!result.stderr.contains("profile "), "\(flags): profiled before refusing: \(result.stderr)")
+    }
+    let cached = (try? FileManager.default.contentsOfDirectory(atPath: cache.path)) ?? []
+    #expect(cached.isEmpty, "\(cached)")
+  }
+
   @Test func defaultRecipeAcceptsOneEpochAndATinyLearningRate() throws {
     let root = try makeTemporaryDirectory()
     defer { removeDirectory(root) }
