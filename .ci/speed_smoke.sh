@@ -31,3 +31,18 @@ print("speed smoke: kernels (fraction of the %.0f GFLOP/s peak): %s" % (report["
 if slow:
     sys.exit("speed smoke FAILED: below a quarter of the FMA peak: " + ", ".join(r["name"] for r in slow))
 '
+
+# A whole training step (every op of the tape forward, backward and AdamW) against the same peak: 0.47–0.57
+# for these models on Zen 4; a tenth catches an op gone 10x slower, which the engine-vs-tape ratio above
+# would not if the tape and the engine shared it.
+"$bin" bench models --models quadranet-28,hornet-28 --resolution 28 --batch-size 64 --steps 3 --threads 1 --json \
+  2>/dev/null | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+for r in rows:
+    print("speed smoke: %s training step %.0f img/s, %.2f of the FMA peak" % (
+        r["model"], r["train_images_per_second"], r["train_fraction_of_peak"]))
+slow = [r["model"] for r in rows if r["train_fraction_of_peak"] < 0.1]
+if slow:
+    sys.exit("speed smoke FAILED: training step below a tenth of the FMA peak: " + ", ".join(slow))
+'
