@@ -62,10 +62,14 @@ struct SearchCostOptions: ParsableArguments {
   /// The cached profile, or a new one (measured now and cached) when there is none or it does not match.
   func profile(space: SearchSpace, forceNew: Bool = false) throws -> CostProfile {
     Terminal.status("measuring the FMA peak for the hardware fingerprint…")
-    let hardware = try HardwareFingerprint.current(threads: threadOptions.threads)
+    var hardware = try HardwareFingerprint.current(threads: threadOptions.threads)
     let url = Profiler.cacheURL(directory: cacheDirectory, space: space, batchSize: batchSize, threads: threadOptions.threads)
     if !forceNew {
-      let (cached, warning) = Profiler.cached(at: url, hardware: hardware, space: space, batchSize: batchSize)
+      let threads = threadOptions.threads
+      let (cached, warning) = try Profiler.cached(at: url, hardware: &hardware, space: space, batchSize: batchSize) {
+        Terminal.status("the FMA peak read below the cached profile's; measuring it again…")
+        return try PeakFLOPS.measure(threads: threads).gflops
+      }
       if let warning { Terminal.status("warning: " + warning) }
       if let cached {
         Terminal.status("using the cost profile \(url.path)")

@@ -105,6 +105,46 @@ import Testing
     #expect(corrupt.warning?.contains("not a readable profile") == true)
   }
 
+  /// A peak that reads low (a core busy during the measurement) is measured again before a cached profile is
+  /// thrown away; one that stays low, or any other mismatch, still rebuilds it.
+  @Test func lowPeakIsMeasuredAgainBeforeTheCacheIsRejected() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("search-cache-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let space = SearchSpace.fashionMNIST
+    let url = Profiler.cacheURL(directory: directory, space: space, batchSize: 8, threads: 2)
+    try Profiler.save(Self.profile(Self.hardware), to: url)
+
+    // Half the recorded peak, then the full one on the second reading: the cache is used.
+    var readings = [50.0, 99.0]
+    var hardware = Self.hardware
+    hardware.peakGFLOPS = 45
+    let recovered = Profiler.cached(at: url, hardware: &hardware, space: space, batchSize: 8) { readings.removeFirst() }
+    #expect(recovered.profile == Self.profile(Self.hardware) && recovered.warning == nil)
+    #expect(hardware.peakGFLOPS == 99 && readings.isEmpty)
+
+    // Low every time: measured `remeasurements` times, then rebuilt with the warning.
+    var calls = 0
+    hardware.peakGFLOPS = 45
+    let slow = Profiler.cached(at: url, hardware: &hardware, space: space, batchSize: 8, remeasurements: 3) {
+      calls += 1
+      return 40
+    }
+    #expect(slow.profile == nil && slow.warning?.contains("FMA peak") == true && calls == 3)
+    #expect(hardware.peakGFLOPS == 45)
+
+    // A higher peak or another CPU is not a low reading: no second measurement.
+    for change in 0..<2 {
+      var other = Self.hardware
+      if change == 0 { other.peakGFLOPS = 200 } else { other.cpuModel = "Other CPU"; other.peakGFLOPS = 45 }
+      var measured = false
+      let result = Profiler.cached(at: url, hardware: &other, space: space, batchSize: 8) {
+        measured = true
+        return 100
+      }
+      #expect(result.profile == nil && !measured)
+    }
+  }
+
   /// A tiny real profile: two architectures measured in two rounds, the models fitted with non-negative
   /// coefficients.
   @Test func tinyProfileMeasuresAndFits() throws {
