@@ -19,7 +19,7 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
   /// The measured peak may vary by this fraction between runs of the same machine.
   public static let peakTolerance = 0.15
 
-  /// This machine's fingerprint at `threads` threads (measures the FMA peak: about a second).
+  /// This machine's fingerprint at `threads` threads (measures the FMA peak twice: about three seconds).
   public static func current(threads: Int) throws -> HardwareFingerprint {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
     func field(_ name: String) -> String? {
@@ -40,7 +40,11 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
     #else
       let mode = "release"
     #endif
-    let peak = try PeakFLOPS.measure(threads: threads).gflops
+    // Two readings, the higher kept (as `bench models` does): a reading taken while something else held a
+    // core understates the peak, and a profile recorded with a low peak would mismatch every later reading.
+    // Seen here: the first two-thread reading of three `search calibrate` processes in a row came out at
+    // one core's worth (≈ 117 of 233 GFLOP/s).
+    let peak = Swift.max(try PeakFLOPS.measure(threads: threads).gflops, try PeakFLOPS.measure(threads: threads).gflops)
     return HardwareFingerprint(
       cpuModel: String((field("model name") ?? "unknown").prefix(200)), vectorISA: isa, threads: threads,
       peakGFLOPS: peak, buildMode: mode)
@@ -383,13 +387,14 @@ public enum Profiler {
   /// `remeasurements` times, keeping the highest reading in `hardware`) while the only mismatch is a peak
   /// below the recorded one (``HardwareFingerprint/peakReadsLow(against:)``).
   ///
-  /// Why: the fingerprint's peak is measured for about a second, and on a shared virtual machine a neighbour
-  /// (or the hypervisor) that holds one of the cores for that second halves a two-thread reading — seen here:
-  /// 117.5 GFLOP/s against the 232.9 recorded, while `bench kernels --threads 2` read 233 a minute later —
-  /// and a valid profile was thrown away for a profile run of 7–17 minutes. A machine that is really slower
-  /// reads low every time, and its profile is still rebuilt.
+  /// Why: the fingerprint's peak is measured for a few seconds, and on a shared virtual machine a neighbour
+  /// (or the hypervisor) that holds one of the cores for that time halves a two-thread reading — seen here:
+  /// 117.5 GFLOP/s against the 232.9 recorded, while `bench kernels --threads 2` read 233 a minute later; once
+  /// both of the fingerprint's readings and the first re-reading were low — and a valid profile was thrown
+  /// away for a profile run of 7–17 minutes. A machine that is really slower reads low every time, and its
+  /// profile is still rebuilt (after ≈ 5 s of re-reading).
   public static func cached(
-    at url: URL, hardware: inout HardwareFingerprint, space: SearchSpace, batchSize: Int, remeasurements: Int = 2,
+    at url: URL, hardware: inout HardwareFingerprint, space: SearchSpace, batchSize: Int, remeasurements: Int = 3,
     measurePeak: () throws -> Double
   ) rethrows -> (profile: CostProfile?, warning: String?) {
     var result = cached(at: url, hardware: hardware, space: space, batchSize: batchSize)
