@@ -372,7 +372,7 @@ public struct Evolution: Sendable {
   /// Reads a state written by ``save(_:to:)``; errors name the file.
   public static func load(from url: URL) throws -> EvolutionState {
     let data: Data
-    do { data = try Data(contentsOf: url) } catch {
+    do { data = try BoundedFile.read(url, maximumBytes: 64 << 20) } catch {
       throw SearchSpaceError(field: "", message: "\(url.path): cannot read the search state (\(error.localizedDescription))")
     }
     let state: EvolutionState

@@ -116,6 +116,8 @@ public struct ConfigMeasurement: Sendable, Equatable {
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
   public static let formatVersion = 4
+  /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
+  public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
   public var hardware: HardwareFingerprint
   public var space: String
@@ -361,8 +363,9 @@ public enum Profiler {
     guard FileManager.default.fileExists(atPath: url.path) else { return (nil, nil) }
     var profile: CostProfile
     do {
-      let data = try Data(contentsOf: url)
-      profile = try StrictJSON.decode(CostProfile.self, from: data, limits: StrictJSON.Limits(maximumBytes: 16 << 20))
+      let data = try BoundedFile.read(url, maximumBytes: CostProfile.maximumFileBytes)
+      profile = try StrictJSON.decode(
+        CostProfile.self, from: data, limits: StrictJSON.Limits(maximumBytes: CostProfile.maximumFileBytes))
     } catch {
       return (nil, "\(url.path) is not a readable profile (\(error)); measuring again")
     }
@@ -409,8 +412,9 @@ public enum Profiler {
 
   /// The fingerprint recorded in the profile at `url`, nil when there is none or it is unreadable.
   static func recordedHardware(at url: URL) -> HardwareFingerprint? {
-    guard let data = try? Data(contentsOf: url) else { return nil }
-    return (try? StrictJSON.decode(CostProfile.self, from: data, limits: StrictJSON.Limits(maximumBytes: 16 << 20)))?.hardware
+    guard let data = try? BoundedFile.read(url, maximumBytes: CostProfile.maximumFileBytes) else { return nil }
+    let limits = StrictJSON.Limits(maximumBytes: CostProfile.maximumFileBytes)
+    return (try? StrictJSON.decode(CostProfile.self, from: data, limits: limits))?.hardware
   }
 
   /// Writes `profile` atomically.

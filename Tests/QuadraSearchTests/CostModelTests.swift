@@ -103,6 +103,14 @@ import Testing
     let corrupt = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
     #expect(corrupt.profile == nil)
     #expect(corrupt.warning?.contains("not a readable profile") == true)
+
+    // A cache file over the size limit (sparse here) is not read into memory, only reported and rebuilt.
+    let handle = try FileHandle(forWritingTo: url)
+    try handle.truncate(atOffset: UInt64(CostProfile.maximumFileBytes + 1))
+    try handle.close()
+    let huge = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
+    #expect(huge.profile == nil)
+    #expect(huge.warning?.contains("at most \(CostProfile.maximumFileBytes) are accepted") == true, "\(huge.warning ?? "")")
   }
 
   /// A peak that reads low (a core busy during the measurement) is measured again before a cached profile is
