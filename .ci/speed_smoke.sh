@@ -2,7 +2,7 @@
 # Guards against gross speed regressions that the correctness tests cannot see (they check values, not
 # time). The tape-free inference engine must not be slower than the tape forward it replaces: both run
 # in one process on the same model, so the ratio does not depend on the machine, and the bound is far
-# below the measured speed-ups (batch 1: 2.1–2.7x, batch 32: 0.94–1.3x on a 2-core Zen 4), so noise
+# below the measured speed-ups (batch 1: 1.9–2.7x, batch 32: 0.94–1.3x on a 2-core Zen 4), so noise
 # cannot trip it. What it catches: an engine kernel gone 100x slower, as a generic function called
 # unspecialized across modules did (batch-1 p50 62 ms instead of 0.37 ms) while every test passed.
 set -euo pipefail
