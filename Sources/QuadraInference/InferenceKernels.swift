@@ -17,17 +17,6 @@ enum InferenceKernels {
     UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: Vector.self)
   }
 
-  /// Loads `count` < 8 elements into the low lanes (the others are 0).
-  @inline(__always) static func loadPartial(_ pointer: UnsafePointer<Float>, count: Int) -> Vector {
-    var value = Vector()
-    for lane in 0..<count { value[lane] = pointer[lane] }
-    return value
-  }
-
-  @inline(__always) static func storePartial(_ value: Vector, _ pointer: UnsafeMutablePointer<Float>, count: Int) {
-    for lane in 0..<count { pointer[lane] = value[lane] }
-  }
-
   // MARK: LayerNorm
 
   /// Mean μ and 1/√(σ² + ε) of one row of `count` values, with the variance from a second pass over

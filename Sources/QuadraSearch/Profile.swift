@@ -19,7 +19,7 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
   /// The measured peak may vary by this fraction between runs of the same machine.
   public static let peakTolerance = 0.15
 
-  /// This machine's fingerprint at `threads` threads (measures the FMA peak twice: about three seconds).
+  /// This machine's fingerprint at `threads` threads (measures the FMA peak in six runs per vector width: about three seconds).
   public static func current(threads: Int) throws -> HardwareFingerprint {
     let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
     func field(_ name: String) -> String? {
@@ -40,11 +40,11 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
     #else
       let mode = "release"
     #endif
-    // Two readings, the higher kept (as `bench models` does): a reading taken while something else held a
-    // core understates the peak, and a profile recorded with a low peak would mismatch every later reading.
-    // Seen here: the first two-thread reading of three `search calibrate` processes in a row came out at
-    // one core's worth (≈ 117 of 233 GFLOP/s).
-    let peak = Swift.max(try PeakFLOPS.measure(threads: threads).gflops, try PeakFLOPS.measure(threads: threads).gflops)
+    // Twice the default repeats, the best kept: a reading taken while something else held a core understates
+    // the peak, and a profile recorded with a low peak would mismatch every later reading. Seen here: the
+    // first two-thread readings of three `search calibrate` processes in a row came out at one core's worth
+    // (≈ 117 of 233 GFLOP/s).
+    let peak = try PeakFLOPS.measure(threads: threads, repeats: 6).gflops
     return HardwareFingerprint(
       cpuModel: String((field("model name") ?? "unknown").prefix(200)), vectorISA: isa, threads: threads,
       peakGFLOPS: peak, buildMode: mode)
@@ -360,30 +360,9 @@ public enum Profiler {
   public static func cached(at url: URL, hardware: HardwareFingerprint, space: SearchSpace, batchSize: Int) -> (
     profile: CostProfile?, warning: String?
   ) {
-    guard FileManager.default.fileExists(atPath: url.path) else { return (nil, nil) }
-    var profile: CostProfile
-    do {
-      let data = try BoundedFile.read(url, maximumBytes: CostProfile.maximumFileBytes)
-      profile = try StrictJSON.decode(
-        CostProfile.self, from: data, limits: StrictJSON.Limits(maximumBytes: CostProfile.maximumFileBytes))
-    } catch {
-      return (nil, "\(url.path) is not a readable profile (\(error)); measuring again")
-    }
-    if profile.formatVersion != CostProfile.formatVersion {
-      return (nil, "\(url.path) has format version \(profile.formatVersion); measuring again")
-    }
-    if let reason = hardware.mismatch(with: profile.hardware) {
-      return (nil, "\(url.path) was measured on other hardware (\(reason)); measuring again")
-    }
-    if profile.space != space.name || profile.resolution != space.resolution || profile.costModel.batchSize != batchSize
-      || !profile.costModel.isWellFormed
-    {
-      return (nil, "\(url.path) is for another space, resolution or batch size, or has invalid coefficients; measuring again")
-    }
-    // A profile is measurements; how they are combined is this version's choice (a search state, by
-    // contrast, keeps the source that priced its candidates).
-    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .combined }
-    return (profile, nil)
+    let (profile, warning) = readCache(at: url)
+    guard let profile else { return (nil, warning) }
+    return check(profile, at: url, hardware: hardware, space: space, batchSize: batchSize)
   }
 
   /// ``cached(at:hardware:space:batchSize:)``, measuring the FMA peak again with `measurePeak` (at most
@@ -400,21 +379,48 @@ public enum Profiler {
     at url: URL, hardware: inout HardwareFingerprint, space: SearchSpace, batchSize: Int, remeasurements: Int = 3,
     measurePeak: () throws -> Double
   ) rethrows -> (profile: CostProfile?, warning: String?) {
-    var result = cached(at: url, hardware: hardware, space: space, batchSize: batchSize)
+    let (profile, warning) = readCache(at: url)
+    guard let profile else { return (nil, warning) }
     var left = remeasurements
-    while result.profile == nil, left > 0, let recorded = recordedHardware(at: url), hardware.peakReadsLow(against: recorded) {
+    while left > 0, hardware.peakReadsLow(against: profile.hardware) {
       hardware.peakGFLOPS = Swift.max(hardware.peakGFLOPS, try measurePeak())
-      result = cached(at: url, hardware: hardware, space: space, batchSize: batchSize)
       left -= 1
     }
-    return result
+    return check(profile, at: url, hardware: hardware, space: space, batchSize: batchSize)
   }
 
-  /// The fingerprint recorded in the profile at `url`, nil when there is none or it is unreadable.
-  static func recordedHardware(at url: URL) -> HardwareFingerprint? {
-    guard let data = try? BoundedFile.read(url, maximumBytes: CostProfile.maximumFileBytes) else { return nil }
-    let limits = StrictJSON.Limits(maximumBytes: CostProfile.maximumFileBytes)
-    return (try? StrictJSON.decode(CostProfile.self, from: data, limits: limits))?.hardware
+  /// The profile decoded from `url`, or nil with the reason (nil reason: no file).
+  private static func readCache(at url: URL) -> (profile: CostProfile?, warning: String?) {
+    guard FileManager.default.fileExists(atPath: url.path) else { return (nil, nil) }
+    do {
+      let data = try BoundedFile.read(url, maximumBytes: CostProfile.maximumFileBytes)
+      let limits = StrictJSON.Limits(maximumBytes: CostProfile.maximumFileBytes)
+      return (try StrictJSON.decode(CostProfile.self, from: data, limits: limits), nil)
+    } catch {
+      return (nil, "\(url.path) is not a readable profile (\(error)); measuring again")
+    }
+  }
+
+  /// `profile` (read from `url`) if it matches `hardware`, `space` and the batch size; else nil and why.
+  private static func check(
+    _ profile: CostProfile, at url: URL, hardware: HardwareFingerprint, space: SearchSpace, batchSize: Int
+  ) -> (profile: CostProfile?, warning: String?) {
+    var profile = profile
+    if profile.formatVersion != CostProfile.formatVersion {
+      return (nil, "\(url.path) has format version \(profile.formatVersion); measuring again")
+    }
+    if let reason = hardware.mismatch(with: profile.hardware) {
+      return (nil, "\(url.path) was measured on other hardware (\(reason)); measuring again")
+    }
+    if profile.space != space.name || profile.resolution != space.resolution || profile.costModel.batchSize != batchSize
+      || !profile.costModel.isWellFormed
+    {
+      return (nil, "\(url.path) is for another space, resolution or batch size, or has invalid coefficients; measuring again")
+    }
+    // A profile is measurements; how they are combined is this version's choice (a search state, by
+    // contrast, keeps the source that priced its candidates).
+    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .combined }
+    return (profile, nil)
   }
 
   /// Writes `profile` atomically.
