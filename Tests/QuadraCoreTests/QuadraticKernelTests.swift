@@ -32,11 +32,11 @@ enum QuadraticReference {
 
 @Suite(.serialized) struct QuadraticKernelTests {
   /// k = 3, 5, 7 × C = 1, 5, 8, 13, 24 (full and partial channel blocks), odd and even
-  /// heights and widths (7-, 8-, 4- and 1-column tiles, overlapping last tiles), images
+  /// heights and widths (8-, 7-, 4-, 3-, 2- and 1-column tiles, overlapping last tiles), images
   /// smaller than the kernel, batches of 1...3.
   static let cases: [(n: Int, h: Int, w: Int, c: Int, k: Int)] = {
     var cases: [(Int, Int, Int, Int, Int)] = []
-    let sizes = [(5, 11), (9, 3), (3, 7), (7, 13), (11, 5), (6, 9)]
+    let sizes = [(5, 11), (9, 3), (3, 7), (7, 13), (11, 5), (6, 9), (4, 14), (5, 2), (3, 1)]
     for (ki, k) in [3, 5, 7].enumerated() {
       for (ci, c) in [1, 5, 8, 13, 24].enumerated() {
         let (h, w) = sizes[(2 * ki + ci) % sizes.count]

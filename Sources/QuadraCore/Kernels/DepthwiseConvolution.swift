@@ -219,18 +219,25 @@ public enum DepthwiseConvolution {
     if let bias { packed.update(from: bias, count: s.channels) }
   }
 
-  /// Calls `body(T, firstColumn)` for the column tiles of one row: 7 wide for the 7×7
-  /// kernel (when `W ≥ 7`), otherwise 8, 4 or 1 wide. Each branch passes `T` as a literal,
-  /// so inlined tile code is specialized for it.
+  /// Calls `body(T, firstColumn)` for the column tiles of one row: 7 wide for the 7×7 kernel (when
+  /// `W ≥ 7`); for other kernels 7 wide when `W` is a multiple of 7 but not of 8 (the 28×28 models'
+  /// 14- and 7-column rows, which 8- or 4-wide tiles cover only by recomputing 2 or 1 columns), else 8
+  /// or 4 wide; a row narrower than 4 is one tile of its width (a 3-column row in 1-wide tiles would
+  /// run each accumulator as one dependent chain of FMAs). Each branch passes `T` as a literal, so
+  /// inlined tile code is specialized for it.
   @inline(__always)
   static func forEachColumnTile(_ s: Shape, _ body: (Int, Int) -> Void) {
     let W = s.width
-    if s.kernelSize == 7 && W >= 7 {
+    if s.kernelSize == 7 && W >= 7 || W % 7 == 0 && W % 8 != 0 {
       forEachTile(width: W, tile: 7) { body(7, $0) }
     } else if W >= 8 {
       forEachTile(width: W, tile: 8) { body(8, $0) }
     } else if W >= 4 {
       forEachTile(width: W, tile: 4) { body(4, $0) }
+    } else if W == 3 {
+      body(3, 0)
+    } else if W == 2 {
+      body(2, 0)
     } else {
       forEachTile(width: W, tile: 1) { body(1, $0) }
     }

@@ -249,7 +249,7 @@ extension DepthwiseConvolution {
     }
 
     /// One output row, channel block by channel block (so the block's `k` padded rows stay
-    /// in L1), in tiles of 7 (7×7 kernel) or 8, 4 or 1 columns; `afterBlock(b)` runs after
+    /// in L1), in the column tiles of ``DepthwiseConvolution/forEachColumnTile(_:_:)``; `afterBlock(b)` runs after
     /// block `b` (the callers copy the next row ahead there). `streaming` writes the tiles with
     /// streaming stores (see ``DepthwiseConvolution/streamsOutput(_:tensorsRead:shape:)``, which
     /// guarantees full, aligned 16-lane blocks).
@@ -296,17 +296,38 @@ extension DepthwiseConvolution {
       @inline(__always) init(_ T: Int, loading p: UnsafePointer<Float>) {
         self.init(repeating: .zero)
         v0 = load(p)
-        if T > 1 { v1 = load(p + L); v2 = load(p + 2 * L); v3 = load(p + 3 * L) }
-        if T > 4 { v4 = load(p + 4 * L); v5 = load(p + 5 * L); v6 = load(p + 6 * L) }
+        if T > 1 { v1 = load(p + L) }
+        if T > 2 { v2 = load(p + 2 * L) }
+        if T > 3 { v3 = load(p + 3 * L) }
+        if T > 4 { v4 = load(p + 4 * L) }
+        if T > 5 { v5 = load(p + 5 * L) }
+        if T > 6 { v6 = load(p + 6 * L) }
         if T > 7 { v7 = load(p + 7 * L) }
       }
 
       /// Calls `body(column, t)` for the first `T` columns `t` of the tile.
       @inline(__always) func forEachColumn(_ T: Int, _ body: (V, Int) -> Void) {
         body(v0, 0)
-        if T > 1 { body(v1, 1); body(v2, 2); body(v3, 3) }
-        if T > 4 { body(v4, 4); body(v5, 5); body(v6, 6) }
+        if T > 1 { body(v1, 1) }
+        if T > 2 { body(v2, 2) }
+        if T > 3 { body(v3, 3) }
+        if T > 4 { body(v4, 4) }
+        if T > 5 { body(v5, 5) }
+        if T > 6 { body(v6, 6) }
         if T > 7 { body(v7, 7) }
+      }
+
+      /// `v_t += x[t · L] · factor` for the first `T` columns: one step of a tile's (or a weight tile's)
+      /// loop, one multiply-add per column, all sharing `factor`.
+      @inline(__always) mutating func addProducts(_ T: Int, _ x: UnsafePointer<Float>, _ factor: V) {
+        v0 = Kernels.multiplyAdd(v0, Kernels.load(x), factor)
+        if T > 1 { v1 = Kernels.multiplyAdd(v1, Kernels.load(x + L), factor) }
+        if T > 2 { v2 = Kernels.multiplyAdd(v2, Kernels.load(x + 2 * L), factor) }
+        if T > 3 { v3 = Kernels.multiplyAdd(v3, Kernels.load(x + 3 * L), factor) }
+        if T > 4 { v4 = Kernels.multiplyAdd(v4, Kernels.load(x + 4 * L), factor) }
+        if T > 5 { v5 = Kernels.multiplyAdd(v5, Kernels.load(x + 5 * L), factor) }
+        if T > 6 { v6 = Kernels.multiplyAdd(v6, Kernels.load(x + 6 * L), factor) }
+        if T > 7 { v7 = Kernels.multiplyAdd(v7, Kernels.load(x + 7 * L), factor) }
       }
 
       /// Stores the first `T` columns `stride` floats apart, `lanes` lanes each (NHWC output).
@@ -345,7 +366,7 @@ extension DepthwiseConvolution {
       }
     }
 
-    /// Adds the convolution of `T` output columns (1, 4, 7 or 8; 7 only with `k = 7`) of one
+    /// Adds the convolution of `T` output columns (1 ... 8; see ``DepthwiseConvolution/forEachColumnTile(_:_:)``) of one
     /// channel block to `tile`: `tile[t] += Σ_{kh ∈ khRange, j < k} rows[kh][x + (t + j) · L] · weight[kh][j]`.
     ///
     /// Every tile function (plain, fused quadratic, and the input gradients) is built from this,
@@ -355,34 +376,21 @@ extension DepthwiseConvolution {
       _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
       _ weight: UnsafePointer<Float>, _ k: Int
     ) {
-      if T == 7 {
+      if T == 7 && k == 7 {
         accumulate7(&tile, rows, khRange, x, weight)
         return
       }
-      var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3
-      var a4 = tile.v4, a5 = tile.v5, a6 = tile.v6, a7 = tile.v7
+      var sums = tile
       for kh in khRange {
         var xp = rows[kh] + x
         var wp = weight + kh &* k &* L
         for _ in 0..<k {
-          let wv = load(wp)
-          a0 = multiplyAdd(a0, load(xp), wv)
-          if T > 1 {
-            a1 = multiplyAdd(a1, load(xp + L), wv)
-            a2 = multiplyAdd(a2, load(xp + 2 * L), wv)
-            a3 = multiplyAdd(a3, load(xp + 3 * L), wv)
-          }
-          if T > 4 {
-            a4 = multiplyAdd(a4, load(xp + 4 * L), wv)
-            a5 = multiplyAdd(a5, load(xp + 5 * L), wv)
-            a6 = multiplyAdd(a6, load(xp + 6 * L), wv)
-            a7 = multiplyAdd(a7, load(xp + 7 * L), wv)
-          }
+          sums.addProducts(T, xp, load(wp))
           xp += L
           wp += L
         }
       }
-      (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6, tile.v7) = (a0, a1, a2, a3, a4, a5, a6, a7)
+      tile = sums
     }
 
     /// `accumulate` for the 7×7 kernel and 7 output columns.
@@ -619,30 +627,14 @@ extension DepthwiseConvolution {
       _ taps: Int, _ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
       _ width: Int
     ) {
-      var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero
-      var a4 = V.zero, a5 = V.zero, a6 = V.zero, a7 = V.zero
+      var sums = Tile(repeating: .zero)
       var xp = x, gp = dy
       for _ in 0..<width {
-        let g = load(gp)
-        a0 = multiplyAdd(a0, load(xp), g)
-        if taps > 1 { a1 = multiplyAdd(a1, load(xp + L), g) }
-        if taps > 2 { a2 = multiplyAdd(a2, load(xp + 2 * L), g) }
-        if taps > 3 { a3 = multiplyAdd(a3, load(xp + 3 * L), g) }
-        if taps > 4 { a4 = multiplyAdd(a4, load(xp + 4 * L), g) }
-        if taps > 5 { a5 = multiplyAdd(a5, load(xp + 5 * L), g) }
-        if taps > 6 { a6 = multiplyAdd(a6, load(xp + 6 * L), g) }
-        if taps > 7 { a7 = multiplyAdd(a7, load(xp + 7 * L), g) }
+        sums.addProducts(taps, xp, load(gp))
         xp += L
         gp += L
       }
-      store(load(dw) + a0, dw)
-      if taps > 1 { store(load(dw + L) + a1, dw + L) }
-      if taps > 2 { store(load(dw + 2 * L) + a2, dw + 2 * L) }
-      if taps > 3 { store(load(dw + 3 * L) + a3, dw + 3 * L) }
-      if taps > 4 { store(load(dw + 4 * L) + a4, dw + 4 * L) }
-      if taps > 5 { store(load(dw + 5 * L) + a5, dw + 5 * L) }
-      if taps > 6 { store(load(dw + 6 * L) + a6, dw + 6 * L) }
-      if taps > 7 { store(load(dw + 7 * L) + a7, dw + 7 * L) }
+      sums.forEachColumn(taps) { store(load(dw + $1 * L) + $0, dw + $1 * L) }
     }
 
     /// `weightTile` for 3 taps of `rows` (2 or 3, a literal) consecutive kernel rows at once:
