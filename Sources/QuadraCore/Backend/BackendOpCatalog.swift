@@ -226,7 +226,8 @@ public enum BackendOpCatalog {
   // MARK: Normalization
 
   static func normalizationCases(_ large: Bool) -> [BackendOpCase] {
-    let shapes = large ? [[32, 28, 28, 64]] : [[3, 4, 21], [2, 1, 1, 8], [5, 3]]
+    // Large: a 224² model's first stage, and quadranet-28's first two stages at batch 64.
+    let shapes = large ? [[32, 28, 28, 64], [64, 14, 14, 40], [64, 7, 7, 80]] : [[3, 4, 21], [2, 1, 1, 8], [5, 3]]
     return shapes.map { shape in
       let c = shape.last!
       return BackendOpCase(

@@ -83,18 +83,14 @@ public enum Convolution2D {
   ) {
     let pixels = g.outputHeight * g.outputWidth
     let K = g.patchCount, O = g.outputChannels
-    if let bias {
-      Parallel.forRanges(g.batch * pixels, minimumChunk: Swift.max(1, 16384 / O)) { range in
-        for m in range { (output + m * O).update(from: bias, count: O) }
-      }
-    }
     forEachImageChunk(g) { images in
       let rows = images.count * pixels
       let out = output + images.lowerBound * pixels * O
       withCols(input: input, images: images, geometry: g) { cols in
+        // The bias is added as the tiles are stored (not written first and read back by the product).
         GEMM.multiply(
           m: rows, n: O, k: K, a: cols, lda: K, transposeA: false,
-          b: weight, ldb: K, transposeB: true, c: out, ldc: O, alpha: 1, beta: bias == nil ? 0 : 1)
+          b: weight, ldb: K, transposeB: true, c: out, ldc: O, alpha: 1, beta: 0, columnBias: bias)
       }
     }
   }
