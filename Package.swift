@@ -21,10 +21,15 @@ let isDependencyCheckout = ["/.build/checkouts/", "/SourcePackages/checkouts/"].
   Context.packageDirectory.contains($0)
 }
 let portable = environment["QUADRANET_PORTABLE"] != nil || isDependencyCheckout
+// `QUADRANET_TARGET_CPU=znver3` (any CPU name `swiftc -target-cpu` takes) builds for that processor instead
+// of this one: a binary for a fleet of older machines, or an AVX2 build measured on an AVX-512 machine. The
+// kernels read which vector ISA the build targets (`CQuadraTarget`) and never pick a tile it cannot hold.
+// An unknown name is the compiler's error, which lists the valid ones.
+let targetCPU = environment["QUADRANET_TARGET_CPU"].flatMap { $0.isEmpty ? nil : $0 }
 let cpuSettings: [SwiftSetting] =
   portable
   ? [.define("QUADRANET_PORTABLE")]
-  : [.unsafeFlags(["-target-cpu", "native"])]
+  : [.unsafeFlags(["-target-cpu", targetCPU ?? "native"])] + (targetCPU == nil ? [] : [.define("QUADRANET_TARGET_CPU")])
 let kernelSettings: [SwiftSetting] =
   cpuSettings + (portable ? [] : [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))])
 
@@ -54,7 +59,9 @@ let package = Package(
     // Tensor storage, the tracking allocator, threading and the compute kernels.
     // Software prefetch hints for the kernels (a header; Swift cannot import Clang's prefetch macro).
     .systemLibrary(name: "CQuadraPrefetch", path: "Sources/CQuadraPrefetch"),
-    .target(name: "QuadraCore", dependencies: ["CQuadraPrefetch"], swiftSettings: kernelSettings),
+    // The vector ISA the build targets (Clang's feature macros, evaluated for the build's `-target-cpu`).
+    .systemLibrary(name: "CQuadraTarget", path: "Sources/CQuadraTarget"),
+    .target(name: "QuadraCore", dependencies: ["CQuadraPrefetch", "CQuadraTarget"], swiftSettings: kernelSettings),
     // Reverse-mode automatic differentiation over QuadraCore tensors.
     .target(name: "QuadraAutograd", dependencies: ["QuadraCore"], swiftSettings: kernelSettings),
     // Modules (layers), parameters, optimizers and learning-rate schedules.

@@ -1,3 +1,4 @@
+import CQuadraTarget
 import Foundation
 
 /// What the kernels need to know about the processor: its widest vector ISA and its data-cache sizes.
@@ -8,10 +9,10 @@ import Foundation
 /// ``fallback``: conservative sizes of current x86 cores and no vector ISA beyond the baseline,
 /// so the kernels still run, with smaller blocks and the portable micro-kernel.
 ///
-/// The ISA says what the *processor* can do. Whether the *build* uses it is a separate question:
-/// the root package is compiled with `-target-cpu native`, so a binary built on this machine uses
-/// every extension reported here; the portable build (`QUADRANET_PORTABLE`) uses none of them,
-/// and ``GEMM`` then keeps its narrow micro-kernel whatever this reports.
+/// ``vectorISA`` says what the *processor* can do; ``buildVectorISA`` what the *build* may use (the root
+/// package is compiled with `-target-cpu native`, or the CPU `QUADRANET_TARGET_CPU` names; the portable
+/// build targets baseline x86-64). The kernels choose their register tiles by ``kernelVectorISA``, the
+/// lower of the two: a `znver3` (AVX2) build run on an AVX-512 machine has 16 vector registers, not 32.
 public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
   /// The widest vector instruction set the processor reports, in increasing order.
   public enum VectorISA: Int, Sendable, Comparable, CustomStringConvertible {
@@ -42,8 +43,14 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
     }
   }
 
-  /// The widest vector ISA (AVX2 and AVX-512 only count together with FMA).
+  /// The widest vector ISA of the processor (AVX2 and AVX-512 only count together with FMA).
   public var vectorISA: VectorISA
+
+  /// The widest vector ISA this binary was compiled for (Clang's feature macros for the build's target CPU).
+  public static let buildVectorISA: VectorISA = VectorISA(rawValue: Int(quadra_build_vector_isa())) ?? .baseline
+
+  /// The ISA the kernels use: the processor's, but no wider than the build's.
+  public var kernelVectorISA: VectorISA { Swift.min(vectorISA, Self.buildVectorISA) }
   /// Size of one core's level-1 data cache, in bytes.
   public var level1DataCacheBytes: Int
   /// Size of one core's level-2 cache, in bytes.
@@ -66,7 +73,8 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
   public static let current: CPUInfo = detect()
 
   public var description: String {
-    "\(vectorISA), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
+    let isa = kernelVectorISA == vectorISA ? "\(vectorISA)" : "\(vectorISA) (kernels \(kernelVectorISA): this build's)"
+    return "\(isa), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
       + "L3 \(level3CacheBytes >> 10) KiB"
   }
 

@@ -27,13 +27,14 @@ public struct HardwareFingerprint: Codable, Sendable, Equatable {
         line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingCharacters(in: .whitespaces) }
       }
     }
-    let flags = Set((field("flags") ?? "").split(separator: " ").map(String.init))
+    // The ISA the kernels run (the processor's, no wider than the build's): an AVX2 build on an AVX-512
+    // machine times other kernels than the native build does.
     #if QUADRANET_PORTABLE
       let isa = "portable"
     #elseif arch(arm64)
       let isa = "neon"
     #else
-      let isa = flags.contains("avx512f") ? "avx512" : flags.contains("avx2") ? "avx2" : "sse"
+      let isa = CPUInfo.current.kernelVectorISA.description
     #endif
     #if DEBUG
       let mode = "debug"

@@ -17,9 +17,12 @@ struct InfoCommand: ParsableCommand {
     #if QUADRANET_PORTABLE
       let build = "portable (no host-specific vector extensions)"
     #else
-      let build = "native (-target-cpu native)"
+      let build = "-target-cpu native, or the CPU QUADRANET_TARGET_CPU named at build time"
     #endif
-    print("build: \(build)")
+    let cpu = CPUInfo.current
+    print("build: \(build); its vector ISA: \(CPUInfo.buildVectorISA)")
+    print("processor: \(cpu)")
+    print("kernels: \(cpu.kernelVectorISA) (GEMM micro-kernel \(GEMM.microKernel))")
     print("threads: \(Parallel.threadCount)")
   }
 }

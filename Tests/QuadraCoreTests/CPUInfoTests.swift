@@ -25,6 +25,23 @@ import Testing
     #expect(CPUInfo.VectorISA.avx512 > .avx2 && CPUInfo.VectorISA.avx2.floatLanes == 8)
   }
 
+  /// The kernels use the processor's ISA but never more than the build's: a native build targets this
+  /// processor (the Clang importer's feature macros must agree with `/proc/cpuinfo`), the portable build
+  /// the baseline, and a `QUADRANET_TARGET_CPU` build whatever it named (checked only to be no wider).
+  @Test func kernelsUseTheNarrowerOfProcessorAndBuild() {
+    let build = CPUInfo.buildVectorISA
+    for isa in [CPUInfo.VectorISA.baseline, .avx2, .avx512] {
+      let info = CPUInfo(vectorISA: isa, level1DataCacheBytes: 1 << 15, level2CacheBytes: 1 << 20, level3CacheBytes: 1 << 25)
+      #expect(info.kernelVectorISA == Swift.min(isa, build))
+    }
+    #if QUADRANET_PORTABLE
+      #expect(build == .baseline)
+    #elseif arch(x86_64) && !QUADRANET_TARGET_CPU
+      #expect(build == CPUInfo.current.vectorISA)
+    #endif
+    #expect(CPUInfo.current.kernelVectorISA <= build)
+  }
+
   /// A fake `/proc` + `/sys` tree: the sizes and ISA come from it; what it lacks falls back.
   @Test func detectsFromAFileTreeAndFallsBack() throws {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("cpuinfo-\(UUID().uuidString)")

@@ -6,12 +6,14 @@ import Testing
 /// ``DepthwiseConvolution/streamingOverride``; on its own it only engages beyond the L3 cache) and
 /// the prefetch of the next image's first rows, against the reference.
 @Suite struct DepthwiseStreamingTests {
-  /// (N, H, W, C, k) with C a multiple of 16 (the only channel counts that stream): widths below 7 and
-  /// not a multiple of 7, and several images whose rows of ≥ 2048 floats are copied ahead, so that the
-  /// next image's first rows are prefetched, including images shorter than `p + 1` rows.
+  /// (N, H, W, C, k) with rows of whole 64-byte lines (W · C a multiple of 16, the only rows that
+  /// stream): widths below 7 and not a multiple of 7, and several images whose rows of ≥ 2048 floats
+  /// are copied ahead, so that the next image's first rows are prefetched, including images shorter
+  /// than `p + 1` rows. The last four have channel counts that are not a multiple of 16: their rows
+  /// stream through the staging row at either lane width (a partial last block at 16 lanes).
   static let cases: [(n: Int, h: Int, w: Int, c: Int, k: Int)] = [
     (2, 5, 3, 16, 7), (1, 9, 13, 32, 7), (2, 6, 10, 48, 7), (3, 9, 40, 64, 7), (3, 2, 64, 32, 7),
-    (4, 4, 32, 64, 7), (2, 7, 9, 16, 3),
+    (4, 4, 32, 64, 7), (2, 7, 9, 16, 3), (2, 5, 4, 40, 7), (3, 6, 2, 24, 3), (2, 9, 56, 72, 7), (2, 14, 14, 40, 3),
   ]
 
   @Test func casesPrefetchTheNextImage() {
@@ -20,14 +22,15 @@ import Testing
     #expect(Self.cases.contains { $0.n > 1 && $0.w * $0.c >= minimum && $0.h <= $0.k / 2 })
   }
 
-  @Test(arguments: [false, true], [1, 2])
-  func matchesReference(streaming: Bool, threads: Int) {
+  @Test(arguments: [false, true], [(threads: 1, lanes: 8), (1, 16), (2, 8), (2, 16)])
+  func matchesReference(streaming: Bool, run: (threads: Int, lanes: Int)) {
+    let (threads, lanes) = run
     var rng = RandomGenerator(seed: 1300 + UInt64(threads))
-    DepthwiseConvolution.$lanesOverride.withValue(16) {
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
       DepthwiseConvolution.$streamingOverride.withValue(streaming) {
         Parallel.withThreadCount(threads) {
           for (n, h, w, c, k) in Self.cases {
-            let label = "N\(n) \(h)×\(w) C\(c) k\(k) streaming \(streaming) threads \(threads)"
+            let label = "N\(n) \(h)×\(w) C\(c) k\(k) streaming \(streaming) threads \(threads) lanes \(lanes)"
             let problem = DepthwiseLaneWidthTests.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
             let shape = DepthwiseConvolution.Shape(
               batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
@@ -46,27 +49,28 @@ import Testing
   }
 
   /// The fused backward with forced row ranges, each thread's streaming stores fenced.
-  @Test(arguments: [2, 3])
-  func chunkedFusedBackwardStreams(chunks: Int) {
+  @Test(arguments: [2, 3], [8, 16])
+  func chunkedFusedBackwardStreams(chunks: Int, lanes: Int) {
     var rng = RandomGenerator(seed: 1350 + UInt64(chunks))
-    DepthwiseConvolution.$lanesOverride.withValue(16) {
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
       DepthwiseConvolution.$streamingOverride.withValue(true) {
         for (n, h, w, c, k) in Self.cases where n * h >= chunks {
           DepthwiseBackwardTests.checkChunkedFusedBackward(
-            n, h, w, c, k, chunks: chunks, label: "N\(n) \(h)×\(w) C\(c) k\(k) chunks \(chunks)", using: &rng)
+            n, h, w, c, k, chunks: chunks, label: "N\(n) \(h)×\(w) C\(c) k\(k) chunks \(chunks) lanes \(lanes)", using: &rng)
         }
       }
     }
   }
 
-  /// Streaming needs whole aligned 64-byte lines and tensors larger than the L3 cache; an override
-  /// cannot force it where the lines are not whole.
+  /// Streaming needs rows of whole aligned 64-byte lines and tensors larger than the L3 cache; an
+  /// override cannot force it where the lines are not whole. Rows of 8-lane or partial blocks stage.
   @Test func streamingDecision() {
     let buffer = Tensor(zeros: [64])
     let aligned = buffer.buffer.pointer
-    func shape(batch: Int, channels: Int, lanes: Int) -> DepthwiseConvolution.Shape {
+    func shape(batch: Int, width: Int = 56, channels: Int, lanes: Int) -> DepthwiseConvolution.Shape {
       DepthwiseConvolution.$lanesOverride.withValue(lanes) {
-        DepthwiseConvolution.Shape(batch: batch, height: 56, width: 56, channels: channels, kernelSize: 7, op: "test")
+        DepthwiseConvolution.Shape(
+          batch: batch, height: 56, width: width, channels: channels, kernelSize: 7, op: "test")
       }
     }
     let l3 = CPUInfo.current.level3CacheBytes
@@ -79,12 +83,18 @@ import Testing
     // The fused backward reads two tensors: a third of the L3 per tensor is enough.
     let third = shape(batch: l3 / (3 * imageBytes) + 1, channels: 64, lanes: 16)
     #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 2, shape: third))
-    // Never with 8-lane blocks, partial blocks or an unaligned output, even when forced.
+    // Whole 16-lane blocks stream directly; 8-lane and partial blocks through the staging row.
+    #expect(!above.stagesRows && above.stagingCount == 0)
+    #expect(shape(batch: 1, channels: 64, lanes: 8).stagesRows)
+    #expect(shape(batch: 1, channels: 72, lanes: 16).stagingCount == 56 * 72)
     DepthwiseConvolution.$streamingOverride.withValue(true) {
-      #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 64, lanes: 8)))
-      #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 72, lanes: 16)))
-      #expect(!DepthwiseConvolution.streamsOutput(aligned + 4, tensorsRead: 1, shape: above))
+      #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 64, lanes: 8)))
+      #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: shape(batch: 64, channels: 72, lanes: 16)))
       #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: below))
+      // Never with rows that end inside a line (7 · 40 = 280 floats) or an unaligned output, even when forced.
+      #expect(!DepthwiseConvolution.streamsOutput(
+        aligned, tensorsRead: 1, shape: shape(batch: 64, width: 7, channels: 40, lanes: 8)))
+      #expect(!DepthwiseConvolution.streamsOutput(aligned + 4, tensorsRead: 1, shape: above))
     }
     withExtendedLifetime(buffer) {}
   }

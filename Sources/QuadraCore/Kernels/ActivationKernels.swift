@@ -163,7 +163,7 @@ package enum ActivationKernels {
     #if QUADRANET_PORTABLE
       return false
     #else
-      return CPUInfo.current.vectorISA >= .avx512
+      return CPUInfo.current.kernelVectorISA >= .avx512
     #endif
   }()
 

@@ -97,7 +97,7 @@ public enum DepthwiseConvolution {
 
   /// The block width a kernel call uses for `channels` channels.
   static func lanes(channels: Int) -> Int {
-    lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.vectorISA)
+    lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.kernelVectorISA)
   }
 
   /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile needs.
@@ -105,7 +105,7 @@ public enum DepthwiseConvolution {
     #if QUADRANET_PORTABLE
       return false
     #else
-      return CPUInfo.current.vectorISA >= .avx512
+      return CPUInfo.current.kernelVectorISA >= .avx512
     #endif
   }()
 
@@ -123,16 +123,18 @@ public enum DepthwiseConvolution {
   /// (same size) writes it with streaming stores, which skip reading each output line before it
   /// is overwritten and do not keep it in the caches.
   ///
-  /// Only where every store is one whole, aligned 64-byte line (16-lane blocks, `C` a multiple of
-  /// 16, `output` 64-byte aligned), and only when the tensors the kernel streams through are larger
-  /// than the level-3 cache: `(tensorsRead + 1) · N·H·W·C · 4 B > L3`. Then the first output lines
-  /// would have left the caches before the kernel ends anyway, so the next operation loses nothing,
-  /// and the kernel saves one of its memory passes (the read for ownership of every output line):
-  /// at N = 32, 56×56, C = 64 on Zen 4 the forward pass went from 0.64–0.71 to 0.72–0.75 of the FMA
-  /// peak and the fused backward from 0.63–0.69 to 0.71–0.74 (one thread, loaded machine).
-  /// Smaller outputs are stored normally so that the next operation finds them in the caches.
+  /// Only where every store is one whole, aligned 64-byte line — `output` 64-byte aligned and each
+  /// NHWC row a whole number of lines (`W · C` a multiple of 16) — and only when the tensors the kernel
+  /// streams through are larger than the level-3 cache: `(tensorsRead + 1) · N·H·W·C · 4 B > L3`. Then
+  /// the first output lines would have left the caches before the kernel ends anyway, so the next
+  /// operation loses nothing, and the kernel saves one of its memory passes (the read for ownership of
+  /// every output line): at N = 32, 56×56, C = 64 on Zen 4 the forward pass went from 0.64–0.71 to
+  /// 0.72–0.75 of the FMA peak and the fused backward from 0.63–0.69 to 0.71–0.74 (one thread, loaded
+  /// machine). Smaller outputs are stored normally so that the next operation finds them in the caches.
+  /// Full 16-lane blocks stream each tile directly; other blocks (8 lanes, or a partial last block) write
+  /// their tiles to a staging row and stream the row out once it is complete (``Shape/stagesRows``).
   static func streamsOutput(_ output: UnsafeMutablePointer<Float>, tensorsRead: Int, shape s: Shape) -> Bool {
-    guard s.lanes == 16 && s.channels % 16 == 0 && Int(bitPattern: output) % 64 == 0 else { return false }
+    guard (s.width * s.channels) % 16 == 0 && Int(bitPattern: output) % 64 == 0 else { return false }
     if let streamingOverride { return streamingOverride }
     let tensorBytes = s.rows * s.width * s.channels * MemoryLayout<Float>.stride
     return (tensorsRead + 1) * tensorBytes > CPUInfo.current.level3CacheBytes
@@ -176,6 +178,13 @@ public enum DepthwiseConvolution {
     /// Floats of the packed bias `[blocks][lanes]`.
     var packedBiasCount: Int { blocks * lanes }
     var flopsPerRow: Int { 2 * width * channels * kernelSize * kernelSize }
+
+    /// Whether a streamed output row goes through a staging row: a tile of 8-lane or partial blocks is
+    /// half a cache line or less per column, and a streaming store of part of a line makes the processor
+    /// write the partial line out (the rest of the line is another block's, written much later).
+    var stagesRows: Bool { !(lanes == 16 && channels % 16 == 0) }
+    /// Floats of one thread's staging row (``stagesRows``), zero where tiles stream directly.
+    var stagingCount: Int { stagesRows ? width * channels : 0 }
 
     /// Per-thread chunks of output rows: enough work per chunk to pay for a dispatch.
     var chunks: Int {

@@ -223,10 +223,11 @@ extension DepthwiseConvolution {
       guard s.rows > 0 else { return }
       let chunks = s.chunks
       let ringCount = PaddedRowRing.storageCount(s)
-      let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * ringCount])
+      let perChunk = ringCount + s.stagingCount
+      let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * perChunk])
       let packedWeight = scratch.buffer.pointer
       let packedBias = packedWeight + s.packedWeightCount
-      let rings = packedBias + s.packedBiasCount
+      let chunkBase = packedBias + s.packedBiasCount
       packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
       packBias(bias, into: packedBias, shape: s)
       let streaming = streamsOutput(output, tensorsRead: 1, shape: s)
@@ -234,12 +235,13 @@ extension DepthwiseConvolution {
       Parallel.forEach(chunks) { chunk in
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
           let rows = table.baseAddress!
-          var ring = PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
+          var ring = PaddedRowRing(input: input, shape: s, storage: chunkBase + chunk * perChunk, rows: rows)
+          let staging = chunkBase + chunk * perChunk + ringCount
           for row in s.chunkRows(chunk) {
             let khRange = ring.prepare(row: row)
             forwardRow(
               rows: UnsafePointer(rows), khRange: khRange, weight: packedWeight, bias: packedBias,
-              output: output + row * s.width * s.channels, shape: s, streaming: streaming
+              output: output + row * s.width * s.channels, shape: s, streaming: streaming, staging: staging
             ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }
@@ -250,32 +252,48 @@ extension DepthwiseConvolution {
 
     /// One output row, channel block by channel block (so the block's `k` padded rows stay
     /// in L1), in the column tiles of ``DepthwiseConvolution/forEachColumnTile(_:_:)``; `afterBlock(b)` runs after
-    /// block `b` (the callers copy the next row ahead there). `streaming` writes the tiles with
-    /// streaming stores (see ``DepthwiseConvolution/streamsOutput(_:tensorsRead:shape:)``, which
-    /// guarantees full, aligned 16-lane blocks).
+    /// block `b` (the callers copy the next row ahead there). `streaming` (see
+    /// ``DepthwiseConvolution/streamsOutput(_:tensorsRead:shape:)``, which guarantees whole aligned lines)
+    /// writes the row with streaming stores: the tiles directly when they are whole 16-lane lines,
+    /// otherwise into `staging` (``Shape/stagingCount`` floats, still in L1 or L2 when the row is done),
+    /// which is then streamed out in whole lines.
     @inline(__always)
     static func forwardRow(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>,
       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-      output: UnsafeMutablePointer<Float>, shape s: Shape, streaming: Bool, afterBlock: (Int) -> Void
+      output: UnsafeMutablePointer<Float>, shape s: Shape, streaming: Bool, staging: UnsafeMutablePointer<Float>,
+      afterBlock: (Int) -> Void
     ) {
       let k = s.kernelSize, C = s.channels
+      let staged = streaming && s.stagesRows
+      let target = staged ? staging : output
       for block in 0..<s.blocks {
         let lanesUsed = Swift.min(L, C - block * L)
         let w = weight + block * k * k * L
         let b = load(bias + block * L)
         let x = block * s.blockRowCount
-        let out = output + block * L
+        let out = target + block * L
         forEachColumnTile(s) { T, w0 in
           var tile = Tile(repeating: b)
           accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
-          if streaming {
+          if streaming && !staged {
             tile.storeStreaming(T, out + w0 * C, stride: C)
           } else {
             tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
           }
         }
         afterBlock(block)
+      }
+      if staged { streamLines(staging, to: output, count: s.width * C) }
+    }
+
+    /// Copies `count` floats (a multiple of 16) to the 64-byte-aligned `target` with streaming stores.
+    @inline(__always)
+    static func streamLines(_ source: UnsafePointer<Float>, to target: UnsafeMutablePointer<Float>, count: Int) {
+      var i = 0
+      while i < count {
+        quadra_stream_store16(target + i, UnsafeRawPointer(source + i).loadUnaligned(as: SIMD16<Float>.self))
+        i += 16
       }
     }
 
@@ -488,8 +506,8 @@ extension DepthwiseConvolution {
       let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let ringCount = PaddedRowRing.storageCount(s)
       let partialCount = DepthwiseConvolution.partialCount(s)
-      // Per chunk: the input ring, the gradient ring and the weight-gradient partial.
-      let perChunk = 2 * ringCount + partialCount
+      // Per chunk: the input ring, the gradient ring, the weight-gradient partial and the staging row.
+      let perChunk = 2 * ringCount + partialCount + s.stagingCount
       let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * perChunk])
       let flipped = scratch.buffer.pointer
       let zeroBias = flipped + s.packedWeightCount
@@ -528,7 +546,8 @@ extension DepthwiseConvolution {
             }
             forwardRow(
               rows: UnsafePointer(gradientRows), khRange: khRange, weight: flipped, bias: zeroBias,
-              output: inputGradient + row * s.width * C, shape: s, streaming: streaming
+              output: inputGradient + row * s.width * C, shape: s, streaming: streaming,
+              staging: partial + partialCount
             ) { gradientRing.copyAhead(part: $0 + 1, of: s.blocks) }
           }
         }

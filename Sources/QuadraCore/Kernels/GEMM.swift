@@ -104,7 +104,7 @@ public enum GEMM {
   static let automaticShape: MicroKernelShape = {
     let requested = ProcessInfo.processInfo.environment["QUADRANET_GEMM_KERNEL"]
     return MicroKernelShape.allCases.first { $0.description == requested }
-      ?? MicroKernelShape.preferred(for: CPUInfo.current.vectorISA)
+      ?? MicroKernelShape.preferred(for: CPUInfo.current.kernelVectorISA)
   }()
 
   /// Forces a micro-kernel shape inside a task (tests run every shape on any machine this way).
