@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import QuadraIO
 import QuadraModels
 
@@ -50,6 +51,11 @@ public struct SearchConstraints: Codable, Sendable, Equatable {
 
   /// Whether `costs` meet every limit.
   public func admits(_ costs: PredictedCosts) -> Bool { bounds.allSatisfy { $0.value(costs) <= $0.limit } }
+
+  /// Whether `costs` meet every limit except perhaps the memory limits.
+  func admitsApartFromMemory(_ costs: PredictedCosts) -> Bool {
+    bounds.allSatisfy { $0.isMemory || $0.value(costs) <= $0.limit }
+  }
 }
 
 extension SearchConstraints: CustomStringConvertible {
@@ -224,7 +230,17 @@ public struct Evolution: Sendable {
   /// scoring at microseconds per candidate (10,000 candidates well within a minute); a memory constraint
   /// checked with it never admits an architecture whose exact peak exceeds the limit. Results that are
   /// written out (Pareto front, best) carry the exact peaks (``CostModel/predict(_:resolution:latency:memory:)``).
+  ///
+  /// With the bound alone, a memory limit would also turn away every architecture whose bound (1.2–1.9× the
+  /// exact peak) exceeds it while its exact peak does not: under `--memory-below quadranet-28 1` that was
+  /// quadranet-28 itself and everything near its cost, so the search could only return networks far
+  /// cheaper than the budget. So a candidate that only a memory limit rejects is judged again by its exact
+  /// peak (a meta execution: milliseconds to tenths of a second, cached per architecture in ``exactPeaks``);
+  /// the bound still admits, without a replay, everything it proves feasible.
   public var memoryEstimate: MemoryEstimate
+
+  /// Exact-peak predictions made while scoring, by architecture (shared by copies of this evolution).
+  let exactPeaks = ExactPeakCache()
 
   public init(
     costModel: CostModel, memoryEstimate: MemoryEstimate = .upperBound,
@@ -233,6 +249,21 @@ public struct Evolution: Sendable {
     self.costModel = costModel
     self.memoryEstimate = memoryEstimate
     self.score = score
+  }
+
+  /// The costs a candidate is judged by: ``memoryEstimate``'s, or the exact peaks when the bound is all
+  /// that a memory limit rejects.
+  func judgedCosts(
+    _ architecture: Architecture, _ config: ModelConfig, resolution: Int, constraints: SearchConstraints
+  ) throws -> PredictedCosts {
+    let costs = try costModel.predict(config, resolution: resolution, memory: memoryEstimate)
+    guard memoryEstimate == .upperBound, !constraints.admits(costs), constraints.admitsApartFromMemory(costs) else {
+      return costs
+    }
+    if let cached = exactPeaks[architecture] { return cached }
+    let exact = try costModel.predict(config, resolution: resolution, memory: .exact)
+    exactPeaks[architecture] = exact
+    return exact
   }
 
   /// Throws ``InfeasibleBudgetError`` when some constraint is below its cheapest value in the space
@@ -340,7 +371,7 @@ public struct Evolution: Sendable {
     for _ in 0..<state.options.maximumAttempts {
       let architecture = draw(&state.generator)
       let config = try state.space.config(for: architecture)
-      let costs = try costModel.predict(config, resolution: state.space.resolution, memory: memoryEstimate)
+      let costs = try judgedCosts(architecture, config, resolution: state.space.resolution, constraints: state.constraints)
       guard state.constraints.admits(costs) else {
         state.rejected += 1
         continue
@@ -401,5 +432,16 @@ public struct Evolution: Sendable {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     try AtomicFile.write(try encoder.encode(state), to: url)
+  }
+}
+
+/// Exact-peak costs by architecture, filled while an ``Evolution`` scores (a search revisits architectures:
+/// tournament winners are mutated one gene at a time, often back to an architecture seen before).
+final class ExactPeakCache: Sendable {
+  private let costs = Mutex<[Architecture: PredictedCosts]>([:])
+
+  subscript(architecture: Architecture) -> PredictedCosts? {
+    get { costs.withLock { $0[architecture] } }
+    set { costs.withLock { $0[architecture] = newValue } }
   }
 }

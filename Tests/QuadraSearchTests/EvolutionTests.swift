@@ -35,9 +35,12 @@ import Testing
       space: space, constraints: constraints, options: EvolutionOptions(seed: 43, populationSize: 16, sampleSize: 4, childrenPerGeneration: 8, generations: 6))
     try Self.evolution.run(&other)
     #expect(other.population != first.population)
-    // Evolution improves on the random start.
+    // Evolution improves on the random start: selection raises the population's mean score (aging may
+    // retire the best member, so the population's maximum need not rise), and the front keeps the best seen.
     let start = try Self.evolution.start(space: space, constraints: constraints, options: Self.options)
-    #expect(first.population.map(\.score).max()! >= start.population.map(\.score).max()!)
+    func mean(_ candidates: [Candidate]) -> Double { candidates.map(\.score).reduce(0, +) / Double(candidates.count) }
+    #expect(mean(first.population) > mean(start.population))
+    #expect(first.front.map(\.score).max()! >= start.population.map(\.score).max()!)
     // No front member dominates another.
     for a in first.front {
       for b in first.front where a != b {
@@ -160,6 +163,45 @@ import Testing
     for _ in 0..<500 {
       #expect((try space.config(for: space.randomArchitecture(using: &generator))).parameterCount >= Int(error.cheapestValue))
     }
+  }
+
+  /// A memory limit between an architecture's exact peak and its closed-form bound: the bound alone
+  /// would reject it; the evolution judges it by the exact peak and admits it (and caches that peak),
+  /// while a limit one byte below the exact peak still rejects it. Without this, `--memory-below
+  /// quadranet-28 1` turned away quadranet-28 itself.
+  @Test func candidatesRejectedOnlyByTheMemoryBoundAreJudgedByTheExactPeak() throws {
+    let space = SearchSpace.fashionMNIST
+    let architecture = Architecture(
+      stem: space.stems[0], depths: [2, 3, 2], widths: [40, 80, 160],
+      mixers: [TokenMixer](repeating: .quadratic(kernelSize: 3), count: 3), mlpRatio: 2)
+    let config = try space.config(for: architecture)
+    let model = Self.evolution.costModel
+    let exact = try model.predict(config, resolution: space.resolution, memory: .exact).trainMemoryBytes
+    let bound = try model.predict(config, resolution: space.resolution, memory: .upperBound).trainMemoryBytes
+    #expect(bound > exact)
+    let evolution = Evolution(costModel: model, score: Self.syntheticScore)
+    let admitting = SearchConstraints(maxTrainMemoryBytes: exact)
+    let judged = try evolution.judgedCosts(architecture, config, resolution: space.resolution, constraints: admitting)
+    #expect(judged.trainMemoryBytes == exact && admitting.admits(judged))
+    #expect(evolution.exactPeaks[architecture]?.trainMemoryBytes == exact)
+    let rejecting = SearchConstraints(maxTrainMemoryBytes: exact - 1)
+    let fresh = Evolution(costModel: model, score: Self.syntheticScore)
+    #expect(!rejecting.admits(try fresh.judgedCosts(architecture, config, resolution: space.resolution, constraints: rejecting)))
+    // A limit the bound already meets needs no replay; one a non-memory limit breaks gets none either.
+    let loose = SearchConstraints(maxTrainMemoryBytes: bound)
+    _ = try fresh.judgedCosts(architecture, config, resolution: space.resolution, constraints: loose)
+    let tooManyParameters = SearchConstraints(maxTrainMemoryBytes: exact, maxParameters: 1000)
+    let other = Evolution(costModel: model, score: Self.syntheticScore)
+    let unrefined = try other.judgedCosts(architecture, config, resolution: space.resolution, constraints: tooManyParameters)
+    #expect(unrefined.trainMemoryBytes == bound && other.exactPeaks[architecture] == nil)
+    // A whole run under the exact peak of this architecture admits architectures the bound would refuse.
+    var state = try evolution.start(space: space, constraints: admitting, options: Self.options)
+    try evolution.run(&state)
+    #expect((state.population + state.front).allSatisfy { $0.costs.trainMemoryBytes <= exact })
+    #expect((state.population + state.front).contains { candidate in
+      let config = try! space.config(for: candidate.architecture)
+      return MemoryModel.upperBound(config: config, batchSize: model.batchSize, resolution: space.resolution).trainingBytes > exact
+    })
   }
 
   @Test func scoringTenThousandCandidatesTakesUnderAMinute() throws {
