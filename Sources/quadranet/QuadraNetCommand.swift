@@ -16,8 +16,10 @@ struct InfoCommand: ParsableCommand {
   func run() throws {
     #if QUADRANET_PORTABLE
       let build = "portable (no host-specific vector extensions)"
+    #elseif QUADRANET_TARGET_CPU
+      let build = "for the CPU QUADRANET_TARGET_CPU named at build time"
     #else
-      let build = "-target-cpu native, or the CPU QUADRANET_TARGET_CPU named at build time"
+      let build = "native (-target-cpu native)"
     #endif
     let cpu = CPUInfo.current
     print("build: \(build); its vector ISA: \(CPUInfo.buildVectorISA)")
