@@ -29,9 +29,24 @@ private func reductionOutputs(threads: Int) throws -> [[Float]] {
     let rows = x.reshaped([-1, 40]), gradients = g.reshaped([-1, 40])
     let weightGradient = rows.matmul(gradients, transposeSelf: true)
     let totals: [Float] = [Float(g.sum().scalars[0]), Float(g.squaredSum())]
+    // Depthwise weight gradients sum per-chunk partials: the 3×3 quadratic mixer (fused backward), a 7×7
+    // depthwise convolution with and without the input gradient (fused and weight-only kernels).
+    let kernels = (0..<3).map { _ in Tensor.normal(shape: [3, 3, 40], using: &generator) }
+    let biases = (0..<3).map { _ in Tensor.normal(shape: [40], using: &generator) }
+    let quadratic = Tensor.quadraticDepthwiseConv2DBackward(
+      input: x, weights: (kernels[0], kernels[1], kernels[2]), biases: (biases[0], biases[1], biases[2]),
+      outputGradient: g)
+    let depthwiseWeight = Tensor.normal(shape: [7, 7, 40], using: &generator)
+    let depthwise = Tensor.depthwiseConv2DBackward(
+      input: x, weight: depthwiseWeight, outputGradient: g, needsInputGradient: true, hasBias: true)
+    let depthwiseWeightOnly = Tensor.depthwiseConv2DBackward(
+      input: x, weight: depthwiseWeight, outputGradient: g, needsInputGradient: false, hasBias: true)
     return [
       layerNorm.input.scalars, layerNorm.weight.scalars, layerNorm.bias.scalars, gelu.input.scalars,
       gelu.bias.scalars, columnSums.scalars, imageSums.scalars, products.scalars, weightGradient.scalars, totals,
+      quadratic.weights.0.scalars, quadratic.weights.1.scalars, quadratic.weights.2.scalars,
+      quadratic.biases!.0.scalars, quadratic.biases!.2.scalars, depthwise.weight.scalars, depthwise.bias!.scalars,
+      depthwiseWeightOnly.weight.scalars,
     ]
   }
 }

@@ -192,6 +192,20 @@ public enum DepthwiseConvolution {
       return Swift.max(1, Swift.min(Parallel.threadCount, rows / minimumRows))
     }
 
+    /// Chunks of rows for the kernels that sum weight-gradient partials per chunk: fixed by the shape,
+    /// never by the thread count, so the partials are added in the same order — the same bits — on any
+    /// number of threads (the worker pool hands the chunks to whichever threads there are). At most
+    /// ``maximumReductionChunks``, each with enough work to pay for a dispatch and at least `2k` rows, so
+    /// the halo rows a chunk copies again stay a small fraction of its work.
+    var reductionChunks: Int {
+      let minimumRows = Swift.max(2 * kernelSize, (1 << 18) / Swift.max(flopsPerRow, 1))
+      return Swift.max(1, Swift.min(Self.maximumReductionChunks, rows / minimumRows))
+    }
+
+    /// The most chunks ``reductionChunks`` makes: 8, so machines of up to 8 cores use them all while a
+    /// single thread pays for at most 8 chunks' halo copies and partials.
+    static let maximumReductionChunks = 8
+
     /// The kernel rows `kh` whose input row `h + kh − p` lies inside the image, for output row `h`.
     func kernelRows(at h: Int) -> Range<Int> {
       Swift.max(0, padding - h)..<Swift.min(kernelSize, height + padding - h)
@@ -362,11 +376,9 @@ public enum DepthwiseConvolution {
       weightGradient: weightGradient, biasGradient: biasGradient, shape: s, chunks: backwardChunks(s))
   }
 
-  /// Row ranges for the fused backward pass: as many as the forward uses, but each at least `2k`
-  /// rows, so the halo rows copied twice stay a small fraction of the work.
-  static func backwardChunks(_ s: Shape) -> Int {
-    Swift.max(1, Swift.min(s.chunks, s.rows / (2 * s.kernelSize)))
-  }
+  /// Row ranges for the fused backward pass: ``Shape/reductionChunks`` (fixed by the shape, so the weight
+  /// gradient is the same bits on any thread count).
+  static func backwardChunks(_ s: Shape) -> Int { s.reductionChunks }
 
   /// The fused backward pass with the rows split into `chunks` ranges (tests force several).
   static func backward(

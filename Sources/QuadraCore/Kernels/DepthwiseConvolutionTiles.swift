@@ -461,7 +461,8 @@ extension DepthwiseConvolution {
       weightGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape
     ) {
       let k = s.kernelSize, C = s.channels
-      let chunks = s.chunks
+      // Fixed by the shape: the partials are summed in chunk order, the same bits on any thread count.
+      let chunks = s.reductionChunks
       let ringCount = PaddedRowRing.storageCount(s)
       let gradientRowCount = s.blocks * s.width * L
       let partialCount = DepthwiseConvolution.partialCount(s)
@@ -480,7 +481,7 @@ extension DepthwiseConvolution {
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: k) { table in
           let rows = table.baseAddress!
           var ring = PaddedRowRing(input: input, shape: s, storage: ringStorage, rows: rows)
-          for row in s.chunkRows(chunk) {
+          for row in s.chunkRows(chunk, of: chunks) {
             let khRange = ring.prepare(row: row)
             scatterRow(outputGradient + row * s.width * C, into: gradientRow, shape: s, blockStride: s.width * L)
             weightRow(

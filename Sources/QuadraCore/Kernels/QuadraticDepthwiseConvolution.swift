@@ -93,11 +93,9 @@ public enum QuadraticDepthwiseConvolution {
       weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: backwardChunks(s))
   }
 
-  /// Row ranges for the backward pass: as many as the depthwise kernel would use, but each at
-  /// least `2k` rows, so the recomputed halo rows stay a small fraction of the work.
-  static func backwardChunks(_ s: Shape) -> Int {
-    Swift.max(1, Swift.min(s.chunks, s.rows / (2 * s.kernelSize)))
-  }
+  /// Row ranges for the backward pass: ``DepthwiseConvolution/Shape/reductionChunks`` (fixed by the shape,
+  /// so the weight gradients are the same bits on any thread count).
+  static func backwardChunks(_ s: Shape) -> Int { s.reductionChunks }
 
   /// ``backward(input:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:batch:height:width:channels:kernelSize:)``
   /// with the rows split into `chunks` ranges.
