@@ -5,7 +5,7 @@ import Testing
 /// The depthwise and fused quadratic kernels at both channel-block widths (8 and 16 lanes, forced
 /// with ``DepthwiseConvolution/lanesOverride`` so both run on any machine), on the shapes where the
 /// tile paths differ: widths below 7 (8-, 4- and 1-column tiles), widths that are not a multiple of 7
-/// (an overlapping last tile), 7×7 rows of a multiple of 8 columns (8-column tiles), channel counts that are not a multiple of 8 or 16 (partial last
+/// (an overlapping last tile), channel counts that are not a multiple of 8 or 16 (partial last
 /// blocks), rows split among 1 and 2 threads and forced row ranges.
 @Suite struct DepthwiseLaneWidthTests {
   /// (N, H, W, C, k): every W in 1...15 appears with k = 7; C covers 1, 7, 9, 16, 24, 40, 72 and 160.
@@ -22,35 +22,6 @@ import Testing
   ]
 
   static let lanes = [8, 16]
-
-  /// The column tiles each row width gets: 8-column 7×7 tiles exactly where `W` is a multiple of 8 (the
-  /// 8-chain tile, when enabled), and every width's tiles cover its row.
-  @Test func sevenBySevenRowsTakeEightColumnTilesWhereTheyFit() {
-    func tiles(width: Int, kernelSize: Int, wide: Bool = true) -> [(T: Int, w0: Int)] {
-      let shape = DepthwiseConvolution.$wideSevenTilesOverride.withValue(wide) {
-        DepthwiseConvolution.Shape(batch: 1, height: 1, width: width, channels: 8, kernelSize: kernelSize, op: "test")
-      }
-      var result: [(T: Int, w0: Int)] = []
-      DepthwiseConvolution.forEachColumnTile(shape) { result.append(($0, $1)) }
-      return result
-    }
-    #expect(tiles(width: 56, kernelSize: 7).map(\.T) == Array(repeating: 8, count: 7))
-    #expect(tiles(width: 56, kernelSize: 7, wide: false).map(\.T) == Array(repeating: 7, count: 8))
-    #expect(tiles(width: 28, kernelSize: 7).map(\.T) == Array(repeating: 7, count: 4))
-    #expect(tiles(width: 14, kernelSize: 7).map(\.T) == [7, 7])
-    #expect(Set(tiles(width: 56, kernelSize: 3).map(\.T)) == [8])
-    #expect(Self.cases.contains { $0.k == 7 && $0.w % 8 == 0 } && Self.cases.contains { $0.k == 7 && $0.w % 8 != 0 })
-    for w in 1...64 {
-      for k in [1, 3, 5, 7] {
-        var covered = Array(repeating: false, count: w)
-        for (T, w0) in tiles(width: w, kernelSize: k) + tiles(width: w, kernelSize: k, wide: false) {
-          #expect(w0 >= 0 && w0 + T <= w, "W \(w) k \(k): tile \(w0)..<\(w0 + T) outside the row")
-          for column in w0..<min(w, w0 + T) where column >= 0 { covered[column] = true }
-        }
-        #expect(!covered.contains(false), "W \(w) k \(k): a column without a tile")
-      }
-    }
-  }
 
   @Test func casesIncludeRowsCopiedAhead() {
     let minimum = DepthwiseConvolution.Kernels<SIMD8<Float>>.PaddedRowRing.minimumCopyAheadRow
@@ -69,46 +40,6 @@ import Testing
           Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
         }
       }
-    }
-  }
-
-  /// 7×7 rows of a multiple of 8 columns with 8-column tiles (the default with AVX-512) and with 7-column
-  /// tiles, forced both ways so either runs on any machine: plain and fused quadratic kernels, forward and
-  /// backward, one tile per row up to rows copied ahead, full and partial channel blocks.
-  @Test(arguments: lanes, [false, true])
-  func sevenBySevenTilingsMatchReference(lanes: Int, wide: Bool) {
-    var rng = RandomGenerator(seed: 1200 + UInt64(lanes) + (wide ? 1 : 0))
-    let cases = [(2, 9, 8, 16, 7), (1, 10, 16, 24, 7), (2, 8, 24, 40, 7), (1, 9, 56, 64, 7), (1, 6, 40, 20, 7)]
-    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
-      DepthwiseConvolution.$wideSevenTilesOverride.withValue(wide) {
-        for (n, h, w, c, k) in cases {
-          let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) wide \(wide)"
-          let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: k, op: "test")
-          #expect(shape.widensSevenTiles == wide, "\(label): the override sets the tiling")
-          Self.checkAgainstReference(n, h, w, c, k, label: label, using: &rng)
-          Self.checkQuadraticAgainstReference(
-            QuadraticKernelTests.Problem(n, h, w, c, k, seed: 1250 + UInt64(w)), label: label + " quadratic")
-        }
-      }
-    }
-  }
-
-  /// Checks the fused quadratic kernels' forward pass and backward (input, weight and bias gradients) on
-  /// `problem` against the reference.
-  static func checkQuadraticAgainstReference(_ problem: QuadraticKernelTests.Problem, label: String) {
-    let expected = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
-    expectClose(
-      problem.x.quadraticDepthwiseConv2D(weights: problem.w, biases: problem.b),
-      QuadraticReference.forward(x: problem.x, w: problem.w, b: problem.b).y, tolerance: 2e-4, label + " y")
-    let grads = Tensor.quadraticDepthwiseConv2DBackward(
-      input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy,
-      needsInputGradient: true)
-    expectClose(grads.input, expected.dx, tolerance: 2e-4, label + " dx")
-    let weights = [grads.weights.0, grads.weights.1, grads.weights.2]
-    let biases = grads.biases.map { [$0.0, $0.1, $0.2] }
-    for i in 0..<3 {
-      expectClose(weights[i], expected.dw[i], tolerance: 2e-4, label + " dW\(i)")
-      expectClose(biases?[i], expected.db[i], tolerance: 2e-4, label + " db\(i)")
     }
   }
 
@@ -182,7 +113,21 @@ import Testing
       Parallel.withThreadCount(threads) {
         for (index, (n, h, w, c, k)) in Self.cases.enumerated() {
           let problem = QuadraticKernelTests.Problem(n, h, w, c, k, seed: 990 + UInt64(index))
-          Self.checkQuadraticAgainstReference(problem, label: problem.label + " lanes \(lanes) threads \(threads)")
+          let label = problem.label + " lanes \(lanes) threads \(threads)"
+          let expected = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
+          expectClose(
+            problem.x.quadraticDepthwiseConv2D(weights: problem.w, biases: problem.b),
+            QuadraticReference.forward(x: problem.x, w: problem.w, b: problem.b).y, tolerance: 2e-4, label + " y")
+          let grads = Tensor.quadraticDepthwiseConv2DBackward(
+            input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy,
+            needsInputGradient: true)
+          expectClose(grads.input, expected.dx, tolerance: 2e-4, label + " dx")
+          let weights = [grads.weights.0, grads.weights.1, grads.weights.2]
+          let biases = grads.biases.map { [$0.0, $0.1, $0.2] }
+          for i in 0..<3 {
+            expectClose(weights[i], expected.dw[i], tolerance: 2e-4, label + " dW\(i)")
+            expectClose(biases?[i], expected.db[i], tolerance: 2e-4, label + " db\(i)")
+          }
         }
       }
     }

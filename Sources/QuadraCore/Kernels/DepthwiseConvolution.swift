@@ -27,22 +27,19 @@ import Foundation
 /// registers for all `k × k` taps. The general tile (8 columns, any `k`) reuses each
 /// loaded weight vector 8 times (9 loads per 8 FMAs). The 7×7 tile (every model's
 /// depthwise layer) also keeps a kernel row's weights in registers and loads each
-/// input column once for all outputs it reaches (20 loads per 49 FMAs with 7 columns,
-/// 21 per 56 with 8); the 7-tap
+/// input column once for all outputs it reaches (20 loads per 49 FMAs); the 7-tap
 /// weight-gradient tile likewise slides a window of inputs through registers.
 /// Both tiles are written once, as `accumulate` on a `Tile` of accumulators (in
 /// ``Kernels``, generic over the vector), so fused kernels over the same rows
 /// (``QuadraticDepthwiseConvolution``: `dw_a(x) ⊙ dw_b(x) + dw_c(x)` and its backward)
 /// reuse them with their own epilogues.
 ///
-/// ## Why 16 lanes on AVX-512, and 8-column tiles
-/// A 7-column 7×7 tile has 7 independent accumulator chains. Zen 4 runs a ymm FMA in 4 cycles
+/// ## Why 16 lanes on AVX-512
+/// The 7×7 tiles have 7 independent accumulator chains. Zen 4 runs a ymm FMA in 4 cycles
 /// on each of 2 pipes, so 8 chains are needed to keep both busy: with 7 the tile tops out
 /// at 7/8 of peak. A zmm FMA takes both pipes for one cycle, so 4 chains suffice and the
 /// same 7 keep the unit full; each instruction also does twice the work (half the loads,
-/// loop overhead and front-end slots per FLOP). With AVX-512's 32 registers, rows whose width is a
-/// multiple of 8 (56, 112) use 8-column tiles, whose 8 chains fill two pipes of ymm FMAs (8-lane
-/// blocks) or of zmm FMAs (Zen 5, Intel's two-FMA-unit AVX-512 cores) as well.
+/// loop overhead and front-end slots per FLOP).
 public enum DepthwiseConvolution {
   typealias Vector = SIMD8<Float>
   /// Lanes of the SIMD8 helpers below (the dense convolution's row sums use them).
@@ -116,19 +113,6 @@ public enum DepthwiseConvolution {
   /// Read when a ``Shape`` is made, on the calling thread.
   @TaskLocal static var weightRowPairsOverride: Bool?
 
-  /// Whether 7×7 rows whose width is a multiple of 8 take 8-column tiles
-  /// (``Kernels/accumulate7(_:_:_:_:_:_:)``): only with AVX-512's 32 vector registers. With AVX2's 16
-  /// the tile needs every register, and the compiler spilled accumulators to the stack (a store and
-  /// reload inside each FMA chain): the AVX2 forward pass at N = 32, 56×56, C = 64 took 15.5–18.3 ms
-  /// instead of 8.3–10.2. With 32 registers: the same pass at 8 lanes 7.9–8.9 vs 8.5–8.7 ms (Zen 4, whose
-  /// ymm FMAs need the 8 chains), at 16 lanes 6.9–7.3 vs 7.0–7.7 ms (zmm FMAs need 4 chains on Zen 4;
-  /// Zen 5's two zmm pipes need 8).
-  static let widensSevenTiles: Bool = pairsWeightRows
-
-  /// Forces ``widensSevenTiles`` on or off inside a task (tests run both tilings on any machine). Read
-  /// when a ``Shape`` is made, on the calling thread.
-  @TaskLocal static var wideSevenTilesOverride: Bool?
-
   // MARK: Streaming stores
 
   /// Forces streaming stores on (`true`) or off (`false`) inside a task, whatever the sizes (tests run
@@ -166,9 +150,6 @@ public enum DepthwiseConvolution {
     /// Whether the 7-tap weight-gradient tile takes two kernel rows per pass (29 vector registers:
     /// only with AVX-512's 32, where it is faster; AVX2 has 16).
     let pairsWeightRows: Bool
-    /// Whether 7×7 rows of a multiple of 8 columns take 8-column tiles (see
-    /// ``DepthwiseConvolution/widensSevenTiles``).
-    let widensSevenTiles: Bool
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
       opPrecondition(
@@ -183,7 +164,6 @@ public enum DepthwiseConvolution {
       self.kernelSize = kernelSize
       lanes = DepthwiseConvolution.lanes(channels: channels)
       pairsWeightRows = DepthwiseConvolution.weightRowPairsOverride ?? DepthwiseConvolution.pairsWeightRows
-      widensSevenTiles = DepthwiseConvolution.wideSevenTilesOverride ?? DepthwiseConvolution.widensSevenTiles
     }
 
     var padding: Int { kernelSize / 2 }
@@ -262,10 +242,8 @@ public enum DepthwiseConvolution {
     if let bias { packed.update(from: bias, count: s.channels) }
   }
 
-  /// Calls `body(T, firstColumn)` for the column tiles of one row: for the 7×7 kernel 8 wide when `W` is
-  /// a multiple of 8 and the machine has 32 vector registers (8 independent accumulator chains, see
-  /// ``Shape/widensSevenTiles``), else 7 wide (when `W ≥ 7`; 8-wide tiles would recompute up to 7 columns); for other kernels 7 wide when
-  /// `W` is a multiple of 7 but not of 8 (the 28×28 models'
+  /// Calls `body(T, firstColumn)` for the column tiles of one row: 7 wide for the 7×7 kernel (when
+  /// `W ≥ 7`); for other kernels 7 wide when `W` is a multiple of 7 but not of 8 (the 28×28 models'
   /// 14- and 7-column rows, which 8- or 4-wide tiles cover only by recomputing 2 or 1 columns), else 8
   /// or 4 wide; a row narrower than 4 is one tile of its width (a 3-column row in 1-wide tiles would
   /// run each accumulator as one dependent chain of FMAs). Each branch passes `T` as a literal, so
@@ -273,9 +251,7 @@ public enum DepthwiseConvolution {
   @inline(__always)
   static func forEachColumnTile(_ s: Shape, _ body: (Int, Int) -> Void) {
     let W = s.width
-    if s.kernelSize == 7 && W % 8 == 0 && s.widensSevenTiles {
-      forEachTile(width: W, tile: 8) { body(8, $0) }
-    } else if s.kernelSize == 7 && W >= 7 || W % 7 == 0 && W % 8 != 0 {
+    if s.kernelSize == 7 && W >= 7 || W % 7 == 0 && W % 8 != 0 {
       forEachTile(width: W, tile: 7) { body(7, $0) }
     } else if W >= 8 {
       forEachTile(width: W, tile: 8) { body(8, $0) }

@@ -394,8 +394,8 @@ extension DepthwiseConvolution {
       _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
       _ weight: UnsafePointer<Float>, _ k: Int
     ) {
-      if k == 7 && (T == 7 || T == 8) {
-        accumulate7(T, &tile, rows, khRange, x, weight)
+      if T == 7 && k == 7 {
+        accumulate7(&tile, rows, khRange, x, weight)
         return
       }
       var sums = tile
@@ -411,32 +411,25 @@ extension DepthwiseConvolution {
       tile = sums
     }
 
-    /// `accumulate` for the 7×7 kernel and `T` = 7 or 8 output columns.
+    /// `accumulate` for the 7×7 kernel and 7 output columns.
     ///
-    /// Per kernel row the 7 weight vectors stay in registers and each of the `T + 6` input
+    /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input
     /// columns the tile reads is loaded once and multiplied into every output it reaches
-    /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs (21 per 56)
-    /// instead of 56 (64), so the FMA unit, not the load ports, sets the pace. 7 accumulators
-    /// + 7 weights + 1 input use 15 of the 16 registers AVX2 has.
-    ///
-    /// Each accumulator takes 7 dependent FMAs per kernel row, and the FMA units need 8 chains in
-    /// flight to stay busy (two pipes of 4 cycles' latency: ymm FMAs on Zen 3/4, zmm FMAs on Zen 5),
-    /// so 7 columns leave one issue slot in eight idle; 8 columns fill it but take 16 registers,
-    /// which only AVX-512's 32 leave room for (see ``Shape/widensSevenTiles``).
+    /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs instead
+    /// of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators + 7 weights
+    /// + 1 input use 15 of the 16 registers AVX2 has.
     @inline(__always)
     static func accumulate7(
-      _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
       _ weight: UnsafePointer<Float>
     ) {
-      let wide = T == 8  // a constant once inlined: with 7 columns the `a7` code vanishes
-      var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3
-      var a4 = tile.v4, a5 = tile.v5, a6 = tile.v6, a7 = tile.v7
+      var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3, a4 = tile.v4, a5 = tile.v5, a6 = tile.v6
       let L = L
       for kh in khRange {
         let xp = rows[kh] + x, wp = weight + kh &* (7 * L)
         let w0 = load(wp), w1 = load(wp + L), w2 = load(wp + 2 * L), w3 = load(wp + 3 * L)
         let w4 = load(wp + 4 * L), w5 = load(wp + 5 * L), w6 = load(wp + 6 * L)
-        // Input column i (at xp + i·L) reaches outputs j = i − 6 ... i (below T) through tap i − j.
+        // Input column i (at xp + i·L) reaches outputs j = i − 6 ... i through tap i − j.
         var v = load(xp); madd(&a0, v, w0)
         v = load(xp + L); madd(&a0, v, w1); madd(&a1, v, w0)
         v = load(xp + 2 * L); madd(&a0, v, w2); madd(&a1, v, w1); madd(&a2, v, w0)
@@ -448,19 +441,15 @@ extension DepthwiseConvolution {
         v = load(xp + 6 * L); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
                               madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
         v = load(xp + 7 * L); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
-                              madd(&a5, v, w2); madd(&a6, v, w1); if wide { madd(&a7, v, w0) }
+                              madd(&a5, v, w2); madd(&a6, v, w1)
         v = load(xp + 8 * L); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
-                              madd(&a6, v, w2); if wide { madd(&a7, v, w1) }
+                              madd(&a6, v, w2)
         v = load(xp + 9 * L); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
-                              if wide { madd(&a7, v, w2) }
-        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4); if wide { madd(&a7, v, w3) }
-        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5); if wide { madd(&a7, v, w4) }
-        v = load(xp + 12 * L); madd(&a6, v, w6); if wide { madd(&a7, v, w5) }
-        if wide { madd(&a7, load(xp + 13 * L), w6) }
+        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4)
+        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5)
+        v = load(xp + 12 * L); madd(&a6, v, w6)
       }
-      (tile.v0, tile.v1, tile.v2, tile.v3) = (a0, a1, a2, a3)
-      (tile.v4, tile.v5, tile.v6) = (a4, a5, a6)
-      if wide { tile.v7 = a7 }
+      (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6) = (a0, a1, a2, a3, a4, a5, a6)
     }
 
     // MARK: Backward
