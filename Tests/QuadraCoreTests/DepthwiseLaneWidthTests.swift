@@ -23,6 +23,30 @@ import Testing
 
   static let lanes = [8, 16]
 
+  /// Every row width's column tiles lie inside the row and cover all of it (the row kernels write each
+  /// output column only through a tile), and the 7×7 rows of the models take the 7-column tile.
+  @Test func columnTilesCoverEachRow() {
+    func tiles(width: Int, kernelSize: Int) -> [(T: Int, w0: Int)] {
+      let shape = DepthwiseConvolution.Shape(
+        batch: 1, height: 1, width: width, channels: 8, kernelSize: kernelSize, op: "test")
+      var result: [(T: Int, w0: Int)] = []
+      DepthwiseConvolution.forEachColumnTile(shape) { result.append(($0, $1)) }
+      return result
+    }
+    #expect(tiles(width: 56, kernelSize: 7).map(\.T) == Array(repeating: 7, count: 8))
+    #expect(tiles(width: 14, kernelSize: 3).map(\.T) == [7, 7])
+    for w in 1...64 {
+      for k in [1, 3, 5, 7] {
+        var covered = Array(repeating: false, count: w)
+        for (T, w0) in tiles(width: w, kernelSize: k) {
+          #expect(w0 >= 0 && w0 + T <= w, "W \(w) k \(k): tile \(w0)..<\(w0 + T) outside the row")
+          for column in Swift.max(0, w0)..<Swift.min(w, w0 + T) { covered[column] = true }
+        }
+        #expect(!covered.contains(false), "W \(w) k \(k): a column without a tile")
+      }
+    }
+  }
+
   @Test func casesIncludeRowsCopiedAhead() {
     let minimum = DepthwiseConvolution.Kernels<SIMD8<Float>>.PaddedRowRing.minimumCopyAheadRow
     #expect(Self.cases.contains { $0.w * $0.c >= minimum && $0.h > 7 })
