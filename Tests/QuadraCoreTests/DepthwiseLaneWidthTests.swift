@@ -40,7 +40,9 @@ import Testing
         var covered = Array(repeating: false, count: w)
         for (T, w0) in tiles(width: w, kernelSize: k) {
           #expect(w0 >= 0 && w0 + T <= w, "W \(w) k \(k): tile \(w0)..<\(w0 + T) outside the row")
-          for column in Swift.max(0, w0)..<Swift.min(w, w0 + T) { covered[column] = true }
+          // Clamped, so that a tile outside the row fails the expectation above instead of trapping here.
+          let first = Swift.max(0, w0), end = Swift.max(first, Swift.min(w, w0 + T))
+          for column in first..<end { covered[column] = true }
         }
         #expect(!covered.contains(false), "W \(w) k \(k): a column without a tile")
       }
