@@ -373,12 +373,8 @@ public enum DepthwiseConvolution {
     }
     backward(
       input: input, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient,
-      weightGradient: weightGradient, biasGradient: biasGradient, shape: s, chunks: backwardChunks(s))
+      weightGradient: weightGradient, biasGradient: biasGradient, shape: s, chunks: s.reductionChunks)
   }
-
-  /// Row ranges for the fused backward pass: ``Shape/reductionChunks`` (fixed by the shape, so the weight
-  /// gradient is the same bits on any thread count).
-  static func backwardChunks(_ s: Shape) -> Int { s.reductionChunks }
 
   /// The fused backward pass with the rows split into `chunks` ranges (tests force several).
   static func backward(

@@ -90,12 +90,8 @@ public enum QuadraticDepthwiseConvolution {
       op: "quadraticDepthwiseConv2D backward")
     backward(
       input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
-      weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: backwardChunks(s))
+      weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: s.reductionChunks)
   }
-
-  /// Row ranges for the backward pass: ``DepthwiseConvolution/Shape/reductionChunks`` (fixed by the shape,
-  /// so the weight gradients are the same bits on any thread count).
-  static func backwardChunks(_ s: Shape) -> Int { s.reductionChunks }
 
   /// ``backward(input:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:batch:height:width:channels:kernelSize:)``
   /// with the rows split into `chunks` ranges.
