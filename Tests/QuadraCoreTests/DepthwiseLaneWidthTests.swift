@@ -120,6 +120,51 @@ import Testing
     }
   }
 
+  /// The quadratic mixer's 3×3 row kernels with its convolutions accumulated together (the default with
+  /// AVX-512's 32 registers) and one after another (AVX2), forced both ways on every column tile (row widths
+  /// 1…14) and partial channel blocks: each matches the reference, and the backward's two paths give the
+  /// same bits (every sum is taken in the same order; the forward's add `c` at different points).
+  @Test(arguments: lanes, [1, 2])
+  func quadraticThreeByThreeSharedInputs(lanes: Int, threads: Int) {
+    let cases: [(n: Int, h: Int, w: Int, c: Int)] = [
+      (1, 3, 1, 9), (2, 5, 2, 16), (2, 9, 3, 8), (2, 11, 5, 1), (2, 6, 6, 20), (1, 3, 7, 13), (1, 5, 11, 5),
+      (3, 7, 13, 24), (1, 4, 14, 40), (2, 14, 14, 40), (1, 7, 7, 80),
+    ]
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      Parallel.withThreadCount(threads) {
+        for (index, (n, h, w, c)) in cases.enumerated() {
+          let problem = QuadraticKernelTests.Problem(n, h, w, c, 3, seed: 1300 + UInt64(index))
+          let label = problem.label + " lanes \(lanes) threads \(threads)"
+          func run(sharing: Bool) -> (y: Tensor, dx: Tensor?, dw: [Tensor], db: [Tensor]) {
+            DepthwiseConvolution.$sharedInputTilesOverride.withValue(sharing) {
+              #expect(problem.shape.sharesInputs == sharing, "\(label): the override sets the tiles")
+              let y = problem.x.quadraticDepthwiseConv2D(weights: problem.w, biases: problem.b)
+              let g = Tensor.quadraticDepthwiseConv2DBackward(
+                input: problem.x, weights: problem.w, biases: problem.b, outputGradient: problem.dy)
+              let db = g.biases.map { [$0.0, $0.1, $0.2] } ?? []
+              return (y, g.input, [g.weights.0, g.weights.1, g.weights.2], db)
+            }
+          }
+          let shared = run(sharing: true), separate = run(sharing: false)
+          #expect(shared.dx?.scalars == separate.dx?.scalars, "\(label): dx differs between the register paths")
+          for i in 0..<3 {
+            #expect(shared.dw[i].scalars == separate.dw[i].scalars, "\(label): dW\(i) differs")
+            #expect(shared.db[i].scalars == separate.db[i].scalars, "\(label): db\(i) differs")
+          }
+          let forward = QuadraticReference.forward(x: problem.x, w: problem.w, b: problem.b)
+          expectClose(shared.y, forward.y, tolerance: 2e-5, label + " y")
+          expectClose(separate.y, forward.y, tolerance: 2e-5, label + " y, one convolution at a time")
+          let backward = QuadraticReference.backward(x: problem.x, w: problem.w, b: problem.b, dy: problem.dy)
+          expectClose(shared.dx, backward.dx, tolerance: 2e-4, label + " dx")
+          for i in 0..<3 {
+            expectClose(shared.dw[i], backward.dw[i], tolerance: 2e-4, label + " dW\(i)")
+            expectClose(shared.db[i], backward.db[i], tolerance: 2e-4, label + " db\(i)")
+          }
+        }
+      }
+    }
+  }
+
   /// The fused backward with its rows forced into several ranges (halo rows at every boundary).
   @Test(arguments: lanes, [2, 3])
   func chunkedFusedBackwardMatchesReference(lanes: Int, chunks: Int) {

@@ -100,7 +100,8 @@ public enum DepthwiseConvolution {
     lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.kernelVectorISA)
   }
 
-  /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile needs.
+  /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile (and
+  /// the quadratic mixer's shared-input 3×3 tiles) need.
   static let pairsWeightRows: Bool = {
     #if QUADRANET_PORTABLE
       return false
@@ -112,6 +113,11 @@ public enum DepthwiseConvolution {
   /// Forces the paired weight-gradient tile on or off inside a task (tests run both on any machine).
   /// Read when a ``Shape`` is made, on the calling thread.
   @TaskLocal static var weightRowPairsOverride: Bool?
+
+  /// Forces the 3×3 tiles that run two or three convolutions of the same input at once
+  /// (``Shape/sharesInputs``) on or off inside a task (tests run both on any machine). Read when a
+  /// ``Shape`` is made, on the calling thread.
+  @TaskLocal static var sharedInputTilesOverride: Bool?
 
   // MARK: Streaming stores
 
@@ -150,6 +156,10 @@ public enum DepthwiseConvolution {
     /// Whether the 7-tap weight-gradient tile takes two kernel rows per pass (29 vector registers:
     /// only with AVX-512's 32, where it is faster; AVX2 has 16).
     let pairsWeightRows: Bool
+    /// Whether the quadratic mixer's 3×3 tiles accumulate its convolutions of the same input together
+    /// (``Kernels/accumulate3(_:_:_:_:_:_:_:_:_:_:_:)`` with `n` = 2 or 3: up to 31 vector registers, so
+    /// only with AVX-512's 32; AVX2 runs them one after another).
+    let sharesInputs: Bool
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
       opPrecondition(
@@ -164,6 +174,7 @@ public enum DepthwiseConvolution {
       self.kernelSize = kernelSize
       lanes = DepthwiseConvolution.lanes(channels: channels)
       pairsWeightRows = DepthwiseConvolution.weightRowPairsOverride ?? DepthwiseConvolution.pairsWeightRows
+      sharesInputs = DepthwiseConvolution.sharedInputTilesOverride ?? DepthwiseConvolution.pairsWeightRows
     }
 
     var padding: Int { kernelSize / 2 }

@@ -411,6 +411,90 @@ extension DepthwiseConvolution {
       tile = sums
     }
 
+    /// `accumulate` for the 3×3 kernel and `T` (1 ... 8) output columns, for `n` (1 ... 3, a literal)
+    /// convolutions of the same input rows at once: `a` with `wa`, then `b` with `wb` and `c` with `wc`
+    /// (the tiles and weights past `n` are not touched).
+    ///
+    /// The general loop loads every input vector once per tap (`T + 1` loads per `T` FMAs), which
+    /// leaves the load ports, not the FMA unit, setting the pace. Here, as in ``accumulate7(_:_:_:_:_:)``,
+    /// a kernel row's 3 weight vectors stay in registers and each of the `T + 2` input columns is
+    /// loaded once and multiplied into the (up to 3) outputs it reaches: `T + 5` loads per `3T` FMAs.
+    /// The quadratic mixer's convolutions share their inputs: with `n` of them the loads are shared too
+    /// (`T + 2 + 3n` per `3nT` FMAs), and `n` independent accumulator sets keep more FMA chains in
+    /// flight. `3nT + 3n + 1` vectors must fit in the registers: `n > 1` only with AVX-512's 32.
+    @_transparent
+    static func accumulate3(
+      _ T: Int, _ n: Int, _ a: inout Tile, _ b: inout Tile, _ c: inout Tile,
+      _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ wa: UnsafePointer<Float>, _ wb: UnsafePointer<Float>, _ wc: UnsafePointer<Float>
+    ) {
+      var (a0, a1, a2, a3, a4, a5, a6, a7) = (a.v0, a.v1, a.v2, a.v3, a.v4, a.v5, a.v6, a.v7)
+      var (b0, b1, b2, b3, b4, b5, b6, b7) = (b.v0, b.v1, b.v2, b.v3, b.v4, b.v5, b.v6, b.v7)
+      var (c0, c1, c2, c3, c4, c5, c6, c7) = (c.v0, c.v1, c.v2, c.v3, c.v4, c.v5, c.v6, c.v7)
+      let L = L
+      for kh in khRange {
+        let xp = rows[kh] + x, row = kh &* (3 * L)
+        let wa0 = load(wa + row), wa1 = load(wa + row + L), wa2 = load(wa + row + 2 * L)
+        let wb0 = n > 1 ? load(wb + row) : wa0, wb1 = n > 1 ? load(wb + row + L) : wa1
+        let wb2 = n > 1 ? load(wb + row + 2 * L) : wa2
+        let wc0 = n > 2 ? load(wc + row) : wa0, wc1 = n > 2 ? load(wc + row + L) : wa1
+        let wc2 = n > 2 ? load(wc + row + 2 * L) : wa2
+        // Input column i reaches output i through tap 0, i − 1 through tap 1 and i − 2 through tap 2.
+        var v: V
+        v = load(xp)
+        madd(&a0, v, wa0); if n > 1 { madd(&b0, v, wb0) }; if n > 2 { madd(&c0, v, wc0) }
+        v = load(xp + 1 * L)
+        madd(&a0, v, wa1); if n > 1 { madd(&b0, v, wb1) }; if n > 2 { madd(&c0, v, wc1) }
+        if T > 1 { madd(&a1, v, wa0); if n > 1 { madd(&b1, v, wb0) }; if n > 2 { madd(&c1, v, wc0) } }
+        v = load(xp + 2 * L)
+        madd(&a0, v, wa2); if n > 1 { madd(&b0, v, wb2) }; if n > 2 { madd(&c0, v, wc2) }
+        if T > 1 { madd(&a1, v, wa1); if n > 1 { madd(&b1, v, wb1) }; if n > 2 { madd(&c1, v, wc1) } }
+        if T > 2 { madd(&a2, v, wa0); if n > 1 { madd(&b2, v, wb0) }; if n > 2 { madd(&c2, v, wc0) } }
+        if T > 1 {
+          v = load(xp + 3 * L)
+          madd(&a1, v, wa2); if n > 1 { madd(&b1, v, wb2) }; if n > 2 { madd(&c1, v, wc2) }
+          if T > 2 { madd(&a2, v, wa1); if n > 1 { madd(&b2, v, wb1) }; if n > 2 { madd(&c2, v, wc1) } }
+          if T > 3 { madd(&a3, v, wa0); if n > 1 { madd(&b3, v, wb0) }; if n > 2 { madd(&c3, v, wc0) } }
+        }
+        if T > 2 {
+          v = load(xp + 4 * L)
+          madd(&a2, v, wa2); if n > 1 { madd(&b2, v, wb2) }; if n > 2 { madd(&c2, v, wc2) }
+          if T > 3 { madd(&a3, v, wa1); if n > 1 { madd(&b3, v, wb1) }; if n > 2 { madd(&c3, v, wc1) } }
+          if T > 4 { madd(&a4, v, wa0); if n > 1 { madd(&b4, v, wb0) }; if n > 2 { madd(&c4, v, wc0) } }
+        }
+        if T > 3 {
+          v = load(xp + 5 * L)
+          madd(&a3, v, wa2); if n > 1 { madd(&b3, v, wb2) }; if n > 2 { madd(&c3, v, wc2) }
+          if T > 4 { madd(&a4, v, wa1); if n > 1 { madd(&b4, v, wb1) }; if n > 2 { madd(&c4, v, wc1) } }
+          if T > 5 { madd(&a5, v, wa0); if n > 1 { madd(&b5, v, wb0) }; if n > 2 { madd(&c5, v, wc0) } }
+        }
+        if T > 4 {
+          v = load(xp + 6 * L)
+          madd(&a4, v, wa2); if n > 1 { madd(&b4, v, wb2) }; if n > 2 { madd(&c4, v, wc2) }
+          if T > 5 { madd(&a5, v, wa1); if n > 1 { madd(&b5, v, wb1) }; if n > 2 { madd(&c5, v, wc1) } }
+          if T > 6 { madd(&a6, v, wa0); if n > 1 { madd(&b6, v, wb0) }; if n > 2 { madd(&c6, v, wc0) } }
+        }
+        if T > 5 {
+          v = load(xp + 7 * L)
+          madd(&a5, v, wa2); if n > 1 { madd(&b5, v, wb2) }; if n > 2 { madd(&c5, v, wc2) }
+          if T > 6 { madd(&a6, v, wa1); if n > 1 { madd(&b6, v, wb1) }; if n > 2 { madd(&c6, v, wc1) } }
+          if T > 7 { madd(&a7, v, wa0); if n > 1 { madd(&b7, v, wb0) }; if n > 2 { madd(&c7, v, wc0) } }
+        }
+        if T > 6 {
+          v = load(xp + 8 * L)
+          madd(&a6, v, wa2); if n > 1 { madd(&b6, v, wb2) }; if n > 2 { madd(&c6, v, wc2) }
+          if T > 7 { madd(&a7, v, wa1); if n > 1 { madd(&b7, v, wb1) }; if n > 2 { madd(&c7, v, wc1) } }
+        }
+        if T > 7 {
+          v = load(xp + 9 * L)
+          madd(&a7, v, wa2); if n > 1 { madd(&b7, v, wb2) }; if n > 2 { madd(&c7, v, wc2) }
+        }
+      }
+      (a.v0, a.v1, a.v2, a.v3, a.v4, a.v5, a.v6, a.v7) = (a0, a1, a2, a3, a4, a5, a6, a7)
+      if n > 1 { (b.v0, b.v1, b.v2, b.v3, b.v4, b.v5, b.v6, b.v7) = (b0, b1, b2, b3, b4, b5, b6, b7) }
+      if n > 2 { (c.v0, c.v1, c.v2, c.v3, c.v4, c.v5, c.v6, c.v7) = (c0, c1, c2, c3, c4, c5, c6, c7) }
+    }
+
     /// `accumulate` for the 7×7 kernel and 7 output columns.
     ///
     /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input

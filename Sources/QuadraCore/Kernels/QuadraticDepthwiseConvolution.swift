@@ -147,10 +147,16 @@ extension QuadraticDepthwiseConvolution {
           var ring = Tiles.PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
           for row in s.chunkRows(chunk, of: chunks) {
             let khRange = ring.prepare(row: row)
-            forwardRow(
-              rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias,
-              output: output + row * s.width * s.channels, shape: s
-            ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+            let out = output + row * s.width * s.channels
+            if s.kernelSize == 3 && s.sharesInputs {
+              forwardRow3(
+                rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias, output: out, shape: s
+              ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+            } else {
+              forwardRow(
+                rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias, output: out, shape: s
+              ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+            }
           }
         }
       }
@@ -160,11 +166,15 @@ extension QuadraticDepthwiseConvolution {
     /// One output row: per channel block and column tile, `a` and `b` in registers, then
     /// `c` accumulated on top of `a ⊙ b + b_c`.
     ///
+    /// Not inlined into the row loop: next to the call of ``forwardRow3(rows:khRange:weights:biases:output:shape:afterBlock:)``
+    /// there, its 7×7 loops (the same instructions at other addresses) ran 3–6% slower on Zen 4; on their own
+    /// they run as before.
+    ///
     /// - Parameters:
     ///   - weights: the three packed weights, `Shape/packedWeightCount` floats apart.
     ///   - biases: the three packed biases, `blocks · L` floats apart.
     ///   - afterBlock: runs after each channel block with its index (the caller copies the next input row ahead).
-    @inline(__always)
+    @inline(never)
     static func forwardRow(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
       biases: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
@@ -247,11 +257,18 @@ extension QuadraticDepthwiseConvolution {
             while next <= needed.upperBound {
               let khRange = ring.prepare(row: next)
               let slot = gradientRings + ((next % H) % k) * s.paddedRowCount
-              gradientRow(
-                inputRows: UnsafePointer(inputRows), khRange: khRange,
-                outputGradient: outputGradient + next * s.width * s.channels, weights: packed, biases: packedBias,
-                gradients: slot, ringCount: ringCount, shape: s
-              ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+              let dy = outputGradient + next * s.width * s.channels
+              if k == 3 {
+                gradientRow3(
+                  inputRows: UnsafePointer(inputRows), khRange: khRange, outputGradient: dy, weights: packed,
+                  biases: packedBias, gradients: slot, ringCount: ringCount, shape: s
+                ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+              } else {
+                gradientRow(
+                  inputRows: UnsafePointer(inputRows), khRange: khRange, outputGradient: dy, weights: packed,
+                  biases: packedBias, gradients: slot, ringCount: ringCount, shape: s
+                ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
+              }
               if rows.contains(next) {
                 // Halo rows belong to the neighbouring range's weight gradients.
                 for i in 0..<3 {
@@ -271,9 +288,14 @@ extension QuadraticDepthwiseConvolution {
                 gradientRows[k + kh] = slot + ringCount
                 gradientRows[2 * k + kh] = slot + 2 * ringCount
               }
-              inputGradientRow(
-                gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped,
-                output: inputGradient + row * s.width * s.channels, shape: s)
+              let dx = inputGradient + row * s.width * s.channels
+              if k == 3 {
+                inputGradientRow3(
+                  gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped, output: dx, shape: s)
+              } else {
+                inputGradientRow(
+                  gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped, output: dx, shape: s)
+              }
             }
           }
         }
@@ -320,13 +342,21 @@ extension QuadraticDepthwiseConvolution {
           var b = Tile(repeating: bb)
           Tiles.accumulate(T, &b, inputRows, khRange, xt, wb, k)
           // Output column w0 sits at padded column w0 + p.
-          let at = xt + p * L
-          let dy = Tile(T, loading: gc + at)
-          (dy * b).store(T, blocked: ga + at)
-          (dy * a).store(T, blocked: gb + at)
+          storeFactorGradients(T, a: a, b: b, at: xt + p * L, ga: ga, gb: gb, gc: gc)
         }
         afterBlock(block)
       }
+    }
+
+    /// `g_a = dy ⊙ b` and `g_b = dy ⊙ a` of one tile, at offset `at` of the gradient rows (`dy` is in `gc`).
+    @inline(__always)
+    static func storeFactorGradients(
+      _ T: Int, a: Tile, b: Tile, at: Int, ga: UnsafeMutablePointer<Float>, gb: UnsafeMutablePointer<Float>,
+      gc: UnsafePointer<Float>
+    ) {
+      let dy = Tile(T, loading: gc + at)
+      (dy * b).store(T, blocked: ga + at)
+      (dy * a).store(T, blocked: gb + at)
     }
 
     /// One row of `∂L/∂x = Σ_i g_i ⋆ flip(W_i)`: the three correlations share one set of
@@ -352,6 +382,100 @@ extension QuadraticDepthwiseConvolution {
           Tiles.accumulate(T, &dx, gradientRows, khRange, xt, wa, k)
           Tiles.accumulate(T, &dx, gradientRows + k, khRange, xt, wb, k)
           Tiles.accumulate(T, &dx, gradientRows + 2 * k, khRange, xt, wc, k)
+          dx.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        }
+      }
+    }
+
+    // MARK: 3×3
+
+    // The 28×28 models' mixers (k = 3) run on short rows (14, 7 and 3 columns), where the general tiles'
+    // `T + 1` loads per `T` FMAs leave the load ports, not the FMAs, setting the pace. These row kernels
+    // use ``Tiles/accumulate3(_:_:_:_:_:_:_:_:_:_:_:)`` instead, with the convolutions of the same input
+    // rows accumulated together where the registers allow (``DepthwiseConvolution/Shape/sharesInputs``).
+    // They are separate functions, not branches of the general row kernels, so that the 7×7 tiles compile
+    // to the same instructions as before. The backward's two register paths compute every sum in the same
+    // order, so they give the same bits.
+
+    /// ``forwardRow(rows:khRange:weights:biases:output:shape:afterBlock:)`` for `k = 3` with shared inputs
+    /// (AVX-512): `a`, `b` and `c` (on its bias) in one pass over the input rows, then `y = a ⊙ b + c`.
+    /// Without the 32 registers the general kernel runs: there `c`'s taps are added to `a ⊙ b + b_c`, so that
+    /// no more than two tiles of accumulators are live (a sliding-window version of it for AVX2's 16 registers,
+    /// measured on Zen 4 in a `znver3` build, ran 8–17% slower than the general loop: it spilled).
+    @inline(never)
+    static func forwardRow3(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
+      biases: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, shape s: Shape, afterBlock: (Int) -> Void
+    ) {
+      let C = s.channels, P = s.packedWeightCount, B = s.packedBiasCount
+      for block in 0..<s.blocks {
+        let lanesUsed = Swift.min(L, C - block * L)
+        let wa = weights + block * 9 * L, wb = wa + P, wc = wb + P
+        let ba = Tiles.load(biases + block * L)
+        let bb = Tiles.load(biases + B + block * L)
+        let bc = Tiles.load(biases + 2 * B + block * L)
+        let x = block * s.blockRowCount
+        let out = output + block * L
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var a = Tile(repeating: ba), b = Tile(repeating: bb), c = Tile(repeating: bc)
+          Tiles.accumulate3(T, 3, &a, &b, &c, rows, khRange, xt, wa, wb, wc)
+          Tile.multiplyAdd(a, b, c).store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        }
+        afterBlock(block)
+      }
+    }
+
+    /// ``gradientRow(inputRows:khRange:outputGradient:weights:biases:gradients:ringCount:shape:afterBlock:)``
+    /// for `k = 3`.
+    @inline(never)
+    static func gradientRow3(
+      inputRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient: UnsafePointer<Float>,
+      weights: UnsafePointer<Float>, biases: UnsafePointer<Float>, gradients ga: UnsafeMutablePointer<Float>,
+      ringCount: Int, shape s: Shape, afterBlock: (Int) -> Void
+    ) {
+      let P = s.packedWeightCount, B = s.packedBiasCount
+      let gb = ga + ringCount, gc = gb + ringCount
+      Tiles.scatterRow(outputGradient, into: gc + L, shape: s, blockStride: s.blockRowCount)
+      for block in 0..<s.blocks {
+        let wa = weights + block * 9 * L, wb = wa + P
+        let ba = Tiles.load(biases + block * L)
+        let bb = Tiles.load(biases + B + block * L)
+        let x = block * s.blockRowCount
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var a = Tile(repeating: ba), b = Tile(repeating: bb), unused = (a, a)
+          if s.sharesInputs {
+            Tiles.accumulate3(T, 2, &a, &b, &unused.0, inputRows, khRange, xt, wa, wb, wb)
+          } else {
+            Tiles.accumulate3(T, 1, &a, &unused.0, &unused.1, inputRows, khRange, xt, wa, wa, wa)
+            Tiles.accumulate3(T, 1, &b, &unused.0, &unused.1, inputRows, khRange, xt, wb, wb, wb)
+          }
+          // Output column w0 sits at padded column w0 + 1.
+          storeFactorGradients(T, a: a, b: b, at: xt + L, ga: ga, gb: gb, gc: gc)
+        }
+        afterBlock(block)
+      }
+    }
+
+    /// ``inputGradientRow(gradientRows:khRange:weights:output:shape:)`` for `k = 3`.
+    @inline(never)
+    static func inputGradientRow3(
+      gradientRows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, weights: UnsafePointer<Float>,
+      output: UnsafeMutablePointer<Float>, shape s: Shape
+    ) {
+      let C = s.channels, P = s.packedWeightCount
+      for block in 0..<s.blocks {
+        let lanesUsed = Swift.min(L, C - block * L)
+        let wa = weights + block * 9 * L, wb = wa + P, wc = wb + P
+        let x = block * s.blockRowCount
+        let out = output + block * L
+        DepthwiseConvolution.forEachColumnTile(s) { T, w0 in
+          let xt = x + w0 * L
+          var dx = Tile(repeating: .zero), unused = (dx, dx)
+          Tiles.accumulate3(T, 1, &dx, &unused.0, &unused.1, gradientRows, khRange, xt, wa, wa, wa)
+          Tiles.accumulate3(T, 1, &dx, &unused.0, &unused.1, gradientRows + 3, khRange, xt, wb, wb, wb)
+          Tiles.accumulate3(T, 1, &dx, &unused.0, &unused.1, gradientRows + 6, khRange, xt, wc, wc, wc)
           dx.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
         }
       }
