@@ -421,7 +421,12 @@ extension DepthwiseConvolution {
     /// loaded once and multiplied into the (up to 3) outputs it reaches: `T + 5` loads per `3T` FMAs.
     /// The quadratic mixer's convolutions share their inputs: with `n` of them the loads are shared too
     /// (`T + 2 + 3n` per `3nT` FMAs), and `n` independent accumulator sets keep more FMA chains in
-    /// flight. `3nT + 3n + 1` vectors must fit in the registers: `n > 1` only with AVX-512's 32.
+    /// flight. `nT + 3n + 1` vectors must fit in the registers (31 for `n` = 3, `T` = 7): `n > 1` only
+    /// with AVX-512's 32.
+    ///
+    /// `@_transparent` (inlined when the caller is compiled) rather than `@inline(__always)`: the optimizer
+    /// outlined this much code into a real call taking the tiles in memory (measured: a third of the mixer's
+    /// profile in the call, every tile slower).
     @_transparent
     static func accumulate3(
       _ T: Int, _ n: Int, _ a: inout Tile, _ b: inout Tile, _ c: inout Tile,
