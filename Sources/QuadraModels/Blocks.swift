@@ -77,6 +77,20 @@ public class MixerBlock: Module {
   /// except while DropPath drops samples. False composes it (same values up to rounding), for tests.
   public var fusesLayerScale = true
 
+  /// Whether a quadratic mixer reads `LN₁(x)` through one fused op that normalizes rows as the
+  /// convolution reads them (``QuadraNN/QuadraticDepthwiseConv2d/callAsFunction(_:normalizedBy:)``:
+  /// `LN₁(x)` is neither written nor kept for backward). False runs the LayerNorm, then the mixer
+  /// (same values up to rounding), for benchmarks and tests. Other mixers always compose.
+  public var fusesMixerNorm = true
+
+  /// `Mixer(LN₁(x))`.
+  private func mixerBranch(_ x: Variable) -> Variable {
+    if fusesMixerNorm, let quadratic = mixer as? QuadraticDepthwiseConv2d {
+      return quadratic(x, normalizedBy: norm1)
+    }
+    return mixer(norm1(x))
+  }
+
   /// `x + γ ⊙ branch`, fused unless DropPath drops samples. A function of its own so that `branch`, a
   /// temporary of the caller, is released as soon as the join is computed (a named local of the block's
   /// body could be kept alive through the MLP half and raise the peak by one activation).
@@ -86,7 +100,7 @@ public class MixerBlock: Module {
   }
 
   public func callAsFunction(_ x: Variable) -> Variable {
-    let mixed = join(x, mixer(norm1(x)), scale: gamma1)
+    let mixed = join(x, mixerBranch(x), scale: gamma1)
     if fusesMLP && GradientMode.isEnabled && !dropPath.dropsSamples, let expandBias = mlp.pwconv1.bias,
       let projectBias = mlp.pwconv2.bias
     {

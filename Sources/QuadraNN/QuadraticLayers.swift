@@ -31,6 +31,18 @@ public final class QuadraticDepthwiseConv2d: Module {
     }
     return quadraticDepthwiseConv2D(x, weights: (conv1.weight, conv2.weight, conv3.weight), biases: biases)
   }
+
+  /// `self(norm(x))` — a QuadraBlock's mixer on its normalized input — as one fused op
+  /// (``QuadraAutograd/normalizedQuadraticDepthwiseConv2D(_:normalization:weights:biases:)``: `norm(x)` is
+  /// never stored) when ``usesFusedKernel``, else composed.
+  public func callAsFunction(_ x: Variable, normalizedBy norm: LayerNorm) -> Variable {
+    guard usesFusedKernel, let biases = quadraticBiases(conv1.bias, conv2.bias, conv3.bias) else {
+      return self(norm(x))
+    }
+    return normalizedQuadraticDepthwiseConv2D(
+      x, normalization: (norm.weight, norm.bias, norm.epsilon), weights: (conv1.weight, conv2.weight, conv3.weight),
+      biases: biases)
+  }
 }
 
 /// `.some(nil)` when no map has a bias, the three biases when all have one, nil when only some do

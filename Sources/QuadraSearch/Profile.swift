@@ -116,7 +116,8 @@ public struct ConfigMeasurement: Sendable, Equatable {
 
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
-  public static let formatVersion = 4
+  /// 5: QuadraBlocks' mixers read their LayerNorm fused (different step times and peaks than format 4 measured).
+  public static let formatVersion = 5
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int

@@ -47,7 +47,7 @@ private func outputGradients(like outputs: [Tensor]) -> [Tensor] {
       "matmul", "linear", "add", "subtract", "multiply", "sum", "reduceAll", "gelu", "biasGELU", "softmax",
       "softmaxCrossEntropy", "layerNorm", "depthwiseConv2D", "conv2D", "quadraticDepthwiseConv2D", "quadraticLinear",
       "quadraticConv2D", "permute", "concat", "globalMeanPool", "gatherImages", "adamWStep", "sgdStep",
-      "linearCombination", "residualMLP", "layerScaleResidual",
+      "linearCombination", "residualMLP", "layerScaleResidual", "normalizedQuadraticDepthwiseConv2D",
     ]
     #expect(Set(BackendOpCatalog.opNames) == expected)
     #expect(Set(smallCases.map(\.name)).count == smallCases.count, "case names must be unique")

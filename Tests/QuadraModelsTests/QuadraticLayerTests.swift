@@ -86,15 +86,20 @@ import Testing
 /// The MetaFormer block's fused MLP half (one ``QuadraCore/Tensor/residualMLP(parameters:epsilon:)``)
 /// against its composition from LayerNorm, the linear maps, GELU, γ and the residual add.
 @Suite struct FusedBlockTests {
-  @Test func quadraBlockFusedMatchesComposition() throws {
-    let tests = QuadraticLayerTests()
-    var generator = RandomGenerator(seed: 71)
+  /// A 3×3 QuadraBlock of 12 channels with random parameters, an input and an output gradient.
+  static func quadraBlockProblem(seed: UInt64) -> (block: QuadraBlock, x: Tensor, dy: Tensor) {
+    var generator = RandomGenerator(seed: seed)
     let block = QuadraBlock(
       channels: 12, kernelSize: 3, mlpRatio: 2, layerScaleInit: 0.5, dropPath: 0, randomSource: RandomSource(seed: 1),
       generator: &generator)
-    tests.randomize(block, seed: 72)
+    QuadraticLayerTests().randomize(block, seed: seed + 1)
     let x = Tensor.normal(shape: [2, 5, 6, 12], using: &generator)
-    let dy = Tensor.normal(shape: x.shape, using: &generator)
+    return (block, x, Tensor.normal(shape: x.shape, using: &generator))
+  }
+
+  @Test func quadraBlockFusedMatchesComposition() throws {
+    let tests = QuadraticLayerTests()
+    let (block, x, dy) = Self.quadraBlockProblem(seed: 71)
     #expect(block.fusesMLP)
     let fused = try tests.run(block, x, seed: dy) { block($0) }
     block.fusesMLP = false
@@ -110,6 +115,24 @@ import Testing
     block.fusesMLP = true
     let inference = GradientMode.withoutRecording { block(Variable(x)).value }
     tests.expectSame([inference], [productAndSum[0]], "QuadraBlock inference")
+  }
+
+  /// The mixer half with the block's LayerNorm fused into the quadratic kernel (`LN₁(x)` never stored)
+  /// against LayerNorm then the mixer: output and every gradient, recording and not.
+  @Test func quadraBlockNormalizedMixerMatchesComposition() throws {
+    let tests = QuadraticLayerTests()
+    let (block, x, dy) = Self.quadraBlockProblem(seed: 78)
+    #expect(block.fusesMixerNorm)
+    let fused = try tests.run(block, x, seed: dy) { block($0) }
+    let fusedInference = GradientMode.withoutRecording { block(Variable(x)).value }
+    block.fusesMixerNorm = false
+    let composed = try tests.run(block, x, seed: dy) { block($0) }
+    tests.expectSame(fused, composed, "QuadraBlock mixer norm")
+    tests.expectSame([fusedInference], [composed[0]], "QuadraBlock mixer norm, inference")
+    // The LayerNorm's parameters get gradients through the fused op.
+    let names = block.namedParameters().map(\.name)
+    let normWeight = try #require(names.firstIndex(of: "norm1.weight"))
+    #expect(fused[2 + normWeight].maxAbs() > 0)
   }
 
   @Test func convNeXtBlockJoinMatchesComposition() throws {

@@ -130,6 +130,20 @@ public struct ResidualMLPSaved: Sendable {
 /// Three tensors, one per factor `(a, b, c)` of a quadratic neuron.
 public typealias TensorTriple = (Tensor, Tensor, Tensor)
 
+/// A LayerNorm over the last axis that an op applies to its input, `x̂ = (x − μ)/√(σ² + ε) ⊙ γ + β`:
+/// γ and β (`[C]` each) and ε.
+public struct LayerNormParameters: Sendable {
+  public var weight: Tensor
+  public var bias: Tensor
+  public var epsilon: Float
+
+  public init(weight: Tensor, bias: Tensor, epsilon: Float) {
+    self.weight = weight
+    self.bias = bias
+    self.epsilon = epsilon
+  }
+}
+
 /// Everything a device must provide so that every tensor op runs on it.
 ///
 /// The primitives are the small set the ops in `QuadraCore/Ops` are built from (tinygrad's
@@ -250,6 +264,17 @@ public protocol Backend: Sendable {
   func quadraticDepthwiseConvolutionBackward(
     _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor?,
     weightGradients: TensorTriple, biasGradients: TensorTriple?)
+  /// ``quadraticDepthwiseConvolution(_:weights:biases:into:)`` of `LN(x)` (a QuadraBlock's `Mixer(LN₁(x))`),
+  /// the LayerNorm applied as `x` is read; `statistics` receives each pixel's μ and σ⁻¹ (`[N·H·W]`).
+  func normalizedQuadraticDepthwiseConvolution(
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics)
+  /// Its gradients through the convolution and the LayerNorm, from `x` and the forward's `statistics`:
+  /// `inputGradient` is ∂L/∂x, `normalizationGradients` are ∂L/∂γ and ∂L/∂β.
+  func normalizedQuadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?)
   /// Dense convolution, weight `[O, kh, kw, I]`.
   func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor)
   /// Its gradients; `inputGradient` and `biasGradient` are skipped when nil.

@@ -453,6 +453,31 @@ public struct CPUBackend: Backend {
       batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
   }
 
+  public func normalizedQuadraticDepthwiseConvolution(
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
+  ) {
+    QuadraticDepthwiseConvolution.forward(
+      input: x.buffer.pointer, normalization: CPUBackend.inputNormalization(normalization, statistics),
+      weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers), output: output.buffer.pointer,
+      batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
+  }
+
+  public func normalizedQuadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
+  ) {
+    QuadraticDepthwiseConvolution.backward(
+      input: x.buffer.pointer, normalization: CPUBackend.inputNormalization(normalization, statistics),
+      weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers),
+      outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient.buffer.pointer,
+      weightGradients: CPUBackend.mutablePointers(weightGradients),
+      biasGradients: biasGradients.map(CPUBackend.mutablePointers),
+      normalizationGradients: (normalizationGradients.weight.buffer.pointer, normalizationGradients.bias.buffer.pointer),
+      batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
+  }
+
   public func convolution2D(
     _ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor
   ) {
@@ -534,6 +559,15 @@ public struct CPUBackend: Backend {
 
   private static func mutablePointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.MutablePointers {
     (triple.0.buffer.pointer, triple.1.buffer.pointer, triple.2.buffer.pointer)
+  }
+
+  private static func inputNormalization(
+    _ normalization: LayerNormParameters, _ statistics: LayerNormStatistics
+  ) -> QuadraticDepthwiseConvolution.InputNormalization {
+    .init(
+      weight: normalization.weight.buffer.pointer, bias: normalization.bias.buffer.pointer,
+      epsilon: normalization.epsilon, mean: statistics.mean.buffer.pointer,
+      inverseStandardDeviation: statistics.inverseStandardDeviation.buffer.pointer)
   }
 }
 

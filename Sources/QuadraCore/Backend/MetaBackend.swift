@@ -263,6 +263,29 @@ public final class MetaBackend: Backend {
     }
   }
 
+  public func normalizedQuadraticDepthwiseConvolution(
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
+  ) {
+    charge("normalizedQuadraticDepthwiseConvolution", [x, weights.0, biases?.0, output]) {
+      $0.normalizedQuadraticDepthwiseConvolution(
+        x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
+    }
+  }
+
+  public func normalizedQuadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
+  ) {
+    charge("normalizedQuadraticDepthwiseConvolutionBackward", [x, weights.0, biases?.0, outputGradient]) {
+      $0.normalizedQuadraticDepthwiseConvolutionBackward(
+        x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
+        outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
+        weightGradients: weightGradients, biasGradients: biasGradients)
+    }
+  }
+
   public func convolution2D(
     _ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor
   ) {

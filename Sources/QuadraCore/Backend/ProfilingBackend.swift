@@ -384,6 +384,35 @@ public final class ProfilingBackend: Backend {
     }
   }
 
+  public func normalizedQuadraticDepthwiseConvolution(
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
+  ) {
+    timed(
+      "normalizedQuadraticDepthwiseConvolution", flops: 3 * Self.depthwiseFLOPs(x, kernel: weights.0),
+      bytes: Self.bytes(x.count, output.count)
+    ) {
+      wrapped.normalizedQuadraticDepthwiseConvolution(
+        x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
+    }
+  }
+
+  public func normalizedQuadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
+  ) {
+    timed(
+      "normalizedQuadraticDepthwiseConvolutionBackward", flops: 8 * Self.depthwiseFLOPs(x, kernel: weights.0),
+      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count)
+    ) {
+      wrapped.normalizedQuadraticDepthwiseConvolutionBackward(
+        x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
+        outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
+        weightGradients: weightGradients, biasGradients: biasGradients)
+    }
+  }
+
   public func convolution2D(
     _ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor
   ) {

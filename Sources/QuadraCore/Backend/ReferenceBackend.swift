@@ -396,6 +396,25 @@ public struct ReferenceBackend: Backend {
     ReferenceBackend.store((0..<x.count).map { a[$0] * b[$0] + c[$0] }, into: output)
   }
 
+  public func normalizedQuadraticDepthwiseConvolution(
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
+  ) {
+    composedNormalizedQuadraticDepthwiseConvolution(
+      x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
+  }
+
+  public func normalizedQuadraticDepthwiseConvolutionBackward(
+    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
+  ) {
+    composedNormalizedQuadraticDepthwiseConvolutionBackward(
+      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
+      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
+      weightGradients: weightGradients, biasGradients: biasGradients)
+  }
+
   public func quadraticDepthwiseConvolutionBackward(
     _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor?,
     weightGradients: TensorTriple, biasGradients: TensorTriple?

@@ -119,6 +119,8 @@ extension DepthwiseConvolution {
       /// too small to pay for the bookkeeping: with it, N = 64, 14×14, C = 40 ran at 0.54–0.68 of peak
       /// instead of 0.66–0.80 (loaded machine).
       let copiesAhead: Bool
+      /// The LayerNorm applied to each pixel as it is copied, or nil (the ring holds `x` itself).
+      let normalization: PixelNormalization?
 
       /// Floats per NHWC row from which rows are copied ahead (8 KB: 56×56×64's rows are 14 KB).
       static var minimumCopyAheadRow: Int { 2048 }
@@ -127,11 +129,12 @@ extension DepthwiseConvolution {
       static func storageCount(_ s: Shape) -> Int { (s.kernelSize + 1) * s.paddedRowCount }
 
       init(input: UnsafePointer<Float>, shape: Shape, storage: UnsafeMutablePointer<Float>,
-           rows: UnsafeMutablePointer<UnsafePointer<Float>>) {
+           rows: UnsafeMutablePointer<UnsafePointer<Float>>, normalization: PixelNormalization? = nil) {
         self.input = input
         self.shape = shape
         self.storage = storage
         self.rows = rows
+        self.normalization = normalization
         copiesAhead = shape.width * shape.channels >= Self.minimumCopyAheadRow
         // Pad columns and unused lanes stay zero; row copies only write real elements.
         storage.initialize(repeating: 0, count: Self.storageCount(shape))
@@ -205,11 +208,83 @@ extension DepthwiseConvolution {
 
       private func copy(columns: Range<Int>, ofImageRow h: Int) {
         let s = shape, C = s.channels
-        let source = input + ((image * s.height + h) * s.width + columns.lowerBound) * C
+        let firstPixel = (image * s.height + h) * s.width + columns.lowerBound
+        let source = input + firstPixel * C
         let target = slot(ofImageRow: h) + (s.padding + columns.lowerBound) * L
+        if let normalization {
+          normalization.copy(
+            source, pixels: firstPixel..<(firstPixel + columns.count), ofRow: image * s.height + h, into: target,
+            blockStride: s.blockRowCount)
+          return
+        }
         for i in 0..<columns.count {
           scatterToBlocks(source + i * C, count: C, target + i * L, blockStride: s.blockRowCount)
         }
+      }
+    }
+
+    /// A LayerNorm over the channels of each pixel, `x̂ = (x − μ)·σ⁻¹ ⊙ γ + β`, applied by a
+    /// ``PaddedRowRing`` as it copies input rows: the quadratic mixer fused with its block's norm reads
+    /// `x` once and never writes `x̂` (which it would otherwise write, and read back from memory, in
+    /// forward and again in backward).
+    ///
+    /// The forward pass computes each pixel's μ and σ⁻¹ (with the same
+    /// ``NormalizationKernels/statistics(_:columns:epsilon:)`` as the plain LayerNorm) and writes those
+    /// of the rows in `ownedRows`: a row is copied by every thread range it is a halo of, but owned by
+    /// one, so each statistic is written once. The backward pass reads them back.
+    struct PixelNormalization {
+      let channels: Int
+      let weight: UnsafePointer<Float>
+      let bias: UnsafePointer<Float>
+      let epsilon: Float
+      let mean: UnsafeMutablePointer<Float>
+      let inverseStandardDeviation: UnsafeMutablePointer<Float>
+      /// Whether the statistics are computed here (forward) or read (backward).
+      let computesStatistics: Bool
+      /// Flattened rows (`n · H + h`) whose statistics this ring writes.
+      let ownedRows: Range<Int>
+
+      /// Normalizes `pixels` (consecutive pixels of flattened row `row`, starting at `source`) into
+      /// channel-blocked columns at `target`, `L` floats apart. Unused lanes of a partial last block are not written.
+      @inline(__always)
+      func copy(
+        _ source: UnsafePointer<Float>, pixels: Range<Int>, ofRow row: Int, into target: UnsafeMutablePointer<Float>,
+        blockStride: Int
+      ) {
+        let C = channels
+        let writes = computesStatistics && ownedRows.contains(row)
+        for (i, pixel) in pixels.enumerated() {
+          let x = source + i * C
+          let mu: Float, inv: Float
+          if computesStatistics {
+            (mu, inv) = NormalizationKernels.statistics(x, columns: C, epsilon: epsilon)
+            if writes {
+              mean[pixel] = mu
+              inverseStandardDeviation[pixel] = inv
+            }
+          } else {
+            (mu, inv) = (mean[pixel], inverseStandardDeviation[pixel])
+          }
+          normalizeToBlocks(x, count: C, target + i * L, blockStride: blockStride, mean: mu, inverseStandardDeviation: inv)
+        }
+      }
+
+      /// `target[block · blockStride + lane] = (x[j] − μ)·σ⁻¹·γ[j] + β[j]` for `j = block · L + lane < count`,
+      /// the normalized ``scatterToBlocks(_:count:_:blockStride:)``.
+      @inline(__always)
+      func normalizeToBlocks(
+        _ x: UnsafePointer<Float>, count: Int, _ target: UnsafeMutablePointer<Float>, blockStride: Int,
+        mean mu: Float, inverseStandardDeviation inv: Float
+      ) {
+        let muVector = V(repeating: mu), invVector = V(repeating: inv)
+        var c = 0, block = 0
+        while c + L <= count {
+          store(multiplyAdd(load(bias + c), (load(x + c) - muVector) * invVector, load(weight + c)), target + block * blockStride)
+          c += L
+          block += 1
+        }
+        let rest = target + block * blockStride
+        for lane in 0..<(count - c) { rest[lane] = (x[c + lane] - mu) * inv * weight[c + lane] + bias[c + lane] }
       }
     }
 

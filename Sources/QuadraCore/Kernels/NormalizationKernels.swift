@@ -28,6 +28,19 @@ enum NormalizationKernels {
     _ xr: UnsafePointer<Float>, columns c: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
     epsilon: Float, output yr: UnsafeMutablePointer<Float>
   ) -> (mean: Float, inverseStandardDeviation: Float) {
+    let (mu, inv) = statistics(xr, columns: c, epsilon: epsilon)
+    normalizeRow(xr, columns: c, weight: weight, bias: bias, mean: mu, inverseStandardDeviation: inv, output: yr)
+    return (mu, inv)
+  }
+
+  /// One row's mean μ and inverse standard deviation 1/√(var + ε) (the biased variance), from
+  /// sums shifted by the row's first element (see
+  /// ``layerNormForward(_:rows:columns:weight:bias:epsilon:output:mean:inverseStandardDeviation:)``).
+  /// Every LayerNorm of the engine, fused or not, takes its statistics from here, so they agree to the bit.
+  @inline(__always)
+  static func statistics(
+    _ xr: UnsafePointer<Float>, columns c: Int, epsilon: Float
+  ) -> (mean: Float, inverseStandardDeviation: Float) {
     let shift = xr[0]
     let shiftVector = SIMD8<Float>(repeating: shift)
     var s1 = SIMD8<Float>(), s2 = SIMD8<Float>()
@@ -49,10 +62,7 @@ enum NormalizationKernels {
     let sum2 = Double(s2.sum()) + Double(t2)
     let shiftedMean = sum1 / Double(c)
     let variance = Swift.max(sum2 / Double(c) - shiftedMean * shiftedMean, 0)
-    let mu = Float(Double(shift) + shiftedMean)
-    let inv = Float(1 / (variance + Double(epsilon)).squareRoot())
-    normalizeRow(xr, columns: c, weight: weight, bias: bias, mean: mu, inverseStandardDeviation: inv, output: yr)
-    return (mu, inv)
+    return (Float(Double(shift) + shiftedMean), Float(1 / (variance + Double(epsilon)).squareRoot()))
   }
 
   /// `yr = (xr − μ)·σ⁻¹·γ + β` for one row whose statistics are known (forward, and the fused

@@ -36,35 +36,77 @@ public enum QuadraticDepthwiseConvolution {
     UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>
   )
 
+  /// A LayerNorm over the channels applied to the input as the kernels read it: the convolutions see
+  /// `x̂ = (x − μ)·σ⁻¹ ⊙ γ + β` per pixel (a MetaFormer block's `Mixer(LN(x))` in one op). `x̂` is
+  /// never stored: the forward pass normalizes rows as it copies them into its row ring and writes
+  /// each pixel's μ and σ⁻¹ (`[N·H·W]` each); the backward pass normalizes again from those and
+  /// carries the input gradient through the LayerNorm row by row, while the row is in L1.
+  public struct InputNormalization {
+    /// γ and β, `[C]` each.
+    public var weight: UnsafePointer<Float>
+    public var bias: UnsafePointer<Float>
+    public var epsilon: Float
+    /// Per pixel mean and 1/√(var + ε): written by forward, read by backward.
+    public var mean: UnsafeMutablePointer<Float>
+    public var inverseStandardDeviation: UnsafeMutablePointer<Float>
+
+    public init(
+      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, epsilon: Float, mean: UnsafeMutablePointer<Float>,
+      inverseStandardDeviation: UnsafeMutablePointer<Float>
+    ) {
+      self.weight = weight
+      self.bias = bias
+      self.epsilon = epsilon
+      self.mean = mean
+      self.inverseStandardDeviation = inverseStandardDeviation
+    }
+
+    /// The ring's view of it for shape `s`: computing the statistics (forward, writing those of
+    /// `ownedRows`) or reading them (backward).
+    func pixelNormalization<V: SIMD>(
+      _ s: Shape, computesStatistics: Bool, ownedRows: Range<Int>, as _: V.Type
+    ) -> DepthwiseConvolution.Kernels<V>.PixelNormalization where V.Scalar == Float {
+      .init(
+        channels: s.channels, weight: weight, bias: bias, epsilon: epsilon, mean: mean,
+        inverseStandardDeviation: inverseStandardDeviation, computesStatistics: computesStatistics,
+        ownedRows: ownedRows)
+    }
+  }
+
   // MARK: Forward
 
   /// `output = (W_a ∗ x + b_a) ⊙ (W_b ∗ x + b_b) + (W_c ∗ x + b_c)`; `output` is fully overwritten.
+  /// With `normalization`, `x̂` (see ``InputNormalization``) replaces `x` and its statistics are written.
   ///
   /// - Parameters:
   ///   - weights: three `[k, k, C]` weights.
   ///   - biases: three `[C]` biases, or nil for none.
   public static func forward(
-    input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, output: UnsafeMutablePointer<Float>,
-    batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
+    input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
+    output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
   ) {
     let s = Shape(
       batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize,
       op: "quadraticDepthwiseConv2D")
-    forward(input: input, weights: weights, biases: biases, output: output, shape: s, chunks: s.chunks)
+    forward(
+      input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+      chunks: s.chunks)
   }
 
-  /// ``forward(input:weights:biases:output:batch:height:width:channels:kernelSize:)`` with the
+  /// ``forward(input:normalization:weights:biases:output:batch:height:width:channels:kernelSize:)`` with the
   /// rows split into `chunks` ranges (tests force several ranges on small shapes).
   static func forward(
-    input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, output: UnsafeMutablePointer<Float>,
-    shape s: Shape, chunks: Int
+    input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
+    output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
   ) {
     if s.lanes == 16 {
       Kernels<SIMD16<Float>>.forward(
-        input: input, weights: weights, biases: biases, output: output, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+        chunks: chunks)
     } else {
       Kernels<SIMD8<Float>>.forward(
-        input: input, weights: weights, biases: biases, output: output, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+        chunks: chunks)
     }
   }
 
@@ -80,34 +122,48 @@ public enum QuadraticDepthwiseConvolution {
   /// - `∂L/∂b_i[c] = Σ_{n,h,w} g_i[n, h, w, c]` (when `biasGradients` is not nil).
   ///
   /// All outputs are overwritten. `biases` are the forward biases (needed to recompute `a`, `b`).
+  ///
+  /// With `normalization` (the statistics its forward pass wrote), the convolutions' input is `x̂` and
+  /// the gradients are those of the whole `QDW(LN(x))`: `inputGradient` (required then) is `∂L/∂x` through
+  /// the LayerNorm, and `normalizationGradients` receives `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)·σ⁻¹` and `∂L/∂β = Σ ∂L/∂x̂`.
   public static func backward(
-    input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, outputGradient: UnsafePointer<Float>,
-    inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
+    outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+    weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
     batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
   ) {
     let s = Shape(
       batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize,
       op: "quadraticDepthwiseConv2D backward")
     backward(
-      input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
-      weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: s.reductionChunks)
+      input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+      inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+      normalizationGradients: normalizationGradients, shape: s, chunks: s.reductionChunks)
   }
 
-  /// ``backward(input:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:batch:height:width:channels:kernelSize:)``
+  /// ``backward(input:normalization:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:normalizationGradients:batch:height:width:channels:kernelSize:)``
   /// with the rows split into `chunks` ranges.
   static func backward(
-    input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, outputGradient: UnsafePointer<Float>,
-    inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
+    outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+    weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
     shape s: Shape, chunks: Int
   ) {
+    precondition(
+      normalization == nil || (inputGradient != nil && normalizationGradients != nil),
+      "quadraticDepthwiseConv2D backward: a normalized input needs the input and normalization gradients")
     if s.lanes == 16 {
       Kernels<SIMD16<Float>>.backward(
-        input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
-        weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     } else {
       Kernels<SIMD8<Float>>.backward(
-        input: input, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
-        weightGradients: weightGradients, biasGradients: biasGradients, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     }
   }
 }
@@ -124,8 +180,8 @@ extension QuadraticDepthwiseConvolution {
     /// ``QuadraticDepthwiseConvolution/forward(input:weights:biases:output:batch:height:width:channels:kernelSize:)``
     /// at this width, with the rows split into `chunks` ranges.
     static func forward(
-      input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, output: UnsafeMutablePointer<Float>,
-      shape s: Shape, chunks: Int
+      input: UnsafePointer<Float>, normalization: InputNormalization?, weights: Pointers, biases: Pointers?,
+      output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
     ) {
       guard s.rows > 0 else { return }
       let P = s.packedWeightCount, B = s.packedBiasCount
@@ -144,8 +200,11 @@ extension QuadraticDepthwiseConvolution {
       Parallel.forEach(chunks) { chunk in
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
           let rows = table.baseAddress!
-          var ring = Tiles.PaddedRowRing(input: input, shape: s, storage: rings + chunk * ringCount, rows: rows)
-          for row in s.chunkRows(chunk, of: chunks) {
+          let ownedRows = s.chunkRows(chunk, of: chunks)
+          var ring = Tiles.PaddedRowRing(
+            input: input, shape: s, storage: rings + chunk * ringCount, rows: rows,
+            normalization: normalization?.pixelNormalization(s, computesStatistics: true, ownedRows: ownedRows, as: V.self))
+          for row in ownedRows {
             let khRange = ring.prepare(row: row)
             let out = output + row * s.width * s.channels
             if s.kernelSize == 3 && s.sharesInputs {
@@ -205,17 +264,21 @@ extension QuadraticDepthwiseConvolution {
     /// ``QuadraticDepthwiseConvolution/backward(input:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:batch:height:width:channels:kernelSize:)``
     /// at this width, with the rows split into `chunks` ranges.
     static func backward(
-      input: UnsafePointer<Float>, weights: Pointers, biases: Pointers?, outputGradient: UnsafePointer<Float>,
-      inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+      input: UnsafePointer<Float>, normalization: InputNormalization?, weights: Pointers, biases: Pointers?,
+      outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+      weightGradients: MutablePointers, biasGradients: MutablePointers?,
+      normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)?,
       shape s: Shape, chunks: Int
     ) {
-      let k = s.kernelSize, H = s.height, p = s.padding
+      let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let P = s.packedWeightCount, B = s.packedBiasCount
       let ringCount = k * s.paddedRowCount
       let inputRingCount = Tiles.PaddedRowRing.storageCount(s)
       let partialCount = Kernel.partialCount(s)
-      // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c) and three partials.
-      let perChunk = inputRingCount + 3 * ringCount + 3 * partialCount
+      // The LayerNorm's ∂γ and ∂β partials of a chunk.
+      let normalizationPartialCount = normalization != nil ? 2 * C : 0
+      // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c), three partials and the norm's.
+      let perChunk = inputRingCount + 3 * ringCount + 3 * partialCount + normalizationPartialCount
       let flippedCount = inputGradient != nil ? 3 * P : 0
       let scratch = Tensor(uninitializedShape: [2 * (P + B) + flippedCount + chunks * perChunk])
       let packed = scratch.buffer.pointer  // W_a, W_b for recomputing a, b
@@ -238,13 +301,16 @@ extension QuadraticDepthwiseConvolution {
         let gradientRings = inputRing + inputRingCount  // [3][k slots][paddedRowCount]
         let partials = gradientRings + 3 * ringCount  // [3][partialCount]
         // Pad columns and unused lanes of the gradient rows stay zero; rows only write real elements.
+        let normalizationPartials = partials + 3 * partialCount  // [∂γ | ∂β]
         gradientRings.initialize(repeating: 0, count: 3 * ringCount)
-        partials.initialize(repeating: 0, count: 3 * partialCount)
+        partials.initialize(repeating: 0, count: 3 * partialCount + normalizationPartialCount)
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 4 * k) { table in
           let inputRows = table.baseAddress!
           let gradientRows = inputRows + k  // [3][k]: ring rows of g_a, g_b, g_c per kernel row
-          var ring = Tiles.PaddedRowRing(input: input, shape: s, storage: inputRing, rows: inputRows)
           let rows = s.chunkRows(chunk, of: chunks)
+          var ring = Tiles.PaddedRowRing(
+            input: input, shape: s, storage: inputRing, rows: inputRows,
+            normalization: normalization?.pixelNormalization(s, computesStatistics: false, ownedRows: rows, as: V.self))
           var next = Int.min  // the next gradient row to compute (flattened n · H + h)
           for row in rows {
             // Gradient rows that must be in the ring: the p rows around `row` inside its image
@@ -296,6 +362,11 @@ extension QuadraticDepthwiseConvolution {
                 inputGradientRow(
                   gradientRows: UnsafePointer(gradientRows), khRange: khRange, weights: flipped, output: dx, shape: s)
               }
+              if let normalization {
+                normalizationBackwardRow(
+                  row, gradient: dx, input: input, normalization: normalization, shape: s,
+                  weightGradientSum: normalizationPartials, biasGradientSum: normalizationPartials + C)
+              }
             }
           }
         }
@@ -311,7 +382,35 @@ extension QuadraticDepthwiseConvolution {
       Kernel.reducePartials(
         first: firstPartial + 2 * partialCount, stride: perChunk, chunks: chunks, shape: s,
         weightGradient: weightGradients.2, biasGradient: biasGradients?.2)
+      if let normalizationGradients {
+        // Chunk by chunk in a fixed order: the same bits on any thread count.
+        let first = firstPartial + 3 * partialCount
+        normalizationGradients.weight.update(from: first, count: C)
+        normalizationGradients.bias.update(from: first + C, count: C)
+        for chunk in 1..<chunks {
+          ElementwiseKernels.accumulate(first + chunk * perChunk, into: normalizationGradients.weight, count: C)
+          ElementwiseKernels.accumulate(first + chunk * perChunk + C, into: normalizationGradients.bias, count: C)
+        }
+      }
       withExtendedLifetime(scratch) {}
+    }
+
+    /// Carries one row of `∂L/∂x̂` (in `gradient`, overwritten with `∂L/∂x`) back through the LayerNorm,
+    /// pixel by pixel while the row is in L1, and adds the row's `∂L/∂γ`, `∂L/∂β` to the chunk's sums.
+    @inline(never)
+    static func normalizationBackwardRow(
+      _ row: Int, gradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+      normalization: InputNormalization, shape s: Shape, weightGradientSum: UnsafeMutablePointer<Float>,
+      biasGradientSum: UnsafeMutablePointer<Float>
+    ) {
+      let C = s.channels
+      for w in 0..<s.width {
+        let pixel = row * s.width + w
+        NormalizationKernels.layerNormBackwardRow(
+          gradient + w * C, input + pixel * C, columns: C, weight: normalization.weight,
+          mean: normalization.mean[pixel], inverseStandardDeviation: normalization.inverseStandardDeviation[pixel],
+          inputGradient: gradient + w * C, weightGradientSum: weightGradientSum, biasGradientSum: biasGradientSum)
+      }
     }
 
     /// Fills one ring slot with the padded, channel-blocked gradient rows

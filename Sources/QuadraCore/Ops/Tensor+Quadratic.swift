@@ -52,6 +52,83 @@ extension Tensor {
     return (inputGradient, weightGradients, biasGradients)
   }
 
+  /// The quadratic depthwise convolution of `LN(self)`, a QuadraBlock's `Mixer(LN₁(x))`, in one op:
+  ///
+  ///     x̂ = (x − μ)/√(σ² + ε) ⊙ γ + β   (per pixel, over the channels)
+  ///     y = (W_a ∗ x̂ + b_a) ⊙ (W_b ∗ x̂ + b_b) + (W_c ∗ x̂ + b_c)
+  ///
+  /// The kernel normalizes rows as it reads them, so `x̂` is never written (nor, in backward, read back
+  /// from memory); the same values as ``layerNorm(weight:bias:epsilon:)`` followed by
+  /// ``quadraticDepthwiseConv2D(weights:biases:)``, up to rounding.
+  ///
+  /// - Returns: `y` (`[N, H, W, C]`) and the per-pixel statistics the backward pass needs.
+  public func normalizedQuadraticDepthwiseConv2D(
+    normalization: LayerNormParameters, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?
+  ) -> (output: Tensor, statistics: LayerNormStatistics) {
+    let c = Tensor.checkQuadraticDepthwise(input: shape, weights: weights, biases: biases).channels
+    Tensor.checkNormalization(normalization, channels: c, op: "normalizedQuadraticDepthwiseConv2D")
+    let backend = Backends.backend(
+      op: "normalizedQuadraticDepthwiseConv2D",
+      [self, normalization.weight, normalization.bias] + tensors(weights, biases))
+    let output = Tensor(uninitializedShape: shape, device: device)
+    let pixels = count / c
+    let statistics = LayerNormStatistics(
+      mean: Tensor(uninitializedShape: [pixels], device: device),
+      inverseStandardDeviation: Tensor(uninitializedShape: [pixels], device: device))
+    backend.normalizedQuadraticDepthwiseConvolution(
+      self, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
+    return (output, statistics)
+  }
+
+  /// Gradients of ``normalizedQuadraticDepthwiseConv2D(normalization:weights:biases:)`` given
+  /// `outputGradient = ∂L/∂y`, from the input and the forward's statistics: with `∂L/∂x̂` as in
+  /// ``quadraticDepthwiseConv2DBackward(input:weights:biases:outputGradient:needsInputGradient:)`` (on `x̂`),
+  /// `∂L/∂x` is LayerNorm's (``layerNormBackward(outputGradient:weight:statistics:)``), computed row by row
+  /// while the row is in cache, and `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)σ⁻¹`, `∂L/∂β = Σ ∂L/∂x̂`.
+  public static func normalizedQuadraticDepthwiseConv2DBackward(
+    input: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics,
+    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor
+  ) -> (
+    input: Tensor, normalization: (weight: Tensor, bias: Tensor), weights: (Tensor, Tensor, Tensor),
+    biases: (Tensor, Tensor, Tensor)?
+  ) {
+    let op = "normalizedQuadraticDepthwiseConv2D backward"
+    let c = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases).channels
+    checkNormalization(normalization, channels: c, op: op)
+    let pixels = input.count / c
+    opPrecondition(
+      outputGradient.shape == input.shape,
+      "\(op): output gradient \(outputGradient.shape) differs from output shape \(input.shape)")
+    opPrecondition(
+      statistics.mean.shape == [pixels] && statistics.inverseStandardDeviation.shape == [pixels],
+      "\(op): statistics \(statistics.mean.shape), \(statistics.inverseStandardDeviation.shape) are not [\(pixels)] for input \(input.shape)")
+    let backend = Backends.backend(
+      op: op,
+      [input, outputGradient, normalization.weight, normalization.bias, statistics.mean,
+       statistics.inverseStandardDeviation] + tensors(weights, biases))
+    let device = input.device
+    let inputGradient = Tensor(uninitializedShape: input.shape, device: device)
+    let normalizationGradients = (
+      weight: Tensor(uninitializedShape: [c], device: device), bias: Tensor(uninitializedShape: [c], device: device)
+    )
+    let weightGradients = uninitializedTriple(weights.0.shape, device: device)
+    let biasGradients = biases.map { _ in uninitializedTriple([c], device: device) }
+    backend.normalizedQuadraticDepthwiseConvolutionBackward(
+      input, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
+      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
+      weightGradients: weightGradients, biasGradients: biasGradients)
+    return (inputGradient, normalizationGradients, weightGradients, biasGradients)
+  }
+
+  private static func checkNormalization(_ normalization: LayerNormParameters, channels c: Int, op: String) {
+    opPrecondition(
+      normalization.weight.shape == [c] && normalization.bias.shape == [c],
+      "\(op): LayerNorm weight \(normalization.weight.shape) and bias \(normalization.bias.shape) must both be [\(c)]")
+    opPrecondition(
+      normalization.epsilon.isFinite && normalization.epsilon >= 0,
+      "\(op): LayerNorm epsilon \(normalization.epsilon) must be finite and non-negative")
+  }
+
   static func checkQuadraticDepthwise(
     input: [Int], weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?
   ) -> (batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int) {
