@@ -78,21 +78,17 @@ public class MixerBlock: Module {
   public var fusesLayerScale = true
 
   /// Whether a quadratic mixer reads `LN₁(x)` through one fused op that normalizes rows as the
-  /// convolution reads them (``QuadraNN/QuadraticDepthwiseConv2d/fused(_:normalizedBy:layerScale:)``:
-  /// `LN₁(x)` is neither written nor kept for backward) — with ``fusesLayerScale`` (and no samples dropped)
-  /// the whole mixer half `x + γ₁ ⊙ Mixer(LN₁(x))` is that op. False runs the LayerNorm, then the mixer (same
-  /// values up to rounding), for benchmarks and tests. Other mixers always compose.
+  /// convolution reads them (``QuadraNN/QuadraticDepthwiseConv2d/callAsFunction(_:normalizedBy:)``:
+  /// `LN₁(x)` is neither written nor kept for backward). False runs the LayerNorm, then the mixer
+  /// (same values up to rounding), for benchmarks and tests. Other mixers always compose.
   public var fusesMixerNorm = true
 
-  /// `x + DropPath(γ₁ ⊙ Mixer(LN₁(x)))`.
-  private func mixerHalf(_ x: Variable) -> Variable {
-    guard fusesMixerNorm, let quadratic = mixer as? QuadraticDepthwiseConv2d else {
-      return join(x, mixer(norm1(x)), scale: gamma1)
+  /// `Mixer(LN₁(x))`.
+  private func mixerBranch(_ x: Variable) -> Variable {
+    if fusesMixerNorm, let quadratic = mixer as? QuadraticDepthwiseConv2d {
+      return quadratic(x, normalizedBy: norm1)
     }
-    if fusesLayerScale && !dropPath.dropsSamples, let half = quadratic.fused(x, normalizedBy: norm1, layerScale: gamma1) {
-      return half
-    }
-    return join(x, quadratic.fused(x, normalizedBy: norm1) ?? quadratic(norm1(x)), scale: gamma1)
+    return mixer(norm1(x))
   }
 
   /// `x + γ ⊙ branch`, fused unless DropPath drops samples. A function of its own so that `branch`, a
@@ -104,7 +100,7 @@ public class MixerBlock: Module {
   }
 
   public func callAsFunction(_ x: Variable) -> Variable {
-    let mixed = mixerHalf(x)
+    let mixed = join(x, mixerBranch(x), scale: gamma1)
     if fusesMLP && GradientMode.isEnabled && !dropPath.dropsSamples, let expandBias = mlp.pwconv1.bias,
       let projectBias = mlp.pwconv2.bias
     {

@@ -33,14 +33,15 @@ public final class QuadraticDepthwiseConv2d: Module {
   }
 
   /// `self(norm(x))` — a QuadraBlock's mixer on its normalized input — as one fused op
-  /// (``QuadraAutograd/normalizedQuadraticDepthwiseConv2D(_:normalization:weights:biases:layerScale:)``:
-  /// `norm(x)` is never stored), and with `layerScale` the whole join `x + γ ⊙ self(norm(x))`; nil when the
-  /// fused kernel is off (``usesFusedKernel``) or only some maps have biases (the caller composes).
-  public func fused(_ x: Variable, normalizedBy norm: LayerNorm, layerScale: Variable? = nil) -> Variable? {
-    guard usesFusedKernel, let biases = quadraticBiases(conv1.bias, conv2.bias, conv3.bias) else { return nil }
+  /// (``QuadraAutograd/normalizedQuadraticDepthwiseConv2D(_:normalization:weights:biases:)``: `norm(x)` is
+  /// never stored) when ``usesFusedKernel``, else composed.
+  public func callAsFunction(_ x: Variable, normalizedBy norm: LayerNorm) -> Variable {
+    guard usesFusedKernel, let biases = quadraticBiases(conv1.bias, conv2.bias, conv3.bias) else {
+      return self(norm(x))
+    }
     return normalizedQuadraticDepthwiseConv2D(
       x, normalization: (norm.weight, norm.bias, norm.epsilon), weights: (conv1.weight, conv2.weight, conv3.weight),
-      biases: biases, layerScale: layerScale)
+      biases: biases)
   }
 }
 

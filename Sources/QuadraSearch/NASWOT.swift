@@ -213,23 +213,21 @@ final class ActivationCodeRecorder: Backend {
       weightGradients: weightGradients, biasGradients: biasGradients)
   }
   func normalizedQuadraticDepthwiseConvolution(
-    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?,
-    residual: (scale: Tensor, branch: Tensor)?, into output: Tensor, statistics: LayerNormStatistics
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
   ) {
     base.normalizedQuadraticDepthwiseConvolution(
-      x, normalization: normalization, weights: weights, biases: biases, residual: residual, into: output,
-        statistics: statistics)
+      x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
   }
   func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, residual: (scale: Tensor, branch: Tensor)?, outputGradient: Tensor, inputGradient: Tensor,
-    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?,
-    scaleGradient: Tensor?
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     base.normalizedQuadraticDepthwiseConvolutionBackward(
-      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases, residual: residual,
+      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
       outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-      weightGradients: weightGradients, biasGradients: biasGradients, scaleGradient: scaleGradient)
+      weightGradients: weightGradients, biasGradients: biasGradients)
   }
   func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor) {
     base.convolution2D(x, weight: weight, bias: bias, geometry: geometry, into: output)

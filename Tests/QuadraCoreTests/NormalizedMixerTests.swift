@@ -50,59 +50,43 @@ import Testing
     (Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape), Tensor(uninitializedShape: shape))
   }
 
-  /// Fused forward and backward over `chunks` forced row ranges against the composition; `joined` adds the
-  /// block's join `x + γ₁ ⊙ y` (γ₁ = `layerScale`).
-  static func check(_ p: Problem, joined: Bool, chunks: Int, label: String) {
+  /// Fused forward and backward over `chunks` forced row ranges against the composition.
+  static func check(_ p: Problem, chunks: Int, label: String) {
     let (n, h, wd, c, k) = (p.x.shape[0], p.x.shape[1], p.x.shape[2], p.x.shape[3], p.w.0.shape[0])
-    var rng = RandomGenerator(seed: 7)
-    let layerScale = Tensor.uniform(shape: [c], lower: -1, upper: 1, using: &rng)
-    // The composition: LayerNorm, then the quadratic kernels on x̂ (then the join); LayerNorm's backward of
-    // their ∂L/∂x̂ (plus the join's identity path).
+    // The composition: LayerNorm, then the quadratic kernels on x̂; LayerNorm's backward of their ∂L/∂x̂.
     let (xhat, statistics) = p.x.layerNorm(weight: p.gamma, bias: p.beta, epsilon: 1e-6)
-    let m = xhat.quadraticDepthwiseConv2D(weights: p.w, biases: p.b)
-    let y = joined ? p.x.layerScaleResidual(branch: m, scale: layerScale) : m
-    let join = joined ? Tensor.layerScaleResidualBackward(branch: m, scale: layerScale, outputGradient: p.dy) : nil
-    let g = Tensor.quadraticDepthwiseConv2DBackward(
-      input: xhat, weights: p.w, biases: p.b, outputGradient: join?.branch ?? p.dy)
+    let y = xhat.quadraticDepthwiseConv2D(weights: p.w, biases: p.b)
+    let g = Tensor.quadraticDepthwiseConv2DBackward(input: xhat, weights: p.w, biases: p.b, outputGradient: p.dy)
     let ln = p.x.layerNormBackward(outputGradient: g.input!, weight: p.gamma, statistics: statistics)
-    let expectedInputGradient = joined ? ln.input.adding(p.dy) : ln.input
 
     let shape = DepthwiseConvolution.Shape(batch: n, height: h, width: wd, channels: c, kernelSize: k, op: "test")
     let pixels = n * h * wd
-    // Filled with NaN: every statistic (and every element of m) must be written.
+    // Filled with NaN: every statistic must be written.
     let mean = Tensor(shape: [pixels], repeating: .nan), rstd = Tensor(shape: [pixels], repeating: .nan)
-    let branch = Tensor(shape: p.x.shape, repeating: .nan)
     let normalization = QuadraticDepthwiseConvolution.InputNormalization(
       weight: p.gamma.buffer.pointer, bias: p.beta.buffer.pointer, epsilon: 1e-6, mean: mean.buffer.pointer,
       inverseStandardDeviation: rstd.buffer.pointer)
-    let residual = joined
-      ? QuadraticDepthwiseConvolution.LayerScaleResidual(scale: layerScale.buffer.pointer, branch: branch.buffer.pointer)
-      : nil
     let output = Tensor(uninitializedShape: p.x.shape)
     QuadraticDepthwiseConvolution.forward(
       input: p.x.buffer.pointer, normalization: normalization, weights: pointers(p.w), biases: p.b.map(pointers),
-      residual: residual, output: output.buffer.pointer, shape: shape, chunks: chunks)
+      output: output.buffer.pointer, shape: shape, chunks: chunks)
     expectNear(output, y, label + " y")
-    if joined { expectNear(branch, m, label + " m") }
     // The statistics come from the same function as the plain LayerNorm's: the same bits.
     #expect(mean.scalars == statistics.mean.scalars, "\(label): μ")
     #expect(rstd.scalars == statistics.inverseStandardDeviation.scalars, "\(label): σ⁻¹")
 
     let dx = Tensor(uninitializedShape: p.x.shape)
     let dGamma = Tensor(uninitializedShape: [c]), dBeta = Tensor(uninitializedShape: [c])
-    let dScale = Tensor(uninitializedShape: [c])
     let dw = triple([k, k, c])
     let db = p.b.map { _ in triple([c]) }
     QuadraticDepthwiseConvolution.backward(
       input: p.x.buffer.pointer, normalization: normalization, weights: pointers(p.w), biases: p.b.map(pointers),
-      residual: residual, outputGradient: p.dy.buffer.pointer, inputGradient: dx.buffer.pointer,
-      weightGradients: mutablePointers(dw), biasGradients: db.map(mutablePointers),
-      normalizationGradients: (dGamma.buffer.pointer, dBeta.buffer.pointer),
-      scaleGradient: joined ? dScale.buffer.pointer : nil, shape: shape, chunks: chunks)
-    expectNear(dx, expectedInputGradient, label + " dx", tolerance: 1e-4)
+      outputGradient: p.dy.buffer.pointer, inputGradient: dx.buffer.pointer, weightGradients: mutablePointers(dw),
+      biasGradients: db.map(mutablePointers), normalizationGradients: (dGamma.buffer.pointer, dBeta.buffer.pointer),
+      shape: shape, chunks: chunks)
+    expectNear(dx, ln.input, label + " dx", tolerance: 1e-4)
     expectNear(dGamma, ln.weight, label + " dγ", tolerance: 1e-4)
     expectNear(dBeta, ln.bias, label + " dβ", tolerance: 1e-4)
-    if let join { expectNear(dScale, join.scale, label + " dγ₁", tolerance: 1e-4) }
     for (i, (actual, expected)) in zip([dw.0, dw.1, dw.2], [g.weights.0, g.weights.1, g.weights.2]).enumerated() {
       expectNear(actual, expected, label + " dW\(i)", tolerance: 1e-4)
     }
@@ -121,7 +105,7 @@ import Testing
           for (index, (n, h, w, c, k)) in DepthwiseLaneWidthTests.cases.enumerated() where n * h >= chunks {
             let problem = Problem(n, h, w, c, k, bias: index % 3 != 1, seed: 1200 + UInt64(index))
             Self.check(
-              problem, joined: index % 2 == 0, chunks: chunks,
+              problem, chunks: chunks,
               label: "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) chunks \(chunks) shared \(sharing)")
           }
         }
@@ -129,19 +113,19 @@ import Testing
     }
   }
 
-  /// The public entry points (their own row ranges and thread counts), joined, give the same bits on 1 and 2
-  /// threads: the LayerNorm's ∂γ, ∂β and the layer scale's ∂γ₁ are summed per shape-fixed range, in order.
+  /// The public entry points (their own row ranges and thread counts) give the same bits on 1 and 2
+  /// threads: the LayerNorm's ∂γ, ∂β are summed per shape-fixed range, in order.
   @Test func sameBitsOnOneAndTwoThreads() {
     let p = Problem(4, 14, 14, 40, 3, bias: true, seed: 1300)
     let normalization = LayerNormParameters(weight: p.gamma, bias: p.beta, epsilon: 1e-6)
     func run(threads: Int) -> [Tensor] {
       Parallel.withThreadCount(threads) {
-        let (y, statistics, branch) = p.x.normalizedQuadraticDepthwiseConv2D(
-          normalization: normalization, weights: p.w, biases: p.b, layerScale: p.gamma)
+        let (y, statistics) = p.x.normalizedQuadraticDepthwiseConv2D(
+          normalization: normalization, weights: p.w, biases: p.b)
         let g = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
           input: p.x, normalization: normalization, statistics: statistics, weights: p.w, biases: p.b,
-          residual: (p.gamma, branch!), outputGradient: p.dy)
-        return [y, g.input, g.normalization.weight, g.normalization.bias, g.weights.0, g.weights.1, g.weights.2, g.scale!]
+          outputGradient: p.dy)
+        return [y, g.input, g.normalization.weight, g.normalization.bias, g.weights.0, g.weights.1, g.weights.2]
       }
     }
     let one = run(threads: 1), two = run(threads: 2)

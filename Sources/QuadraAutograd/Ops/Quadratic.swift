@@ -53,46 +53,38 @@ public func quadraticDepthwiseConv2D(
 }
 
 /// Differentiable `QDW(LN(x))`, a QuadraBlock's mixer on its normalized input, as one op
-/// (``QuadraCore/Tensor/normalizedQuadraticDepthwiseConv2D(normalization:weights:biases:layerScale:)``):
+/// (``QuadraCore/Tensor/normalizedQuadraticDepthwiseConv2D(normalization:weights:biases:)``):
 ///
 ///     x̂ = (x − μ)/√(σ² + ε) ⊙ γ + β
 ///     y = (W_a ∗ x̂ + b_a) ⊙ (W_b ∗ x̂ + b_b) + (W_c ∗ x̂ + b_c)
 ///
-/// and, with `layerScale` (γ₁), the block's whole mixer half `x + γ₁ ⊙ y`.
-///
-/// The same values as `quadraticDepthwiseConv2D(x.layerNorm(…), …)` (then the join) up to rounding, but `x̂`
-/// is never stored: the pullback keeps `x` (which the block's residual keeps anyway), the per-pixel μ and σ⁻¹,
-/// `y` when joined (for ∂γ₁, as the separate join would) and the parameters, so between forward and backward
-/// the mixer half holds one activation less; the join's forward, backward and the sum of `x`'s two gradients
-/// are row passes inside the kernel.
+/// The same values as `quadraticDepthwiseConv2D(x.layerNorm(…), …)` up to rounding, but `x̂` is never
+/// stored: the pullback keeps `x` (which the block's residual keeps anyway), the per-pixel μ and σ⁻¹ and
+/// the parameters, so between forward and backward the mixer half holds one activation less.
 ///
 /// - Parameters:
 ///   - x: `[N, H, W, C]`.
 ///   - normalization: γ and β, `[C]` each, and ε.
 ///   - weights: `(W_a, W_b, W_c)`, each `[k, k, C]`, `k` odd.
 ///   - biases: `(b_a, b_b, b_c)`, each `[C]`, or nil.
-///   - layerScale: γ₁, `[C]`, or nil for `y` alone.
 public func normalizedQuadraticDepthwiseConv2D(
   _ x: Variable, normalization: (weight: Variable, bias: Variable, epsilon: Float),
-  weights: (Variable, Variable, Variable), biases: (Variable, Variable, Variable)?, layerScale: Variable? = nil
+  weights: (Variable, Variable, Variable), biases: (Variable, Variable, Variable)?
 ) -> Variable {
   let input = x.value, weightValues = values(weights), biasValues = biases.map(values)
   let norm = LayerNormParameters(
     weight: normalization.weight.value, bias: normalization.bias.value, epsilon: normalization.epsilon)
-  let scale = layerScale?.value
-  let (output, statistics, branch) = input.normalizedQuadraticDepthwiseConv2D(
-    normalization: norm, weights: weightValues, biases: biasValues, layerScale: scale)
+  let (output, statistics) = input.normalizedQuadraticDepthwiseConv2D(
+    normalization: norm, weights: weightValues, biases: biasValues)
   var inputs = [x, normalization.weight, normalization.bias, weights.0, weights.1, weights.2]
   if let biases { inputs += [biases.0, biases.1, biases.2] }
-  if let layerScale { inputs.append(layerScale) }
   let tracks = inputs.map(\.tracksGradient)
   return Variable.record(output, inputs: inputs) { gradient in
     let g = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
       input: input, normalization: norm, statistics: statistics, weights: weightValues, biases: biasValues,
-      residual: scale.map { ($0, branch!) }, outputGradient: gradient)
+      outputGradient: gradient)
     var result: [Tensor?] = [g.input, g.normalization.weight, g.normalization.bias, g.weights.0, g.weights.1, g.weights.2]
     if let b = g.biases { result += [b.0, b.1, b.2] }
-    if scale != nil { result.append(g.scale) }
     return zip(result, tracks).map { $1 ? $0 : nil }
   }
 }

@@ -265,21 +265,16 @@ public protocol Backend: Sendable {
     _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor?,
     weightGradients: TensorTriple, biasGradients: TensorTriple?)
   /// ``quadraticDepthwiseConvolution(_:weights:biases:into:)`` of `LN(x)` (a QuadraBlock's `Mixer(LN₁(x))`),
-  /// the LayerNorm applied as `x` is read; `statistics` receives each pixel's μ and σ⁻¹ (`[N·H·W]`). With
-  /// `residual`, the convolution's output `m` goes to `residual.branch` and `output` is the block's join
-  /// `x + γ ⊙ m` (`γ = residual.scale`, `[C]`).
+  /// the LayerNorm applied as `x` is read; `statistics` receives each pixel's μ and σ⁻¹ (`[N·H·W]`).
   func normalizedQuadraticDepthwiseConvolution(
-    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?,
-    residual: (scale: Tensor, branch: Tensor)?, into output: Tensor, statistics: LayerNormStatistics)
-  /// Its gradients through the convolution and the LayerNorm, from `x` and the forward's `statistics` (and
-  /// `m`): `inputGradient` is ∂L/∂x (with `residual`, through the join's identity path too),
-  /// `normalizationGradients` are ∂L/∂γ and ∂L/∂β of the LayerNorm, `scaleGradient` (with `residual`) ∂L/∂γ
-  /// of the layer scale.
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics)
+  /// Its gradients through the convolution and the LayerNorm, from `x` and the forward's `statistics`:
+  /// `inputGradient` is ∂L/∂x, `normalizationGradients` are ∂L/∂γ and ∂L/∂β.
   func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, residual: (scale: Tensor, branch: Tensor)?, outputGradient: Tensor, inputGradient: Tensor,
-    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?,
-    scaleGradient: Tensor?)
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?)
   /// Dense convolution, weight `[O, kh, kw, I]`.
   func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor)
   /// Its gradients; `inputGradient` and `biasGradient` are skipped when nil.

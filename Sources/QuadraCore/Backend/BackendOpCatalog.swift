@@ -350,48 +350,6 @@ public enum BackendOpCatalog {
 
   // MARK: Quadratic neurons
 
-  static func normalizedQuadraticCase(_ xShape: [Int], k: Int, hasBias: Bool, joined: Bool, large: Bool) -> BackendOpCase {
-    let c = xShape[3]
-    let biasStart = 6, scaleIndex = hasBias ? 9 : 6
-    @Sendable func parts(_ inputs: [Tensor]) -> (LayerNormParameters, TensorTriple, TensorTriple?, Tensor?) {
-      (
-        LayerNormParameters(weight: inputs[1], bias: inputs[2], epsilon: 1e-6), triple(inputs, 3),
-        hasBias ? triple(inputs, biasStart) : nil, joined ? inputs[scaleIndex] : nil
-      )
-    }
-    return BackendOpCase(
-      op: "normalizedQuadraticDepthwiseConv2D",
-      variant: "x\(describe(xShape)) k\(k)\(hasBias ? " +b" : "")\(joined ? " +join" : "")",
-      tolerance: 5e-5, checksFiniteDifferences: !large && k == 3,
-      forwardFLOPs: 6 * Double(xShape.reduce(1, *) * k * k), differentiableInputCount: scaleIndex + (joined ? 1 : 0),
-      makeInputs: {
-        // A common offset makes the statistics non-trivial; γ near 1 keeps x̂ at unit scale.
-        [random(xShape, seed: 50, lower: 1, upper: 3), random([c], seed: 51, lower: 0.5, upper: 1.5),
-         random([c], seed: 52)]
-          + (0..<3).map { random([k, k, c], seed: 53 + UInt64($0), lower: -0.5, upper: 0.5) }
-          + (hasBias ? (0..<3).map { random([c], seed: 56 + UInt64($0)) } : [])
-          + (joined ? [random([c], seed: 59)] : [])
-      },
-      forward: { inputs in
-        let (normalization, weights, biases, scale) = parts(inputs)
-        return [
-          inputs[0].normalizedQuadraticDepthwiseConv2D(
-            normalization: normalization, weights: weights, biases: biases, layerScale: scale
-          ).output
-        ]
-      },
-      backward: { inputs, g in
-        let (normalization, weights, biases, scale) = parts(inputs)
-        let forward = inputs[0].normalizedQuadraticDepthwiseConv2D(
-          normalization: normalization, weights: weights, biases: biases, layerScale: scale)
-        let grads = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
-          input: inputs[0], normalization: normalization, statistics: forward.statistics, weights: weights,
-          biases: biases, residual: scale.map { ($0, forward.branch!) }, outputGradient: g[0])
-        return [grads.input, grads.normalization.weight, grads.normalization.bias] + list(grads.weights)
-          + (grads.biases.map(list) ?? []) + (grads.scale.map { [$0] } ?? [])
-      })
-  }
-
   static func quadraticCases(_ large: Bool) -> [BackendOpCase] {
     var result: [BackendOpCase] = []
     let depthwise: [(x: [Int], k: Int, bias: Bool)] =
@@ -420,12 +378,38 @@ public enum BackendOpCatalog {
             return [grads.input!] + list(grads.weights) + (grads.biases.map(list) ?? [])
           }))
     }
-    // The mixer fused with its block's LayerNorm (and, joined, the whole mixer half x + γ₁ ⊙ QDW(LN(x))); inputs
-    // x, γ, β, the weights, the biases and γ₁.
+    // The mixer fused with its block's LayerNorm; inputs x, γ, β, the weights and the biases.
     for (xShape, k, hasBias) in depthwise {
-      for joined in [false, true] {
-        result.append(normalizedQuadraticCase(xShape, k: k, hasBias: hasBias, joined: joined, large: large))
-      }
+      let c = xShape[3]
+      let differentiable = hasBias ? 9 : 6
+      result.append(
+        BackendOpCase(
+          op: "normalizedQuadraticDepthwiseConv2D", variant: "x\(describe(xShape)) k\(k)\(hasBias ? " +b" : "")",
+          tolerance: 5e-5, checksFiniteDifferences: !large && k == 3,
+          forwardFLOPs: 6 * Double(xShape.reduce(1, *) * k * k), differentiableInputCount: differentiable,
+          makeInputs: {
+            // A common offset makes the statistics non-trivial; γ near 1 keeps x̂ at unit scale.
+            [random(xShape, seed: 50, lower: 1, upper: 3), random([c], seed: 51, lower: 0.5, upper: 1.5),
+             random([c], seed: 52)]
+              + (0..<3).map { random([k, k, c], seed: 53 + UInt64($0), lower: -0.5, upper: 0.5) }
+              + (hasBias ? (0..<3).map { random([c], seed: 56 + UInt64($0)) } : [])
+          },
+          forward: { inputs in
+            [inputs[0].normalizedQuadraticDepthwiseConv2D(
+              normalization: LayerNormParameters(weight: inputs[1], bias: inputs[2], epsilon: 1e-6),
+              weights: triple(inputs, 3), biases: hasBias ? triple(inputs, 6) : nil).output]
+          },
+          backward: { inputs, g in
+            let normalization = LayerNormParameters(weight: inputs[1], bias: inputs[2], epsilon: 1e-6)
+            let statistics = inputs[0].normalizedQuadraticDepthwiseConv2D(
+              normalization: normalization, weights: triple(inputs, 3), biases: hasBias ? triple(inputs, 6) : nil
+            ).statistics
+            let grads = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
+              input: inputs[0], normalization: normalization, statistics: statistics, weights: triple(inputs, 3),
+              biases: hasBias ? triple(inputs, 6) : nil, outputGradient: g[0])
+            return [grads.input, grads.normalization.weight, grads.normalization.bias] + list(grads.weights)
+              + (grads.biases.map(list) ?? [])
+          }))
     }
     let linear: (x: [Int], out: Int) = large ? ([32, 28, 28, 64], 64) : ([3, 5, 7], 6)
     let inFeatures = linear.x.last!

@@ -454,30 +454,28 @@ public struct CPUBackend: Backend {
   }
 
   public func normalizedQuadraticDepthwiseConvolution(
-    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?,
-    residual: (scale: Tensor, branch: Tensor)?, into output: Tensor, statistics: LayerNormStatistics
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
   ) {
     QuadraticDepthwiseConvolution.forward(
       input: x.buffer.pointer, normalization: CPUBackend.inputNormalization(normalization, statistics),
-      weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers),
-      residual: residual.map(CPUBackend.layerScaleResidual), output: output.buffer.pointer,
+      weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers), output: output.buffer.pointer,
       batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
   }
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, residual: (scale: Tensor, branch: Tensor)?, outputGradient: Tensor, inputGradient: Tensor,
-    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?,
-    scaleGradient: Tensor?
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     QuadraticDepthwiseConvolution.backward(
       input: x.buffer.pointer, normalization: CPUBackend.inputNormalization(normalization, statistics),
       weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers),
-      residual: residual.map(CPUBackend.layerScaleResidual), outputGradient: outputGradient.buffer.pointer,
-      inputGradient: inputGradient.buffer.pointer, weightGradients: CPUBackend.mutablePointers(weightGradients),
+      outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient.buffer.pointer,
+      weightGradients: CPUBackend.mutablePointers(weightGradients),
       biasGradients: biasGradients.map(CPUBackend.mutablePointers),
       normalizationGradients: (normalizationGradients.weight.buffer.pointer, normalizationGradients.bias.buffer.pointer),
-      scaleGradient: scaleGradient?.buffer.pointer, batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
+      batch: x.shape[0], height: x.shape[1], width: x.shape[2], channels: x.shape[3], kernelSize: weights.0.shape[0])
   }
 
   public func convolution2D(
@@ -561,12 +559,6 @@ public struct CPUBackend: Backend {
 
   private static func mutablePointers(_ triple: TensorTriple) -> QuadraticDepthwiseConvolution.MutablePointers {
     (triple.0.buffer.pointer, triple.1.buffer.pointer, triple.2.buffer.pointer)
-  }
-
-  private static func layerScaleResidual(
-    _ residual: (scale: Tensor, branch: Tensor)
-  ) -> QuadraticDepthwiseConvolution.LayerScaleResidual {
-    .init(scale: residual.scale.buffer.pointer, branch: residual.branch.buffer.pointer)
   }
 
   private static func inputNormalization(

@@ -397,24 +397,22 @@ public struct ReferenceBackend: Backend {
   }
 
   public func normalizedQuadraticDepthwiseConvolution(
-    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?,
-    residual: (scale: Tensor, branch: Tensor)?, into output: Tensor, statistics: LayerNormStatistics
+    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
+    statistics: LayerNormStatistics
   ) {
     composedNormalizedQuadraticDepthwiseConvolution(
-      x, normalization: normalization, weights: weights, biases: biases, residual: residual, into: output,
-        statistics: statistics)
+      x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
   }
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, residual: (scale: Tensor, branch: Tensor)?, outputGradient: Tensor, inputGradient: Tensor,
-    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?,
-    scaleGradient: Tensor?
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     composedNormalizedQuadraticDepthwiseConvolutionBackward(
-      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases, residual: residual,
+      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
       outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-      weightGradients: weightGradients, biasGradients: biasGradients, scaleGradient: scaleGradient)
+      weightGradients: weightGradients, biasGradients: biasGradients)
   }
 
   public func quadraticDepthwiseConvolutionBackward(

@@ -73,61 +73,40 @@ public enum QuadraticDepthwiseConvolution {
     }
   }
 
-  /// The residual join of a MetaFormer block's mixer half fused after the convolution (with an
-  /// ``InputNormalization``): the convolution's output `m` goes to `branch` and the op's output is
-  /// `y = x + γ ⊙ m` (`γ` the layer scale, `[C]`), row by row while `m` and `x` are in L1. Backward
-  /// reads `m` back for `∂L/∂γ = Σ ∂L/∂y ⊙ m`, feeds `γ ⊙ ∂L/∂y` to the convolution's gradients and adds
-  /// `∂L/∂y` (the residual path) to `∂L/∂x` in the LayerNorm's row pass: no separate join or sum passes.
-  public struct LayerScaleResidual {
-    /// γ, `[C]`.
-    public var scale: UnsafePointer<Float>
-    /// `m`, `[N, H, W, C]`: written by forward, read by backward.
-    public var branch: UnsafeMutablePointer<Float>
-
-    public init(scale: UnsafePointer<Float>, branch: UnsafeMutablePointer<Float>) {
-      self.scale = scale
-      self.branch = branch
-    }
-  }
-
   // MARK: Forward
 
   /// `output = (W_a ∗ x + b_a) ⊙ (W_b ∗ x + b_b) + (W_c ∗ x + b_c)`; `output` is fully overwritten.
-  /// With `normalization`, `x̂` (see ``InputNormalization``) replaces `x` and its statistics are written;
-  /// with `residual` (only with `normalization`), that value is `m` and `output` is `x + γ ⊙ m`.
+  /// With `normalization`, `x̂` (see ``InputNormalization``) replaces `x` and its statistics are written.
   ///
   /// - Parameters:
   ///   - weights: three `[k, k, C]` weights.
   ///   - biases: three `[C]` biases, or nil for none.
   public static func forward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
-    residual: LayerScaleResidual? = nil, output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int,
-    channels: Int, kernelSize: Int
+    output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
   ) {
     let s = Shape(
       batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize,
       op: "quadraticDepthwiseConv2D")
     forward(
-      input: input, normalization: normalization, weights: weights, biases: biases, residual: residual, output: output,
-      shape: s, chunks: s.chunks)
+      input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+      chunks: s.chunks)
   }
 
   /// ``forward(input:normalization:weights:biases:output:batch:height:width:channels:kernelSize:)`` with the
   /// rows split into `chunks` ranges (tests force several ranges on small shapes).
   static func forward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
-    residual: LayerScaleResidual? = nil, output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
+    output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
   ) {
-    precondition(
-      residual == nil || normalization != nil, "quadraticDepthwiseConv2D: the fused residual needs the fused norm")
     if s.lanes == 16 {
       Kernels<SIMD16<Float>>.forward(
-        input: input, normalization: normalization, weights: weights, biases: biases, residual: residual,
-        output: output, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+        chunks: chunks)
     } else {
       Kernels<SIMD8<Float>>.forward(
-        input: input, normalization: normalization, weights: weights, biases: biases, residual: residual,
-        output: output, shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, output: output, shape: s,
+        chunks: chunks)
     }
   }
 
@@ -147,53 +126,44 @@ public enum QuadraticDepthwiseConvolution {
   /// With `normalization` (the statistics its forward pass wrote), the convolutions' input is `x̂` and
   /// the gradients are those of the whole `QDW(LN(x))`: `inputGradient` (required then) is `∂L/∂x` through
   /// the LayerNorm, and `normalizationGradients` receives `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)·σ⁻¹` and `∂L/∂β = Σ ∂L/∂x̂`.
-  /// With `residual` (the forward's `m`), `outputGradient` is `∂L/∂y` of `y = x + γ ⊙ m`: `∂L/∂x` includes the
-  /// residual path and `scaleGradient` (required then) receives `∂L/∂γ`.
   public static func backward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
-    residual: LayerScaleResidual? = nil, outputGradient: UnsafePointer<Float>,
-    inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+    weightGradients: MutablePointers, biasGradients: MutablePointers?,
     normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
-    scaleGradient: UnsafeMutablePointer<Float>? = nil, batch: Int, height: Int, width: Int, channels: Int,
-    kernelSize: Int
+    batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
   ) {
     let s = Shape(
       batch: batch, height: height, width: width, channels: channels, kernelSize: kernelSize,
       op: "quadraticDepthwiseConv2D backward")
     backward(
-      input: input, normalization: normalization, weights: weights, biases: biases, residual: residual,
-      outputGradient: outputGradient, inputGradient: inputGradient, weightGradients: weightGradients,
-      biasGradients: biasGradients, normalizationGradients: normalizationGradients, scaleGradient: scaleGradient,
-      shape: s, chunks: s.reductionChunks)
+      input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+      inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+      normalizationGradients: normalizationGradients, shape: s, chunks: s.reductionChunks)
   }
 
   /// ``backward(input:normalization:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:normalizationGradients:batch:height:width:channels:kernelSize:)``
   /// with the rows split into `chunks` ranges.
   static func backward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
-    residual: LayerScaleResidual? = nil, outputGradient: UnsafePointer<Float>,
-    inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+    weightGradients: MutablePointers, biasGradients: MutablePointers?,
     normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
-    scaleGradient: UnsafeMutablePointer<Float>? = nil, shape s: Shape, chunks: Int
+    shape s: Shape, chunks: Int
   ) {
     precondition(
       normalization == nil || (inputGradient != nil && normalizationGradients != nil),
       "quadraticDepthwiseConv2D backward: a normalized input needs the input and normalization gradients")
-    precondition(
-      residual == nil || (normalization != nil && scaleGradient != nil),
-      "quadraticDepthwiseConv2D backward: the fused residual needs the fused norm and the scale gradient")
     if s.lanes == 16 {
       Kernels<SIMD16<Float>>.backward(
-        input: input, normalization: normalization, weights: weights, biases: biases, residual: residual,
-        outputGradient: outputGradient, inputGradient: inputGradient, weightGradients: weightGradients,
-        biasGradients: biasGradients, normalizationGradients: normalizationGradients, scaleGradient: scaleGradient,
-        shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     } else {
       Kernels<SIMD8<Float>>.backward(
-        input: input, normalization: normalization, weights: weights, biases: biases, residual: residual,
-        outputGradient: outputGradient, inputGradient: inputGradient, weightGradients: weightGradients,
-        biasGradients: biasGradients, normalizationGradients: normalizationGradients, scaleGradient: scaleGradient,
-        shape: s, chunks: chunks)
+        input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
+        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
+        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     }
   }
 }
@@ -211,7 +181,7 @@ extension QuadraticDepthwiseConvolution {
     /// at this width, with the rows split into `chunks` ranges.
     static func forward(
       input: UnsafePointer<Float>, normalization: InputNormalization?, weights: Pointers, biases: Pointers?,
-      residual: LayerScaleResidual?, output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
+      output: UnsafeMutablePointer<Float>, shape s: Shape, chunks: Int
     ) {
       guard s.rows > 0 else { return }
       let P = s.packedWeightCount, B = s.packedBiasCount
@@ -236,8 +206,7 @@ extension QuadraticDepthwiseConvolution {
             normalization: normalization?.pixelNormalization(s, computesStatistics: true, ownedRows: ownedRows, as: V.self))
           for row in ownedRows {
             let khRange = ring.prepare(row: row)
-            let offset = row * s.width * s.channels
-            let out = (residual?.branch ?? output) + offset
+            let out = output + row * s.width * s.channels
             if s.kernelSize == 3 && s.sharesInputs {
               forwardRow3(
                 rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias, output: out, shape: s
@@ -246,11 +215,6 @@ extension QuadraticDepthwiseConvolution {
               forwardRow(
                 rows: UnsafePointer(rows), khRange: khRange, weights: packed, biases: packedBias, output: out, shape: s
               ) { ring.copyAhead(part: $0 + 1, of: s.blocks) }
-            }
-            if let residual {
-              // y = x + γ ⊙ m while the row of m is in L1 (and that of x in L1 or L2: the ring read it).
-              ElementwiseKernels.scaledAdd(
-                input + offset, out, scale: residual.scale, rows: s.width, columns: s.channels, into: output + offset)
             }
           }
         }
@@ -301,10 +265,10 @@ extension QuadraticDepthwiseConvolution {
     /// at this width, with the rows split into `chunks` ranges.
     static func backward(
       input: UnsafePointer<Float>, normalization: InputNormalization?, weights: Pointers, biases: Pointers?,
-      residual: LayerScaleResidual?, outputGradient: UnsafePointer<Float>,
-      inputGradient: UnsafeMutablePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
+      outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+      weightGradients: MutablePointers, biasGradients: MutablePointers?,
       normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)?,
-      scaleGradient: UnsafeMutablePointer<Float>?, shape s: Shape, chunks: Int
+      shape s: Shape, chunks: Int
     ) {
       let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let P = s.packedWeightCount, B = s.packedBiasCount
@@ -313,12 +277,8 @@ extension QuadraticDepthwiseConvolution {
       let partialCount = Kernel.partialCount(s)
       // The LayerNorm's ∂γ and ∂β partials of a chunk.
       let normalizationPartialCount = normalization != nil ? 2 * C : 0
-      // The layer scale's ∂γ partial and one row of the branch gradient γ ⊙ ∂L/∂y.
-      let rowCount = s.width * C
-      let residualCount = residual != nil ? C + rowCount : 0
-      // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c), three partials, the norm's partials
-      // and the residual's.
-      let perChunk = inputRingCount + 3 * ringCount + 3 * partialCount + normalizationPartialCount + residualCount
+      // Per chunk: the input ring, three gradient rings (g_a, g_b, g_c), three partials and the norm's.
+      let perChunk = inputRingCount + 3 * ringCount + 3 * partialCount + normalizationPartialCount
       let flippedCount = inputGradient != nil ? 3 * P : 0
       let scratch = Tensor(uninitializedShape: [2 * (P + B) + flippedCount + chunks * perChunk])
       let packed = scratch.buffer.pointer  // W_a, W_b for recomputing a, b
@@ -342,10 +302,8 @@ extension QuadraticDepthwiseConvolution {
         let partials = gradientRings + 3 * ringCount  // [3][partialCount]
         // Pad columns and unused lanes of the gradient rows stay zero; rows only write real elements.
         let normalizationPartials = partials + 3 * partialCount  // [∂γ | ∂β]
-        let scalePartial = normalizationPartials + normalizationPartialCount  // the layer scale's ∂γ
-        let branchGradientRow = scalePartial + C
         gradientRings.initialize(repeating: 0, count: 3 * ringCount)
-        partials.initialize(repeating: 0, count: 3 * partialCount + normalizationPartialCount + (residual != nil ? C : 0))
+        partials.initialize(repeating: 0, count: 3 * partialCount + normalizationPartialCount)
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 4 * k) { table in
           let inputRows = table.baseAddress!
           let gradientRows = inputRows + k  // [3][k]: ring rows of g_a, g_b, g_c per kernel row
@@ -365,14 +323,7 @@ extension QuadraticDepthwiseConvolution {
             while next <= needed.upperBound {
               let khRange = ring.prepare(row: next)
               let slot = gradientRings + ((next % H) % k) * s.paddedRowCount
-              var dy = outputGradient + next * rowCount
-              if let residual {
-                // The convolution's output gradient is γ ⊙ ∂L/∂y; ∂γ counts the rows of this range only.
-                branchGradient(
-                  dy, branch: residual.branch + next * rowCount, scale: residual.scale, pixels: s.width, channels: C,
-                  into: branchGradientRow, scaleGradientSum: rows.contains(next) ? scalePartial : nil)
-                dy = UnsafePointer(branchGradientRow)
-              }
+              let dy = outputGradient + next * s.width * s.channels
               if k == 3 {
                 gradientRow3(
                   inputRows: UnsafePointer(inputRows), khRange: khRange, outputGradient: dy, weights: packed,
@@ -414,8 +365,7 @@ extension QuadraticDepthwiseConvolution {
               if let normalization {
                 normalizationBackwardRow(
                   row, gradient: dx, input: input, normalization: normalization, shape: s,
-                  weightGradientSum: normalizationPartials, biasGradientSum: normalizationPartials + C,
-                  residualGradient: residual != nil ? outputGradient + row * rowCount : nil)
+                  weightGradientSum: normalizationPartials, biasGradientSum: normalizationPartials + C)
               }
             }
           }
@@ -442,22 +392,16 @@ extension QuadraticDepthwiseConvolution {
           ElementwiseKernels.accumulate(first + chunk * perChunk + C, into: normalizationGradients.bias, count: C)
         }
       }
-      if let scaleGradient {
-        let first = firstPartial + 3 * partialCount + normalizationPartialCount
-        scaleGradient.update(from: first, count: C)
-        for chunk in 1..<chunks { ElementwiseKernels.accumulate(first + chunk * perChunk, into: scaleGradient, count: C) }
-      }
       withExtendedLifetime(scratch) {}
     }
 
-    /// Carries one row of `∂L/∂x̂` (in `gradient`, overwritten with `∂L/∂x`, plus `residualGradient`'s row
-    /// when given) back through the LayerNorm, pixel by pixel while the row is in L1, and adds the row's
-    /// `∂L/∂γ`, `∂L/∂β` to the chunk's sums.
+    /// Carries one row of `∂L/∂x̂` (in `gradient`, overwritten with `∂L/∂x`) back through the LayerNorm,
+    /// pixel by pixel while the row is in L1, and adds the row's `∂L/∂γ`, `∂L/∂β` to the chunk's sums.
     @inline(never)
     static func normalizationBackwardRow(
       _ row: Int, gradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
       normalization: InputNormalization, shape s: Shape, weightGradientSum: UnsafeMutablePointer<Float>,
-      biasGradientSum: UnsafeMutablePointer<Float>, residualGradient: UnsafePointer<Float>?
+      biasGradientSum: UnsafeMutablePointer<Float>
     ) {
       let C = s.channels
       for w in 0..<s.width {
@@ -465,26 +409,7 @@ extension QuadraticDepthwiseConvolution {
         NormalizationKernels.layerNormBackwardRow(
           gradient + w * C, input + pixel * C, columns: C, weight: normalization.weight,
           mean: normalization.mean[pixel], inverseStandardDeviation: normalization.inverseStandardDeviation[pixel],
-          inputGradient: gradient + w * C, weightGradientSum: weightGradientSum, biasGradientSum: biasGradientSum,
-          residualGradient: residualGradient.map { $0 + w * C })
-      }
-    }
-
-    /// `γ ⊙ ∂L/∂y` for one row of `pixels` pixels into `target`, and, when `scaleGradientSum` is given,
-    /// `Σ ∂L/∂y ⊙ m` over the row added to it.
-    @inline(never)
-    static func branchGradient(
-      _ dy: UnsafePointer<Float>, branch m: UnsafePointer<Float>, scale: UnsafePointer<Float>, pixels: Int,
-      channels C: Int, into target: UnsafeMutablePointer<Float>, scaleGradientSum: UnsafeMutablePointer<Float>?
-    ) {
-      if let scaleGradientSum {
-        ElementwiseKernels.scaledAddBackward(
-          m, scale: scale, outputGradient: dy, rows: pixels, columns: C, branchGradient: target,
-          scaleGradientSum: scaleGradientSum)
-        return
-      }
-      for pixel in 0..<pixels {
-        for j in 0..<C { target[pixel * C + j] = dy[pixel * C + j] * scale[j] }
+          inputGradient: gradient + w * C, weightGradientSum: weightGradientSum, biasGradientSum: biasGradientSum)
       }
     }
 

@@ -59,50 +59,38 @@ extension Tensor {
   ///
   /// The kernel normalizes rows as it reads them, so `x̂` is never written (nor, in backward, read back
   /// from memory); the same values as ``layerNorm(weight:bias:epsilon:)`` followed by
-  /// ``quadraticDepthwiseConv2D(weights:biases:)``, up to rounding. With `layerScale` (γ₁, `[C]`) the op is the
-  /// whole mixer half of the block, `x + γ₁ ⊙ y` (``layerScaleResidual(branch:scale:)``'s join), and also
-  /// returns `y` as `branch` (its backward needs it for ∂γ₁).
+  /// ``quadraticDepthwiseConv2D(weights:biases:)``, up to rounding.
   ///
-  /// - Returns: the output (`[N, H, W, C]`), the per-pixel statistics the backward pass needs, and `y`
-  ///   when joined.
+  /// - Returns: `y` (`[N, H, W, C]`) and the per-pixel statistics the backward pass needs.
   public func normalizedQuadraticDepthwiseConv2D(
-    normalization: LayerNormParameters, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?,
-    layerScale: Tensor? = nil
-  ) -> (output: Tensor, statistics: LayerNormStatistics, branch: Tensor?) {
-    let op = "normalizedQuadraticDepthwiseConv2D"
+    normalization: LayerNormParameters, weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?
+  ) -> (output: Tensor, statistics: LayerNormStatistics) {
     let c = Tensor.checkQuadraticDepthwise(input: shape, weights: weights, biases: biases).channels
-    Tensor.checkNormalization(normalization, channels: c, op: op)
-    if let layerScale {
-      opPrecondition(layerScale.shape == [c], "\(op): layer scale \(layerScale.shape) must be [\(c)]")
-    }
+    Tensor.checkNormalization(normalization, channels: c, op: "normalizedQuadraticDepthwiseConv2D")
     let backend = Backends.backend(
-      op: op, [self, normalization.weight, normalization.bias] + tensors(weights, biases) + (layerScale.map { [$0] } ?? []))
+      op: "normalizedQuadraticDepthwiseConv2D",
+      [self, normalization.weight, normalization.bias] + tensors(weights, biases))
     let output = Tensor(uninitializedShape: shape, device: device)
-    let branch = layerScale.map { _ in Tensor(uninitializedShape: shape, device: device) }
     let pixels = count / c
     let statistics = LayerNormStatistics(
       mean: Tensor(uninitializedShape: [pixels], device: device),
       inverseStandardDeviation: Tensor(uninitializedShape: [pixels], device: device))
     backend.normalizedQuadraticDepthwiseConvolution(
-      self, normalization: normalization, weights: weights, biases: biases,
-      residual: layerScale.map { ($0, branch!) }, into: output, statistics: statistics)
-    return (output, statistics, branch)
+      self, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
+    return (output, statistics)
   }
 
   /// Gradients of ``normalizedQuadraticDepthwiseConv2D(normalization:weights:biases:)`` given
   /// `outputGradient = ∂L/∂y`, from the input and the forward's statistics: with `∂L/∂x̂` as in
   /// ``quadraticDepthwiseConv2DBackward(input:weights:biases:outputGradient:needsInputGradient:)`` (on `x̂`),
   /// `∂L/∂x` is LayerNorm's (``layerNormBackward(outputGradient:weight:statistics:)``), computed row by row
-  /// while the row is in cache, and `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)σ⁻¹`, `∂L/∂β = Σ ∂L/∂x̂`. With the layer
-  /// scale and the forward's `branch` (the joined op), `outputGradient` is that of `x + γ₁ ⊙ y`: the
-  /// convolution's gradients take `γ₁ ⊙ ∂L/∂out`, `∂L/∂x` includes the identity path, and `scale` is ∂L/∂γ₁.
+  /// while the row is in cache, and `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)σ⁻¹`, `∂L/∂β = Σ ∂L/∂x̂`.
   public static func normalizedQuadraticDepthwiseConv2DBackward(
     input: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics,
-    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?,
-    residual: (layerScale: Tensor, branch: Tensor)? = nil, outputGradient: Tensor
+    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor
   ) -> (
     input: Tensor, normalization: (weight: Tensor, bias: Tensor), weights: (Tensor, Tensor, Tensor),
-    biases: (Tensor, Tensor, Tensor)?, scale: Tensor?
+    biases: (Tensor, Tensor, Tensor)?
   ) {
     let op = "normalizedQuadraticDepthwiseConv2D backward"
     let c = checkQuadraticDepthwise(input: input.shape, weights: weights, biases: biases).channels
@@ -114,16 +102,10 @@ extension Tensor {
     opPrecondition(
       statistics.mean.shape == [pixels] && statistics.inverseStandardDeviation.shape == [pixels],
       "\(op): statistics \(statistics.mean.shape), \(statistics.inverseStandardDeviation.shape) are not [\(pixels)] for input \(input.shape)")
-    if let residual {
-      opPrecondition(
-        residual.layerScale.shape == [c] && residual.branch.shape == input.shape,
-        "\(op): layer scale \(residual.layerScale.shape) must be [\(c)] and branch \(residual.branch.shape) \(input.shape)")
-    }
     let backend = Backends.backend(
       op: op,
       [input, outputGradient, normalization.weight, normalization.bias, statistics.mean,
-       statistics.inverseStandardDeviation] + tensors(weights, biases)
-        + (residual.map { [$0.layerScale, $0.branch] } ?? []))
+       statistics.inverseStandardDeviation] + tensors(weights, biases))
     let device = input.device
     let inputGradient = Tensor(uninitializedShape: input.shape, device: device)
     let normalizationGradients = (
@@ -131,13 +113,11 @@ extension Tensor {
     )
     let weightGradients = uninitializedTriple(weights.0.shape, device: device)
     let biasGradients = biases.map { _ in uninitializedTriple([c], device: device) }
-    let scaleGradient = residual.map { _ in Tensor(uninitializedShape: [c], device: device) }
     backend.normalizedQuadraticDepthwiseConvolutionBackward(
       input, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-      residual: residual.map { ($0.layerScale, $0.branch) }, outputGradient: outputGradient,
-      inputGradient: inputGradient, normalizationGradients: normalizationGradients, weightGradients: weightGradients,
-      biasGradients: biasGradients, scaleGradient: scaleGradient)
-    return (inputGradient, normalizationGradients, weightGradients, biasGradients, scaleGradient)
+      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
+      weightGradients: weightGradients, biasGradients: biasGradients)
+    return (inputGradient, normalizationGradients, weightGradients, biasGradients)
   }
 
   private static func checkNormalization(_ normalization: LayerNormParameters, channels c: Int, op: String) {
