@@ -213,8 +213,7 @@ extension DepthwiseConvolution {
         let target = slot(ofImageRow: h) + (s.padding + columns.lowerBound) * L
         if let normalization {
           normalization.copy(
-            source, pixels: firstPixel..<(firstPixel + columns.count), ofRow: image * s.height + h, into: target,
-            blockStride: s.blockRowCount)
+            source, pixels: firstPixel..<(firstPixel + columns.count), into: target, blockStride: s.blockRowCount)
           return
         }
         for i in 0..<columns.count {
@@ -224,48 +223,31 @@ extension DepthwiseConvolution {
     }
 
     /// A LayerNorm over the channels of each pixel, `x̂ = (x − μ)·σ⁻¹ ⊙ γ + β`, applied by a
-    /// ``PaddedRowRing`` as it copies input rows: the quadratic mixer fused with its block's norm reads
-    /// `x` once and never writes `x̂` (which it would otherwise write, and read back from memory, in
-    /// forward and again in backward).
+    /// ``PaddedRowRing`` as it copies input rows: the quadratic mixer fused with its block's norm never
+    /// writes `x̂` (which it would otherwise write, and read back from memory, in forward and again in
+    /// backward, and keep between them).
     ///
-    /// The forward pass computes each pixel's μ and σ⁻¹ (with the same
-    /// ``NormalizationKernels/statistics(_:columns:epsilon:)`` as the plain LayerNorm) and writes those
-    /// of the rows in `ownedRows`: a row is copied by every thread range it is a halo of, but owned by
-    /// one, so each statistic is written once. The backward pass reads them back.
+    /// Each pixel's μ and σ⁻¹ are known before the ring copies it (the forward pass computes them all in
+    /// one streaming pass first: computed here, pixel by pixel between the row kernels, their dependency
+    /// chains of a division and a square root did not overlap and the 28² forward got slower).
     struct PixelNormalization {
       let channels: Int
       let weight: UnsafePointer<Float>
       let bias: UnsafePointer<Float>
-      let epsilon: Float
-      let mean: UnsafeMutablePointer<Float>
-      let inverseStandardDeviation: UnsafeMutablePointer<Float>
-      /// Whether the statistics are computed here (forward) or read (backward).
-      let computesStatistics: Bool
-      /// Flattened rows (`n · H + h`) whose statistics this ring writes.
-      let ownedRows: Range<Int>
+      let mean: UnsafePointer<Float>
+      let inverseStandardDeviation: UnsafePointer<Float>
 
-      /// Normalizes `pixels` (consecutive pixels of flattened row `row`, starting at `source`) into
-      /// channel-blocked columns at `target`, `L` floats apart. Unused lanes of a partial last block are not written.
+      /// Normalizes `pixels` (consecutive pixels starting at `source`) into channel-blocked columns at
+      /// `target`, `L` floats apart. Unused lanes of a partial last block are not written.
       @inline(__always)
       func copy(
-        _ source: UnsafePointer<Float>, pixels: Range<Int>, ofRow row: Int, into target: UnsafeMutablePointer<Float>,
-        blockStride: Int
+        _ source: UnsafePointer<Float>, pixels: Range<Int>, into target: UnsafeMutablePointer<Float>, blockStride: Int
       ) {
         let C = channels
-        let writes = computesStatistics && ownedRows.contains(row)
         for (i, pixel) in pixels.enumerated() {
-          let x = source + i * C
-          let mu: Float, inv: Float
-          if computesStatistics {
-            (mu, inv) = NormalizationKernels.statistics(x, columns: C, epsilon: epsilon)
-            if writes {
-              mean[pixel] = mu
-              inverseStandardDeviation[pixel] = inv
-            }
-          } else {
-            (mu, inv) = (mean[pixel], inverseStandardDeviation[pixel])
-          }
-          normalizeToBlocks(x, count: C, target + i * L, blockStride: blockStride, mean: mu, inverseStandardDeviation: inv)
+          normalizeToBlocks(
+            source + i * C, count: C, target + i * L, blockStride: blockStride, mean: mean[pixel],
+            inverseStandardDeviation: inverseStandardDeviation[pixel])
         }
       }
 

@@ -21,6 +21,19 @@ enum NormalizationKernels {
     }
   }
 
+  /// Only the statistics of ``layerNormForward(_:rows:columns:weight:bias:epsilon:output:mean:inverseStandardDeviation:)``
+  /// (for kernels that normalize rows as they read them): one streaming pass over `x` whose rows' dependency
+  /// chains (sums, division, square root) overlap across the loop.
+  static func layerNormStatistics(
+    _ x: UnsafePointer<Float>, rows: Int, columns c: Int, epsilon: Float, mean: UnsafeMutablePointer<Float>,
+    inverseStandardDeviation rstd: UnsafeMutablePointer<Float>
+  ) {
+    Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1))) {
+      range in
+      for row in range { (mean[row], rstd[row]) = statistics(x + row * c, columns: c, epsilon: epsilon) }
+    }
+  }
+
   /// One row of ``layerNormForward(_:rows:columns:weight:bias:epsilon:output:mean:inverseStandardDeviation:)``:
   /// writes the normalized row to `yr` and returns its mean and inverse standard deviation.
   @inline(__always)

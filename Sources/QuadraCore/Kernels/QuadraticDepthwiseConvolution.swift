@@ -38,9 +38,10 @@ public enum QuadraticDepthwiseConvolution {
 
   /// A LayerNorm over the channels applied to the input as the kernels read it: the convolutions see
   /// `x̂ = (x − μ)·σ⁻¹ ⊙ γ + β` per pixel (a MetaFormer block's `Mixer(LN(x))` in one op). `x̂` is
-  /// never stored: the forward pass normalizes rows as it copies them into its row ring and writes
-  /// each pixel's μ and σ⁻¹ (`[N·H·W]` each); the backward pass normalizes again from those and
-  /// carries the input gradient through the LayerNorm row by row, while the row is in L1.
+  /// never stored: the forward pass writes each pixel's μ and σ⁻¹ (`[N·H·W]` each) in one streaming pass
+  /// over `x`, then normalizes rows as it copies them into its row ring; the backward pass normalizes again
+  /// from the same statistics and carries the input gradient through the LayerNorm row by row, while the
+  /// row is in L1.
   public struct InputNormalization {
     /// γ and β, `[C]` each.
     public var weight: UnsafePointer<Float>
@@ -61,15 +62,12 @@ public enum QuadraticDepthwiseConvolution {
       self.inverseStandardDeviation = inverseStandardDeviation
     }
 
-    /// The ring's view of it for shape `s`: computing the statistics (forward, writing those of
-    /// `ownedRows`) or reading them (backward).
+    /// The ring's view of it for shape `s` (the statistics are known).
     func pixelNormalization<V: SIMD>(
-      _ s: Shape, computesStatistics: Bool, ownedRows: Range<Int>, as _: V.Type
+      _ s: Shape, as _: V.Type
     ) -> DepthwiseConvolution.Kernels<V>.PixelNormalization where V.Scalar == Float {
       .init(
-        channels: s.channels, weight: weight, bias: bias, epsilon: epsilon, mean: mean,
-        inverseStandardDeviation: inverseStandardDeviation, computesStatistics: computesStatistics,
-        ownedRows: ownedRows)
+        channels: s.channels, weight: weight, bias: bias, mean: mean, inverseStandardDeviation: inverseStandardDeviation)
     }
   }
 
@@ -196,15 +194,19 @@ extension QuadraticDepthwiseConvolution {
       Kernel.packBias(biases?.0, into: packedBias, shape: s)
       Kernel.packBias(biases?.1, into: packedBias + B, shape: s)
       Kernel.packBias(biases?.2, into: packedBias + 2 * B, shape: s)
+      if let normalization {
+        NormalizationKernels.layerNormStatistics(
+          input, rows: s.batch * s.height * s.width, columns: s.channels, epsilon: normalization.epsilon,
+          mean: normalization.mean, inverseStandardDeviation: normalization.inverseStandardDeviation)
+      }
 
       Parallel.forEach(chunks) { chunk in
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: s.kernelSize) { table in
           let rows = table.baseAddress!
-          let ownedRows = s.chunkRows(chunk, of: chunks)
           var ring = Tiles.PaddedRowRing(
             input: input, shape: s, storage: rings + chunk * ringCount, rows: rows,
-            normalization: normalization?.pixelNormalization(s, computesStatistics: true, ownedRows: ownedRows, as: V.self))
-          for row in ownedRows {
+            normalization: normalization?.pixelNormalization(s, as: V.self))
+          for row in s.chunkRows(chunk, of: chunks) {
             let khRange = ring.prepare(row: row)
             let out = output + row * s.width * s.channels
             if s.kernelSize == 3 && s.sharesInputs {
@@ -310,7 +312,7 @@ extension QuadraticDepthwiseConvolution {
           let rows = s.chunkRows(chunk, of: chunks)
           var ring = Tiles.PaddedRowRing(
             input: input, shape: s, storage: inputRing, rows: inputRows,
-            normalization: normalization?.pixelNormalization(s, computesStatistics: false, ownedRows: rows, as: V.self))
+            normalization: normalization?.pixelNormalization(s, as: V.self))
           var next = Int.min  // the next gradient row to compute (flattened n · H + h)
           for row in rows {
             // Gradient rows that must be in the ring: the p rows around `row` inside its image
