@@ -261,7 +261,8 @@ extension DepthwiseConvolution {
         let muVector = V(repeating: mu), invVector = V(repeating: inv)
         var c = 0, block = 0
         while c + L <= count {
-          store(multiplyAdd(load(bias + c), (load(x + c) - muVector) * invVector, load(weight + c)), target + block * blockStride)
+          let normalized = (load(x + c) - muVector) * invVector
+          store(multiplyAdd(load(bias + c), normalized, load(weight + c)), target + block * blockStride)
           c += L
           block += 1
         }
