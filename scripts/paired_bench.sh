@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Paired A/B of two `quadranet` binaries (or of one binary and PyTorch) on a noisy 2-core machine.
+#
+# Sequential A/B runs on a shared VM scatter by 10-20% (neighbours and memory bandwidth change between runs).
+# Here both sides run AT THE SAME TIME, one pinned to each core, then swapped: they see the same neighbours and
+# the same bandwidth, and the pairs agree within 1-2%. The price: the two processes share L3 and memory
+# bandwidth, so the figures are ratios, not the machine's one-process absolute speed.
+#
+#   scripts/paired_bench.sh OLD_BIN NEW_BIN [ROUNDS] [bench models flags…]
+#   scripts/paired_bench.sh OLD_BIN torch  [ROUNDS]          # PyTorch side: scripts/torch_bench.py (quadranet-28)
+#
+# Default flags: --models quadranet-28 --resolution 28 --batch-size 64 --steps 30 --threads 1 (one model).
+# Prints one line per run (side, core, best and median img/s) and, per side, the mean of the best figures.
+# The PyTorch side needs the venv of scripts/torch_bench.py's docstring at $TORCH_VENV (default /work/venv-torch).
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+A=$1; B=$2; ROUNDS=${3:-3}; shift 2; [ $# -gt 0 ] && shift
+FLAGS=("$@")
+[ ${#FLAGS[@]} -eq 0 ] && FLAGS=(--models quadranet-28 --resolution 28 --batch-size 64 --steps 30 --threads 1)
+TORCH_VENV=${TORCH_VENV:-/work/venv-torch}
+if [[ ! "$ROUNDS" =~ ^[1-9][0-9]?$ ]]; then echo "ROUNDS must be 1...99, got '$ROUNDS'" >&2; exit 2; fi
+for side in "$A" "$B"; do
+  if [ "$side" != torch ] && [ ! -x "$side" ]; then echo "not an executable: $side" >&2; exit 2; fi
+done
+if [ "$A" = torch ] || [ "$B" = torch ]; then
+  [ -x "$TORCH_VENV/bin/python" ] || { echo "no PyTorch venv at $TORCH_VENV (see scripts/torch_bench.py)" >&2; exit 2; }
+fi
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# run SIDE CORE FILE: one measurement of SIDE pinned to CORE, as "SIDE coreN best median" in FILE.
+run() {
+  local side=$1 core=$2 file=$3
+  if [ "$side" = torch ]; then
+    taskset -c "$core" "$TORCH_VENV/bin/python" scripts/torch_bench.py --threads 1 --batch-size 64 --steps 25 \
+      --models quadranet-28 2>/dev/null |
+      python3 -c "import json,sys; d=json.load(sys.stdin)['results'][0]; print('torch core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" >"$file"
+  else
+    taskset -c "$core" "$side" bench models "${FLAGS[@]}" --json 2>/dev/null |
+      python3 -c "import json,sys; d=json.load(sys.stdin)[0]; print('$side core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" >"$file"
+  fi
+}
+
+for round in $(seq "$ROUNDS"); do
+  run "$A" 0 "$out/a" & run "$B" 1 "$out/b"; wait
+  cat "$out/a" "$out/b" | tee -a "$out/all"
+  run "$B" 0 "$out/a" & run "$A" 1 "$out/b"; wait
+  cat "$out/a" "$out/b" | tee -a "$out/all"
+done
+echo "side mean-best mean-median (img/s over $((2 * ROUNDS)) runs)"
+awk '{best[$1] += $3; median[$1] += $4; n[$1]++} END {for (s in n) printf "%s %.1f %.1f\n", s, best[s] / n[s], median[s] / n[s]}' "$out/all"
