@@ -33,24 +33,37 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# run SIDE CORE FILE: one measurement of SIDE pinned to CORE, as "SIDE coreN best median" in FILE.
+# run SIDE CORE FILE: one measurement of SIDE pinned to CORE, as "SIDE coreN best median" in FILE; on failure the
+# side's own error output goes to FILE.err and the status is non-zero.
 run() {
   local side=$1 core=$2 file=$3
+  local json="$file.json"
   if [ "$side" = torch ]; then
     taskset -c "$core" "$TORCH_VENV/bin/python" scripts/torch_bench.py --threads 1 --batch-size 64 --steps 25 \
-      --models quadranet-28 2>/dev/null |
-      python3 -c "import json,sys; d=json.load(sys.stdin)['results'][0]; print('torch core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" >"$file"
+      --models quadranet-28 >"$json" 2>"$file.err" || return 1
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['results'][0]; print('torch core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" \
+      "$json" >"$file" 2>>"$file.err"
   else
-    taskset -c "$core" "$side" bench models "${FLAGS[@]}" --json 2>/dev/null |
-      python3 -c "import json,sys; d=json.load(sys.stdin)[0]; print('$side core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" >"$file"
+    taskset -c "$core" "$side" bench models "${FLAGS[@]}" --json >"$json" 2>"$file.err" || return 1
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))[0]; print('$side core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" \
+      "$json" >"$file" 2>>"$file.err"
   fi
 }
 
+# pair FIRST SECOND: FIRST on core 0 and SECOND on core 1 at the same time; stops the script if either failed.
+pair() {
+  local status=0
+  run "$1" 0 "$out/a" & local first=$!
+  run "$2" 1 "$out/b" & local second=$!
+  wait "$first" || { status=1; echo "$1 failed:" >&2; tail -n 5 "$out/a.err" >&2; }
+  wait "$second" || { status=1; echo "$2 failed:" >&2; tail -n 5 "$out/b.err" >&2; }
+  [ "$status" -eq 0 ] || exit 1
+  cat "$out/a" "$out/b" | tee -a "$out/all"
+}
+
 for round in $(seq "$ROUNDS"); do
-  run "$A" 0 "$out/a" & run "$B" 1 "$out/b"; wait
-  cat "$out/a" "$out/b" | tee -a "$out/all"
-  run "$B" 0 "$out/a" & run "$A" 1 "$out/b"; wait
-  cat "$out/a" "$out/b" | tee -a "$out/all"
+  pair "$A" "$B"
+  pair "$B" "$A"
 done
 echo "side mean-best mean-median (img/s over $((2 * ROUNDS)) runs)"
 awk '{best[$1] += $3; median[$1] += $4; n[$1]++} END {for (s in n) printf "%s %.1f %.1f\n", s, best[s] / n[s], median[s] / n[s]}' "$out/all"
