@@ -42,9 +42,12 @@ public struct KernelReport: Codable, Sendable {
 /// fraction of that peak (measured in the same process with the same thread count).
 public enum KernelBenchmark {
   /// Runs the benchmark with `threads` kernel threads; `progress` receives the table's lines and warnings.
+  /// `extraProducts` are timed after the built-in shapes (the `--gemm` option: a user's own layer sizes).
   ///
   /// - Throws: when `threads` is outside 1...``QuadraCore/ComputeContext/maximumThreadCount``.
-  public static func run(threads: Int, progress: (String) -> Void = { _ in }) throws -> KernelReport {
+  public static func run(
+    threads: Int, extraProducts: [GEMMShape] = [], progress: (String) -> Void = { _ in }
+  ) throws -> KernelReport {
     try ComputeContext.current.with(threads: threads).run {
       var warnings: [String] = []
       func warn(_ warning: String) {
@@ -104,6 +107,21 @@ public enum KernelBenchmark {
         }
         record(name, flops: 2 * Double(m * n * k), seconds: seconds)
       }
+      for shape in extraProducts {
+        var generator = RandomGenerator(seed: 4)
+        let (m, n, k) = (shape.m, shape.n, shape.k)
+        let a = Tensor.uniform(shape: shape.transposeA ? [k, m] : [m, k], lower: -1, upper: 1, using: &generator)
+        let b = Tensor.uniform(shape: shape.transposeB ? [n, k] : [k, n], lower: -1, upper: 1, using: &generator)
+        let c = Tensor(uninitializedShape: [m, n])
+        let backend = CPUBackend()
+        let product = MatrixProduct(m: m, n: n, k: k, transposeA: shape.transposeA, transposeB: shape.transposeB)
+        // At least 5 calls and about 0.2 s, so small products are not timed by a single call.
+        let repetitions = Swift.max(5, Swift.min(1000, Int(2e10 / Swift.max(1, 2 * Double(m * n * k)))))
+        let seconds = Stopwatch.best(repetitions: repetitions) {
+          backend.matrixMultiply(a, b, product, columnBias: nil, into: c)
+        }
+        record("gemm_" + shape.description, flops: 2 * Double(m * n * k), seconds: seconds)
+      }
       var generator = RandomGenerator(seed: 2)
       let (batch, size, channels, kernel) = (32, 56, 64, 7)
       let x = Tensor.uniform(shape: [batch, size, size, channels], lower: -1, upper: 1, using: &generator)
@@ -124,6 +142,58 @@ public enum KernelBenchmark {
         warnings: warnings, cpu: CPUInfo.current.description, gemmMicroKernel: GEMM.microKernel)
     }
   }
+}
+
+/// A product `C[m×n] = op(A)[m×k] · op(B)[k×n]` to time, written `MxNxK` with an optional `_at` (A stored
+/// transposed, as in a weight gradient) and `_bt` (B stored transposed, as a linear layer's weight is),
+/// e.g. `3136x1024x256_bt`.
+public struct GEMMShape: Sendable, Equatable, CustomStringConvertible {
+  public var m: Int, n: Int, k: Int
+  public var transposeA: Bool, transposeB: Bool
+
+  /// Each operand may hold at most this many floats (1 GiB), so a typo cannot allocate without bound.
+  public static let maximumOperandCount = 1 << 28
+
+  public init(m: Int, n: Int, k: Int, transposeA: Bool = false, transposeB: Bool = false) {
+    (self.m, self.n, self.k, self.transposeA, self.transposeB) = (m, n, k, transposeA, transposeB)
+  }
+
+  /// Parses `MxNxK[_at][_bt]`; the error names the text and what is wrong with it.
+  public init(parsing text: String) throws {
+    var parts = text.lowercased().split(separator: "_", omittingEmptySubsequences: false).map(String.init)
+    let sizes = parts.removeFirst().split(separator: "x", omittingEmptySubsequences: false)
+    func fail(_ why: String) -> GEMMShapeError { GEMMShapeError(text: text, reason: why) }
+    guard sizes.count == 3 else { throw fail("expected three sizes MxNxK, such as 3136x1024x256") }
+    let values = try sizes.map { size -> Int in
+      guard let value = Int(size), value >= 1, value <= 1 << 20 else {
+        throw fail("size '\(size)' is not an integer in 1...\(1 << 20)")
+      }
+      return value
+    }
+    (m, n, k) = (values[0], values[1], values[2])
+    (transposeA, transposeB) = (false, false)
+    for flag in parts {
+      switch flag {
+      case "at" where !transposeA: transposeA = true
+      case "bt" where !transposeB: transposeB = true
+      default: throw fail("unknown or repeated suffix '_\(flag)' (allowed: _at, _bt)")
+      }
+    }
+    for (name, count) in [("A", m * k), ("B", k * n), ("C", m * n)] where count > Self.maximumOperandCount {
+      throw fail("\(name) would hold \(count) floats, more than \(Self.maximumOperandCount) (1 GiB)")
+    }
+  }
+
+  public var description: String {
+    "\(m)x\(n)x\(k)" + (transposeA ? "_at" : "") + (transposeB ? "_bt" : "")
+  }
+}
+
+/// A `--gemm` shape that does not parse or is too large.
+public struct GEMMShapeError: Error, CustomStringConvertible {
+  public var text: String
+  public var reason: String
+  public var description: String { "invalid GEMM shape '\(text)': \(reason)" }
 }
 
 /// The warnings `bench kernels` and `bench models` print next to fractions of the FMA peak.

@@ -18,10 +18,29 @@ struct KernelsCommand: ParsableCommand {
     abstract: "FMA peak, GEMM and depthwise 7×7 convolution throughput as a fraction of the peak.")
 
   @OptionGroup var threadOptions: ThreadOptions
+  @Option(
+    help: ArgumentHelp(
+      "More products to time, comma-separated MxNxK with optional _at / _bt (A or B stored transposed), e.g. "
+        + "3136x1024x256_bt,256x1024x3136_at; each operand at most 2^28 floats.",
+      valueName: "shapes"))
+  var gemm: String?
   @Flag(help: "Print one JSON object instead of a table.") var json = false
 
+  func validate() throws {
+    _ = try extraProducts()
+  }
+
+  func extraProducts() throws -> [GEMMShape] {
+    guard let gemm else { return [] }
+    do {
+      return try gemm.split(separator: ",", omittingEmptySubsequences: false).map { try GEMMShape(parsing: String($0)) }
+    } catch let error as GEMMShapeError {
+      throw ValidationError("--gemm: \(error)")
+    }
+  }
+
   func run() throws {
-    let report = try KernelBenchmark.run(threads: threadOptions.threads) { line in
+    let report = try KernelBenchmark.run(threads: threadOptions.threads, extraProducts: extraProducts()) { line in
       if !json { print(line) } else { Terminal.status(line) }
     }
     if json {
