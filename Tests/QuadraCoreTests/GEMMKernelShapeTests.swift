@@ -45,10 +45,13 @@ import Testing
   @Test func blockingFollowsTheCaches() {
     let zen4 = CPUInfo(
       vectorISA: .avx512, level1DataCacheBytes: 32 << 10, level2CacheBytes: 1 << 20, level3CacheBytes: 32 << 20)
-    // 14 × 32: a B micro-panel twice the L1 deep, A read in place up to 1.5 L1-panels (384).
+    // 14 × 32: a B micro-panel twice the L1 deep, A read in place up to 1.5 L1-panels (384), weight
+    // gradients with a C of up to half of L2 (128 × 512 floats and a little more) in place; 6 × 16: a quarter.
     #expect(
-      GEMM.Blocking(shape: .rows14Columns32, cpu: zen4) == GEMM.Blocking(kc: 512, mc: 252, nc: 1024, inPlaceDepth: 384))
+      GEMM.Blocking(shape: .rows14Columns32, cpu: zen4)
+        == GEMM.Blocking(kc: 512, mc: 252, nc: 1024, inPlaceDepth: 384, inPlaceTransposedAProduct: 252 * 512))
     #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4) == GEMM.Blocking(kc: 256, mc: 510, nc: 2048))
+    #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4).inPlaceTransposedAProduct == 510 * 256 / 2)
     #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4).inPlaceDepth == 384)
     let tiny = CPUInfo(vectorISA: .avx2, level1DataCacheBytes: 1 << 10, level2CacheBytes: 1 << 10, level3CacheBytes: 1 << 10)
     let huge = CPUInfo(vectorISA: .avx2, level1DataCacheBytes: 1 << 30, level2CacheBytes: 1 << 30, level3CacheBytes: 1 << 30)

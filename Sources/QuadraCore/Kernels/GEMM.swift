@@ -55,9 +55,19 @@ public enum GEMM {
     /// The deepest row-major `op(A)` the micro-kernels read in place rather than pack (``GEMM/readsADirectly(k:kc:blocking:transposeA:)``).
     var inPlaceDepth: Int
 
-    init(kc: Int, mc: Int, nc: Int, inPlaceDepth: Int? = nil) {
+    /// The largest `C` (in floats) of a weight gradient `Aᵀ·B` whose operands are read in place
+    /// (``GEMM/multipliesTransposedAInPlace(m:n:blocking:)``) rather than packed.
+    ///
+    /// A quarter of L2 (`mc · kc / 2`) for the 6 × 16 kernel, half of it (`mc · kc`) for 14 × 32. Measured
+    /// on Zen 4 (one thread, paired runs, packing as of stop 22): 128 × 512 × 12544 and 512 × 128 × 12544
+    /// with `Aᵀ` ran at 0.76–0.88 of the peak in place and 0.78–0.83 packed with the 14 × 32 kernel, but at
+    /// 0.57–0.83 in place against 0.79–0.84 packed with 6 × 16 in an AVX2 build.
+    var inPlaceTransposedAProduct: Int
+
+    init(kc: Int, mc: Int, nc: Int, inPlaceDepth: Int? = nil, inPlaceTransposedAProduct: Int? = nil) {
       (self.kc, self.mc, self.nc) = (kc, mc, nc)
       self.inPlaceDepth = inPlaceDepth ?? kc + kc / 2
+      self.inPlaceTransposedAProduct = inPlaceTransposedAProduct ?? mc * kc / 2
     }
 
     /// Blocks sized from `cpu`'s caches (4-byte floats):
@@ -88,6 +98,7 @@ public enum GEMM {
       mc = Swift.min(4096 / shape.mr * shape.mr, Swift.max(shape.mr, mcFit))
       let ncFit = cpu.level3CacheBytes / 16 / (floatBytes * kc) / shape.nr * shape.nr
       nc = Swift.min(4096, Swift.max(shape.nr, ncFit))
+      inPlaceTransposedAProduct = wide ? mc * kc : mc * kc / 2
     }
 
     /// The depth of the packed blocks for a product of depth `k`: `k` itself up to 1.5 · `kc` (one

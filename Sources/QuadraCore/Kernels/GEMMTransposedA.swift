@@ -2,17 +2,13 @@ import CQuadraPrefetch
 
 extension GEMM {
   /// Whether `C = alpha · Aᵀ · B + beta · C` (A stored `k × m`, B stored `k × n`, both row-major) runs
-  /// ``multiplyTransposedAInPlace(_:blocking:m:n:k:a:lda:b:ldb:c:ldc:alpha:beta:columnBias:)``: when `C`
-  /// fits in half of L2 (`m · n ≤ mc · kc`, the floats of the packed A block), so it stays cached across
-  /// the depth blocks. Measured on Zen 4 (one thread, paired runs): C of a quarter of L2 was the limit
-  /// until stop 22, which left 128 × 512 and 512 × 128 (quadranet-t's second stage, 256 KiB) on the
-  /// packed path at 0.52–0.68 of the peak; in place they run at 0.74–0.83. A C of all of L2 (256 × 1024)
-  /// was no faster in place.
+  /// ``multiplyTransposedAInPlace(_:blocking:m:n:k:a:lda:b:ldb:c:ldc:alpha:beta:columnBias:)``: when `C` is
+  /// at most ``Blocking/inPlaceTransposedAProduct`` floats, so it stays cached across the depth blocks.
   ///
   /// These are the weight gradients `dW = dYᵀ · X` of the 1 × 1 convolutions (`m`, `n` = channels,
   /// `k` = batch × pixels): deep and narrow, each operand element used for only `m` or `n` multiply-adds.
   static func multipliesTransposedAInPlace(m: Int, n: Int, blocking: Blocking) -> Bool {
-    m * n <= blocking.mc * blocking.kc
+    m * n <= blocking.inPlaceTransposedAProduct
   }
 
   /// Depth rows per block of the in-place `Aᵀ · B` path: a block of both operands (`depth · (m + n)`
