@@ -41,11 +41,11 @@ run() {
   if [ "$side" = torch ]; then
     taskset -c "$core" "$TORCH_VENV/bin/python" scripts/torch_bench.py --threads 1 --batch-size 64 --steps 25 \
       --models quadranet-28 >"$json" 2>"$file.err" || return 1
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['results'][0]; print('torch core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" \
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))['results'][0]; f=lambda x: '%.1f' % x if x >= 100 else '%.3f' % x; print('torch core$core', f(d['train_images_per_second']), f(d['train_images_per_second_median']))" \
       "$json" >"$file" 2>>"$file.err"
   else
     taskset -c "$core" "$side" bench models "${FLAGS[@]}" --json >"$json" 2>"$file.err" || return 1
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))[0]; print('$side core$core %.1f %.1f' % (d['train_images_per_second'], d['train_images_per_second_median']))" \
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1]))[0]; f=lambda x: '%.1f' % x if x >= 100 else '%.3f' % x; print('$side core$core', f(d['train_images_per_second']), f(d['train_images_per_second_median']))" \
       "$json" >"$file" 2>>"$file.err"
   fi
 }
@@ -66,4 +66,4 @@ for round in $(seq "$ROUNDS"); do
   pair "$B" "$A"
 done
 echo "side mean-best mean-median (img/s over $((2 * ROUNDS)) runs)"
-awk '{best[$1] += $3; median[$1] += $4; n[$1]++} END {for (s in n) printf "%s %.1f %.1f\n", s, best[s] / n[s], median[s] / n[s]}' "$out/all"
+awk '{best[$1] += $3; median[$1] += $4; n[$1]++} function f(x) {return sprintf(x >= 100 ? "%.1f" : "%.3f", x)} END {for (s in n) print s, f(best[s] / n[s]), f(median[s] / n[s])}' "$out/all"
