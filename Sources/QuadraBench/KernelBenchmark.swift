@@ -92,35 +92,30 @@ public enum KernelBenchmark {
       // The shallow products of the 28×28 models (quadranet-28's first stage at batch 64: 64·14² rows,
       // widths 40 → 80): forward, input gradient (B transposed) and weight gradient (A transposed).
       // Their k of 40–80 makes packing and tile stores a large share, unlike the square shapes above.
-      for (name, m, n, k, transposeA, transposeB) in [
-        ("gemm_12544x80x40", 12544, 80, 40, false, false), ("gemm_12544x40x80_bt", 12544, 40, 80, false, true),
-        ("gemm_40x80x12544_at", 40, 80, 12544, true, false), ("gemm_3136x160x80", 3136, 160, 80, false, false),
-      ] {
-        var generator = RandomGenerator(seed: 3)
-        let a = Tensor.uniform(shape: transposeA ? [k, m] : [m, k], lower: -1, upper: 1, using: &generator)
-        let b = Tensor.uniform(shape: transposeB ? [n, k] : [k, n], lower: -1, upper: 1, using: &generator)
-        let c = Tensor(uninitializedShape: [m, n])
-        let backend = CPUBackend()
-        let product = MatrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
-        let seconds = Stopwatch.best(repetitions: 20) {
-          backend.matrixMultiply(a, b, product, columnBias: nil, into: c)
-        }
-        record(name, flops: 2 * Double(m * n * k), seconds: seconds)
-      }
-      for shape in extraProducts {
-        var generator = RandomGenerator(seed: 4)
+      /// Times `shape` (operands drawn from `seed`) as the best of `repetitions` calls, recorded as `gemm_` + its shape.
+      func timeProduct(_ shape: GEMMShape, seed: UInt64, repetitions: Int) {
+        var generator = RandomGenerator(seed: seed)
         let (m, n, k) = (shape.m, shape.n, shape.k)
         let a = Tensor.uniform(shape: shape.transposeA ? [k, m] : [m, k], lower: -1, upper: 1, using: &generator)
         let b = Tensor.uniform(shape: shape.transposeB ? [n, k] : [k, n], lower: -1, upper: 1, using: &generator)
         let c = Tensor(uninitializedShape: [m, n])
         let backend = CPUBackend()
         let product = MatrixProduct(m: m, n: n, k: k, transposeA: shape.transposeA, transposeB: shape.transposeB)
-        // At least 5 calls and about 0.2 s, so small products are not timed by a single call.
-        let repetitions = Swift.max(5, Swift.min(1000, Int(2e10 / Swift.max(1, 2 * Double(m * n * k)))))
         let seconds = Stopwatch.best(repetitions: repetitions) {
           backend.matrixMultiply(a, b, product, columnBias: nil, into: c)
         }
         record("gemm_" + shape.description, flops: 2 * Double(m * n * k), seconds: seconds)
+      }
+      for shape in [
+        GEMMShape(m: 12544, n: 80, k: 40), GEMMShape(m: 12544, n: 40, k: 80, transposeB: true),
+        GEMMShape(m: 40, n: 80, k: 12544, transposeA: true), GEMMShape(m: 3136, n: 160, k: 80),
+      ] {
+        timeProduct(shape, seed: 3, repetitions: 20)
+      }
+      for shape in extraProducts {
+        // At least 5 calls and about 0.2 s, so small products are not timed by a single call.
+        let flops = 2 * Double(shape.m * shape.n * shape.k)
+        timeProduct(shape, seed: 4, repetitions: Swift.max(5, Swift.min(1000, Int(2e10 / Swift.max(1, flops)))))
       }
       var generator = RandomGenerator(seed: 2)
       let (batch, size, channels, kernel) = (32, 56, 64, 7)

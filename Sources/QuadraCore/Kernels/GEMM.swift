@@ -533,35 +533,6 @@ public enum GEMM {
     }
   }
 
-  /// `destination[0..<count] = source[0..<count]` in 8-, 4- and 2-float vectors (a constant `count`, such as a
-  /// micro-kernel's `mr`, unrolls into a few vector moves; a plain loop was left as scalar moves).
-  @inline(__always)
-  static func copyFloats(from source: UnsafePointer<Float>, to destination: UnsafeMutablePointer<Float>, count: Int) {
-    let from = UnsafeRawPointer(source)
-    let to = UnsafeMutableRawPointer(destination)
-    let stride = MemoryLayout<Float>.stride
-    var j = 0
-    while j + 8 <= count {
-      to.storeBytes(
-        of: from.loadUnaligned(fromByteOffset: j * stride, as: SIMD8<Float>.self), toByteOffset: j * stride,
-        as: SIMD8<Float>.self)
-      j += 8
-    }
-    if j + 4 <= count {
-      to.storeBytes(
-        of: from.loadUnaligned(fromByteOffset: j * stride, as: SIMD4<Float>.self), toByteOffset: j * stride,
-        as: SIMD4<Float>.self)
-      j += 4
-    }
-    if j + 2 <= count {
-      to.storeBytes(
-        of: from.loadUnaligned(fromByteOffset: j * stride, as: SIMD2<Float>.self), toByteOffset: j * stride,
-        as: SIMD2<Float>.self)
-      j += 2
-    }
-    if j < count { destination[j] = source[j] }
-  }
-
   /// `destination[0..<count] = source[0..<count]`, `destination[count..<width] = 0`, in 8-float vectors
   /// where they fit (the zero-padded last panel of a product whose size is not a multiple of the tile).
   @inline(__always)
@@ -576,6 +547,20 @@ public enum GEMM {
     while j + 8 <= count {
       to.storeBytes(of: from.loadUnaligned(fromByteOffset: j * stride, as: V.self), toByteOffset: j * stride, as: V.self)
       j += 8
+    }
+    // 4 and 2 floats at a time before the scalar tail: with a constant `count` (a micro-kernel's `mr`, packing a
+    // stored Aᵀ) the whole copy unrolls into a few vector moves, where a scalar loop stayed scalar moves.
+    if j + 4 <= count {
+      to.storeBytes(
+        of: from.loadUnaligned(fromByteOffset: j * stride, as: SIMD4<Float>.self), toByteOffset: j * stride,
+        as: SIMD4<Float>.self)
+      j += 4
+    }
+    if j + 2 <= count {
+      to.storeBytes(
+        of: from.loadUnaligned(fromByteOffset: j * stride, as: SIMD2<Float>.self), toByteOffset: j * stride,
+        as: SIMD2<Float>.self)
+      j += 2
     }
     while j < count {
       destination[j] = source[j]
@@ -613,7 +598,7 @@ public enum GEMM {
         // between them), which the hardware prefetchers do not stream from memory on their own.
         if p + ahead < k { prefetchForReading(source + ahead * lda, count: fullPanels * mr) }
         for q in 0..<fullPanels {
-          copyFloats(from: source + q * mr, to: packed + q * k * mr + p * mr, count: mr)
+          copyPadded(source + q * mr, count: mr, into: packed + q * k * mr + p * mr, width: mr)
         }
       }
       ir = fullPanels * mr
