@@ -49,6 +49,20 @@ import Testing
     }
   }
 
+  /// The plain 7×7 row kernel's 8-lane 8-column tiles: as many as whole 8- and 7-column tiles allow, none
+  /// where they cannot cover the row (the models' 7-, 14- and 28-column rows); the cases above have rows
+  /// that take them (W = 8, 15, 23, 40 with k = 7), so every kernel check runs them at 8 lanes.
+  @Test func eightColumnTilesCoverRowsExactly() {
+    #expect(DepthwiseConvolution.eightColumnTiles(width: 56) == 7)
+    #expect(DepthwiseConvolution.eightColumnTiles(width: 15) == 1)
+    for width in [7, 14, 28, 1, 6, 9] { #expect(DepthwiseConvolution.eightColumnTiles(width: width) == nil) }
+    for width in 1...300 {
+      let best = (1...Swift.max(1, width / 8)).last { 8 * $0 <= width && (width - 8 * $0) % 7 == 0 }
+      #expect(DepthwiseConvolution.eightColumnTiles(width: width) == best, "W \(width)")
+    }
+    #expect(Self.cases.contains { $0.k == 7 && DepthwiseConvolution.eightColumnTiles(width: $0.w) != nil })
+  }
+
   @Test func casesIncludeRowsCopiedAhead() {
     let minimum = DepthwiseConvolution.Kernels<SIMD8<Float>>.PaddedRowRing.minimumCopyAheadRow
     #expect(Self.cases.contains { $0.w * $0.c >= minimum && $0.h > 7 })

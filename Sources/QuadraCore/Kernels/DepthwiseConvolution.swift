@@ -277,6 +277,15 @@ public enum DepthwiseConvolution {
     }
   }
 
+  /// The most 8-column tiles a row of `W` columns can take with the rest in whole 7-column tiles, or nil
+  /// when none can (`W` = 7, 14, 28 among the models' rows: those keep 7-column tiles). The plain 7×7
+  /// convolution's 8-lane row kernel takes them (``Kernels/eightColumnRowTiles(_:)``).
+  static func eightColumnTiles(width W: Int) -> Int? {
+    var eights = W / 8
+    while eights > 0 && (W - 8 * eights) % 7 != 0 { eights -= 1 }
+    return eights > 0 ? eights : nil
+  }
+
   /// Calls `body(firstColumn)` for tiles of `tile` columns covering `0..<width` (`width ≥ tile`).
   /// When `width` is not a multiple of `tile` the last tile overlaps the previous one: it
   /// recomputes a few columns (each tile writes, never accumulates) but runs at full width.

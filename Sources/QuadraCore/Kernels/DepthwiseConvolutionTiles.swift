@@ -325,24 +325,74 @@ extension DepthwiseConvolution {
       let k = s.kernelSize, C = s.channels
       let staged = streaming && s.stagesRows
       let target = staged ? staging : output
+      let eights = eightColumnRowTiles(s)
       for block in 0..<s.blocks {
         let lanesUsed = Swift.min(L, C - block * L)
         let w = weight + block * k * k * L
-        let b = load(bias + block * L)
         let x = block * s.blockRowCount
         let out = target + block * L
-        forEachColumnTile(s) { T, w0 in
-          var tile = Tile(repeating: b)
-          accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
-          if streaming && !staged {
-            tile.storeStreaming(T, out + w0 * C, stride: C)
-          } else {
-            tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+        if eights > 0 {
+          // 8-lane blocks are staged, never streamed tile by tile (``Shape/stagesRows``).
+          sevenTapTiles8(eights, rows, khRange, x, w, bias + block * L, out, stride: C, lanes: lanesUsed)
+          let b = load(bias + block * L)
+          var w0 = 8 * eights
+          while w0 < s.width {
+            var tile = Tile(repeating: b)
+            accumulate(7, &tile, rows, khRange, x + w0 * L, w, k)
+            tile.store(7, out + w0 * C, stride: C, lanes: lanesUsed)
+            w0 += 7
+          }
+        } else {
+          let b = load(bias + block * L)
+          forEachColumnTile(s) { T, w0 in
+            var tile = Tile(repeating: b)
+            accumulate(T, &tile, rows, khRange, x + w0 * L, w, k)
+            if streaming && !staged {
+              tile.storeStreaming(T, out + w0 * C, stride: C)
+            } else {
+              tile.store(T, out + w0 * C, stride: C, lanes: lanesUsed)
+            }
           }
         }
         afterBlock(block)
       }
       if staged { streamLines(staging, to: output, count: s.width * C) }
+    }
+
+    /// How many 8-column tiles ``forwardRow(rows:khRange:weight:bias:output:shape:streaming:staging:afterBlock:)``
+    /// runs at the start of each row (the rest in 7-column tiles), or 0 for the tiles of
+    /// ``DepthwiseConvolution/forEachColumnTile(_:_:)``: only for the 7×7 kernel on 8-lane blocks, and
+    /// only where whole 8- and 7-column tiles cover the row (``DepthwiseConvolution/eightColumnTiles(width:)``).
+    ///
+    /// Each accumulator of the 7×7 tile is one chain of dependent FMAs: a ymm FMA takes 4 cycles on each of
+    /// Zen's 2 pipes, so 7 chains leave an eighth of the unit idle and 8 fill it. (A zmm FMA takes both pipes
+    /// for one cycle: 4 chains suffice, and 16-lane blocks keep 7 columns.)
+    @inline(__always)
+    static func eightColumnRowTiles(_ s: Shape) -> Int {
+      guard s.kernelSize == 7 && L == 8 else { return 0 }
+      return DepthwiseConvolution.eightColumnTiles(width: s.width) ?? 0
+    }
+
+    /// `tiles` 8-column 7×7 tiles of one 8-lane block (output columns `0 ..< 8 · tiles`), each with `bias`
+    /// added and stored `stride` floats apart (`lanes` lanes per column).
+    ///
+    /// The tile needs 8 accumulators, 7 weights and 1 input: all 16 registers AVX2 has. It is a function of
+    /// its own, taking only pointers, so that no vector of the caller (the bias of its other tiles, say) is
+    /// live across its loop: inlined into the row kernel, the compiler spilled accumulators inside the FMA
+    /// chains (an AVX2 build's forward pass at 0.28–0.34 of the peak instead of 0.64), and with the tile in the
+    /// shared ``accumulate(_:_:_:_:_:_:_:)`` the 28² models' 3×3 quadratic mixers ran 2–5% slower
+    /// (stop 19, and again at stop 23).
+    @inline(never)
+    static func sevenTapTiles8(
+      _ tiles: Int, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>,
+      stride: Int, lanes: Int
+    ) {
+      for index in 0..<tiles {
+        var tile = Tile(repeating: load(bias))
+        accumulate7(8, &tile, rows, khRange, x + index * 8 * L, weight)
+        tile.store(8, output + index * 8 * stride, stride: stride, lanes: lanes)
+      }
     }
 
     /// Copies `count` floats (a multiple of 16) to the 64-byte-aligned `target` with streaming stores.
@@ -453,7 +503,7 @@ extension DepthwiseConvolution {
       _ weight: UnsafePointer<Float>, _ k: Int
     ) {
       if T == 7 && k == 7 {
-        accumulate7(&tile, rows, khRange, x, weight)
+        accumulate7(7, &tile, rows, khRange, x, weight)
         return
       }
       var sums = tile
@@ -558,19 +608,21 @@ extension DepthwiseConvolution {
       if n > 2 { (c.v0, c.v1, c.v2, c.v3, c.v4, c.v5, c.v6, c.v7) = (c0, c1, c2, c3, c4, c5, c6, c7) }
     }
 
-    /// `accumulate` for the 7×7 kernel and 7 output columns.
+    /// `accumulate` for the 7×7 kernel and `T` (7 or 8, a literal) output columns.
     ///
-    /// Per kernel row the 7 weight vectors stay in registers and each of the 13 input
+    /// Per kernel row the 7 weight vectors stay in registers and each of the `T + 6` input
     /// columns the tile reads is loaded once and multiplied into every output it reaches
-    /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs instead
-    /// of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators + 7 weights
-    /// + 1 input use 15 of the 16 registers AVX2 has.
+    /// (input column `i` meets output `j` through tap `i − j`): 20 loads per 49 FMAs (21 per 56 for
+    /// 8 columns) instead of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators
+    /// + 7 weights + 1 input use 15 of the 16 registers AVX2 has (8 columns: all 16, see
+    /// ``sevenTapTiles8(_:_:_:_:_:_:_:stride:lanes:)``).
     @inline(__always)
     static func accumulate7(
-      _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
+      _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
       _ weight: UnsafePointer<Float>
     ) {
       var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3, a4 = tile.v4, a5 = tile.v5, a6 = tile.v6
+      var a7 = tile.v7
       let L = L
       for kh in khRange {
         let xp = rows[kh] + x, wp = weight + kh &* (7 * L)
@@ -588,15 +640,18 @@ extension DepthwiseConvolution {
         v = load(xp + 6 * L); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
                               madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
         v = load(xp + 7 * L); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
-                              madd(&a5, v, w2); madd(&a6, v, w1)
+                              madd(&a5, v, w2); madd(&a6, v, w1); if T > 7 { madd(&a7, v, w0) }
         v = load(xp + 8 * L); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
-                              madd(&a6, v, w2)
+                              madd(&a6, v, w2); if T > 7 { madd(&a7, v, w1) }
         v = load(xp + 9 * L); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
-        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4)
-        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5)
-        v = load(xp + 12 * L); madd(&a6, v, w6)
+                              if T > 7 { madd(&a7, v, w2) }
+        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4); if T > 7 { madd(&a7, v, w3) }
+        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5); if T > 7 { madd(&a7, v, w4) }
+        v = load(xp + 12 * L); madd(&a6, v, w6); if T > 7 { madd(&a7, v, w5) }
+        if T > 7 { v = load(xp + 13 * L); madd(&a7, v, w6) }
       }
       (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6) = (a0, a1, a2, a3, a4, a5, a6)
+      if T > 7 { tile.v7 = a7 }
     }
 
     // MARK: Backward
