@@ -198,16 +198,22 @@ package enum ActivationKernels {
     }
   }
 
-  /// `activated[i] = GELU(x[i])` and `derivative[i] = GELU′(x[i])` from one erf and one exponential
-  /// per element (a backward pass that needs both would otherwise evaluate erf twice).
-  static func geluWithDerivative(
-    _ x: UnsafePointer<Float>, activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>,
-    count n: Int
+  /// The residual MLP's backward pass through its GELU, for `rows` rows of `columns`: `activated = GELU(x)`,
+  /// `gradient ← gradient ⊙ GELU′(x)` in place (∂GELU(h) in, ∂h out) and each row's ∂h added to `biasSums`,
+  /// in one pass from one erf and one exponential per element (the forward pass's faster erf has no
+  /// exponential, but GELU′ needs e^(−x²/2) anyway). Separate passes for GELU and GELU′, the product and the
+  /// row sums wrote GELU′ out and read it and ∂h back: quadranet-28's training step (batch 64, one thread,
+  /// Zen 4) went 1051 → 1061 img/s with this pass (paired runs, mean of the best of 6).
+  static func geluBackwardWithActivation(
+    _ x: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, activated: UnsafeMutablePointer<Float>,
+    biasSums: UnsafeMutablePointer<Float>, rows: Int, columns: Int
   ) {
     if wideOverride ?? widensGELU {
-      Lanes<SIMD16<Float>>.geluWithDerivative(x, activated: activated, derivative: derivative, count: n)
+      Lanes<SIMD16<Float>>.geluBackwardWithActivation(
+        x, gradient: gradient, activated: activated, biasSums: biasSums, rows: rows, columns: columns)
     } else {
-      Lanes<SIMD8<Float>>.geluWithDerivative(x, activated: activated, derivative: derivative, count: n)
+      Lanes<SIMD8<Float>>.geluBackwardWithActivation(
+        x, gradient: gradient, activated: activated, biasSums: biasSums, rows: rows, columns: columns)
     }
   }
 
@@ -278,26 +284,36 @@ package enum ActivationKernels {
       }
     }
 
-    static func geluWithDerivative(
-      _ x: UnsafePointer<Float>, activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>,
-      count n: Int
+    /// GELU(v) and GELU′(v) from one erf and one exponential.
+    @inline(__always) static func geluAndDerivative(_ v: V) -> (V, V) {
+      let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
+      let cdf = 0.5 * (1 + erf)
+      return (v * cdf, cdf.addingProduct(v * gaussian, V(repeating: inverseSquareRootOf2Pi)))
+    }
+
+    static func geluBackwardWithActivation(
+      _ x: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>, activated: UnsafeMutablePointer<Float>,
+      biasSums: UnsafeMutablePointer<Float>, rows: Int, columns c: Int
     ) {
-      @inline(__always) func both(_ v: V) -> (V, V) {
-        let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
-        let cdf = 0.5 * (1 + erf)
-        return (v * cdf, cdf.addingProduct(v * gaussian, V(repeating: inverseSquareRootOf2Pi)))
-      }
-      var i = 0
-      while i + width <= n {
-        let (a, d) = both(load(x + i))
-        store(a, activated + i)
-        store(d, derivative + i)
-        i += width
-      }
-      if i < n {
-        let (a, d) = both(loadPartial(x + i, count: n - i))
-        storePartial(a, activated + i, count: n - i)
-        storePartial(d, derivative + i, count: n - i)
+      for row in 0..<rows {
+        let xr = x + row * c, gr = gradient + row * c, ar = activated + row * c
+        var j = 0
+        while j + width <= c {
+          let (a, d) = geluAndDerivative(load(xr + j))
+          store(a, ar + j)
+          let dh = load(gr + j) * d
+          store(dh, gr + j)
+          store(load(biasSums + j) + dh, biasSums + j)
+          j += width
+        }
+        if j < c {
+          let n = c - j
+          let (a, d) = geluAndDerivative(loadPartial(xr + j, count: n))
+          storePartial(a, ar + j, count: n)
+          let dh = loadPartial(gr + j, count: n) * d
+          storePartial(dh, gr + j, count: n)
+          for k in 0..<n { biasSums[j + k] += dh[k] }
+        }
       }
     }
   }

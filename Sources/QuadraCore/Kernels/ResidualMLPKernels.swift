@@ -31,7 +31,8 @@ enum ResidualMLPKernels {
       let weightBytes = 4 * hidden * channels * floatBytes
       let fits = weightBytes <= level2CacheBytes / 2
       // The backward pass touches about 6 C + 5 H floats per row of a block (x, dy, o, x̂, ∂o, ∂x̂, dx;
-      // h, GELU(h), GELU′(h), ∂h); the rows fill what the weights leave of L2. Measured on an Intel
+      // h, GELU(h), ∂h, and until stop 23 a GELU′(h) row, kept in the count so the measured block heights
+      // stay); the rows fill what the weights leave of L2. Measured on an Intel
       // Xeon (AVX-512, 2 MiB L2; quadranet-28, batch 64, one thread): blocks in a quarter of L2 ran
       // no faster than the unfused ops, blocks in all of it 5–10% faster, in a sixteenth 30% slower.
       let bytesPerRow = (6 * channels + 5 * hidden) * floatBytes
@@ -158,21 +159,19 @@ enum ResidualMLPKernels {
     )
     KernelScratch.with(count: chunks * partialCount, zeroed: true) { partials in
       // Each worker runs a contiguous run of chunks; a chunk's blocks add into that chunk's sums.
-      forEachWorker(chunks, scratchPerWorker: s.blockRows * (3 * c + 3 * h)) { chunkRange, scratch in
+      forEachWorker(chunks, scratchPerWorker: s.blockRows * (3 * c + 2 * h)) { chunkRange, scratch in
         let normalized = scratch
         let outputGradient = normalized + s.blockRows * c  // ∂o = γ ⊙ dy
         let normalizedGradient = outputGradient + s.blockRows * c  // ∂x̂
         let activated = normalizedGradient + s.blockRows * c  // GELU(h)
         let hiddenGradient = activated + s.blockRows * h  // ∂GELU(h), then ∂h in place
-        let derivative = hiddenGradient + s.blockRows * h  // GELU′(h)
         for chunk in chunkRange {
           let sums = Pointers(partials: partials + chunk * partialCount, s)
           for index in (s.blocks * chunk / chunks)..<(s.blocks * (chunk + 1) / chunks) {
             backwardBlock(
               s.block(index), x: x, p: p, shape: s, hidden: hidden, mlpOutput: mlpOutput, mean: mean, rstd: rstd,
               packed: weights, dy: dy, dx: dx, sums: sums, normalized: normalized, outputGradient: outputGradient,
-              normalizedGradient: normalizedGradient, activated: activated, hiddenGradient: hiddenGradient,
-              derivative: derivative)
+              normalizedGradient: normalizedGradient, activated: activated, hiddenGradient: hiddenGradient)
           }
         }
       }
@@ -200,8 +199,7 @@ enum ResidualMLPKernels {
     packed: (project: GEMM.PackedMatrix, expand: GEMM.PackedMatrix), dy: UnsafePointer<Float>,
     dx: UnsafeMutablePointer<Float>, sums: Pointers, normalized: UnsafeMutablePointer<Float>,
     outputGradient: UnsafeMutablePointer<Float>, normalizedGradient: UnsafeMutablePointer<Float>,
-    activated: UnsafeMutablePointer<Float>, hiddenGradient: UnsafeMutablePointer<Float>,
-    derivative: UnsafeMutablePointer<Float>
+    activated: UnsafeMutablePointer<Float>, hiddenGradient: UnsafeMutablePointer<Float>
   ) {
     let (c, h) = (s.channels, s.hidden)
     let r0 = range.lowerBound, count = range.count
@@ -226,15 +224,14 @@ enum ResidualMLPKernels {
         j += 1
       }
     }
-    ActivationKernels.geluWithDerivative(hiddenBlock, activated: activated, derivative: derivative, count: count * h)
-    // ∂W₂ += ∂oᵀ·GELU(h)   ([C, H]);   ∂GELU(h) = ∂o·W₂   ([rows, H]).
+    // ∂GELU(h) = ∂o·W₂   ([rows, H]); then in one pass GELU(h), ∂h = ∂GELU(h) ⊙ GELU′(h) and ∂b₁ += Σ ∂h.
+    GEMM.multiply(m: count, a: outputGradient, lda: c, packedB: packed.project, c: hiddenGradient, ldc: h, parallel: false)
+    ActivationKernels.geluBackwardWithActivation(
+      hiddenBlock, gradient: hiddenGradient, activated: activated, biasSums: sums.expandBias, rows: count, columns: h)
+    // ∂W₂ += ∂oᵀ·GELU(h)   ([C, H]).
     GEMM.multiply(
       m: c, n: h, k: count, a: outputGradient, lda: c, transposeA: true, b: activated, ldb: h, transposeB: false,
       c: sums.projectWeight, ldc: h, alpha: 1, beta: 1, columnBias: nil, parallel: false)
-    GEMM.multiply(m: count, a: outputGradient, lda: c, packedB: packed.project, c: hiddenGradient, ldc: h, parallel: false)
-    // ∂h = ∂GELU(h) ⊙ GELU′(h);  ∂b₁ += Σ ∂h.
-    ElementwiseKernels.multiply(hiddenGradient, derivative, count: count * h)
-    for row in 0..<count { ElementwiseKernels.accumulate(hiddenGradient + row * h, into: sums.expandBias, count: h) }
     // x̂ again, from the saved statistics.
     for row in 0..<count {
       NormalizationKernels.normalizeRow(
