@@ -136,9 +136,16 @@ package enum ActivationKernels {
   /// GELU′(x) = Φ(x) + x·φ(x) with φ(x) = e^(−x²/2)/√(2π).
   @inline(__always)
   static func geluDerivative<V: ActivationVector>(_ x: V) -> V {
+    geluAndDerivative(x).derivative
+  }
+
+  /// GELU(x) = x·Φ(x) and GELU′(x) from one erf and one exponential (the backward passes' erf, with its
+  /// e^(−x²), not the forward pass's rational one), so a pass that needs both evaluates them once.
+  @inline(__always)
+  static func geluAndDerivative<V: ActivationVector>(_ x: V) -> (gelu: V, derivative: V) {
     let (erf, gaussian) = erfAndGaussian(x * inverseSquareRootOf2)
     let cdf = 0.5 * (1 + erf)
-    return cdf.addingProduct(x * gaussian, V(repeating: inverseSquareRootOf2Pi))
+    return (x * cdf, cdf.addingProduct(x * gaussian, V(repeating: inverseSquareRootOf2Pi)))
   }
 
   /// Loads `count` < 8 elements into the low lanes (the rest are 0).
@@ -282,13 +289,6 @@ package enum ActivationKernels {
           if let biasSums { for k in 0..<n { biasSums[j + k] += dv[k] } }
         }
       }
-    }
-
-    /// GELU(v) and GELU′(v) from one erf and one exponential.
-    @inline(__always) static func geluAndDerivative(_ v: V) -> (V, V) {
-      let (erf, gaussian) = erfAndGaussian(v * inverseSquareRootOf2)
-      let cdf = 0.5 * (1 + erf)
-      return (v * cdf, cdf.addingProduct(v * gaussian, V(repeating: inverseSquareRootOf2Pi)))
     }
 
     static func geluBackwardWithActivation(
