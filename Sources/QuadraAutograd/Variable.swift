@@ -76,7 +76,28 @@ public final class Variable: @unchecked Sendable {
     guard GradientMode.isEnabled, inputs.contains(where: \.tracksGradient) else {
       return Variable(value: value, node: nil)
     }
-    return Variable(value: value, node: GradientNode(inputs: inputs, pullback: pullback))
+    return Variable(value: value, node: GradientNode(inputs: inputs, pullback: { gradient, _ in pullback(gradient) }))
+  }
+
+  /// Records the result of an operation whose pullback can fold the gradient its **first** input has
+  /// already received into the gradient it returns for that input.
+  ///
+  /// The backward pass visits nodes latest first, so when a variable feeds several ops — a block's input
+  /// feeds its residual join and its mixer — the gradient from the later use is pending on the variable
+  /// when the earlier op's pullback runs. Summing the two is otherwise a separate pass over memory; a
+  /// kernel that writes its input gradient row by row can add the pending one as it goes.
+  ///
+  /// - Parameter pullback: given ∂L/∂output and the first input's pending gradient (nil when there is
+  ///   none), returns ∂L/∂input for each input as ``record(_:inputs:pullback:)``'s does, except that a
+  ///   non-nil gradient for the first input, when a pending one was passed, must already include it: it
+  ///   replaces the pending gradient instead of being added to it.
+  public static func record(
+    _ value: Tensor, inputs: [Variable], foldingPullback pullback: @escaping (Tensor, Tensor?) -> [Tensor?]
+  ) -> Variable {
+    guard GradientMode.isEnabled, inputs.contains(where: \.tracksGradient) else {
+      return Variable(value: value, node: nil)
+    }
+    return Variable(value: value, node: GradientNode(inputs: inputs, pullback: pullback, foldsPendingGradient: true))
   }
 
   /// Back-propagates from this variable.
@@ -116,17 +137,23 @@ public final class Variable: @unchecked Sendable {
         continue
       }
       let inputs = node.inputs
+      // Only a recorded input has a pending gradient (a leaf's `grad` accumulates across passes).
+      let pending = node.foldsPendingGradient ? inputs.first?.node?.outputGradient : nil
       node.release()
-      let inputGradients = pullback(gradient)
+      let inputGradients = pullback(gradient, pending)
       guard inputGradients.count == inputs.count else {
         throw .pullbackGradientCount(returned: inputGradients.count, inputs: inputs.count)
       }
-      for (input, inputGradient) in zip(inputs, inputGradients) {
+      for (index, (input, inputGradient)) in zip(inputs, inputGradients).enumerated() {
         guard let inputGradient else { continue }
         guard inputGradient.shape == input.shape else {
           throw .pullbackGradientShape(gradient: inputGradient.shape, input: input.shape)
         }
         if let inputNode = input.node {
+          if index == 0 && pending != nil {
+            inputNode.outputGradient = inputGradient  // already includes the pending gradient
+            continue
+          }
           inputNode.outputGradient = inputNode.outputGradient.map { $0.adding(inputGradient) } ?? inputGradient
         } else if input.requiresGrad {
           input.accumulate(inputGradient)
@@ -159,15 +186,21 @@ public final class GradientNode: @unchecked Sendable {
   /// and increase in recording order, also across threads).
   let position: Int
   var inputs: [Variable]
-  var pullback: ((Tensor) -> [Tensor?])?
+  /// Maps the output gradient (and, for ``foldsPendingGradient``, the first input's pending gradient) to
+  /// the input gradients.
+  var pullback: ((Tensor, Tensor?) -> [Tensor?])?
+  /// Whether the pullback takes the first input's pending gradient and returns it summed in
+  /// (``Variable/record(_:inputs:foldingPullback:)``).
+  let foldsPendingGradient: Bool
   var outputGradient: Tensor?
   /// Set once a backward pass has run (or skipped) this node and dropped what it saved.
   private(set) var isReleased = false
 
-  init(inputs: [Variable], pullback: @escaping (Tensor) -> [Tensor?]) {
+  init(inputs: [Variable], pullback: @escaping (Tensor, Tensor?) -> [Tensor?], foldsPendingGradient: Bool = false) {
     self.position = GradientNode.lastPosition.add(1, ordering: .relaxed).newValue
     self.inputs = inputs
     self.pullback = pullback
+    self.foldsPendingGradient = foldsPendingGradient
   }
 
   func release() {

@@ -221,13 +221,13 @@ final class ActivationCodeRecorder: Backend {
   }
   func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     base.normalizedQuadraticDepthwiseConvolutionBackward(
       x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-      weightGradients: weightGradients, biasGradients: biasGradients)
+      outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
+      normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
   }
   func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor) {
     base.convolution2D(x, weight: weight, bias: bias, geometry: geometry, into: output)

@@ -11,6 +11,36 @@ import Testing
     #expect(x.grad?.scalars == [2, 2, 2])
   }
 
+  /// A folding pullback gets the gradient its first input already has from a later use and returns the
+  /// sum, which replaces the pending gradient (not added to it a second time); a leaf input has none.
+  @Test func foldingPullbackTakesThePendingGradientAndReplacesIt() throws {
+    let x = Variable(Tensor(shape: [2], scalars: [1, 2]), requiresGrad: true)
+    let h = x * 3  // recorded, so gradients of its uses are pending on its node
+    nonisolated(unsafe) var received: [[Float]?] = []
+    // f = 2h, recorded before h's other use, z = h², so f's pullback runs after z's: y = 2h + h².
+    let f = Variable.record(h.value.adding(h.value), inputs: [h], foldingPullback: { g, pending in
+      received.append(pending?.scalars)
+      let twice = g.adding(g)
+      return [pending.map { twice.adding($0) } ?? twice]
+    })
+    let y = f + h * h
+    try y.sum().backward()
+    // ∂y/∂h = 2 + 2h = [8, 14]; the pending part was 2h = [6, 12]; ∂y/∂x = 3·∂y/∂h.
+    #expect(received == [[6, 12]])
+    #expect(x.grad?.scalars == [24, 42])
+
+    // On a leaf the pullback gets nil, and the leaf's gradient accumulates as usual.
+    received = []
+    x.zeroGradient()
+    let g = Variable.record(x.value.adding(x.value), inputs: [x], foldingPullback: { g, pending in
+      received.append(pending?.scalars)
+      return [g.adding(g)]
+    })
+    try (g + x * x).sum().backward()
+    #expect(received == [nil])
+    #expect(x.grad?.scalars == [4, 6])  // 2 + 2x
+  }
+
   @Test func gradientsAccumulateAcrossBackwardPassesUntilZeroed() throws {
     let x = Variable(Tensor(shape: [2], scalars: [1, -2]), requiresGrad: true)
     for _ in 0..<3 { try (x * x).sum().backward() }

@@ -113,6 +113,37 @@ import Testing
     }
   }
 
+  /// An input-gradient addend (the residual path's gradient) is added as each row is written: the same
+  /// bits as the plain backward followed by a separate sum, every other gradient unchanged, at both lane
+  /// widths and over 1–3 row ranges; the reference backend's composition agrees.
+  @Test(arguments: DepthwiseLaneWidthTests.lanes, [1, 3])
+  func inputGradientAddendIsTheSameAsASeparateSum(lanes: Int, chunks: Int) {
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      for (index, (n, h, w, c, k)) in DepthwiseLaneWidthTests.cases.enumerated() where n * h >= chunks {
+        let p = Problem(n, h, w, c, k, bias: index % 2 == 0, seed: 1400 + UInt64(index))
+        var rng = RandomGenerator(seed: 1500 + UInt64(index))
+        let addend = Tensor.normal(shape: p.x.shape, using: &rng)
+        let normalization = LayerNormParameters(weight: p.gamma, bias: p.beta, epsilon: 1e-6)
+        let (_, statistics) = p.x.normalizedQuadraticDepthwiseConv2D(
+          normalization: normalization, weights: p.w, biases: p.b)
+        func gradients(_ addend: Tensor?) -> [Tensor] {
+          let g = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
+            input: p.x, normalization: normalization, statistics: statistics, weights: p.w, biases: p.b,
+            outputGradient: p.dy, inputGradientAddend: addend)
+          return [g.input, g.normalization.weight, g.normalization.bias, g.weights.0, g.weights.1, g.weights.2]
+            + (g.biases.map { [$0.0, $0.1, $0.2] } ?? [])
+        }
+        let label = "N\(n) \(h)×\(w) C\(c) k\(k) lanes \(lanes) chunks \(chunks)"
+        let (plain, folded) = (gradients(nil), gradients(addend))
+        #expect(folded[0].scalars == plain[0].adding(addend).scalars, "\(label): ∂x")
+        for i in 1..<plain.count { #expect(folded[i].scalars == plain[i].scalars, "\(label): gradient \(i)") }
+        // The reference backend's composition (LayerNorm's backward, then a sum).
+        let reference = Backends.withCurrent(ReferenceBackend()) { gradients(addend) }
+        Self.expectNear(folded[0], reference[0], label + " ∂x against the reference", tolerance: 1e-4)
+      }
+    }
+  }
+
   /// The public entry points (their own row ranges and thread counts) give the same bits on 1 and 2
   /// threads: the LayerNorm's ∂γ, ∂β are summed per shape-fixed range, in order.
   @Test func sameBitsOnOneAndTwoThreads() {

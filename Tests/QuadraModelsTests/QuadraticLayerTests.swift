@@ -135,6 +135,18 @@ import Testing
     #expect(fused[2 + normWeight].maxAbs() > 0)
   }
 
+  /// Two blocks in a row: the second block's input is recorded (the first block's output), so its fused
+  /// mixer folds the residual join's pending gradient into its own ∂L/∂x; against the composition, which
+  /// sums the two in a separate add.
+  @Test func quadraBlockFoldsTheResidualGradientIntoTheMixer() throws {
+    let tests = QuadraticLayerTests()
+    let (block, x, dy) = Self.quadraBlockProblem(seed: 79)
+    let folded = try tests.run(block, x, seed: dy) { block(block($0)) }
+    block.fusesMixerNorm = false
+    let composed = try tests.run(block, x, seed: dy) { block(block($0)) }
+    tests.expectSame(folded, composed, "two QuadraBlocks")
+  }
+
   @Test func convNeXtBlockJoinMatchesComposition() throws {
     let tests = QuadraticLayerTests()
     var generator = RandomGenerator(seed: 73)

@@ -79,14 +79,16 @@ public func normalizedQuadraticDepthwiseConv2D(
   var inputs = [x, normalization.weight, normalization.bias, weights.0, weights.1, weights.2]
   if let biases { inputs += [biases.0, biases.1, biases.2] }
   let tracks = inputs.map(\.tracksGradient)
-  return Variable.record(output, inputs: inputs) { gradient in
+  // The block's residual join, recorded after this op, has usually left x's gradient pending: the
+  // kernel adds it as it writes ∂L/∂x.
+  return Variable.record(output, inputs: inputs, foldingPullback: { gradient, pending in
     let g = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
       input: input, normalization: norm, statistics: statistics, weights: weightValues, biases: biasValues,
-      outputGradient: gradient)
+      outputGradient: gradient, inputGradientAddend: pending)
     var result: [Tensor?] = [g.input, g.normalization.weight, g.normalization.bias, g.weights.0, g.weights.1, g.weights.2]
     if let b = g.biases { result += [b.0, b.1, b.2] }
     return zip(result, tracks).map { $1 ? $0 : nil }
-  }
+  })
 }
 
 /// Differentiable quadratic linear map over the last axis (QuadraLib's `QuadraFC`):

@@ -270,10 +270,12 @@ public protocol Backend: Sendable {
     _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
     statistics: LayerNormStatistics)
   /// Its gradients through the convolution and the LayerNorm, from `x` and the forward's `statistics`:
-  /// `inputGradient` is ∂L/∂x, `normalizationGradients` are ∂L/∂γ and ∂L/∂β.
+  /// `inputGradient` is ∂L/∂x plus `inputGradientAddend` when given (the gradient `x` already received
+  /// from its other uses, a block's residual path: added as each row is written, instead of a separate
+  /// sum pass), `normalizationGradients` are ∂L/∂γ and ∂L/∂β.
   func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?)
   /// Dense convolution, weight `[O, kh, kw, I]`.
   func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor)

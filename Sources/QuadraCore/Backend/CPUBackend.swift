@@ -465,13 +465,14 @@ public struct CPUBackend: Backend {
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     QuadraticDepthwiseConvolution.backward(
       input: x.buffer.pointer, normalization: CPUBackend.inputNormalization(normalization, statistics),
       weights: CPUBackend.pointers(weights), biases: biases.map(CPUBackend.pointers),
       outputGradient: outputGradient.buffer.pointer, inputGradient: inputGradient.buffer.pointer,
+      inputGradientAddend: inputGradientAddend.map { UnsafePointer($0.buffer.pointer) },
       weightGradients: CPUBackend.mutablePointers(weightGradients),
       biasGradients: biasGradients.map(CPUBackend.mutablePointers),
       normalizationGradients: (normalizationGradients.weight.buffer.pointer, normalizationGradients.bias.buffer.pointer),

@@ -275,14 +275,14 @@ public final class MetaBackend: Backend {
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     charge("normalizedQuadraticDepthwiseConvolutionBackward", [x, weights.0, biases?.0, outputGradient]) {
       $0.normalizedQuadraticDepthwiseConvolutionBackward(
         x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-        outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-        weightGradients: weightGradients, biasGradients: biasGradients)
+        outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
+        normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
     }
   }
 

@@ -13,12 +13,12 @@ extension Backend {
     quadraticDepthwiseConvolution(normalized, weights: weights, biases: biases, into: output)
   }
 
-  /// ``Backend/normalizedQuadraticDepthwiseConvolutionBackward(_:normalization:statistics:weights:biases:outputGradient:inputGradient:normalizationGradients:weightGradients:biasGradients:)``
+  /// ``Backend/normalizedQuadraticDepthwiseConvolutionBackward(_:normalization:statistics:weights:biases:outputGradient:inputGradient:inputGradientAddend:normalizationGradients:weightGradients:biasGradients:)``
   /// from this backend's unfused primitives: `x̂` again, the convolution's gradients with `∂L/∂x̂`, then
   /// LayerNorm's backward from the forward's statistics.
   public func composedNormalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     // LayerNorm on the same rows computes the same statistics as the forward pass did.
@@ -38,6 +38,7 @@ extension Backend {
       mean: statistics.mean, inverseStandardDeviation: statistics.inverseStandardDeviation,
       inputGradient: inputGradient.reshaped([rows, c]), weightGradient: normalizationGradients.weight,
       biasGradient: normalizationGradients.bias)
+    if let inputGradientAddend { binary(.add, inputGradient, inputGradientAddend, into: inputGradient) }
   }
 
   /// `LN(x)` with this backend's LayerNorm, writing its statistics to `statistics`.

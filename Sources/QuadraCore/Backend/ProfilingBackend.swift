@@ -399,17 +399,17 @@ public final class ProfilingBackend: Backend {
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     timed(
       "normalizedQuadraticDepthwiseConvolutionBackward", flops: 8 * Self.depthwiseFLOPs(x, kernel: weights.0),
-      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count)
+      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count, inputGradientAddend?.count ?? 0)
     ) {
       wrapped.normalizedQuadraticDepthwiseConvolutionBackward(
         x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-        outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-        weightGradients: weightGradients, biasGradients: biasGradients)
+        outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
+        normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
     }
   }
 

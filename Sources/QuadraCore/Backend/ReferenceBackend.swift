@@ -406,13 +406,13 @@ public struct ReferenceBackend: Backend {
 
   public func normalizedQuadraticDepthwiseConvolutionBackward(
     _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor,
+    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
     normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
   ) {
     composedNormalizedQuadraticDepthwiseConvolutionBackward(
       x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-      weightGradients: weightGradients, biasGradients: biasGradients)
+      outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
+      normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
   }
 
   public func quadraticDepthwiseConvolutionBackward(

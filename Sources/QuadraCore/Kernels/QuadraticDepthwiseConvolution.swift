@@ -123,11 +123,13 @@ public enum QuadraticDepthwiseConvolution {
   ///
   /// With `normalization` (the statistics its forward pass wrote), the convolutions' input is `x̂` and
   /// the gradients are those of the whole `QDW(LN(x))`: `inputGradient` (required then) is `∂L/∂x` through
-  /// the LayerNorm, and `normalizationGradients` receives `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)·σ⁻¹` and `∂L/∂β = Σ ∂L/∂x̂`.
+  /// the LayerNorm, and `normalizationGradients` receives `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)·σ⁻¹` and `∂L/∂β = Σ ∂L/∂x̂`;
+  /// `inputGradientAddend` (normalized inputs only), when not nil, is added to `∂L/∂x` as each pixel's gradient
+  /// is written (the gradient a block's residual path gives `x`: no separate pass sums the two).
   public static func backward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
     outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-    weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    inputGradientAddend: UnsafePointer<Float>? = nil, weightGradients: MutablePointers, biasGradients: MutablePointers?,
     normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
     batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int
   ) {
@@ -136,8 +138,8 @@ public enum QuadraticDepthwiseConvolution {
       op: "quadraticDepthwiseConv2D backward")
     backward(
       input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
-      inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
-      normalizationGradients: normalizationGradients, shape: s, chunks: s.reductionChunks)
+      inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradients: weightGradients,
+      biasGradients: biasGradients, normalizationGradients: normalizationGradients, shape: s, chunks: s.reductionChunks)
   }
 
   /// ``backward(input:normalization:weights:biases:outputGradient:inputGradient:weightGradients:biasGradients:normalizationGradients:batch:height:width:channels:kernelSize:)``
@@ -145,23 +147,26 @@ public enum QuadraticDepthwiseConvolution {
   static func backward(
     input: UnsafePointer<Float>, normalization: InputNormalization? = nil, weights: Pointers, biases: Pointers?,
     outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-    weightGradients: MutablePointers, biasGradients: MutablePointers?,
+    inputGradientAddend: UnsafePointer<Float>? = nil, weightGradients: MutablePointers, biasGradients: MutablePointers?,
     normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)? = nil,
     shape s: Shape, chunks: Int
   ) {
     precondition(
       normalization == nil || (inputGradient != nil && normalizationGradients != nil),
       "quadraticDepthwiseConv2D backward: a normalized input needs the input and normalization gradients")
+    precondition(
+      inputGradientAddend == nil || normalization != nil,
+      "quadraticDepthwiseConv2D backward: an input-gradient addend needs a normalized input")
     if s.lanes == 16 {
       Kernels<SIMD16<Float>>.backward(
         input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
-        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
-        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
+        inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradients: weightGradients,
+        biasGradients: biasGradients, normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     } else {
       Kernels<SIMD8<Float>>.backward(
         input: input, normalization: normalization, weights: weights, biases: biases, outputGradient: outputGradient,
-        inputGradient: inputGradient, weightGradients: weightGradients, biasGradients: biasGradients,
-        normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
+        inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradients: weightGradients,
+        biasGradients: biasGradients, normalizationGradients: normalizationGradients, shape: s, chunks: chunks)
     }
   }
 }
@@ -268,7 +273,7 @@ extension QuadraticDepthwiseConvolution {
     static func backward(
       input: UnsafePointer<Float>, normalization: InputNormalization?, weights: Pointers, biases: Pointers?,
       outputGradient: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
-      weightGradients: MutablePointers, biasGradients: MutablePointers?,
+      inputGradientAddend: UnsafePointer<Float>?, weightGradients: MutablePointers, biasGradients: MutablePointers?,
       normalizationGradients: (weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>)?,
       shape s: Shape, chunks: Int
     ) {
@@ -367,7 +372,8 @@ extension QuadraticDepthwiseConvolution {
               if let normalization {
                 normalizationBackwardRow(
                   row, gradient: dx, input: input, normalization: normalization, shape: s,
-                  weightGradientSum: normalizationPartials, biasGradientSum: normalizationPartials + C)
+                  weightGradientSum: normalizationPartials, biasGradientSum: normalizationPartials + C,
+                  addend: inputGradientAddend.map { $0 + row * s.width * C })
               }
             }
           }
@@ -397,13 +403,14 @@ extension QuadraticDepthwiseConvolution {
       withExtendedLifetime(scratch) {}
     }
 
-    /// Carries one row of `∂L/∂x̂` (in `gradient`, overwritten with `∂L/∂x`) back through the LayerNorm,
-    /// pixel by pixel while the row is in L1, and adds the row's `∂L/∂γ`, `∂L/∂β` to the chunk's sums.
+    /// Carries one row of `∂L/∂x̂` (in `gradient`, overwritten with `∂L/∂x`, plus the same row of `addend`
+    /// when given) back through the LayerNorm, pixel by pixel while the row is in L1, and adds the row's
+    /// `∂L/∂γ`, `∂L/∂β` to the chunk's sums.
     @inline(never)
     static func normalizationBackwardRow(
       _ row: Int, gradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
       normalization: InputNormalization, shape s: Shape, weightGradientSum: UnsafeMutablePointer<Float>,
-      biasGradientSum: UnsafeMutablePointer<Float>
+      biasGradientSum: UnsafeMutablePointer<Float>, addend: UnsafePointer<Float>?
     ) {
       let C = s.channels
       for w in 0..<s.width {
@@ -411,7 +418,8 @@ extension QuadraticDepthwiseConvolution {
         NormalizationKernels.layerNormBackwardRow(
           gradient + w * C, input + pixel * C, columns: C, weight: normalization.weight,
           mean: normalization.mean[pixel], inverseStandardDeviation: normalization.inverseStandardDeviation[pixel],
-          inputGradient: gradient + w * C, weightGradientSum: weightGradientSum, biasGradientSum: biasGradientSum)
+          inputGradient: gradient + w * C, weightGradientSum: weightGradientSum, biasGradientSum: biasGradientSum,
+          residualGradient: addend.map { $0 + w * C })
       }
     }
 

@@ -85,9 +85,14 @@ extension Tensor {
   /// ``quadraticDepthwiseConv2DBackward(input:weights:biases:outputGradient:needsInputGradient:)`` (on `x̂`),
   /// `∂L/∂x` is LayerNorm's (``layerNormBackward(outputGradient:weight:statistics:)``), computed row by row
   /// while the row is in cache, and `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)σ⁻¹`, `∂L/∂β = Σ ∂L/∂x̂`.
+  ///
+  /// - Parameter inputGradientAddend: when given (the input's shape), the returned input gradient is
+  ///   `∂L/∂x` plus it: the gradient `x` already has from its other uses (a block's residual path), added as
+  ///   each row is written rather than in a separate pass over memory.
   public static func normalizedQuadraticDepthwiseConv2DBackward(
     input: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics,
-    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor
+    weights: (Tensor, Tensor, Tensor), biases: (Tensor, Tensor, Tensor)?, outputGradient: Tensor,
+    inputGradientAddend: Tensor? = nil
   ) -> (
     input: Tensor, normalization: (weight: Tensor, bias: Tensor), weights: (Tensor, Tensor, Tensor),
     biases: (Tensor, Tensor, Tensor)?
@@ -102,10 +107,15 @@ extension Tensor {
     opPrecondition(
       statistics.mean.shape == [pixels] && statistics.inverseStandardDeviation.shape == [pixels],
       "\(op): statistics \(statistics.mean.shape), \(statistics.inverseStandardDeviation.shape) are not [\(pixels)] for input \(input.shape)")
+    if let inputGradientAddend {
+      opPrecondition(
+        inputGradientAddend.shape == input.shape,
+        "\(op): input-gradient addend \(inputGradientAddend.shape) differs from input shape \(input.shape)")
+    }
     let backend = Backends.backend(
       op: op,
       [input, outputGradient, normalization.weight, normalization.bias, statistics.mean,
-       statistics.inverseStandardDeviation] + tensors(weights, biases))
+       statistics.inverseStandardDeviation] + tensors(weights, biases) + (inputGradientAddend.map { [$0] } ?? []))
     let device = input.device
     let inputGradient = Tensor(uninitializedShape: input.shape, device: device)
     let normalizationGradients = (
@@ -115,8 +125,8 @@ extension Tensor {
     let biasGradients = biases.map { _ in uninitializedTriple([c], device: device) }
     backend.normalizedQuadraticDepthwiseConvolutionBackward(
       input, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-      outputGradient: outputGradient, inputGradient: inputGradient, normalizationGradients: normalizationGradients,
-      weightGradients: weightGradients, biasGradients: biasGradients)
+      outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
+      normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
     return (inputGradient, normalizationGradients, weightGradients, biasGradients)
   }
 
