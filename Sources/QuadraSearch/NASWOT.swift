@@ -161,11 +161,12 @@ final class ActivationCodeRecorder: Backend {
   }
   func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
   ) {
     base.layerNormBackward(
       x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
-      inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
+      inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradient: weightGradient,
+      biasGradient: biasGradient)
   }
   func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
     base.layerScaleResidual(x, branch: m, scale: scale, into: output)

@@ -9,6 +9,25 @@ import Testing
     return Tensor.normal(shape: shape, std: scale, using: &generator)
   }
 
+  /// A pre-norm residual, `y = LN(h) + h` with `h` recorded: LayerNorm's pullback gets the join's
+  /// gradient pending on `h` and folds it into its ∂L/∂h — the same bits as the plain backward plus a sum.
+  @Test func layerNormFoldsThePendingResidualGradient() throws {
+    var rng = RandomGenerator(seed: 90)
+    let x = Variable(Tensor.normal(shape: [3, 4, 6], using: &rng), requiresGrad: true)
+    let weight = Variable(Tensor.normal(shape: [6], using: &rng), requiresGrad: true)
+    let bias = Variable(Tensor.normal(shape: [6], using: &rng), requiresGrad: true)
+    let dy = Tensor.normal(shape: [3, 4, 6], using: &rng)
+    let h = x + x
+    let y = h.layerNorm(weight: weight, bias: bias) + h
+    try y.backward(dy)
+    let statistics = h.value.layerNorm(weight: weight.value, bias: bias.value).statistics
+    let plain = h.value.layerNormBackward(outputGradient: dy, weight: weight.value, statistics: statistics)
+    let dh = plain.input.adding(dy)
+    #expect(x.grad?.scalars == dh.adding(dh).scalars)
+    #expect(weight.grad?.scalars == plain.weight.scalars)
+    #expect(bias.grad?.scalars == plain.bias.scalars)
+  }
+
   @Test func broadcastAdd() {
     checkGradients([Self.random([2, 3, 5, 7], seed: 1), Self.random([7], seed: 2)]) { v in v[0] + v[1] }
     checkGradients([Self.random([7], seed: 3), Self.random([2, 3, 5, 7], seed: 4)]) { v in v[0] + v[1] }

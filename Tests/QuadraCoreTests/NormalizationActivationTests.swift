@@ -64,6 +64,26 @@ import Testing
     #expect(maxDifference(dBias, Tensor(shape: [c], scalars: expectedDb.map { Float($0) })) < 1e-4)
   }
 
+  /// An input-gradient addend comes out as the same bits as the plain backward plus a separate sum
+  /// (γ's and β's gradients untouched), over enough rows for several chunks; the reference backend agrees.
+  @Test func layerNormBackwardAddsTheAddendAsItWritesRows() {
+    let c = 21
+    let x = randomTensor([64, 9, c], seed: 11), g = randomTensor([64, 9, c], seed: 12)
+    let addend = randomTensor([64, 9, c], seed: 13)
+    let weight = randomTensor([c], seed: 14), bias = randomTensor([c], seed: 15)
+    let (_, statistics) = x.layerNorm(weight: weight, bias: bias)
+    let plain = x.layerNormBackward(outputGradient: g, weight: weight, statistics: statistics)
+    let folded = x.layerNormBackward(
+      outputGradient: g, weight: weight, statistics: statistics, inputGradientAddend: addend)
+    #expect(folded.input.scalars == plain.input.adding(addend).scalars)
+    #expect(folded.weight.scalars == plain.weight.scalars)
+    #expect(folded.bias.scalars == plain.bias.scalars)
+    let reference = Backends.withCurrent(ReferenceBackend()) {
+      x.layerNormBackward(outputGradient: g, weight: weight, statistics: statistics, inputGradientAddend: addend)
+    }
+    #expect(maxDifference(folded.input, reference.input) < 1e-4)
+  }
+
   @Test func geluKnownValues() {
     let x = Tensor(shape: [5], scalars: [1, -1, 0, 2, -3])
     let expected: [Float] = [0.8413447, -0.1586553, 0, 1.9544997, -0.0040497]

@@ -223,10 +223,12 @@ public protocol Backend: Sendable {
   func layerNorm(
     _ x: Tensor, weight: Tensor, bias: Tensor, epsilon: Float, into output: Tensor, mean: Tensor,
     inverseStandardDeviation: Tensor)
-  /// Gradients of ``layerNorm(_:weight:bias:epsilon:into:mean:inverseStandardDeviation:)``.
+  /// Gradients of ``layerNorm(_:weight:bias:epsilon:into:mean:inverseStandardDeviation:)``; `inputGradient`
+  /// gets ∂L/∂x plus `inputGradientAddend` when given (the gradient `x` already has from its other uses, such
+  /// as a block's residual path, added as each row is written instead of in a separate pass).
   func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor)
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor)
 
   /// A MetaFormer block's second half, fused: with `x̂ = LN(x)` (over the last axis, `C` channels),
   ///

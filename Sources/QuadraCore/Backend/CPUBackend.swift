@@ -342,14 +342,15 @@ public struct CPUBackend: Backend {
 
   public func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
   ) {
     let c = weight.count
     NormalizationKernels.layerNormBackward(
       outputGradient.buffer.pointer, x.buffer.pointer, rows: x.count / c, columns: c, weight: weight.buffer.pointer,
       mean: mean.buffer.pointer, inverseStandardDeviation: inverseStandardDeviation.buffer.pointer,
-      inputGradient: inputGradient.buffer.pointer, weightGradient: weightGradient.buffer.pointer,
-      biasGradient: biasGradient.buffer.pointer)
+      inputGradient: inputGradient.buffer.pointer,
+      inputGradientAddend: inputGradientAddend.map { UnsafePointer($0.buffer.pointer) },
+      weightGradient: weightGradient.buffer.pointer, biasGradient: biasGradient.buffer.pointer)
   }
 
   public func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {

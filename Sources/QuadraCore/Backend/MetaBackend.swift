@@ -23,7 +23,7 @@ import Synchronization
 /// Only the primitives whose CPU kernels take tracked workspace are probed: the reductions
 /// (``sum(_:keeping:into:)``, ``sumOfProducts(_:_:into:)``, the bias gradient of
 /// ``geluBackward(_:bias:outputGradient:inputGradient:biasGradient:)``, the weight and bias
-/// gradients of ``layerNormBackward(_:outputGradient:weight:mean:inverseStandardDeviation:inputGradient:weightGradient:biasGradient:)``:
+/// gradients of ``layerNormBackward(_:outputGradient:weight:mean:inverseStandardDeviation:inputGradient:inputGradientAddend:weightGradient:biasGradient:)``:
 /// per-chunk partial sums), the depth-sliced matrix products (per-slice partial products: the
 /// weight gradients once batch × pixels is deep, e.g. 7×7 maps at batch 64) and the convolutions
 /// (packed weights, rings, im2col columns). The others (GEMM's packing buffers are per-thread and
@@ -181,12 +181,13 @@ public final class MetaBackend: Backend {
 
   public func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
   ) {
     charge("layerNormBackward", [x, weight]) {
       $0.layerNormBackward(
         x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
-        inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
+        inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradient: weightGradient,
+        biasGradient: biasGradient)
     }
   }
 

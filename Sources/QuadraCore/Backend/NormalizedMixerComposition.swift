@@ -36,9 +36,8 @@ extension Backend {
     layerNormBackward(
       x.reshaped([rows, c]), outputGradient: normalizedGradient.reshaped([rows, c]), weight: normalization.weight,
       mean: statistics.mean, inverseStandardDeviation: statistics.inverseStandardDeviation,
-      inputGradient: inputGradient.reshaped([rows, c]), weightGradient: normalizationGradients.weight,
-      biasGradient: normalizationGradients.bias)
-    if let inputGradientAddend { binary(.add, inputGradient, inputGradientAddend, into: inputGradient) }
+      inputGradient: inputGradient.reshaped([rows, c]), inputGradientAddend: inputGradientAddend?.reshaped([rows, c]),
+      weightGradient: normalizationGradients.weight, biasGradient: normalizationGradients.bias)
   }
 
   /// `LN(x)` with this backend's LayerNorm, writing its statistics to `statistics`.

@@ -269,15 +269,16 @@ public final class ProfilingBackend: Backend {
 
   public func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
   ) {
     timed(
       "layerNormBackward", flops: 14 * Double(x.count),
-      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count)
+      bytes: Self.bytes(x.count, outputGradient.count, inputGradient.count, inputGradientAddend?.count ?? 0)
     ) {
       wrapped.layerNormBackward(
         x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
-        inputGradient: inputGradient, weightGradient: weightGradient, biasGradient: biasGradient)
+        inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradient: weightGradient,
+        biasGradient: biasGradient)
     }
   }
 

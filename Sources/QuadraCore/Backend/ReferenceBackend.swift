@@ -260,7 +260,7 @@ public struct ReferenceBackend: Backend {
 
   public func layerNormBackward(
     _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor
+    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
   ) {
     let c = weight.count, s = x.buffer.pointer, g = outputGradient.buffer.pointer
     var weightTotals = [Double](repeating: 0, count: c), biasTotals = [Double](repeating: 0, count: c)
@@ -271,8 +271,9 @@ public struct ReferenceBackend: Backend {
       let meanScaled = scaled.reduce(0, +) / Double(c)
       let meanScaledNormalized = zip(scaled, normalized).map { $0 * $1 }.reduce(0, +) / Double(c)
       for j in 0..<c {
+        let addend = inputGradientAddend.map { Double($0.buffer.pointer[row * c + j]) } ?? 0
         inputGradient.buffer.pointer[row * c + j] = Float(
-          inverse * (scaled[j] - meanScaled - normalized[j] * meanScaledNormalized))
+          inverse * (scaled[j] - meanScaled - normalized[j] * meanScaledNormalized) + addend)
         weightTotals[j] += Double(g[row * c + j]) * normalized[j]
         biasTotals[j] += Double(g[row * c + j])
       }

@@ -65,11 +65,10 @@ extension Backend {
     let normalizedGradient = Tensor(uninitializedShape: [rows, c], device: device)
     matrixMultiply(
       hiddenGradient, p.expandWeight, MatrixProduct(m: rows, n: c, k: h), columnBias: nil, into: normalizedGradient)
-    let normGradient = Tensor(uninitializedShape: [rows, c], device: device)
+    // dy through the residual, added as LayerNorm's backward writes each row.
     layerNormBackward(
       x2, outputGradient: normalizedGradient, weight: p.normWeight, mean: saved.mean,
-      inverseStandardDeviation: saved.inverseStandardDeviation, inputGradient: normGradient,
-      weightGradient: gradients.normWeight, biasGradient: gradients.normBias)
-    binary(.add, normGradient, dy, into: inputGradient.reshaped([rows, c]))
+      inverseStandardDeviation: saved.inverseStandardDeviation, inputGradient: inputGradient.reshaped([rows, c]),
+      inputGradientAddend: dy, weightGradient: gradients.normWeight, biasGradient: gradients.normBias)
   }
 }

@@ -108,8 +108,8 @@ enum NormalizationKernels {
   static func layerNormBackward(
     _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, columns c: Int,
     weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, inverseStandardDeviation rstd: UnsafePointer<Float>,
-    inputGradient dx: UnsafeMutablePointer<Float>, weightGradient dWeight: UnsafeMutablePointer<Float>,
-    biasGradient dBias: UnsafeMutablePointer<Float>
+    inputGradient dx: UnsafeMutablePointer<Float>, inputGradientAddend addend: UnsafePointer<Float>? = nil,
+    weightGradient dWeight: UnsafeMutablePointer<Float>, biasGradient dBias: UnsafeMutablePointer<Float>
   ) {
     let chunks = ElementwiseKernels.reductionChunkCount(
       rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1)), partialSize: 2 * c)
@@ -122,7 +122,8 @@ enum NormalizationKernels {
       for row in range {
         layerNormBackwardRow(
           g + row * c, x + row * c, columns: c, weight: weight, mean: mean[row], inverseStandardDeviation: rstd[row],
-          inputGradient: dx + row * c, weightGradientSum: pw, biasGradientSum: pb)
+          inputGradient: dx + row * c, weightGradientSum: pw, biasGradientSum: pb,
+          residualGradient: addend.map { $0 + row * c })
       }
     }
     dWeight.update(from: partial, count: c)
@@ -135,7 +136,7 @@ enum NormalizationKernels {
     withExtendedLifetime(partials) {}
   }
 
-  /// One row of ``layerNormBackward(_:_:rows:columns:weight:mean:inverseStandardDeviation:inputGradient:weightGradient:biasGradient:)``:
+  /// One row of ``layerNormBackward(_:_:rows:columns:weight:mean:inverseStandardDeviation:inputGradient:inputGradientAddend:weightGradient:biasGradient:)``:
   /// writes the row's `dx` (plus `residualGradient`, when given: the gradient of a residual branch
   /// that reads the same `x`, added here instead of in a separate pass) and adds `g ⊙ x̂` and `g`
   /// to the running sums `pw`, `pb`.

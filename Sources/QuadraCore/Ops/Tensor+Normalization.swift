@@ -24,7 +24,7 @@ extension Tensor {
   ///   - weight: γ, shape `[C]`.
   ///   - bias: β, shape `[C]`.
   ///   - epsilon: added to the variance (ConvNeXt and HorNet use 1e-6).
-  /// - Returns: the normalized tensor and the statistics that ``layerNormBackward(outputGradient:weight:statistics:)`` needs.
+  /// - Returns: the normalized tensor and the statistics that ``layerNormBackward(outputGradient:weight:statistics:inputGradientAddend:)`` needs.
   public func layerNorm(
     weight: Tensor, bias: Tensor, epsilon: Float = 1e-6
   ) -> (output: Tensor, statistics: LayerNormStatistics) {
@@ -40,9 +40,12 @@ extension Tensor {
 
   /// Gradients of ``layerNorm(weight:bias:epsilon:)`` given ∂L/∂y; `self` is the forward input.
   ///
-  /// - Returns: ∂L/∂x (shape of `self`), ∂L/∂γ and ∂L/∂β (shape `[C]`).
+  /// - Parameter inputGradientAddend: when given (the shape of `self`), added to ∂L/∂x as each row is
+  ///   written: the gradient `x` already has from its other uses (a block's residual path), without a
+  ///   separate sum pass.
+  /// - Returns: ∂L/∂x (shape of `self`; plus the addend), ∂L/∂γ and ∂L/∂β (shape `[C]`).
   public func layerNormBackward(
-    outputGradient: Tensor, weight: Tensor, statistics: LayerNormStatistics
+    outputGradient: Tensor, weight: Tensor, statistics: LayerNormStatistics, inputGradientAddend: Tensor? = nil
   ) -> (input: Tensor, weight: Tensor, bias: Tensor) {
     let (rows, c) = layerNormChecks(weight: weight, bias: weight, op: "layerNormBackward")
     opPrecondition(
@@ -51,15 +54,22 @@ extension Tensor {
     opPrecondition(
       statistics.mean.count == rows && statistics.inverseStandardDeviation.count == rows,
       "layerNormBackward: statistics for \(statistics.mean.count) rows, input \(shape) has \(rows)")
+    if let inputGradientAddend {
+      opPrecondition(
+        inputGradientAddend.shape == shape,
+        "layerNormBackward: input-gradient addend \(inputGradientAddend.shape) differs from input shape \(shape)")
+    }
     let backend = Backends.backend(
-      op: "layerNormBackward", self, outputGradient, weight, statistics.mean, statistics.inverseStandardDeviation)
+      op: "layerNormBackward",
+      [self, outputGradient, weight, statistics.mean, statistics.inverseStandardDeviation]
+        + (inputGradientAddend.map { [$0] } ?? []))
     let dx = Tensor(uninitializedShape: shape, device: device)
     let dWeight = Tensor(uninitializedShape: [c], device: device)
     let dBias = Tensor(uninitializedShape: [c], device: device)
     backend.layerNormBackward(
       self, outputGradient: outputGradient, weight: weight, mean: statistics.mean,
-      inverseStandardDeviation: statistics.inverseStandardDeviation, inputGradient: dx, weightGradient: dWeight,
-      biasGradient: dBias)
+      inverseStandardDeviation: statistics.inverseStandardDeviation, inputGradient: dx,
+      inputGradientAddend: inputGradientAddend, weightGradient: dWeight, biasGradient: dBias)
     return (dx, dWeight, dBias)
   }
 }

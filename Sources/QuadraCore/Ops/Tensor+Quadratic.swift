@@ -83,7 +83,7 @@ extension Tensor {
   /// Gradients of ``normalizedQuadraticDepthwiseConv2D(normalization:weights:biases:)`` given
   /// `outputGradient = ∂L/∂y`, from the input and the forward's statistics: with `∂L/∂x̂` as in
   /// ``quadraticDepthwiseConv2DBackward(input:weights:biases:outputGradient:needsInputGradient:)`` (on `x̂`),
-  /// `∂L/∂x` is LayerNorm's (``layerNormBackward(outputGradient:weight:statistics:)``), computed row by row
+  /// `∂L/∂x` is LayerNorm's (``layerNormBackward(outputGradient:weight:statistics:inputGradientAddend:)``), computed row by row
   /// while the row is in cache, and `∂L/∂γ = Σ ∂L/∂x̂ ⊙ (x − μ)σ⁻¹`, `∂L/∂β = Σ ∂L/∂x̂`.
   ///
   /// - Parameter inputGradientAddend: when given (the input's shape), the returned input gradient is
