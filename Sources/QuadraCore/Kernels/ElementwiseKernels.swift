@@ -21,6 +21,16 @@ enum ElementwiseKernels {
     UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD8<Float>.self)
   }
 
+  /// The sum of `v`'s lanes as a tree, `((v₀ + v₄) + (v₂ + v₆)) + ((v₁ + v₅) + (v₃ + v₇))`: three dependent
+  /// adds where `SIMD.sum()`, which must keep the lanes' order, chains seven (about 21 cycles of latency,
+  /// in kernels that reduce once per short row, such as LayerNorm's rows of 40–160 channels).
+  @inline(__always)
+  static func laneSum(_ v: SIMD8<Float>) -> Float {
+    let quarter = v.lowHalf + v.highHalf
+    let pair = quarter.lowHalf + quarter.highHalf
+    return pair[0] + pair[1]
+  }
+
   /// The most partial results one reduction is split into.
   static let maximumReductionChunks = 16
   /// The most floats all partial results of one reduction may hold together (4 MiB).

@@ -71,8 +71,8 @@ enum NormalizationKernels {
       t2 += d * d
       j += 1
     }
-    let sum1 = Double(s1.sum()) + Double(t1)
-    let sum2 = Double(s2.sum()) + Double(t2)
+    let sum1 = Double(ElementwiseKernels.laneSum(s1)) + Double(t1)
+    let sum2 = Double(ElementwiseKernels.laneSum(s2)) + Double(t2)
     let shiftedMean = sum1 / Double(c)
     let variance = Swift.max(sum2 / Double(c) - shiftedMean * shiftedMean, 0)
     return (Float(Double(shift) + shiftedMean), Float(1 / (variance + Double(epsilon)).squareRoot()))
@@ -171,8 +171,8 @@ enum NormalizationKernels {
       pb[j] += gr[j]
       j += 1
     }
-    let meanG = (a1.sum() + t1) * inverseCount
-    let meanGX = (a2.sum() + t2) * inverseCount
+    let meanG = (ElementwiseKernels.laneSum(a1) + t1) * inverseCount
+    let meanGX = (ElementwiseKernels.laneSum(a2) + t2) * inverseCount
     let meanGVector = SIMD8<Float>(repeating: meanG), meanGXVector = SIMD8<Float>(repeating: meanGX)
     j = 0
     while j + 8 <= c {
