@@ -60,14 +60,49 @@ public final class AdamW: PerParameterOptimizer {
     Moments(firstMoment: tensors[0], secondMoment: tensors[1])
   }
 
-  public func applyUpdate(to parameter: inout Tensor, gradient: Tensor, state: Moments, appliesWeightDecay: Bool) {
+  /// Whether ``Optimizer/update()`` updates all parameters in one multi-tensor step
+  /// (``QuadraCore/Tensor/adamWSteps(_:)``: the same bits, the elements of all tensors split across the
+  /// threads together) rather than one tensor at a time. True by default; false for comparisons.
+  public var usesMultiTensorStep = true
+
+  /// This step's constants (``Optimizer/step`` is the new count), as `torch.optim.AdamW` computes them.
+  private func stepConstants(appliesWeightDecay: Bool) -> AdamWStep {
     let t = Float(step)
     let correction1 = 1 - pow(beta1, t)
     let correction2 = 1 - pow(beta2, t)
-    Tensor.adamWStep(
-      parameter: &parameter, gradient: gradient, firstMoment: &state.firstMoment, secondMoment: &state.secondMoment,
+    return AdamWStep(
       beta1: beta1, beta2: beta2, epsilon: epsilon, stepSize: learningRate / correction1,
       inverseRootSecondCorrection: 1 / correction2.squareRoot(),
       parameterScale: appliesWeightDecay ? 1 - learningRate * weightDecay : 1)
+  }
+
+  public func applyUpdate(to parameter: inout Tensor, gradient: Tensor, state: Moments, appliesWeightDecay: Bool) {
+    let c = stepConstants(appliesWeightDecay: appliesWeightDecay)
+    Tensor.adamWStep(
+      parameter: &parameter, gradient: gradient, firstMoment: &state.firstMoment, secondMoment: &state.secondMoment,
+      beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, stepSize: c.stepSize,
+      inverseRootSecondCorrection: c.inverseRootSecondCorrection, parameterScale: c.parameterScale)
+  }
+
+  public func applyUpdates(_ updates: [ParameterUpdate<Moments>]) {
+    guard usesMultiTensorStep else { return applyEachUpdate(updates) }
+    let steps = (decayed: stepConstants(appliesWeightDecay: true), plain: stepConstants(appliesWeightDecay: false))
+    // Storage of their own first (a checkpoint being written may share it), for all of them before any
+    // copy is taken: the step writes through the copies in `batch`, which then share it with these owners
+    // only (a parameter listed twice shares one storage, and the step applies both updates in turn).
+    for update in updates {
+      update.variable.updateValueInPlace { $0.isolateStorage() }
+      update.state.firstMoment.isolateStorage()
+      update.state.secondMoment.isolateStorage()
+    }
+    var batch: [AdamWUpdate] = []
+    batch.reserveCapacity(updates.count)
+    for update in updates {
+      batch.append(
+        AdamWUpdate(
+          step: update.appliesWeightDecay ? steps.decayed : steps.plain, parameter: update.variable.value,
+          gradient: update.gradient, firstMoment: update.state.firstMoment, secondMoment: update.state.secondMoment))
+    }
+    Tensor.adamWSteps(batch)
   }
 }

@@ -95,6 +95,19 @@ public protocol PerParameterOptimizer: Optimizer {
   /// Updates one parameter in place from its gradient; ``Optimizer/step`` is already the new count.
   /// `appliesWeightDecay` is ``Parameter/weightDecay`` (weights of convolutions and linear maps).
   func applyUpdate(to parameter: inout Tensor, gradient: Tensor, state: ParameterState, appliesWeightDecay: Bool)
+  /// Updates every parameter that has a gradient this step (``Optimizer/step`` is already the new count).
+  /// Default: ``applyUpdate(to:gradient:state:appliesWeightDecay:)`` on each in turn
+  /// (``applyEachUpdate(_:)``); an optimizer may update them all in one multi-tensor step instead.
+  func applyUpdates(_ updates: [ParameterUpdate<ParameterState>])
+}
+
+/// One parameter's update in a step of a ``PerParameterOptimizer``.
+public struct ParameterUpdate<State> {
+  public let variable: Variable
+  public let gradient: Tensor
+  public let state: State
+  /// ``Parameter/weightDecay``.
+  public let appliesWeightDecay: Bool
 }
 
 extension PerParameterOptimizer {
@@ -107,15 +120,30 @@ extension PerParameterOptimizer {
       // All states at once, so that a saved state is either empty or complete.
       storage.states = storage.parameters.map { makeState(zerosFor: $0.parameter.variable.shape) }
     }
+    var updates: [ParameterUpdate<ParameterState>] = []
+    updates.reserveCapacity(storage.parameters.count)
     for (index, entry) in storage.parameters.enumerated() {
       let variable = entry.parameter.variable
       guard let gradient = variable.grad else { continue }
       opPrecondition(
         gradient.shape == variable.shape,
         "\(Self.self).update: gradient \(gradient.shape) for parameter \(entry.name) of shape \(variable.shape)")
-      let state = storage.states[index]
-      variable.updateValueInPlace { value in
-        applyUpdate(to: &value, gradient: gradient, state: state, appliesWeightDecay: entry.parameter.weightDecay)
+      updates.append(
+        ParameterUpdate(
+          variable: variable, gradient: gradient, state: storage.states[index],
+          appliesWeightDecay: entry.parameter.weightDecay))
+    }
+    applyUpdates(updates)
+  }
+
+  public func applyUpdates(_ updates: [ParameterUpdate<ParameterState>]) { applyEachUpdate(updates) }
+
+  /// ``applyUpdate(to:gradient:state:appliesWeightDecay:)`` on each update in turn.
+  public func applyEachUpdate(_ updates: [ParameterUpdate<ParameterState>]) {
+    for update in updates {
+      update.variable.updateValueInPlace { value in
+        applyUpdate(
+          to: &value, gradient: update.gradient, state: update.state, appliesWeightDecay: update.appliesWeightDecay)
       }
     }
   }

@@ -119,13 +119,21 @@ import Testing
     }
   }
 
-  @Test func adamWIsBitExactAgainstTheReferenceLoop() throws {
+  /// Bit for bit against the scalar loop, one tensor at a time and in the multi-tensor step (whose thread
+  /// ranges cut tensors anywhere, also inside a vector's 8 elements) on 1–3 threads.
+  @Test(arguments: [false, true], [1, 2, 3])
+  func adamWIsBitExactAgainstTheReferenceLoop(multiTensor: Bool, threads: Int) throws {
+    try Parallel.withThreadCount(threads) { try checkAdamWAgainstTheReferenceLoop(multiTensor: multiTensor) }
+  }
+
+  func checkAdamWAgainstTheReferenceLoop(multiTensor: Bool) throws {
     var generator = RandomGenerator(seed: 11)
     // Large enough (> 2¹⁵ elements) to run on several threads.
-    let weight = Tensor.normal(shape: [70_000], using: &generator).scalars
+    let weight = Tensor.normal(shape: [70_001], using: &generator).scalars
     let bias = Tensor.normal(shape: [33], using: &generator).scalars
     let parameters = makeParameters(weight, bias)
     let adamW = try AdamW(parameters: parameters, learningRate: 3e-3, weightDecay: 0.05)
+    adamW.usesMultiTensorStep = multiTensor
     var reference = ReferenceAdamW(shapes: [weight.count, bias.count])
     var expected = [weight, bias]
     for step in 0..<5 {
@@ -144,6 +152,40 @@ import Testing
     #expect(state["exp_avg.layer.weight"]!.scalars.map(\.bitPattern) == reference.m[0].map(\.bitPattern))
     #expect(state["exp_avg_sq.layer.bias"]!.scalars.map(\.bitPattern) == reference.v[1].map(\.bitPattern))
     #expect(adamW.step == 5)
+  }
+
+  /// The multi-tensor step writes in place, but never into storage another tensor shares: a snapshot of
+  /// a parameter or of the state (as a checkpoint being written holds) keeps its values.
+  @Test func multiTensorStepLeavesSharedStorageAlone() throws {
+    let parameters = makeParameters()
+    let adamW = try AdamW(parameters: parameters, learningRate: 0.1)
+    #expect(adamW.usesMultiTensorStep)
+    setGradients(parameters, [[1, -1], [2]])
+    adamW.update()
+    let weight = parameters[0].parameter.variable.value
+    let state = adamW.stateTensors
+    let (weightBefore, momentBefore) = (weight.scalars, state["exp_avg.layer.weight"]!.scalars)
+    setGradients(parameters, [[0.5, 0.5], [1]])
+    adamW.update()
+    #expect(weight.scalars == weightBefore)
+    #expect(state["exp_avg.layer.weight"]!.scalars == momentBefore)
+    #expect(parameters[0].parameter.variable.value.scalars != weightBefore)
+    #expect(adamW.stateTensors["exp_avg.layer.weight"]!.scalars != momentBefore)
+  }
+
+  /// A parameter listed twice gets both updates one after the other, as with one tensor at a time.
+  @Test func multiTensorStepAppliesARepeatedParameterTwice() throws {
+    func run(multiTensor: Bool) throws -> [Float] {
+      let parameter = Parameter(Variable(Tensor(shape: [3], scalars: [1, -2, 3]), requiresGrad: true), weightDecay: true)
+      let adamW = try AdamW(parameters: [(name: "a", parameter: parameter), (name: "b", parameter: parameter)])
+      adamW.usesMultiTensorStep = multiTensor
+      for _ in 0..<2 {
+        parameter.variable.grad = Tensor(shape: [3], scalars: [0.5, -1, 2])
+        adamW.update()
+      }
+      return parameter.variable.value.scalars
+    }
+    #expect(try run(multiTensor: true).map(\.bitPattern) == run(multiTensor: false).map(\.bitPattern))
   }
 
   @Test func parametersWithoutAGradientAreLeftAlone() throws {

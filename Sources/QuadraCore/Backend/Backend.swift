@@ -301,11 +301,43 @@ public protocol Backend: Sendable {
   /// `θ ← θ·parameterScale − stepSize·m / (√v·inverseRootSecondCorrection + ε)`, in this
   /// order of operations and without fused multiply-adds (resumed runs are bit-exact).
   func adamWStep(_ step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor)
+  /// ``adamWStep(_:parameter:gradient:firstMoment:secondMoment:)`` on several parameters in one call (a
+  /// multi-tensor step: a backend may spread the elements of all of them over its threads together). The
+  /// same bits as one call per update, in any order. Default: one call per update.
+  func adamWSteps(_ updates: [AdamWUpdate])
   /// SGD as `torch.optim.SGD` with dampening 0: `d = g + λθ`; with a momentum buffer `b ← μb + d`
   /// and `d = b` (Nesterov: `d + μb`); then `θ ← θ − lr·d`.
   func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?)
   /// `x ← α·x + β·y` in place (exponential moving averages, gradient scaling).
   func linearCombination(_ x: Tensor, scaledBy alpha: Float, adding y: Tensor, scaledBy beta: Float)
+}
+
+/// One parameter's part of a multi-tensor AdamW step (``Backend/adamWSteps(_:)``, ``Tensor/adamWSteps(_:)``).
+public struct AdamWUpdate {
+  public var step: AdamWStep
+  /// θ, m and v are updated in place, in the storage these tensors share with their owners.
+  public var parameter: Tensor
+  public var gradient: Tensor
+  public var firstMoment: Tensor
+  public var secondMoment: Tensor
+
+  public init(step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor) {
+    self.step = step
+    self.parameter = parameter
+    self.gradient = gradient
+    self.firstMoment = firstMoment
+    self.secondMoment = secondMoment
+  }
+
+  var tensors: [Tensor] { [parameter, gradient, firstMoment, secondMoment] }
+}
+
+extension Backend {
+  public func adamWSteps(_ updates: [AdamWUpdate]) {
+    for u in updates {
+      adamWStep(u.step, parameter: u.parameter, gradient: u.gradient, firstMoment: u.firstMoment, secondMoment: u.secondMoment)
+    }
+  }
 }
 
 /// The per-step constants of an AdamW update (see ``Backend/adamWStep(_:parameter:gradient:firstMoment:secondMoment:)``).

@@ -695,6 +695,16 @@ extension CPUBackend {
       parameterScale: step.parameterScale)
   }
 
+  public func adamWSteps(_ updates: [AdamWUpdate]) {
+    OptimizerKernels.adamW(
+      updates.map {
+        OptimizerKernels.AdamWOperand(
+          step: $0.step, parameter: $0.parameter.buffer.pointer, gradient: $0.gradient.buffer.pointer,
+          firstMoment: $0.firstMoment.buffer.pointer, secondMoment: $0.secondMoment.buffer.pointer,
+          count: $0.parameter.count)
+      })
+  }
+
   public func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?) {
     OptimizerKernels.sgd(
       parameter: parameter.buffer.pointer, gradient: gradient.buffer.pointer, momentumBuffer: momentumBuffer?.buffer.pointer,

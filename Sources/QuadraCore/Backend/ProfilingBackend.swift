@@ -474,6 +474,11 @@ public final class ProfilingBackend: Backend {
     }
   }
 
+  public func adamWSteps(_ updates: [AdamWUpdate]) {
+    let count = Double(updates.reduce(0) { $0 + $1.parameter.count })
+    timed("adamWStep", flops: 12 * count, bytes: 4 * count * 7) { wrapped.adamWSteps(updates) }
+  }
+
   public func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?) {
     let streams = momentumBuffer == nil ? 3 : 5
     timed("sgdStep", flops: 4 * Double(parameter.count), bytes: Self.bytes(parameter.count) * Double(streams)) {

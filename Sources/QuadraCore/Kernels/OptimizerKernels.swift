@@ -15,36 +15,86 @@ enum OptimizerKernels {
     beta1: Float, beta2: Float, epsilon: Float, stepSize: Float, inverseRootSecondCorrection: Float,
     parameterScale: Float
   ) {
+    let step = AdamWStep(
+      beta1: beta1, beta2: beta2, epsilon: epsilon, stepSize: stepSize,
+      inverseRootSecondCorrection: inverseRootSecondCorrection, parameterScale: parameterScale)
+    Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
+      adamW(step, parameter: theta, gradient: g, firstMoment: m, secondMoment: v, elements: range)
+    }
+  }
+
+  /// One parameter tensor's pointers in a multi-tensor AdamW step.
+  struct AdamWOperand {
+    let step: AdamWStep
+    let parameter: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>
+    let firstMoment: UnsafeMutablePointer<Float>, secondMoment: UnsafeMutablePointer<Float>
+    let count: Int
+  }
+
+  /// AdamW on several tensors as if they were one: the elements of all of them, in order, are split into
+  /// contiguous ranges across the threads (a range may end inside a tensor). A small model's tensors are
+  /// each below the parallel threshold, so one call per tensor keeps the whole step on one thread.
+  /// Every element gets the same bits as in ``adamW(parameter:gradient:firstMoment:secondMoment:count:beta1:beta2:epsilon:stepSize:inverseRootSecondCorrection:parameterScale:)``.
+  static func adamW(_ operands: [AdamWOperand]) {
+    var starts = [Int](), total = 0
+    starts.reserveCapacity(operands.count)
+    for operand in operands {
+      starts.append(total)
+      total += operand.count
+    }
+    Parallel.forRanges(total, minimumChunk: parallelGrain) { range in
+      // The last tensor starting at or before the range's start, then each tensor the range reaches.
+      var index = starts.lastIndex { $0 <= range.lowerBound } ?? 0
+      while index < operands.count && starts[index] < range.upperBound {
+        let o = operands[index], start = starts[index]
+        let elements = Swift.max(range.lowerBound, start) - start..<Swift.min(range.upperBound, start + o.count) - start
+        if !elements.isEmpty {
+          adamW(
+            o.step, parameter: o.parameter, gradient: o.gradient, firstMoment: o.firstMoment,
+            secondMoment: o.secondMoment, elements: elements)
+        }
+        index += 1
+      }
+    }
+  }
+
+  /// The AdamW update of elements `elements` of one tensor.
+  @inline(__always)
+  static func adamW(
+    _ s: AdamWStep, parameter theta: UnsafeMutablePointer<Float>, gradient g: UnsafePointer<Float>,
+    firstMoment m: UnsafeMutablePointer<Float>, secondMoment v: UnsafeMutablePointer<Float>, elements: Range<Int>
+  ) {
+    let (beta1, beta2, epsilon) = (s.beta1, s.beta2, s.epsilon)
+    let (stepSize, inverseRootSecondCorrection, parameterScale) = (s.stepSize, s.inverseRootSecondCorrection, s.parameterScale)
     // Eight lanes at a time with the scalar loop's operations in the scalar loop's order (square root
     // and division are correctly rounded in both, and Swift contracts nothing into a fused
-    // multiply-add), so every element gets the same bits as the scalar tail would give it: the
-    // compiler leaves the scalar loop unvectorized (its `sqrtf` keeps an errno path), 4× slower.
+    // multiply-add), so every element gets the same bits as the scalar tail would give it — and the
+    // same wherever a range of elements starts: the compiler leaves the scalar loop unvectorized (its
+    // `sqrtf` keeps an errno path), 4× slower.
     typealias V = SIMD8<Float>
     let b1 = V(repeating: beta1), c1 = V(repeating: 1 - beta1), b2 = V(repeating: beta2), c2 = V(repeating: 1 - beta2)
     let rootCorrection = V(repeating: inverseRootSecondCorrection), eps = V(repeating: epsilon)
     let step = V(repeating: stepSize), scale = V(repeating: parameterScale)
-    Parallel.forRanges(count, minimumChunk: parallelGrain) { range in
-      var i = range.lowerBound
-      while i + 8 <= range.upperBound {
-        let gi = ElementwiseKernels.load(g + i)
-        let mi = b1 * ElementwiseKernels.load(m + i) + c1 * gi
-        let vi = b2 * ElementwiseKernels.load(v + i) + c2 * gi * gi
-        ElementwiseKernels.store(mi, m + i)
-        ElementwiseKernels.store(vi, v + i)
-        let denominator = vi.squareRoot() * rootCorrection + eps
-        ElementwiseKernels.store(ElementwiseKernels.load(theta + i) * scale - step * mi / denominator, theta + i)
-        i += 8
-      }
-      while i < range.upperBound {
-        let gi = g[i]
-        let mi = beta1 * m[i] + (1 - beta1) * gi
-        let vi = beta2 * v[i] + (1 - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        let denominator = vi.squareRoot() * inverseRootSecondCorrection + epsilon
-        theta[i] = theta[i] * parameterScale - stepSize * mi / denominator
-        i += 1
-      }
+    var i = elements.lowerBound
+    while i + 8 <= elements.upperBound {
+      let gi = ElementwiseKernels.load(g + i)
+      let mi = b1 * ElementwiseKernels.load(m + i) + c1 * gi
+      let vi = b2 * ElementwiseKernels.load(v + i) + c2 * gi * gi
+      ElementwiseKernels.store(mi, m + i)
+      ElementwiseKernels.store(vi, v + i)
+      let denominator = vi.squareRoot() * rootCorrection + eps
+      ElementwiseKernels.store(ElementwiseKernels.load(theta + i) * scale - step * mi / denominator, theta + i)
+      i += 8
+    }
+    while i < elements.upperBound {
+      let gi = g[i]
+      let mi = beta1 * m[i] + (1 - beta1) * gi
+      let vi = beta2 * v[i] + (1 - beta2) * gi * gi
+      m[i] = mi
+      v[i] = vi
+      let denominator = vi.squareRoot() * inverseRootSecondCorrection + epsilon
+      theta[i] = theta[i] * parameterScale - stepSize * mi / denominator
+      i += 1
     }
   }
 

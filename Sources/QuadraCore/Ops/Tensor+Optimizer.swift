@@ -47,6 +47,41 @@ extension Tensor {
       parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment)
   }
 
+  /// ``adamWStep(parameter:gradient:firstMoment:secondMoment:beta1:beta2:epsilon:stepSize:inverseRootSecondCorrection:parameterScale:)``
+  /// on several parameters in one call, each with its own constants (weight decay differs between them): the
+  /// same bits as one call per update, but the CPU backend splits the elements of all of them across its
+  /// threads together, where a small model's tensors are each too small to be split (quadranet-28's 128
+  /// tensors hold 0.39 M parameters).
+  ///
+  /// It writes through the storage of each update's `parameter`, `firstMoment` and `secondMoment`, which
+  /// the copies in `updates` share with their owners: the owners give their tensors storage of their own
+  /// first (``isolateStorage()``), so that no other tensor sees the writes.
+  public static func adamWSteps(_ updates: [AdamWUpdate]) {
+    guard !updates.isEmpty else { return }
+    for update in updates {
+      checkSameShape(
+        [("parameter", update.parameter.shape), ("gradient", update.gradient.shape),
+         ("first moment", update.firstMoment.shape), ("second moment", update.secondMoment.shape)],
+        op: "adamWSteps")
+    }
+    let backend = Backends.backend(op: "adamWSteps", updates.flatMap(\.tensors))
+    // Updates that write the same storage (a parameter listed twice) must run one after the other, as
+    // separate steps would: threads splitting them together would race.
+    let written = updates.flatMap { [$0.parameter, $0.firstMoment, $0.secondMoment] }.map { ObjectIdentifier($0.buffer) }
+    guard Set(written).count == written.count else {
+      for u in updates {
+        backend.adamWStep(
+          u.step, parameter: u.parameter, gradient: u.gradient, firstMoment: u.firstMoment, secondMoment: u.secondMoment)
+      }
+      return
+    }
+    backend.adamWSteps(updates)
+  }
+
+  /// Gives this tensor storage of its own if another tensor shares it (a copy, as every in-place
+  /// operation makes first), for in-place updates that write through copies of it (``adamWSteps(_:)``).
+  public mutating func isolateStorage() { makeStorageUnique() }
+
   /// One step of SGD with momentum, in place, as `torch.optim.SGD` with dampening 0:
   ///
   ///     d ← g + λ θ
