@@ -333,7 +333,10 @@ public struct AdamWUpdate {
 }
 
 extension Backend {
-  public func adamWSteps(_ updates: [AdamWUpdate]) {
+  public func adamWSteps(_ updates: [AdamWUpdate]) { adamWStepsInTurn(updates) }
+
+  /// One ``adamWStep(_:parameter:gradient:firstMoment:secondMoment:)`` per update, in order.
+  func adamWStepsInTurn(_ updates: [AdamWUpdate]) {
     for u in updates {
       adamWStep(u.step, parameter: u.parameter, gradient: u.gradient, firstMoment: u.firstMoment, secondMoment: u.secondMoment)
     }

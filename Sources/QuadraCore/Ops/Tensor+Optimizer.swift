@@ -68,13 +68,7 @@ extension Tensor {
     // Updates that write the same storage (a parameter listed twice) must run one after the other, as
     // separate steps would: threads splitting them together would race.
     let written = updates.flatMap { [$0.parameter, $0.firstMoment, $0.secondMoment] }.map { ObjectIdentifier($0.buffer) }
-    guard Set(written).count == written.count else {
-      for u in updates {
-        backend.adamWStep(
-          u.step, parameter: u.parameter, gradient: u.gradient, firstMoment: u.firstMoment, secondMoment: u.secondMoment)
-      }
-      return
-    }
+    guard Set(written).count == written.count else { return backend.adamWStepsInTurn(updates) }
     backend.adamWSteps(updates)
   }
 
