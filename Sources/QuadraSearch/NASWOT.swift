@@ -19,17 +19,8 @@ public enum NASWOT {
   ///
   /// - Throws: ``SearchSpaceError`` when the batch has fewer than 2 images or does not fit the model.
   public static func score(_ config: ModelConfig, images: Tensor) throws -> Double {
-    guard images.rank == 4, images.shape[0] >= 2, images.shape[3] == config.inputChannels else {
-      throw SearchSpaceError(
-        field: "images", message: "NASWOT needs a batch [N ≥ 2, H, W, \(config.inputChannels)], got \(images.shape)")
-    }
-    try config.validate(resolution: images.shape[1])
-    let model = try VisionModel(config: config, seed: 0)
-    model.setTraining(false)
     let recorder = ActivationCodeRecorder(batch: images.shape[0])
-    ComputeContext.current.with(backend: recorder).run {
-      GradientMode.withoutRecording { _ = model(Variable(images)) }
-    }
+    try recorder.recordForward(of: config, on: images, proxy: "NASWOT", minimumImages: 2)
     return logAbsoluteDeterminant(recorder.kernel())
   }
 
@@ -66,10 +57,7 @@ public enum NASWOT {
 /// A backend that computes with ``QuadraCore/CPUBackend`` and, for every GELU, adds the agreement of
 /// each pair of images' activation bits to a running kernel (the codes themselves are never stored:
 /// per GELU they are packed 64 units to a word and compared with XOR and popcount).
-final class ActivationCodeRecorder: Backend {
-  let name = "naswot-recorder"
-  let device = Device.cpu
-  private let base = CPUBackend()
+final class ActivationCodeRecorder: ForwardingBackend, @unchecked Sendable {
   private let batch: Int
   /// Agreements K[i][j] (units with equal bits) so far, row-major `batch × batch`.
   private let agreements: Mutex<[Int]>
@@ -77,6 +65,7 @@ final class ActivationCodeRecorder: Backend {
   init(batch: Int) {
     self.batch = batch
     agreements = Mutex([Int](repeating: 0, count: batch * batch))
+    super.init(name: "naswot-recorder")
   }
 
   func kernel() -> [[Double]] {
@@ -84,7 +73,7 @@ final class ActivationCodeRecorder: Backend {
     return (0..<batch).map { i in (0..<batch).map { j in Double(counts[i * batch + j]) } }
   }
 
-  func gelu(_ x: Tensor, bias: Tensor?, into output: Tensor) {
+  override func gelu(_ x: Tensor, bias: Tensor?, into output: Tensor) {
     base.gelu(x, bias: bias, into: output)
     // Rows are image-major (NHWC, or [N·H·W, C] for the MLP), so image i owns the i-th contiguous slice.
     guard output.count % batch == 0 else { return }
@@ -112,147 +101,10 @@ final class ActivationCodeRecorder: Backend {
     agreements.withLock { total in for index in total.indices { total[index] += local[index] } }
   }
 
-  // Everything else is the CPU backend's.
-  func makeBuffer(count: Int) -> TensorBuffer { base.makeBuffer(count: count) }
-  func copy(fromHost source: UnsafeBufferPointer<Float>, into destination: Tensor, at offset: Int) {
-    base.copy(fromHost: source, into: destination, at: offset)
-  }
-  func copy(_ source: Tensor, from offset: Int, toHost destination: UnsafeMutableBufferPointer<Float>) {
-    base.copy(source, from: offset, toHost: destination)
-  }
-  func fill(_ tensor: Tensor, with value: Float) { base.fill(tensor, with: value) }
-  func copyBlock(
-    from source: Tensor, _ sourceBlock: StridedBlock, into destination: Tensor, _ destinationBlock: StridedBlock,
-    rows: Int, width: Int
-  ) { base.copyBlock(from: source, sourceBlock, into: destination, destinationBlock, rows: rows, width: width) }
-  func gatherImages(from source: Tensor, indices: [Int], transforms: [ImageTransform]?, fill: Float, into output: Tensor) {
-    base.gatherImages(from: source, indices: indices, transforms: transforms, fill: fill, into: output)
-  }
-  func matrixMultiply(_ a: Tensor, _ b: Tensor, _ product: MatrixProduct, columnBias: Tensor?, into c: Tensor) {
-    base.matrixMultiply(a, b, product, columnBias: columnBias, into: c)
-  }
-  func binary(_ op: BinaryOperator, _ a: Tensor, _ b: Tensor, into output: Tensor) { base.binary(op, a, b, into: output) }
-  func sum(_ x: Tensor, keeping keep: [Bool], into output: Tensor) { base.sum(x, keeping: keep, into: output) }
-  func sumOfProducts(_ a: Tensor, _ b: Tensor, into output: Tensor) { base.sumOfProducts(a, b, into: output) }
-  func sumAll(_ x: Tensor) -> Double { base.sumAll(x) }
-  func squaredSum(_ x: Tensor) -> Double { base.squaredSum(x) }
-  func maxAbs(_ x: Tensor) -> Float { base.maxAbs(x) }
-  func argmaxRows(_ x: Tensor) -> [Int] { base.argmaxRows(x) }
-  func geluBackward(_ x: Tensor, bias: Tensor?, outputGradient: Tensor, inputGradient: Tensor, biasGradient: Tensor?) {
-    base.geluBackward(x, bias: bias, outputGradient: outputGradient, inputGradient: inputGradient, biasGradient: biasGradient)
-  }
-  func softmax(_ x: Tensor, into output: Tensor) { base.softmax(x, into: output) }
-  func softmaxCrossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing: Float, probabilities: Tensor) -> Double {
-    base.softmaxCrossEntropy(logits, labels: labels, labelSmoothing: labelSmoothing, probabilities: probabilities)
-  }
-  func softmaxCrossEntropyBackward(
-    probabilities: Tensor, labels: [Int], labelSmoothing: Float, scale: Float, into gradient: Tensor
-  ) {
-    base.softmaxCrossEntropyBackward(
-      probabilities: probabilities, labels: labels, labelSmoothing: labelSmoothing, scale: scale, into: gradient)
-  }
-  func layerNorm(
-    _ x: Tensor, weight: Tensor, bias: Tensor, epsilon: Float, into output: Tensor, mean: Tensor,
-    inverseStandardDeviation: Tensor
-  ) {
-    base.layerNorm(
-      x, weight: weight, bias: bias, epsilon: epsilon, into: output, mean: mean,
-      inverseStandardDeviation: inverseStandardDeviation)
-  }
-  func layerNormBackward(
-    _ x: Tensor, outputGradient: Tensor, weight: Tensor, mean: Tensor, inverseStandardDeviation: Tensor,
-    inputGradient: Tensor, inputGradientAddend: Tensor?, weightGradient: Tensor, biasGradient: Tensor
-  ) {
-    base.layerNormBackward(
-      x, outputGradient: outputGradient, weight: weight, mean: mean, inverseStandardDeviation: inverseStandardDeviation,
-      inputGradient: inputGradient, inputGradientAddend: inputGradientAddend, weightGradient: weightGradient,
-      biasGradient: biasGradient)
-  }
-  func layerScaleResidual(_ x: Tensor, branch m: Tensor, scale: Tensor, into output: Tensor) {
-    base.layerScaleResidual(x, branch: m, scale: scale, into: output)
-  }
-  func layerScaleResidualBackward(
-    branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
-  ) {
-    base.layerScaleResidualBackward(
-      branch: m, scale: scale, outputGradient: outputGradient, branchGradient: branchGradient, scaleGradient: scaleGradient)
-  }
   /// Composed from this backend's primitives, so that the MLP's GELU is recorded like any other.
-  func residualMLP(
+  override func residualMLP(
     _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, into output: Tensor, saved: ResidualMLPSaved
   ) {
     composedResidualMLP(x, parameters: parameters, epsilon: epsilon, into: output, saved: saved)
-  }
-  func residualMLPBackward(
-    _ x: Tensor, parameters: ResidualMLPParameters, epsilon: Float, saved: ResidualMLPSaved, outputGradient: Tensor,
-    inputGradient: Tensor, gradients: ResidualMLPParameters
-  ) {
-    base.residualMLPBackward(
-      x, parameters: parameters, epsilon: epsilon, saved: saved, outputGradient: outputGradient, inputGradient: inputGradient,
-      gradients: gradients)
-  }
-  func depthwiseConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, into output: Tensor) {
-    base.depthwiseConvolution(x, weight: weight, bias: bias, into: output)
-  }
-  func depthwiseConvolutionBackward(
-    _ x: Tensor, weight: Tensor, outputGradient: Tensor, inputGradient: Tensor?, weightGradient: Tensor,
-    biasGradient: Tensor?
-  ) {
-    base.depthwiseConvolutionBackward(
-      x, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient, weightGradient: weightGradient,
-      biasGradient: biasGradient)
-  }
-  func quadraticDepthwiseConvolution(_ x: Tensor, weights: TensorTriple, biases: TensorTriple?, into output: Tensor) {
-    base.quadraticDepthwiseConvolution(x, weights: weights, biases: biases, into: output)
-  }
-  func quadraticDepthwiseConvolutionBackward(
-    _ x: Tensor, weights: TensorTriple, biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor?,
-    weightGradients: TensorTriple, biasGradients: TensorTriple?
-  ) {
-    base.quadraticDepthwiseConvolutionBackward(
-      x, weights: weights, biases: biases, outputGradient: outputGradient, inputGradient: inputGradient,
-      weightGradients: weightGradients, biasGradients: biasGradients)
-  }
-  func normalizedQuadraticDepthwiseConvolution(
-    _ x: Tensor, normalization: LayerNormParameters, weights: TensorTriple, biases: TensorTriple?, into output: Tensor,
-    statistics: LayerNormStatistics
-  ) {
-    base.normalizedQuadraticDepthwiseConvolution(
-      x, normalization: normalization, weights: weights, biases: biases, into: output, statistics: statistics)
-  }
-  func normalizedQuadraticDepthwiseConvolutionBackward(
-    _ x: Tensor, normalization: LayerNormParameters, statistics: LayerNormStatistics, weights: TensorTriple,
-    biases: TensorTriple?, outputGradient: Tensor, inputGradient: Tensor, inputGradientAddend: Tensor?,
-    normalizationGradients: (weight: Tensor, bias: Tensor), weightGradients: TensorTriple, biasGradients: TensorTriple?
-  ) {
-    base.normalizedQuadraticDepthwiseConvolutionBackward(
-      x, normalization: normalization, statistics: statistics, weights: weights, biases: biases,
-      outputGradient: outputGradient, inputGradient: inputGradient, inputGradientAddend: inputGradientAddend,
-      normalizationGradients: normalizationGradients, weightGradients: weightGradients, biasGradients: biasGradients)
-  }
-  func convolution2D(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry: Convolution2D.Geometry, into output: Tensor) {
-    base.convolution2D(x, weight: weight, bias: bias, geometry: geometry, into: output)
-  }
-  func convolution2DBackward(
-    _ x: Tensor, weight: Tensor, outputGradient: Tensor, geometry: Convolution2D.Geometry, inputGradient: Tensor?,
-    weightGradient: Tensor, biasGradient: Tensor?
-  ) {
-    base.convolution2DBackward(
-      x, weight: weight, outputGradient: outputGradient, geometry: geometry, inputGradient: inputGradient,
-      weightGradient: weightGradient, biasGradient: biasGradient)
-  }
-  func quadraticCombination(_ z: Tensor, into output: Tensor) { base.quadraticCombination(z, into: output) }
-  func quadraticGradients(overwriting z: Tensor, outputGradient: Tensor) {
-    base.quadraticGradients(overwriting: z, outputGradient: outputGradient)
-  }
-  func permute(_ x: Tensor, axes: [Int], into output: Tensor) { base.permute(x, axes: axes, into: output) }
-  func adamWStep(_ step: AdamWStep, parameter: Tensor, gradient: Tensor, firstMoment: Tensor, secondMoment: Tensor) {
-    base.adamWStep(step, parameter: parameter, gradient: gradient, firstMoment: firstMoment, secondMoment: secondMoment)
-  }
-  func sgdStep(_ step: SGDStep, parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor?) {
-    base.sgdStep(step, parameter: parameter, gradient: gradient, momentumBuffer: momentumBuffer)
-  }
-  func linearCombination(_ x: Tensor, scaledBy alpha: Float, adding y: Tensor, scaledBy beta: Float) {
-    base.linearCombination(x, scaledBy: alpha, adding: y, scaledBy: beta)
   }
 }

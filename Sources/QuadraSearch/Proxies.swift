@@ -20,21 +20,24 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   /// ``ZiCo`` (Li et al. 2023): Σ over weight tensors of log Σ mean|g| / std(g), the gradients' inverse
   /// coefficient of variation across two halves of a labelled mini-batch. Two forward and backward passes.
   case zico
+  /// ``MeCo`` (Jiang et al. 2023): Σ over the residual joins of the smallest eigenvalue of the channel
+  /// correlation matrix of each image's feature map, averaged over a mini-batch. One batched forward pass.
+  case meco
   /// Validation accuracy after a short training run (``ShortTrainingProxy``: one epoch on 10,000 images of
   /// the training split, checked on 2,000 others): seconds per 28² candidate, so not for long searches.
   case shortTraining = "short-training"
 
   /// Whether ``score(_:resolution:batch:shortTraining:)`` needs a mini-batch of real images (and labels).
-  public var needsImages: Bool { self == .naswot || self == .zico }
+  public var needsImages: Bool { self == .naswot || self == .zico || self == .meco }
   /// Whether the proxy trains (``ShortTrainingProxy``): scored by ``score(_:resolution:batch:shortTraining:)``
   /// with the training data.
   public var needsTrainingData: Bool { self == .shortTraining }
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
-  /// `batch` (images `[N ≥ 2, resolution, resolution, C]` and labels) is the mini-batch of ``naswot`` and
-  /// ``zico``, and `shortTraining` the data of ``shortTraining`` (each ignored by the others).
+  /// `batch` (images `[N ≥ 2, resolution, resolution, C]` and labels) is the mini-batch of ``naswot``,
+  /// ``zico`` and ``meco``, and `shortTraining` the data of ``shortTraining`` (each ignored by the others).
   ///
-  /// - Throws: ``SearchSpaceError`` for ``naswot`` or ``zico`` without a usable batch.
+  /// - Throws: ``SearchSpaceError`` for ``naswot``, ``zico`` or ``meco`` without a usable batch.
   public func score(
     _ config: ModelConfig, resolution: Int, batch: ProxyBatch? = nil, shortTraining: ShortTrainingProxy? = nil
   ) throws -> Double {
@@ -47,11 +50,15 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
     case .parameters: return log10(Double(Swift.max(config.parameterCount, 1)))
     case .macs: return log10(Double(Swift.max(config.macs(resolution: resolution), 1)))
     case .synflow: return try Self.synflow(config, resolution: resolution)
-    case .naswot, .zico:
+    case .naswot, .zico, .meco:
       guard let batch else {
         throw SearchSpaceError(field: "images", message: "the \(rawValue) proxy needs a mini-batch of real images")
       }
-      return self == .naswot ? try NASWOT.score(config, images: batch.images) : try ZiCo.score(config, batch: batch)
+      switch self {
+      case .naswot: return try NASWOT.score(config, images: batch.images)
+      case .zico: return try ZiCo.score(config, batch: batch)
+      default: return try MeCo.score(config, images: batch.images)
+      }
     }
   }
 

@@ -92,18 +92,18 @@ struct SearchCostOptions: ParsableArguments {
   }
 }
 
-/// Flags of the data the `naswot`, `zico` and `short-training` proxies score with.
+/// Flags of the data the `naswot`, `zico`, `meco` and `short-training` proxies score with.
 struct ProxyImageOptions: ParsableArguments {
   // Optional so that `search run --resume` can tell a flag given now from the default (see SearchResume).
   @Option(
     name: .customLong("dataset"),
-    help: "Dataset of the naswot / zico mini-batch and the short-training subsets (as for `train --dataset`; default fashion-mnist).")
+    help: "Dataset of the naswot / zico / meco mini-batch and the short-training subsets (as for `train --dataset`; default fashion-mnist).")
   var requestedDataset: String?
-  @Option(name: .customLong("proxy-batch"), parsing: .unconditional, help: "Images in the naswot / zico mini-batch, 2...1024 (default 64).")
+  @Option(name: .customLong("proxy-batch"), parsing: .unconditional, help: "Images in the naswot / zico / meco mini-batch, 2...1024 (default 64).")
   var requestedProxyBatch: Int?
   @Option(
     name: .customLong("proxy-seed"), parsing: .unconditional,
-    help: "Seed of the naswot / zico mini-batch and the short-training subsets, 0...2^63 (default 0).")
+    help: "Seed of the naswot / zico / meco mini-batch and the short-training subsets, 0...2^63 (default 0).")
   var requestedProxySeed: Int?
   @Option(
     parsing: .unconditional,
@@ -179,7 +179,7 @@ struct ProxyImageOptions: ParsableArguments {
     } catch { throw ValidationError("--proxy short-training on --dataset \(dataset): \(error)") }
   }
 
-  /// What `proxy` needs besides the config: a mini-batch for naswot and zico, training data for short-training.
+  /// What `proxy` needs besides the config: a mini-batch for naswot, zico and meco, training data for short-training.
   func inputs(for proxy: AccuracyProxy, resolution: Int, channels: Int) throws -> (batch: ProxyBatch?, shortTraining: ShortTrainingProxy?) {
     (
       proxy.needsImages ? try batch(resolution: resolution, channels: channels) : nil,
@@ -293,7 +293,7 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000 (default 100; with --resume: the new total).") var generations: Int?
   @Option(parsing: .unconditional, help: "Population size, 2...10000 (default 64).") var population: Int?
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000 (default 100).") var children: Int?
-  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot, zico or short-training (synflow, naswot and zico run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
+  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot, zico, meco or short-training (synflow, naswot, zico and meco run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
   @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?

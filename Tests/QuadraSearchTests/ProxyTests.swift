@@ -231,3 +231,89 @@ import Testing
     #expect(RankCorrelation.bootstrapInterval(count: 10, confidence: 1) { _ in 1 } == nil)
   }
 }
+
+@Suite struct MeCoTests {
+  /// A = Q·D·Qᵀ with Q = I − 2uuᵀ (a reflection, orthogonal): the eigenvalues are D's, the smallest −1.5
+  /// (the solver sees a dense matrix, and a negative and a repeated eigenvalue).
+  @Test func smallestEigenvalueOfAKnownDenseMatrix() {
+    let d: [Double] = [3, -1.5, 0.25, 3, 7]
+    let n = d.count
+    let raw: [Double] = [1, -2, 0.5, 3, 1]
+    let length = raw.map { $0 * $0 }.reduce(0, +).squareRoot()
+    let u = raw.map { $0 / length }
+    var q = [Double](repeating: 0, count: n * n)
+    for i in 0..<n { for j in 0..<n { q[i * n + j] = (i == j ? 1 : 0) - 2 * u[i] * u[j] } }
+    var a = [Double](repeating: 0, count: n * n)
+    for i in 0..<n { for j in 0..<n { for k in 0..<n { a[i * n + j] += q[i * n + k] * d[k] * q[j * n + k] } } }
+    #expect(abs(MeCo.smallestEigenvalue(symmetric: &a, order: n) - -1.5) < 1e-9)
+    // Already tridiagonal: tridiag(−1, 2, −1) of order 6 has λ_min = 2 − 2cos(π/7).
+    var t = [Double](repeating: 0, count: 36)
+    for i in 0..<6 {
+      t[i * 6 + i] = 2
+      if i > 0 { t[i * 6 + i - 1] = -1; t[(i - 1) * 6 + i] = -1 }
+    }
+    #expect(abs(MeCo.smallestEigenvalue(symmetric: &t, order: 6) - (2 - 2 * cos(Double.pi / 7))) < 1e-9)
+    var one: [Double] = [4]
+    #expect(MeCo.smallestEigenvalue(symmetric: &one, order: 1) == 4)
+  }
+
+  /// Channels that are uncorrelated over the positions give P = I (λ_min 1); a channel that is an affine
+  /// copy of another makes P singular (0); a constant channel correlates with nothing (its row is 0, so
+  /// λ_min 0); no more positions than channels: 0 without computing.
+  @Test func correlationEigenvalueOfHandMadeMaps() {
+    // Positions × 2 channels: (1, 1), (1, −1), (−1, 1), (−1, −1): centred, orthogonal, equal variance.
+    let orthogonal: [Float] = [1, 1, 1, -1, -1, 1, -1, -1]
+    orthogonal.withUnsafeBufferPointer {
+      #expect(abs(MeCo.minimumCorrelationEigenvalue($0, positions: 4, channels: 2) - 1) < 1e-12)
+    }
+    // Channel 1 = 3·channel 0 + 2; channel 2 independent of both.
+    let copied: [Float] = [1, 5, 1, 2, 8, -1, 3, 11, 1, 4, 14, -1]
+    copied.withUnsafeBufferPointer {
+      #expect(abs(MeCo.minimumCorrelationEigenvalue($0, positions: 4, channels: 3)) < 1e-9)
+    }
+    let constant: [Float] = [1, 7, 2, 7, 3, 7]
+    constant.withUnsafeBufferPointer {
+      #expect(abs(MeCo.minimumCorrelationEigenvalue($0, positions: 3, channels: 2)) < 1e-12)
+    }
+    // Channels a and ½a + (√3/2)b for the orthogonal a, b above: correlation 0.5, λ_min = 1 − 0.5.
+    let mixed: [Float] = (0..<4).flatMap { p -> [Float] in
+      let a = orthogonal[2 * p], b = orthogonal[2 * p + 1]
+      return [a, 0.5 * a + Float(0.75.squareRoot()) * b]
+    }
+    mixed.withUnsafeBufferPointer {
+      #expect(abs(MeCo.minimumCorrelationEigenvalue($0, positions: 4, channels: 2) - 0.5) < 1e-6)
+    }
+    let wide = [Float](repeating: 1, count: 12)
+    wide.withUnsafeBufferPointer { #expect(MeCo.minimumCorrelationEigenvalue($0, positions: 3, channels: 4) == 0) }
+  }
+
+  /// The recorder adds, per residual join, the batch mean of each image's λ_min: an image whose two
+  /// channels are uncorrelated (1) and one whose channels are equal (0) give 0.5 for the join.
+  @Test func recorderAveragesOverTheBatch() {
+    let first: [Float] = [1, 1, 1, -1, -1, 1, -1, -1]
+    let second: [Float] = [1, 1, 2, 2, 3, 3, 4, 4]
+    let x = Tensor(shape: [2, 2, 2, 2], scalars: first + second)
+    let zero = Tensor(zeros: [2, 2, 2, 2])
+    let recorder = FeatureMapRecorder(batch: 2)
+    ComputeContext.current.with(backend: recorder).run {
+      _ = x.layerScaleResidual(branch: zero, scale: Tensor(zeros: [2]))
+    }
+    #expect(abs(recorder.total - 0.5) < 1e-9)
+  }
+
+  /// On a real model: deterministic, finite, non-negative; the proxy needs a batch; a bad batch is refused.
+  @Test func scoreIsDeterministicAndValidatesItsBatch() throws {
+    let config = try SearchSpace.fashionMNIST.config(
+      for: Architecture(
+        stem: StemChoice(patchSize: 2), depths: [1, 1], widths: [24, 48],
+        mixers: [.quadratic(kernelSize: 3), .depthwise(kernelSize: 5)], mlpRatio: 2))
+    var generator = RandomGenerator(seed: 6)
+    let images = Tensor.normal(shape: [4, 28, 28, 1], using: &generator)
+    let score = try MeCo.score(config, images: images)
+    #expect(score.isFinite && score > 0)
+    #expect(try MeCo.score(config, images: images) == score)
+    #expect(throws: SearchSpaceError.self) { try MeCo.score(config, images: Tensor(zeros: [2, 28, 28, 3])) }
+    #expect(throws: SearchSpaceError.self) { try AccuracyProxy.meco.score(config, resolution: 28) }
+    #expect(AccuracyProxy.meco.needsImages)
+  }
+}
