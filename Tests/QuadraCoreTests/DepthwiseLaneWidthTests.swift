@@ -111,7 +111,10 @@ import Testing
 
   /// The 7-tap weight-gradient tile one kernel row per pass and two (the default with AVX-512), forced
   /// both ways so either runs on any machine: kernel-row ranges of every length 1...7 (image edges,
-  /// images shorter than 7 rows), so pairs, a single leftover row and W % 7 remainders all occur.
+  /// images shorter than 7 rows), so pairs, a single leftover row and W % 7 remainders all occur. At 16 lanes,
+  /// and without pairs at 8 lanes (AVX2's path), the fused backward reads `x` in place, unpadded, for rows
+  /// of ≥ 7 columns (``DepthwiseConvolution/Kernels/weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:)``):
+  /// its edge columns and every row width from 7 to 15 (and 23, 40) are checked here.
   @Test(arguments: lanes, [false, true])
   func weightGradientRowPairs(lanes: Int, pairs: Bool) {
     var rng = RandomGenerator(seed: 1100 + UInt64(lanes) + (pairs ? 1 : 0))

@@ -154,7 +154,10 @@ public enum DepthwiseConvolution {
     /// Lanes per channel block: 8 or 16 (the vector the kernels run on).
     let lanes: Int
     /// Whether the 7-tap weight-gradient tile takes two kernel rows per pass (29 vector registers:
-    /// only with AVX-512's 32, where it is faster; AVX2 has 16).
+    /// only with AVX-512's 32, where it is faster; AVX2 has 16). The fused backward pass uses it only for
+    /// 8-lane blocks; 16-lane blocks, and 8-lane blocks without it, read the input in place for the 7×7
+    /// weight gradient instead of copying it into a ring
+    /// (``Kernels/weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:)``).
     let pairsWeightRows: Bool
     /// Whether the quadratic mixer's 3×3 tiles accumulate its convolutions of the same input together
     /// (``Kernels/accumulate3(_:_:_:_:_:_:_:_:_:_:_:)`` with `n` = 2 or 3: up to 31 vector registers, so
