@@ -709,8 +709,13 @@ extension DepthwiseConvolution {
       let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let ringCount = PaddedRowRing.storageCount(s)
       let partialCount = DepthwiseConvolution.partialCount(s)
-      // Per chunk: the input ring, the gradient ring, the weight-gradient partial and the staging row.
-      let perChunk = 2 * ringCount + partialCount + s.stagingCount
+      // The 7×7 weight gradient reads `x` in place (no input ring; see weightRowUnpadded) for 16-lane blocks
+      // and where the paired tile is not available (AVX2); 8-lane blocks with AVX-512 keep the paired tile.
+      let readsInputInPlace = k == 7 && (L == 16 || !s.pairsWeightRows) && s.width >= 7
+      // Per chunk: the input ring (unless x is read in place), the gradient ring, the weight-gradient partial
+      // and the staging row.
+      let inputRingCount = readsInputInPlace ? 0 : ringCount
+      let perChunk = inputRingCount + ringCount + partialCount + s.stagingCount
       let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * perChunk])
       let flipped = scratch.buffer.pointer
       let zeroBias = flipped + s.packedWeightCount
@@ -719,20 +724,18 @@ extension DepthwiseConvolution {
       packBias(nil, into: zeroBias, shape: s)
       let hasBias = biasGradient != nil
       let streaming = streamsOutput(inputGradient, tensorsRead: 2, shape: s)
-      // The 7×7 weight gradient reads `x` in place (no input ring; see weightRowUnpadded) for 16-lane blocks
-      // and where the paired tile is not available (AVX2); 8-lane blocks with AVX-512 keep the paired tile.
-      let readsInputInPlace = k == 7 && (L == 16 || !s.pairsWeightRows) && s.width >= 7
 
       Parallel.forEach(chunks) { chunk in
-        let partial = chunkBase + chunk * perChunk + 2 * ringCount
+        let chunkStart = chunkBase + chunk * perChunk
+        let partial = chunkStart + inputRingCount + ringCount
         partial.initialize(repeating: 0, count: partialCount)
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * k) { table in
           let inputRows = table.baseAddress!
           let gradientRows = inputRows + k
-          var inputRing = PaddedRowRing(
-            input: input, shape: s, storage: chunkBase + chunk * perChunk, rows: inputRows)
+          var inputRing: PaddedRowRing? =
+            readsInputInPlace ? nil : PaddedRowRing(input: input, shape: s, storage: chunkStart, rows: inputRows)
           var gradientRing = PaddedRowRing(
-            input: outputGradient, shape: s, storage: chunkBase + chunk * perChunk + ringCount, rows: gradientRows)
+            input: outputGradient, shape: s, storage: chunkStart + inputRingCount, rows: gradientRows)
           let rows = s.chunkRows(chunk, of: chunks)
           var pending = rows.lowerBound  // the next ∂L/∂y row whose weight-gradient contribution is due
           for row in rows {
@@ -753,12 +756,12 @@ extension DepthwiseConvolution {
                 pending += 1
                 continue
               }
-              let inputKh = inputRing.prepare(row: pending)
+              let inputKh = inputRing!.prepare(row: pending)
               weightRow(
                 rows: UnsafePointer(inputRows), khRange: inputKh,
                 outputGradient: gradientRing.slot(ofImageRow: pending % H) + p * L,
                 gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias
-              ) { inputRing.copyAhead(part: $0 + 1, of: s.blocks) }
+              ) { inputRing!.copyAhead(part: $0 + 1, of: s.blocks) }
               pending += 1
             }
             forwardRow(
@@ -772,7 +775,7 @@ extension DepthwiseConvolution {
       }
 
       reducePartials(
-        first: chunkBase + 2 * ringCount, stride: perChunk, chunks: chunks, shape: s,
+        first: chunkBase + inputRingCount + ringCount, stride: perChunk, chunks: chunks, shape: s,
         weightGradient: weightGradient, biasGradient: biasGradient)
       withExtendedLifetime(scratch) {}
     }
