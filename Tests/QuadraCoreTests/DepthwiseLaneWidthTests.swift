@@ -109,11 +109,36 @@ import Testing
     return (x, weight, dy, expected.dx)
   }
 
+  /// Which fused backward passes read `x` in place: never a partial last channel block (its loads would run past
+  /// the pixel, and at the last pixel past the tensor), a row narrower than 7 or another kernel size, nor 8-lane
+  /// blocks that have the paired tile; and the cases above include shapes that take the in-place path.
+  @Test func inPlaceWeightGradientOnlyForWholeBlocks() {
+    func readsInPlace(lanes: Int, pairs: Bool, w: Int, c: Int, k: Int = 7) -> Bool {
+      DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+        DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
+          let shape = DepthwiseConvolution.Shape(batch: 1, height: 9, width: w, channels: c, kernelSize: k, op: "test")
+          return lanes == 16
+            ? DepthwiseConvolution.Kernels<SIMD16<Float>>.weightGradientReadsInputInPlace(shape)
+            : DepthwiseConvolution.Kernels<SIMD8<Float>>.weightGradientReadsInputInPlace(shape)
+        }
+      }
+    }
+    #expect(readsInPlace(lanes: 16, pairs: true, w: 56, c: 64))
+    #expect(!readsInPlace(lanes: 16, pairs: true, w: 56, c: 72))
+    #expect(readsInPlace(lanes: 8, pairs: false, w: 56, c: 72))
+    #expect(!readsInPlace(lanes: 8, pairs: false, w: 56, c: 100))
+    #expect(!readsInPlace(lanes: 8, pairs: true, w: 56, c: 64))
+    #expect(!readsInPlace(lanes: 16, pairs: false, w: 6, c: 64))
+    #expect(!readsInPlace(lanes: 16, pairs: false, w: 56, c: 64, k: 5))
+    #expect(Self.cases.contains { $0.k == 7 && $0.w >= 7 && $0.c % 16 == 0 })
+    #expect(Self.cases.contains { $0.k == 7 && $0.w >= 7 && $0.c % 8 == 0 && $0.c % 16 != 0 })
+  }
+
   /// The 7-tap weight-gradient tile one kernel row per pass and two (the default with AVX-512), forced
   /// both ways so either runs on any machine: kernel-row ranges of every length 1...7 (image edges,
   /// images shorter than 7 rows), so pairs, a single leftover row and W % 7 remainders all occur. At 16 lanes,
   /// and without pairs at 8 lanes (AVX2's path), the fused backward reads `x` in place, unpadded, for rows
-  /// of ≥ 7 columns (``DepthwiseConvolution/Kernels/weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:)``):
+  /// of ≥ 7 columns and whole channel blocks (``DepthwiseConvolution/Kernels/weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:)``):
   /// its edge columns and every row width from 7 to 15 (and 23, 40) are checked here.
   @Test(arguments: lanes, [false, true])
   func weightGradientRowPairs(lanes: Int, pairs: Bool) {

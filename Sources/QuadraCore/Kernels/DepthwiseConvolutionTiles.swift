@@ -700,6 +700,16 @@ extension DepthwiseConvolution {
       withExtendedLifetime(scratch) {}
     }
 
+    /// Whether the fused backward pass's 7×7 weight gradient reads `x` in place
+    /// (``weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:)``) rather than
+    /// from an input ring: for 16-lane blocks, and for 8-lane blocks where the paired tile is not available
+    /// (AVX2; with AVX-512 8-lane blocks keep the paired tile, which paid at 28×28, C = 40); rows of at least 7
+    /// columns; and only whole blocks, since a partial last block's vector loads would reach past its pixel (past
+    /// the tensor's end at the last pixel), where the ring has zero lanes.
+    static func weightGradientReadsInputInPlace(_ s: Shape) -> Bool {
+      s.kernelSize == 7 && (L == 16 || !s.pairsWeightRows) && s.width >= 7 && s.channels % L == 0
+    }
+
     /// The fused backward pass at this width (see ``DepthwiseConvolution/backward(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:batch:height:width:channels:kernelSize:)``).
     static func backward(
       input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
@@ -709,9 +719,7 @@ extension DepthwiseConvolution {
       let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let ringCount = PaddedRowRing.storageCount(s)
       let partialCount = DepthwiseConvolution.partialCount(s)
-      // The 7×7 weight gradient reads `x` in place (no input ring; see weightRowUnpadded) for 16-lane blocks
-      // and where the paired tile is not available (AVX2); 8-lane blocks with AVX-512 keep the paired tile.
-      let readsInputInPlace = k == 7 && (L == 16 || !s.pairsWeightRows) && s.width >= 7
+      let readsInputInPlace = weightGradientReadsInputInPlace(s)
       // Per chunk: the input ring (unless x is read in place), the gradient ring, the weight-gradient partial
       // and the staging row.
       let inputRingCount = readsInputInPlace ? 0 : ringCount
@@ -866,7 +874,8 @@ extension DepthwiseConvolution {
     /// ``weightRow(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:afterBlock:)`` for the
     /// 7×7 kernel with the input rows read where they are, in NHWC (column `w` of block `b` at
     /// `rows[kh] + w · C + b · L`, no pad columns; ``weightTile7Unpadded(_:stride:_:_:_:)``), not from a
-    /// padded ring: the fused backward pass then copies only `∂L/∂y`. Rows of at least 7 columns.
+    /// padded ring: the fused backward pass then copies only `∂L/∂y`. Rows of at least 7 columns, and channels a
+    /// multiple of `L` (every vector load stays inside its pixel).
     ///
     /// The pass is bound by its instructions, not by memory (an AVX2 build at N = 2, 56×56, C = 64 ran at the
     /// same fraction of the peak as at N = 32), and the ring copies were a sixth of its time: each copied
