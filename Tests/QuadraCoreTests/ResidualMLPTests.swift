@@ -76,19 +76,58 @@ import Testing
     }
   }
 
-  /// The blocks fill L2 next to the weights; weights that outgrow half of L2 take the unfused path.
+  /// The blocks fill L2 next to the weights; weights that outgrow half of L2 take the unfused path, unless
+  /// the activations outgrow L3 (next test).
   @Test func blockingFollowsTheCache() {
-    let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: 1 << 21)
+    let (l2, l3) = (1 << 21, 32 << 20)
+    let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(small.fuses)
     #expect(small.blockRows == ((1 << 21) - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4))
     #expect(small.blocks == (12544 + small.blockRows - 1) / small.blockRows)
     #expect(small.block(small.blocks - 1).upperBound == 12544)
-    let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: 1 << 21)
+    let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(!wide.fuses)
-    // W fits in half of L2 (1 MiB at C = 128, H = 512) but leaves room for only 78 rows per block.
-    let thin = ResidualMLPKernels.Shape(rows: 12544, channels: 128, hidden: 512, level2CacheBytes: 1 << 21)
+    // W fits in half of L2 (1 MiB at C = 128, H = 512) but leaves room for only 78 rows per block; the
+    // 3136 rows' hidden tensor (6.4 MB) stays in L3.
+    let thin = ResidualMLPKernels.Shape(rows: 3136, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(!thin.fuses)
-    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: 1 << 21)
+    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(third.fuses && third.blockRows >= ResidualMLPKernels.Shape.minimumBlockRows)
+  }
+
+  /// Where the weights crowd L2, the kernel fuses in slices of L3 only when the unfused passes would stream
+  /// the hidden tensor from memory, with blocks of at least 256 rows and weights in an eighth of L3.
+  @Test func blockingInLevel3WhenActivationsOutgrowIt() {
+    let (l2, l3) = (512 << 10, 32 << 20)
+    // quadranet-t's first stage at batch 16 on Zen 3: 50,176 rows, C = 64, H = 256 (a 51 MB hidden tensor).
+    let first = ResidualMLPKernels.Shape(rows: 50176, channels: 64, hidden: 256, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(first.fuses)
+    #expect(first.blockRows == l3 / 8 / ((6 * 64 + 5 * 256) * 4))
+    #expect(first.blockRows >= ResidualMLPKernels.Shape.minimumLevel3BlockRows)
+    // Its second stage: 12,544 rows, C = 128, H = 512 (25.7 MB).
+    let second = ResidualMLPKernels.Shape(rows: 12544, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(second.fuses && second.blockRows == l3 / 8 / ((6 * 128 + 5 * 512) * 4))
+    // Its third stage: 3,136 rows, C = 256, H = 1024: the 12.8 MB hidden tensor stays in L3.
+    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(!third.fuses)
+    // The same rows eight times over would stream from memory, but 4 MiB of weights with 26 KB rows leave
+    // blocks of only 157 rows.
+    let tall = ResidualMLPKernels.Shape(rows: 8 * 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(!tall.fuses)
+    // Weights beyond an eighth of L3 are not fused there: C = H = 1024 holds 16 MiB of weights and gradient
+    // sums, with 45 KB rows; an L3 of 100 MiB would give blocks of 290 rows but only 12.5 MiB for the
+    // weights; one of 160 MiB has room for both.
+    let crowded = ResidualMLPKernels.Shape(
+      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 100 << 20)
+    #expect(!crowded.fuses)
+    let roomy = ResidualMLPKernels.Shape(
+      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 160 << 20)
+    #expect(roomy.fuses && roomy.blockRows == (160 << 20) / 8 / ((6 * 1024 + 5 * 1024) * 4))
+    // quadranet-28's stages at batch 64 are untouched by L3: the first fuses in L2, the others stay unfused.
+    let q28 = [(12544, 40, 80), (3136, 80, 160), (576, 160, 320)].map {
+      ResidualMLPKernels.Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3)
+    }
+    #expect(q28.map(\.fuses) == [true, false, false])
+    #expect(q28[0].blockRows == (l2 - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4))
   }
 }

@@ -21,8 +21,18 @@ public struct BackendOpCase: Sendable {
   public let differentiableInputCount: Int
   /// The forward pass on the current backend.
   public let forward: @Sendable ([Tensor]) -> [Tensor]
-  /// Gradients of `Σ_j ⟨outputs[j], outputGradients[j]⟩` with respect to the differentiable inputs, or nil.
-  public let backward: (@Sendable (_ inputs: [Tensor], _ outputGradients: [Tensor]) -> [Tensor])?
+  /// The backward pass in two stages: given the inputs, whatever the pullback needs from a forward pass
+  /// (LayerNorm's statistics, the residual MLP's saved activations) is computed, and a pullback is
+  /// returned that maps output gradients to the differentiable inputs' gradients; nil without a backward
+  /// pass. `bench ops` times the pullback alone, as a training step runs it.
+  public let stagedBackward: (@Sendable (_ inputs: [Tensor]) -> @Sendable (_ outputGradients: [Tensor]) -> [Tensor])?
+
+  /// Gradients of `Σ_j ⟨outputs[j], outputGradients[j]⟩` with respect to the differentiable inputs, or nil
+  /// (both stages of ``stagedBackward``).
+  public var backward: (@Sendable (_ inputs: [Tensor], _ outputGradients: [Tensor]) -> [Tensor])? {
+    guard let staged = stagedBackward else { return nil }
+    return { @Sendable inputs, outputGradients in staged(inputs)(outputGradients) }
+  }
 
   /// `op variant`, the case's unique name.
   public var name: String { "\(op) \(variant)" }
@@ -31,8 +41,10 @@ public struct BackendOpCase: Sendable {
     op: String, variant: String, tolerance: Float, checksFiniteDifferences: Bool = false, forwardFLOPs: Double = 0,
     differentiableInputCount: Int, makeInputs: @escaping @Sendable () -> [Tensor],
     forward: @escaping @Sendable ([Tensor]) -> [Tensor],
-    backward: (@Sendable ([Tensor], [Tensor]) -> [Tensor])? = nil
+    backward: (@Sendable ([Tensor], [Tensor]) -> [Tensor])? = nil,
+    stagedBackward: (@Sendable ([Tensor]) -> @Sendable ([Tensor]) -> [Tensor])? = nil
   ) {
+    precondition(backward == nil || stagedBackward == nil, "a case has one backward pass")
     self.op = op
     self.variant = variant
     self.tolerance = tolerance
@@ -41,7 +53,11 @@ public struct BackendOpCase: Sendable {
     self.differentiableInputCount = differentiableInputCount
     self.makeInputs = makeInputs
     self.forward = forward
-    self.backward = backward
+    if let backward {
+      self.stagedBackward = { @Sendable inputs in { @Sendable outputGradients in backward(inputs, outputGradients) } }
+    } else {
+      self.stagedBackward = stagedBackward
+    }
   }
 }
 
@@ -213,12 +229,14 @@ public enum BackendOpCatalog {
         makeInputs: { [random([batch, classes], seed: 14, lower: -3, upper: 3)] },
         // The probabilities it also returns are checked through the backward pass, which uses them.
         forward: { [Tensor($0[0].softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).loss)] },
-        backward: { inputs, g in
+        stagedBackward: { inputs in
           let probabilities = inputs[0].softmaxCrossEntropy(labels: labels, labelSmoothing: 0.1).probabilities
-          return [
-            Tensor.softmaxCrossEntropyBackward(
-              probabilities: probabilities, labels: labels, labelSmoothing: 0.1, scale: g[0].scalar / Float(batch))
-          ]
+          return { g in
+            [
+              Tensor.softmaxCrossEntropyBackward(
+                probabilities: probabilities, labels: labels, labelSmoothing: 0.1, scale: g[0].scalar / Float(batch))
+            ]
+          }
         }),
     ]
   }
@@ -238,10 +256,12 @@ public enum BackendOpCatalog {
           [random(shape, seed: 15, lower: 2, upper: 4), random([c], seed: 16), random([c], seed: 17)]
         },
         forward: { [$0[0].layerNorm(weight: $0[1], bias: $0[2]).output] },
-        backward: { inputs, g in
+        stagedBackward: { inputs in
           let statistics = inputs[0].layerNorm(weight: inputs[1], bias: inputs[2]).statistics
-          let grads = inputs[0].layerNormBackward(outputGradient: g[0], weight: inputs[1], statistics: statistics)
-          return [grads.input, grads.weight, grads.bias]
+          return { g in
+            let grads = inputs[0].layerNormBackward(outputGradient: g[0], weight: inputs[1], statistics: statistics)
+            return [grads.input, grads.weight, grads.bias]
+          }
         })
     }
   }
@@ -249,9 +269,13 @@ public enum BackendOpCatalog {
   /// The fused residual MLP (LayerNorm, expand, GELU, project, layer scale, residual); inputs `x` then
   /// ``ResidualMLPParameters/all``.
   static func residualMLPCases(_ large: Bool) -> [BackendOpCase] {
-    // The large shapes: quadranet-28's three stages at batch 64 (the third outgrows L2 and runs composed).
+    // The large shapes: quadranet-28's three stages at batch 64 (the third outgrows L2 and runs composed),
+    // then quadranet-t's stages 1–3 at 224², batch 16 (its third stage is 27 of its 36 blocks).
     let shapes: [(x: [Int], hidden: Int)] =
-      large ? [([64, 14, 14, 40], 80), ([64, 7, 7, 80], 160), ([64, 3, 3, 160], 320)] : [([3, 5, 7, 9], 13), ([2, 17], 8)]
+      large
+      ? [([64, 14, 14, 40], 80), ([64, 7, 7, 80], 160), ([64, 3, 3, 160], 320), ([16, 56, 56, 64], 256),
+        ([16, 28, 28, 128], 512), ([16, 14, 14, 256], 1024)]
+      : [([3, 5, 7, 9], 13), ([2, 17], 8)]
     return shapes.map { xShape, h in
       let c = xShape.last!
       let rows = xShape.reduce(1, *) / c
@@ -269,11 +293,13 @@ public enum BackendOpCatalog {
         forward: { inputs in
           [inputs[0].residualMLP(parameters: ResidualMLPParameters(Array(inputs[1...]))).output]
         },
-        backward: { inputs, g in
+        stagedBackward: { inputs in
           let parameters = ResidualMLPParameters(Array(inputs[1...]))
           let saved = inputs[0].residualMLP(parameters: parameters).saved
-          let grads = inputs[0].residualMLPBackward(parameters: parameters, saved: saved, outputGradient: g[0])
-          return [grads.input] + grads.parameters.all
+          return { g in
+            let grads = inputs[0].residualMLPBackward(parameters: parameters, saved: saved, outputGradient: g[0])
+            return [grads.input] + grads.parameters.all
+          }
         })
     }
   }
@@ -399,16 +425,18 @@ public enum BackendOpCatalog {
               normalization: LayerNormParameters(weight: inputs[1], bias: inputs[2], epsilon: 1e-6),
               weights: triple(inputs, 3), biases: hasBias ? triple(inputs, 6) : nil).output]
           },
-          backward: { inputs, g in
+          stagedBackward: { inputs in
             let normalization = LayerNormParameters(weight: inputs[1], bias: inputs[2], epsilon: 1e-6)
             let statistics = inputs[0].normalizedQuadraticDepthwiseConv2D(
               normalization: normalization, weights: triple(inputs, 3), biases: hasBias ? triple(inputs, 6) : nil
             ).statistics
-            let grads = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
-              input: inputs[0], normalization: normalization, statistics: statistics, weights: triple(inputs, 3),
-              biases: hasBias ? triple(inputs, 6) : nil, outputGradient: g[0])
-            return [grads.input, grads.normalization.weight, grads.normalization.bias] + list(grads.weights)
-              + (grads.biases.map(list) ?? [])
+            return { g in
+              let grads = Tensor.normalizedQuadraticDepthwiseConv2DBackward(
+                input: inputs[0], normalization: normalization, statistics: statistics, weights: triple(inputs, 3),
+                biases: hasBias ? triple(inputs, 6) : nil, outputGradient: g[0])
+              return [grads.input, grads.normalization.weight, grads.normalization.bias] + list(grads.weights)
+                + (grads.biases.map(list) ?? [])
+            }
           }))
     }
     let linear: (x: [Int], out: Int) = large ? ([32, 28, 28, 64], 64) : ([3, 5, 7], 6)

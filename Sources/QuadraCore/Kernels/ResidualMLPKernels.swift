@@ -20,12 +20,16 @@ enum ResidualMLPKernels {
     let rows: Int, channels: Int, hidden: Int
     let blockRows: Int
 
-    /// Whether fusing pays: the weights and their gradient sums (4 · H · C floats) must fit in half of L2
-    /// next to the block's rows (or every block of the backward pass would stream them from L3), and the
-    /// rows left room for must number at least ``minimumBlockRows``.
+    /// Whether fusing pays. In L2: the weights and their gradient sums (4 · H · C floats) must fit in half
+    /// of L2 next to the block's rows (or every block of the backward pass would stream them from L3), and
+    /// the rows left room for must number at least ``minimumBlockRows``. Otherwise in L3, when the unfused
+    /// passes would stream from memory (see ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``).
     let fuses: Bool
 
-    init(rows: Int, channels: Int, hidden: Int, level2CacheBytes: Int = CPUInfo.current.level2CacheBytes) {
+    init(
+      rows: Int, channels: Int, hidden: Int, level2CacheBytes: Int = CPUInfo.current.level2CacheBytes,
+      level3CacheBytes: Int = CPUInfo.current.level3CacheBytes
+    ) {
       (self.rows, self.channels, self.hidden) = (rows, channels, hidden)
       let floatBytes = MemoryLayout<Float>.stride
       let weightBytes = 4 * hidden * channels * floatBytes
@@ -37,9 +41,39 @@ enum ResidualMLPKernels {
       // no faster than the unfused ops, blocks in all of it 5–10% faster, in a sixteenth 30% slower.
       let bytesPerRow = (6 * channels + 5 * hidden) * floatBytes
       let fittingRows = (level2CacheBytes - Swift.min(weightBytes, level2CacheBytes / 2)) / bytesPerRow
-      blockRows = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, fittingRows))
-      fuses = Self.fusesOverride ?? (fits && fittingRows >= Self.minimumBlockRows)
+      let fusesInLevel2 = fits && fittingRows >= Self.minimumBlockRows
+      let level3Rows = Self.fusesInLevel3(
+        rows: rows, hidden: hidden, weightBytes: weightBytes, bytesPerRow: bytesPerRow,
+        level3CacheBytes: level3CacheBytes)
+      let planned = fusesInLevel2 ? fittingRows : level3Rows ?? fittingRows
+      blockRows = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, planned))
+      fuses = Self.fusesOverride ?? (fusesInLevel2 || level3Rows != nil)
     }
+
+    /// The block height for fusing in L3, or nil when that does not pay.
+    ///
+    /// Where the weights crowd L2 (Zen 2/3's 512 KiB: quadranet-t's first stage, C = 64, H = 256, has
+    /// 256 KiB of weights and gradient sums, and would leave room for 39 rows), the unfused ops pass over
+    /// whole activation tensors; once the hidden one (rows · H floats) outgrows half of L3 those passes
+    /// stream from memory. Blocks of rows that stay in a slice of L3 (an eighth per worker) then still
+    /// save the round trips, as long as they are tall enough for the products (≥ 256 rows) and the weights
+    /// take at most another eighth. Measured on Zen 3 (512 KiB L2, 32 MiB L3; `bench ops --ops
+    /// residualMLP --threads 1`, three alternations, best): quadranet-t's stages 1 and 2 at batch 16
+    /// (50,176 rows at C = 64, 12,544 at C = 128) forward 55.5 → 49.4 and 50.1 → 45.7 ms, backward 120 →
+    /// 104 and 102 → 92 ms with blocks of 512 rows (256 and 1024 alike, 128 slower); its third stage
+    /// (3,136 rows, C = 256, whose 12.8 MB hidden tensor stays in L3) gained nothing, and the 28² models'
+    /// smaller tensors neither.
+    static func fusesInLevel3(
+      rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int
+    ) -> Int? {
+      let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
+      guard hiddenBytes > level3CacheBytes / 2, weightBytes <= level3CacheBytes / 8 else { return nil }
+      let blockRows = level3CacheBytes / 8 / bytesPerRow
+      return blockRows >= minimumLevel3BlockRows ? blockRows : nil
+    }
+
+    /// The fewest rows of a block fused in L3 (see ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``).
+    static let minimumLevel3BlockRows = 256
 
     /// The fewest rows a block may have for the fused kernel to pay: below, its products are too thin
     /// and the weight gradients' partial sums are read and written once per few rows. Measured on an
