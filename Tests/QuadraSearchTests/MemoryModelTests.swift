@@ -3,6 +3,7 @@ import QuadraBench
 import QuadraModels
 import Testing
 
+@testable import QuadraCore
 @testable import QuadraSearch
 
 /// The memory model replays the benchmark under the ``QuadraCore/MetaBackend``: its predictions must
@@ -72,6 +73,23 @@ import Testing
       mixers: [.quadratic(kernelSize: 7), .depthwise(kernelSize: 5)], mlpRatio: 3)
     let config = try SearchSpace.fashionMNIST.config(for: architecture)
     for _ in 0..<3 { try Self.expectExact(config, batchSize: 64, resolution: 28, threads: 2) }
+  }
+
+  /// Where the weights crowd L2 and the activations outgrow L3, the residual MLP runs the fused kernel in
+  /// blocks of hundreds of rows (``ResidualMLPKernels/Shape/fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``);
+  /// the shapes that take that path are too large for a test, so the same kernel is forced here with tall
+  /// blocks (a partial last one, and a stage with a single block on one of the two workers), on an
+  /// architecture no other test uses (the workspace probes are cached per shape for the process).
+  @Test func fusedMLPInTallBlocksIsPredictedExactly() throws {
+    let config = try SearchSpace.fashionMNIST.config(
+      for: Architecture(
+        stem: StemChoice(patchSize: 2), depths: [1, 1], widths: [32, 96],
+        mixers: [.quadratic(kernelSize: 5), .gnConv(order: 3, scale: 1.0 / 3.0)], mlpRatio: 2))
+    try ResidualMLPKernels.Shape.$fusesOverride.withValue(true) {
+      try ResidualMLPKernels.Shape.$blockRowsOverride.withValue(1000) {
+        try Self.expectExact(config, batchSize: 16, resolution: 28, threads: 2)
+      }
+    }
   }
 
   /// The thread count changes the kernels' workspace (per-thread partial sums), and the model follows it.
