@@ -60,7 +60,7 @@ enum ResidualMLPKernels {
     /// take at most another eighth. Measured on Zen 3 (512 KiB L2, 32 MiB L3; `bench ops --ops
     /// residualMLP --threads 1`, three alternations, best): quadranet-t's stages 1 and 2 at batch 16
     /// (50,176 rows at C = 64, 12,544 at C = 128) forward 55.5 → 49.4 and 50.1 → 45.7 ms, backward 120 →
-    /// 104 and 102 → 92 ms with blocks of 512 rows (256 and 1024 alike, 128 slower); its third stage
+    /// 104 and 102 → 92 ms with blocks of 512 rows (1024 alike; 128 and 256, timed once, no better); its third stage
     /// (3,136 rows, C = 256, whose 12.8 MB hidden tensor stays in L3) gained nothing, and the 28² models'
     /// smaller tensors neither.
     static func fusesInLevel3(
