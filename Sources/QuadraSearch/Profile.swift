@@ -117,7 +117,9 @@ public struct ConfigMeasurement: Sendable, Equatable {
 /// A cached cost profile: the fitted model, what it was measured on, and the raw measurements.
 public struct CostProfile: Codable, Sendable, Equatable {
   /// 5: QuadraBlocks' mixers read their LayerNorm fused (different step times and peaks than format 4 measured).
-  public static let formatVersion = 5
+  /// 6: the residual MLP fuses in slices of L3 where its weights crowd L2 (224² parts on machines with 512 KiB of
+  /// L2 run at other costs than format 5 measured).
+  public static let formatVersion = 6
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
