@@ -753,23 +753,21 @@ extension DepthwiseConvolution {
             // Each ∂L/∂y row of this range adds its weight gradient as soon as it is in the ring.
             let lastInRing = row - row % H + Swift.min(H - 1, row % H + p)
             while pending <= Swift.min(lastInRing, rows.upperBound - 1) {
+              let h = pending % H
+              let outputGradientRow = gradientRing.slot(ofImageRow: h) + p * L
               if readsInputInPlace {
-                let image = pending - pending % H, h = pending % H
                 let inputKh = s.kernelRows(at: h)
-                for kh in inputKh { inputRows[kh] = input + (image + h - p + kh) * s.width * C }
+                for kh in inputKh { inputRows[kh] = input + (pending - p + kh) * s.width * C }
                 weightRowUnpadded(
-                  rows: UnsafePointer(inputRows), khRange: inputKh,
-                  outputGradient: gradientRing.slot(ofImageRow: h) + p * L, gradientBlockStride: s.blockRowCount,
-                  partial: partial, shape: s, hasBias: hasBias)
-                pending += 1
-                continue
+                  rows: UnsafePointer(inputRows), khRange: inputKh, outputGradient: outputGradientRow,
+                  gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias)
+              } else {
+                let inputKh = inputRing!.prepare(row: pending)
+                weightRow(
+                  rows: UnsafePointer(inputRows), khRange: inputKh, outputGradient: outputGradientRow,
+                  gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias
+                ) { inputRing!.copyAhead(part: $0 + 1, of: s.blocks) }
               }
-              let inputKh = inputRing!.prepare(row: pending)
-              weightRow(
-                rows: UnsafePointer(inputRows), khRange: inputKh,
-                outputGradient: gradientRing.slot(ofImageRow: pending % H) + p * L,
-                gradientBlockStride: s.blockRowCount, partial: partial, shape: s, hasBias: hasBias
-              ) { inputRing!.copyAhead(part: $0 + 1, of: s.blocks) }
               pending += 1
             }
             forwardRow(
