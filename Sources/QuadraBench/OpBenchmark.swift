@@ -38,11 +38,13 @@ public enum OpBenchmark {
   /// - Parameters:
   ///   - backendName: a name from ``Backends/all``.
   ///   - ops: op families to run (empty: all); each must be one of ``BackendOpCatalog/opNames``.
+  ///   - variant: text the cases' variant (their shapes, as printed) must contain (empty: every case); a profile
+  ///     of one shape needs the others out of the way.
   ///   - threads: threads for the CPU kernels (≥ 1).
   ///   - repetitions: timed calls per pass (≥ 1; the best is reported).
   ///   - progress: receives one formatted line per measured pass.
   public static func run(
-    backendName: String, ops: [String] = [], threads: Int, scale: BackendOpCatalog.Scale = .large,
+    backendName: String, ops: [String] = [], variant: String = "", threads: Int, scale: BackendOpCatalog.Scale = .large,
     repetitions: Int = 3, progress: (String) -> Void = { _ in }
   ) throws -> OpBenchReport {
     guard let backend = Backends.named(backendName) else {
@@ -57,7 +59,12 @@ public enum OpBenchmark {
     if let unknown = ops.first(where: { !known.contains($0) }) {
       throw ArgumentError(description: "--ops: unknown op \"\(unknown)\"; choose from \(known.joined(separator: ","))")
     }
-    let cases = BackendOpCatalog.cases(scale).filter { ops.isEmpty || ops.contains($0.op) }
+    let cases = BackendOpCatalog.cases(scale).filter {
+      (ops.isEmpty || ops.contains($0.op)) && (variant.isEmpty || $0.variant.contains(variant))
+    }
+    guard !cases.isEmpty else {
+      throw ArgumentError(description: "--variant: no \(scale.rawValue) case of the chosen ops has a variant containing \"\(variant)\"")
+    }
     var results: [OpBenchResult] = []
     Parallel.withThreadCount(threads) {
       Backends.withCurrent(backend) {

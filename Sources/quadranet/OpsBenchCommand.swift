@@ -12,6 +12,9 @@ struct OpsBenchCommand: ParsableCommand {
   @Option(help: "Comma-separated op families to run (default: all). One of: \(BackendOpCatalog.opNames.joined(separator: ",")).")
   var ops: String = ""
 
+  @Option(help: "Only the cases whose variant (the shapes column) contains this text, e.g. \"x[64,14,14,40]\" (default: all).")
+  var variant: String = ""
+
   @Option(help: "Backend to time: \(Backends.all.map(\.name).joined(separator: "|")).")
   var backend: String = "cpu"
 
@@ -49,7 +52,7 @@ struct OpsBenchCommand: ParsableCommand {
     let report: OpBenchReport
     do {
       report = try OpBenchmark.run(
-        backendName: backend, ops: selectedOps, threads: threadOptions.threads,
+        backendName: backend, ops: selectedOps, variant: variant, threads: threadOptions.threads,
         scale: BackendOpCatalog.Scale(rawValue: size)!, repetitions: repetitions
       ) { line in
         if !json { print(line) } else { Terminal.status(line) }
