@@ -2,7 +2,7 @@ import Testing
 
 @testable import QuadraCore
 
-/// The GELU loops run 16 lanes at a time where AVX-512 exists and 8 elsewhere; every lane does the same
+/// The GELU loops run 16 lanes at a time except in the portable build, which runs 8; every lane does the same
 /// operations, so both widths must give the same bits, in the vector body and in the tails.
 @Suite struct GELUWidthTests {
   static func values(_ count: Int, seed: UInt64) -> [Float] {
