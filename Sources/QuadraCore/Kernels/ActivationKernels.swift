@@ -171,9 +171,10 @@ package enum ActivationKernels {
   /// a 16-lane vector is two ymm registers, and every operation on it becomes two independent
   /// instructions side by side: two elements' chains of an erf, an exponential and a division in flight
   /// at once instead of one, where one 8-lane chain left the FMA units waiting on its latencies. Measured on
-  /// Zen 3 (one thread, 180 × 80 floats in L2, best of 40 alternations in one process): the backward
-  /// pass's GELU with its activation 1.22–1.37 → 1.03–1.12 ns per element, the forward 0.54–0.65 →
-  /// 0.46–0.55; the 28² residual MLPs' passes 1–6% faster (README, Stop 27).
+  /// Zen 3 (one thread, 180 × 80 floats in L2, both widths alternated 40 times in one process, 10 runs):
+  /// the backward pass's GELU with its activation 1.17–1.53 → 0.98–1.23 ns per element (1.19–1.24× in
+  /// every run), the forward 0.54–0.65 → 0.46–0.55 (1.15–1.19×); the 28² residual MLPs' passes mostly
+  /// 1–6% faster, quadranet-28's training step +2.0% (README, Stop 27).
   static let widensGELU: Bool = {
     #if QUADRANET_PORTABLE
       return false
