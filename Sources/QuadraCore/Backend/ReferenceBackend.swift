@@ -294,7 +294,7 @@ public struct ReferenceBackend: Backend {
     branch m: Tensor, scale: Tensor, outputGradient: Tensor, branchGradient: Tensor, scaleGradient: Tensor
   ) {
     let c = scale.count
-    let mp = m.buffer.pointer, gamma = scale.buffer.pointer, dy = outputGradient.buffer.pointer
+    let gamma = scale.buffer.pointer, dy = outputGradient.buffer.pointer
     let dm = branchGradient.buffer.pointer
     for i in 0..<(c == 0 ? 0 : m.count) { dm[i] = dy[i] * gamma[i % c] }
     sumOfProducts(outputGradient, m, into: scaleGradient)
