@@ -62,7 +62,7 @@ public enum OpBenchmark {
     let cases = BackendOpCatalog.cases(scale).filter {
       (ops.isEmpty || ops.contains($0.op)) && (variant.isEmpty || $0.variant.contains(variant))
     }
-    guard !cases.isEmpty else {
+    guard variant.isEmpty || !cases.isEmpty else {
       throw ArgumentError(description: "--variant: no \(scale.rawValue) case of the chosen ops has a variant containing \"\(variant)\"")
     }
     var results: [OpBenchResult] = []
