@@ -12,6 +12,8 @@ public struct CostFeatures: Codable, Sendable, Equatable {
     "elementwise_floats", "blocks", "constant",
   ]
   public var values: [Double]
+  /// The index of `mlp_macs` in ``values``.
+  static let mlpIndex = names.firstIndex(of: "mlp_macs")!
 
   /// The features of `config` on a `resolution`² image.
   ///

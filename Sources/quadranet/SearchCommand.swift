@@ -293,7 +293,7 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000 (default 100; with --resume: the new total).") var generations: Int?
   @Option(parsing: .unconditional, help: "Population size, 2...10000 (default 64).") var population: Int?
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000 (default 100).") var children: Int?
-  @Option(help: "Accuracy proxy: params (default), macs, synflow, naswot, zico, meco or short-training (synflow, naswot, zico and meco run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
+  @Option(help: "Accuracy proxy: params (default), macs, mlp-macs, synflow, naswot, zico, meco or short-training (synflow, naswot, zico and meco run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
   @OptionGroup var proxyImages: ProxyImageOptions
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?

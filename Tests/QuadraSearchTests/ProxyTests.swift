@@ -23,6 +23,21 @@ import Testing
     #expect(RankCorrelation.kendallTau([1, 2, 3], [3, 1, 2]).map { abs($0 + 1.0 / 3) < 1e-12 } == true)
   }
 
+  /// quadranet-28's MLPs (C = 40, 80, 160 at 14², 7², 3², depths 2, 3, 2, ratio 2) do 2·r·C² MACs per pixel:
+  /// 2·196·6,400 + 3·49·25,600 + 2·9·102,400 = 8,115,200, well below the whole network's MACs.
+  @Test func mlpMACsCountsTheMLPsAlone() throws {
+    let config = try ModelRegistry.config(named: "quadranet-28")
+    let score = try AccuracyProxy.mlpMACs.score(config, resolution: 28)
+    #expect(abs(score - log10(8_115_200)) < 1e-12)
+    let macs = try AccuracyProxy.macs.score(config, resolution: 28)
+    #expect(score < macs)
+    // A gⁿConv mixer adds MACs but no MLP MACs.
+    var hornet = config
+    hornet.mixers = hornet.mixers.map { _ in .gnConv(order: 3, scale: 1.0 / 3.0) }
+    #expect(try AccuracyProxy.mlpMACs.score(hornet, resolution: 28) == score)
+    #expect(try AccuracyProxy.macs.score(hornet, resolution: 28) > macs)
+  }
+
   @Test func groundTruthFileIsValidated() throws {
     let config = try ModelRegistry.config(named: "quadranet-28")
     let good = [GroundTruthEntry(config: config, accuracy: 0.93), GroundTruthEntry(config: config, accuracy: 0.9)]
