@@ -119,7 +119,9 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// 5: QuadraBlocks' mixers read their LayerNorm fused (different step times and peaks than format 4 measured).
   /// 6: the residual MLP fuses in slices of L3 where its weights crowd L2 (224² parts on machines with 512 KiB of
   /// L2 run at other costs than format 5 measured).
-  public static let formatVersion = 6
+  /// 7: it also fuses, in an even number of equal blocks, where its weights crowd L2 and its tensors stay in L3
+  /// (28² parts with C ≥ 80 on 512 KiB of L2, or C = 160 on 1 MiB, and their memory peaks differ from format 6's).
+  public static let formatVersion = 7
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int

@@ -76,8 +76,8 @@ import Testing
     }
   }
 
-  /// The blocks fill L2 next to the weights; weights that outgrow half of L2 take the unfused path, unless
-  /// the activations outgrow L3 (next test).
+  /// The blocks fill L2 next to the weights; weights that outgrow half of L2 take slices of L3 instead, or the
+  /// unfused path when they outgrow an eighth of L3 (next test).
   @Test func blockingFollowsTheCache() {
     let (l2, l3) = (1 << 21, 32 << 20)
     let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: l2, level3CacheBytes: l3)
@@ -88,15 +88,17 @@ import Testing
     let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(!wide.fuses)
     // W fits in half of L2 (1 MiB at C = 128, H = 512) but leaves room for only 78 rows per block; the
-    // 3136 rows' hidden tensor (6.4 MB) stays in L3.
+    // 3136 rows' hidden tensor (6.4 MB) stays in L3, so the blocks take slices of L3 (an eighth: 315 rows of
+    // 13 KB), ten equal ones of 314 rows.
     let thin = ResidualMLPKernels.Shape(rows: 3136, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3)
-    #expect(!thin.fuses)
+    #expect(thin.fuses && thin.blockRows == 314 && thin.blocks == 10)
     let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(third.fuses && third.blockRows >= ResidualMLPKernels.Shape.minimumBlockRows)
   }
 
-  /// Where the weights crowd L2, the kernel fuses in slices of L3 only when the unfused passes would stream
-  /// the hidden tensor from memory, with blocks of at least 256 rows and weights in an eighth of L3.
+  /// Where the weights crowd L2, the kernel fuses in slices of L3 with blocks of at least 256 rows and weights
+  /// in an eighth of L3: tall blocks when the unfused passes would stream the hidden tensor from memory, and an
+  /// even number of equal blocks, at least two, when it stays in L3 and the partial sums leave room for two chunks.
   @Test func blockingInLevel3WhenActivationsOutgrowIt() {
     let (l2, l3) = (512 << 10, 32 << 20)
     // quadranet-t's first stage at batch 16 on Zen 3: 50,176 rows, C = 64, H = 256 (a 51 MB hidden tensor).
@@ -123,11 +125,34 @@ import Testing
     let roomy = ResidualMLPKernels.Shape(
       rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 160 << 20)
     #expect(roomy.fuses && roomy.blockRows == (160 << 20) / 8 / ((6 * 1024 + 5 * 1024) * 4))
-    // quadranet-28's stages at batch 64 are untouched by L3: the first fuses in L2, the others stay unfused.
+    // quadranet-28's stages at batch 64: the first fuses in L2; the others, whose weights crowd L2, in L3, in
+    // an even number of equal blocks (3136 rows in four of 784 within the 819 rows of an eighth of L3, 576 in
+    // two of 288 so that two threads share them).
     let q28 = [(12544, 40, 80), (3136, 80, 160), (576, 160, 320)].map {
       ResidualMLPKernels.Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3)
     }
-    #expect(q28.map(\.fuses) == [true, false, false])
+    #expect(q28.map(\.fuses) == [true, true, true])
+    #expect(q28[1].blockRows == 784 && q28[1].blocks == 4)
+    #expect(q28[2].blockRows == 288 && q28[2].blocks == 2)
+    // Too few rows for two blocks of 256 (quadranet-28's third stage at batch 16) stay unfused.
+    #expect(!ResidualMLPKernels.Shape(rows: 144, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3).fuses)
     #expect(q28[0].blockRows == (l2 - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4))
+  }
+}
+
+@Suite struct ResidualMLPBlockBalanceTests {
+  /// Equal blocks in an even number, each within the limit, whenever the blocks are taller than their number
+  /// (the L3 path's blocks have at least 256 rows and number a few dozen at most); one block when the rows fit.
+  @Test func balancedBlocksAreEqualAndEven() {
+    for (rows, limit) in [(3136, 819), (576, 288), (576, 409), (12544, 315), (1000, 999), (17, 16), (65535, 256)] {
+      let height = ResidualMLPKernels.Shape.balancedBlockRows(rows: rows, limit: limit)
+      let blocks = (rows + height - 1) / height
+      #expect(height <= limit, "\(rows) rows, limit \(limit)")
+      #expect(blocks % 2 == 0, "\(rows) rows, limit \(limit): \(blocks) blocks of \(height)")
+      // Equal up to the last block, which is short by less than one row per block.
+      #expect(rows - (blocks - 1) * height > height - blocks, "\(rows) rows, limit \(limit)")
+    }
+    #expect(ResidualMLPKernels.Shape.balancedBlockRows(rows: 100, limit: 100) == 100)
+    #expect(ResidualMLPKernels.Shape.balancedBlockRows(rows: 3136, limit: 819) == 784)
   }
 }

@@ -76,7 +76,7 @@ import Testing
   }
 
   /// Where the weights crowd L2 and the activations outgrow L3, the residual MLP runs the fused kernel in
-  /// blocks of hundreds of rows (``ResidualMLPKernels/Shape/fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``);
+  /// blocks of hundreds of rows (``ResidualMLPKernels/Shape/fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:partialCount:)``);
   /// the shapes that take that path are too large for a test, so the same kernel is forced here with tall
   /// blocks (a partial last one, and a stage with a single block on one of the two workers), on an
   /// architecture no other test uses (the workspace probes are cached per shape for the process).

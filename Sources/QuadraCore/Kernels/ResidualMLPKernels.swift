@@ -23,7 +23,8 @@ enum ResidualMLPKernels {
     /// Whether fusing pays. In L2: the weights and their gradient sums (4 · H · C floats) must fit in half
     /// of L2 next to the block's rows (or every block of the backward pass would stream them from L3), and
     /// the rows left room for must number at least ``minimumBlockRows``. Otherwise in L3, when the unfused
-    /// passes would stream from memory (see ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``).
+    /// passes would stream from memory, or when the tensors are small enough that two threads share the blocks (see
+    /// ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:partialCount:)``).
     let fuses: Bool
 
     init(
@@ -44,7 +45,7 @@ enum ResidualMLPKernels {
       let fusesInLevel2 = fits && fittingRows >= Self.minimumBlockRows
       let level3Rows = Self.fusesInLevel3(
         rows: rows, hidden: hidden, weightBytes: weightBytes, bytesPerRow: bytesPerRow,
-        level3CacheBytes: level3CacheBytes)
+        level3CacheBytes: level3CacheBytes, partialCount: Self.partialCount(channels: channels, hidden: hidden))
       let planned = fusesInLevel2 ? fittingRows : level3Rows ?? fittingRows
       blockRows = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, planned))
       fuses = Self.fusesOverride ?? (fusesInLevel2 || level3Rows != nil)
@@ -62,17 +63,47 @@ enum ResidualMLPKernels {
     /// (50,176 rows at C = 64, 12,544 at C = 128) forward 55.5 → 49.4 and 50.1 → 45.7 ms, backward 120 →
     /// 104 and 102 → 92 ms with blocks of 512 rows (1024 alike; 128 and 256, timed once, no better); its third stage
     /// (3,136 rows, C = 256, whose 12.8 MB hidden tensor stays in L3) gained nothing, and the 28² models'
-    /// smaller tensors neither.
+    /// smaller tensors neither (whole steps, stop 26).
+    ///
+    /// Tensors that stay in L3 are fused too (stop 28), in an even number of equal blocks, at least two, when
+    /// there are rows for two blocks of ``minimumLevel3BlockRows`` and the backward pass's weight-gradient
+    /// partial sums (`partialCount` floats per chunk) leave room for two chunks: the unfused ops' seven passes
+    /// cost more than the L3 round trips they were thought to save. Measured on Zen 3 (512 KiB L2, 32 MiB L3;
+    /// one process alternating fused block heights and the unfused ops 8 times, best of 24 calls, forward +
+    /// backward): quadranet-28's second stage at batch 64 (3,136 rows, C = 80, H = 160) 6.94–7.01 ms unfused →
+    /// 6.52–6.55 ms in blocks of 784 rows on one thread (−6%), 3.92 → 3.34 ms on two (−15%); its third (576
+    /// rows, C = 160, H = 320) 4.36–4.43 → 4.27–4.34 ms (−2%), two threads 2.39 → 2.34. One block would leave
+    /// the second thread idle (576 rows in one block: 4.31 ms on two threads), hence two at least; with a
+    /// single chunk of partial sums the backward runs on one thread (quadranet-t's third stage at batch 16,
+    /// C = 256, H = 1024: 76 ms fused against 41 unfused on two threads), hence the partial-sum bound.
     static func fusesInLevel3(
-      rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int
+      rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int, partialCount: Int
     ) -> Int? {
+      guard weightBytes <= level3CacheBytes / 8 else { return nil }
+      let sliceRows = level3CacheBytes / 8 / bytesPerRow
+      guard sliceRows >= minimumLevel3BlockRows else { return nil }
       let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
-      guard hiddenBytes > level3CacheBytes / 2, weightBytes <= level3CacheBytes / 8 else { return nil }
-      let blockRows = level3CacheBytes / 8 / bytesPerRow
-      return blockRows >= minimumLevel3BlockRows ? blockRows : nil
+      if hiddenBytes > level3CacheBytes / 2 { return sliceRows }
+      guard rows >= 2 * minimumLevel3BlockRows,
+        2 * partialCount <= ElementwiseKernels.maximumReductionScratch
+      else { return nil }
+      return balancedBlockRows(rows: rows, limit: Swift.min(sliceRows, (rows + 1) / 2))
     }
 
-    /// The fewest rows of a block fused in L3 (see ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:)``).
+    /// The height of equal blocks, in an even number, that cut `rows` into blocks of at most `limit` rows
+    /// (`limit` itself when `rows ≤ limit`; the last block is short by less than one row per block, and the
+    /// count stays even whenever the blocks are taller than their number, as the L3 path's ≥ 256-row blocks,
+    /// a few dozen at most, always are). The workers take contiguous runs of blocks, so equal blocks in
+    /// an even number give two threads equal shares. It depends on the shapes and caches only, never on the
+    /// thread count: the backward pass's partial sums, and its bits, stay the same on any number of threads.
+    static func balancedBlockRows(rows: Int, limit: Int) -> Int {
+      guard rows > limit, limit > 0 else { return limit }
+      var count = (rows + limit - 1) / limit
+      count += count % 2
+      return (rows + count - 1) / count
+    }
+
+    /// The fewest rows of a block fused in L3 (see ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:partialCount:)``).
     static let minimumLevel3BlockRows = 256
 
     /// The fewest rows a block may have for the fused kernel to pay: below, its products are too thin
@@ -94,7 +125,9 @@ enum ResidualMLPKernels {
     }
 
     /// Floats of one chunk's parameter-gradient partial sums: LN weight and bias, W₁ and b₁, W₂ and b₂, γ.
-    var partialCount: Int { 2 * channels + hidden * channels + hidden + channels * hidden + channels + channels }
+    var partialCount: Int { Self.partialCount(channels: channels, hidden: hidden) }
+
+    static func partialCount(channels c: Int, hidden h: Int) -> Int { 2 * c + h * c + h + c * h + c + c }
   }
 
   /// Raw pointers to the parameters (or to gradients of the same shapes).
@@ -185,7 +218,11 @@ enum ResidualMLPKernels {
   ) {
     let (c, h) = (s.channels, s.hidden)
     let partialCount = s.partialCount
-    let chunks = ElementwiseKernels.reductionChunkCount(s.blocks, minimumChunk: 1, partialSize: partialCount)
+    // An even number of chunks (the workers take contiguous runs of them): seven chunks of ten blocks gave
+    // two threads four and six blocks (quadranet-t's second stage at batch 4 ran 7% slower fused than
+    // unfused on two threads, Zen 3). Shapes alone set the count, so the sums keep their bits on any thread count.
+    let fitting = ElementwiseKernels.reductionChunkCount(s.blocks, minimumChunk: 1, partialSize: partialCount)
+    let chunks = fitting > 1 ? fitting - fitting % 2 : fitting
     // W₂ and W₁ packed once for the input-side products of all blocks.
     let weights = (
       project: GEMM.PackedMatrix(k: c, n: h, b: p.projectWeight, ldb: h, transposeB: false),
