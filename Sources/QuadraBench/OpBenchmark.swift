@@ -63,7 +63,7 @@ public enum OpBenchmark {
       (ops.isEmpty || ops.contains($0.op)) && (variant.isEmpty || $0.variant.contains(variant))
     }
     guard variant.isEmpty || !cases.isEmpty else {
-      throw ArgumentError(description: "--variant: no \(scale.rawValue) case of the chosen ops has a variant containing \"\(variant)\"")
+      throw ArgumentError(description: "--variant: no \(scale.rawValue) case of the chosen ops has a variant containing \"\(variant.prefix(200))\"")
     }
     var results: [OpBenchResult] = []
     Parallel.withThreadCount(threads) {

@@ -72,7 +72,8 @@ enum ResidualMLPKernels {
     /// one process alternating fused block heights and the unfused ops 8 times, best of 24 calls, forward +
     /// backward): quadranet-28's second stage at batch 64 (3,136 rows, C = 80, H = 160) 6.94–7.01 ms unfused →
     /// 6.52–6.55 ms in blocks of 784 rows on one thread (−6%), 3.92 → 3.34 ms on two (−15%); its third (576
-    /// rows, C = 160, H = 320) 4.36–4.43 → 4.27–4.34 ms (−2%), two threads 2.39 → 2.34. One block would leave
+    /// rows, C = 160, H = 320) 4.35–4.43 → 4.27–4.29 ms in two blocks of 288 (−2%), two threads 2.36–3.24 →
+    /// 2.23–2.84 ms over four runs, lower in each. One block would leave
     /// the second thread idle (576 rows in one block: 4.31 ms on two threads), hence two at least; with a
     /// single chunk of partial sums the backward runs on one thread (quadranet-t's third stage at batch 16,
     /// C = 256, H = 1024: 76 ms fused against 41 unfused on two threads), hence the partial-sum bound.
@@ -85,7 +86,7 @@ enum ResidualMLPKernels {
       let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
       if hiddenBytes > level3CacheBytes / 2 { return sliceRows }
       guard rows >= 2 * minimumLevel3BlockRows,
-        2 * partialCount <= ElementwiseKernels.maximumReductionScratch
+        ElementwiseKernels.reductionChunkCount(2, minimumChunk: 1, partialSize: partialCount) == 2
       else { return nil }
       return balancedBlockRows(rows: rows, limit: Swift.min(sliceRows, (rows + 1) / 2))
     }
