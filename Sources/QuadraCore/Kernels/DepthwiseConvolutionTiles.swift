@@ -885,16 +885,17 @@ extension DepthwiseConvolution {
     /// --threads 1`, N = 32, 56×56, C = 64, old/new alternated 3×): AVX2 build 0.64–0.65 → 0.70–0.71 of the
     /// peak, AVX-512 (16 lanes, one kernel row per pass instead of the paired tile) 0.74–0.75 → 0.76–0.78.
     ///
-    /// `next` (the input row the following call reads first) is prefetched into L2 a slice per channel block:
-    /// the in-place loads meet each new row in memory otherwise, and its columns, `C` floats apart, are lines the
-    /// hardware prefetcher is slow to follow. Measured on Zen 3 (AVX2, one thread, N = 32, 56×56, C = 64, 2
-    /// alternating runs in one process): the weight-gradient rows alone 8.45 → 7.84 ms (7.55 with the input
-    /// rows all in cache), the fused backward 18.55 → 18.06 ms.
+    /// `prefetching` (the input row the following call reads first, nil past the tensor's end) is prefetched into
+    /// L2 a slice per channel block: otherwise the in-place loads meet each new row in memory, its columns `C`
+    /// floats apart, and the hardware prefetcher did not bring them early enough. Measured on Zen 3 (AVX2, one
+    /// thread, N = 32, 56×56, C = 64, two alternating runs in one process): the weight-gradient rows alone 8.45 →
+    /// 7.84 ms (7.55 with every input row in cache), the fused backward 18.55 → 18.06 ms; `bench kernels` 0.66–0.67
+    /// → 0.68 of the peak.
     @inline(never)
     static func weightRowUnpadded(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
       gradientBlockStride: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool,
-      prefetching next: UnsafePointer<Float>? = nil
+      prefetching next: UnsafePointer<Float>?
     ) {
       let W = s.width, C = s.channels, rowCount = W * C
       for block in 0..<s.blocks {
