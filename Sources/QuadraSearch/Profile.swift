@@ -121,7 +121,9 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// L2 run at other costs than format 5 measured).
   /// 7: it also fuses, in an even number of equal blocks, where its weights crowd L2 and its tensors stay in L3
   /// (28² parts with C ≥ 80 on 512 KiB of L2, or C = 160 on 1 MiB, and their memory peaks differ from format 6's).
-  public static let formatVersion = 7
+  /// 8: on 8-lane (AVX2) machines the 7×7 depthwise convolution reads its rows in place, without a padded-row ring
+  /// (depthwise-7 parts run at other costs, and their kernel workspace, so their peaks, is smaller than format 7's).
+  public static let formatVersion = 8
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int

@@ -114,6 +114,11 @@ public enum DepthwiseConvolution {
   /// Read when a ``Shape`` is made, on the calling thread.
   @TaskLocal static var weightRowPairsOverride: Bool?
 
+  /// Turns the 7×7 passes that read their input rows in place (``Kernels/inPlaceTiling(_:)``: the forward pass, and
+  /// `∂L/∂y` in the fused backward) off (`false`) inside a task, so tests and benchmarks compare them with the
+  /// ring's passes on the same shapes. Read on the calling thread when a pass starts.
+  @TaskLocal static var rowsInPlaceOverride: Bool?
+
   /// Forces the 3×3 tiles that run two or three convolutions of the same input at once
   /// (``Shape/sharesInputs``) on or off inside a task (tests run both on any machine). Read when a
   /// ``Shape`` is made, on the calling thread.

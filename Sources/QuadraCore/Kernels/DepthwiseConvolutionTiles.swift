@@ -280,7 +280,9 @@ extension DepthwiseConvolution {
     ) {
       guard s.rows > 0 else { return }
       let chunks = s.chunks
-      let ringCount = PaddedRowRing.storageCount(s)
+      let tiling = inPlaceTiling(s)
+      // Per chunk: the input ring (none where the rows are read in place) and the staging row.
+      let ringCount = tiling == nil ? PaddedRowRing.storageCount(s) : 0
       let perChunk = ringCount + s.stagingCount
       let scratch = Tensor(uninitializedShape: [s.packedWeightCount + s.packedBiasCount + chunks * perChunk])
       let packedWeight = scratch.buffer.pointer
@@ -288,6 +290,13 @@ extension DepthwiseConvolution {
       let chunkBase = packedBias + s.packedBiasCount
       packWeight(weight, into: packedWeight, shape: s, flipped: flipped)
       packBias(bias, into: packedBias, shape: s)
+      if let tiling {
+        convolveInPlace(
+          input: input, weight: packedWeight, bias: packedBias, output: output, shape: s, tiling: tiling,
+          staging: chunkBase, stagingStride: perChunk)
+        withExtendedLifetime(scratch) {}
+        return
+      }
       let streaming = streamsOutput(output, tensorsRead: 1, shape: s)
 
       Parallel.forEach(chunks) { chunk in
@@ -306,6 +315,37 @@ extension DepthwiseConvolution {
         if streaming { quadra_store_fence() }
       }
       withExtendedLifetime(scratch) {}
+    }
+
+    /// ``convolve(input:weight:flipped:bias:output:shape:)`` with the input rows read in place, in NHWC, by the
+    /// tiles of `tiling` (``inPlaceTiling(_:)``), instead of copied into a ring of padded rows: each input element
+    /// is loaded by the tiles that use it and by nothing else. The input row a later output row reads first
+    /// (`row + p + 1`) is prefetched into L2 a slice per channel block. `weight` and `bias` are packed; chunk `i`
+    /// stages its rows at `staging + i · stagingStride` (``Shape/stagingCount`` floats) when the output streams.
+    static func convolveInPlace(
+      input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+      output: UnsafeMutablePointer<Float>, shape s: Shape, tiling: (eights: Int, sevens: Int),
+      staging: UnsafeMutablePointer<Float>, stagingStride: Int
+    ) {
+      let k = s.kernelSize, p = s.padding, C = s.channels, rowCount = s.width * C
+      let streaming = streamsOutput(output, tensorsRead: 1, shape: s)
+      let staged = streaming && s.stagesRows
+      Parallel.forEach(s.chunks) { chunk in
+        let stagingRow = staging + chunk * stagingStride
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: k) { table in
+          let rows = table.baseAddress!
+          for row in s.chunkRows(chunk) {
+            let khRange = s.kernelRows(at: row % s.height)
+            for kh in khRange { rows[kh] = input + (row - p + kh) * rowCount }
+            let ahead = row + p + 1
+            sevenTapRowInPlace(
+              tiling, UnsafePointer(rows), khRange, weight, bias, staged ? stagingRow : output + row * rowCount,
+              channels: C, prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
+            if staged { streamLines(stagingRow, to: output + row * rowCount, count: rowCount) }
+          }
+        }
+        if streaming { quadra_store_fence() }
+      }
     }
 
     /// One output row, channel block by channel block (so the block's `k` padded rows stay
@@ -616,39 +656,52 @@ extension DepthwiseConvolution {
     /// 8 columns) instead of 56, so the FMA unit, not the load ports, sets the pace. 7 accumulators
     /// + 7 weights + 1 input use 15 of the 16 registers AVX2 has (8 columns: all 16, see
     /// ``sevenTapTiles8(_:_:_:_:_:_:_:stride:lanes:)``).
+    ///
+    /// The input columns are `columnStride` floats apart: `L` in a padded channel-blocked row, `C` in an NHWC
+    /// row read in place (``sevenTapRowInPlace(_:_:_:_:_:_:channels:prefetching:)``), which has no pad columns: there
+    /// `skipsLeading` (a tile at the row's start) leaves out the first 3 input columns, which lie left of the
+    /// row, and `skipsTrailing` (a tile at its end) the last 3 (literals, so each case is its own code).
     @inline(__always)
     static func accumulate7(
       _ T: Int, _ tile: inout Tile, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>, _ x: Int,
-      _ weight: UnsafePointer<Float>
+      _ weight: UnsafePointer<Float>, columnStride: Int = L, skipsLeading: Bool = false, skipsTrailing: Bool = false
     ) {
       var a0 = tile.v0, a1 = tile.v1, a2 = tile.v2, a3 = tile.v3, a4 = tile.v4, a5 = tile.v5, a6 = tile.v6
       var a7 = tile.v7
-      let L = L
+      let L = L, cs = columnStride
+      /// Whether input column `i` (0 ..< T + 6) lies inside the row.
+      @inline(__always) func inside(_ i: Int) -> Bool { !(skipsLeading && i < 3) && !(skipsTrailing && i >= T + 3) }
       for kh in khRange {
         let xp = rows[kh] + x, wp = weight + kh &* (7 * L)
         let w0 = load(wp), w1 = load(wp + L), w2 = load(wp + 2 * L), w3 = load(wp + 3 * L)
         let w4 = load(wp + 4 * L), w5 = load(wp + 5 * L), w6 = load(wp + 6 * L)
-        // Input column i (at xp + i·L) reaches outputs j = i − 6 ... i through tap i − j.
-        var v = load(xp); madd(&a0, v, w0)
-        v = load(xp + L); madd(&a0, v, w1); madd(&a1, v, w0)
-        v = load(xp + 2 * L); madd(&a0, v, w2); madd(&a1, v, w1); madd(&a2, v, w0)
-        v = load(xp + 3 * L); madd(&a0, v, w3); madd(&a1, v, w2); madd(&a2, v, w1); madd(&a3, v, w0)
-        v = load(xp + 4 * L); madd(&a0, v, w4); madd(&a1, v, w3); madd(&a2, v, w2); madd(&a3, v, w1)
-                              madd(&a4, v, w0)
-        v = load(xp + 5 * L); madd(&a0, v, w5); madd(&a1, v, w4); madd(&a2, v, w3); madd(&a3, v, w2)
-                              madd(&a4, v, w1); madd(&a5, v, w0)
-        v = load(xp + 6 * L); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
-                              madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
-        v = load(xp + 7 * L); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
-                              madd(&a5, v, w2); madd(&a6, v, w1); if T > 7 { madd(&a7, v, w0) }
-        v = load(xp + 8 * L); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
-                              madd(&a6, v, w2); if T > 7 { madd(&a7, v, w1) }
-        v = load(xp + 9 * L); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
-                              if T > 7 { madd(&a7, v, w2) }
-        v = load(xp + 10 * L); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4); if T > 7 { madd(&a7, v, w3) }
-        v = load(xp + 11 * L); madd(&a5, v, w6); madd(&a6, v, w5); if T > 7 { madd(&a7, v, w4) }
-        v = load(xp + 12 * L); madd(&a6, v, w6); if T > 7 { madd(&a7, v, w5) }
-        if T > 7 { v = load(xp + 13 * L); madd(&a7, v, w6) }
+        var v: V
+        if inside(0) { v = load(xp); madd(&a0, v, w0) }
+        if inside(1) { v = load(xp + cs); madd(&a0, v, w1); madd(&a1, v, w0) }
+        if inside(2) { v = load(xp + 2 * cs); madd(&a0, v, w2); madd(&a1, v, w1); madd(&a2, v, w0) }
+        v = load(xp + 3 * cs); madd(&a0, v, w3); madd(&a1, v, w2); madd(&a2, v, w1); madd(&a3, v, w0)
+        v = load(xp + 4 * cs); madd(&a0, v, w4); madd(&a1, v, w3); madd(&a2, v, w2); madd(&a3, v, w1)
+                               madd(&a4, v, w0)
+        v = load(xp + 5 * cs); madd(&a0, v, w5); madd(&a1, v, w4); madd(&a2, v, w3); madd(&a3, v, w2)
+                               madd(&a4, v, w1); madd(&a5, v, w0)
+        v = load(xp + 6 * cs); madd(&a0, v, w6); madd(&a1, v, w5); madd(&a2, v, w4); madd(&a3, v, w3)
+                               madd(&a4, v, w2); madd(&a5, v, w1); madd(&a6, v, w0)
+        v = load(xp + 7 * cs); madd(&a1, v, w6); madd(&a2, v, w5); madd(&a3, v, w4); madd(&a4, v, w3)
+                               madd(&a5, v, w2); madd(&a6, v, w1); if T > 7 { madd(&a7, v, w0) }
+        if inside(8) {
+          v = load(xp + 8 * cs); madd(&a2, v, w6); madd(&a3, v, w5); madd(&a4, v, w4); madd(&a5, v, w3)
+                                 madd(&a6, v, w2); if T > 7 { madd(&a7, v, w1) }
+        }
+        if inside(9) {
+          v = load(xp + 9 * cs); madd(&a3, v, w6); madd(&a4, v, w5); madd(&a5, v, w4); madd(&a6, v, w3)
+                                 if T > 7 { madd(&a7, v, w2) }
+        }
+        if inside(10) {
+          v = load(xp + 10 * cs); madd(&a4, v, w6); madd(&a5, v, w5); madd(&a6, v, w4); if T > 7 { madd(&a7, v, w3) }
+        }
+        if inside(11) { v = load(xp + 11 * cs); madd(&a5, v, w6); madd(&a6, v, w5); if T > 7 { madd(&a7, v, w4) } }
+        if inside(12) { v = load(xp + 12 * cs); madd(&a6, v, w6); if T > 7 { madd(&a7, v, w5) } }
+        if T > 7 && inside(13) { v = load(xp + 13 * cs); madd(&a7, v, w6) }
       }
       (tile.v0, tile.v1, tile.v2, tile.v3, tile.v4, tile.v5, tile.v6) = (a0, a1, a2, a3, a4, a5, a6)
       if T > 7 { tile.v7 = a7 }
@@ -716,6 +769,12 @@ extension DepthwiseConvolution {
       inputGradient: UnsafeMutablePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
       biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape, chunks: Int
     ) {
+      if let tiling = inPlaceTiling(s) {
+        backwardInPlace(
+          input: input, weight: weight, outputGradient: outputGradient, inputGradient: inputGradient,
+          weightGradient: weightGradient, biasGradient: biasGradient, shape: s, chunks: chunks, tiling: tiling)
+        return
+      }
       let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels
       let ringCount = PaddedRowRing.storageCount(s)
       let partialCount = DepthwiseConvolution.partialCount(s)
@@ -790,6 +849,150 @@ extension DepthwiseConvolution {
       withExtendedLifetime(scratch) {}
     }
 
+    /// The column tiles with which the 7×7 convolution reads its input rows in place, in NHWC, instead of from a
+    /// ring of padded rows (``convolveInPlace(input:weight:bias:output:shape:tiling:)``, and `∂L/∂y` in
+    /// ``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``):
+    /// `eights` 8-column tiles, then `sevens` 7-column tiles, covering the row without overlap (`W = 8·eights +
+    /// 7·sevens`, the most 8-column tiles; `eights` is 0 where `W` is a multiple of 7 that no 8-column tile
+    /// fits, such as 7, 14, 28). Nil where the ring's passes run: 16-lane blocks (AVX-512, where the ring's
+    /// tiles stream whole lines; not measured against these), shapes whose 7×7 weight gradient does not read
+    /// `x` in place (``weightGradientReadsInputInPlace(_:)``: 8-lane blocks with AVX-512's paired tile, partial
+    /// channel blocks, rows narrower than 7), and widths no such tiling covers.
+    static func inPlaceTiling(_ s: Shape) -> (eights: Int, sevens: Int)? {
+      guard L == 8 && (DepthwiseConvolution.rowsInPlaceOverride ?? true) && weightGradientReadsInputInPlace(s)
+      else { return nil }
+      let W = s.width
+      if let eights = DepthwiseConvolution.eightColumnTiles(width: W) { return (eights, (W - 8 * eights) / 7) }
+      return W % 7 == 0 ? (0, W / 7) : nil
+    }
+
+    /// The fused backward pass with both `x` and `∂L/∂y` read where they are, in NHWC, by the 7×7 tiles: no
+    /// padded-row ring, no row copies. The ring's copies (each `∂L/∂y` element loaded and stored once more,
+    /// besides the loads that use it) were 7–8% of the pass on Zen 3; the tiles read each input column from an NHWC
+    /// row, `C` floats apart, and leave out the 3 columns beyond each end of the row (``accumulate7(_:_:_:_:_:_:columnStride:skipsLeading:skipsTrailing:)``).
+    /// Each output row adds the weight gradient of its own `∂L/∂y` row, then computes its `∂L/∂x` row; the rows
+    /// a later row reads first (`x` and `∂L/∂y` at `row + p + 1`) are prefetched into L2 a slice per channel block.
+    static func backwardInPlace(
+      input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+      inputGradient: UnsafeMutablePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
+      biasGradient: UnsafeMutablePointer<Float>?, shape s: Shape, chunks: Int, tiling: (eights: Int, sevens: Int)
+    ) {
+      let k = s.kernelSize, H = s.height, p = s.padding, C = s.channels, rowCount = s.width * C
+      let partialCount = DepthwiseConvolution.partialCount(s)
+      // Per chunk: the weight-gradient partial and the staging row.
+      let perChunk = partialCount + s.stagingCount
+      let scratch = Tensor(uninitializedShape: [s.packedWeightCount + chunks * perChunk])
+      let flipped = scratch.buffer.pointer
+      let chunkBase = flipped + s.packedWeightCount
+      packWeight(weight, into: flipped, shape: s, flipped: true)
+      let hasBias = biasGradient != nil
+      let streaming = streamsOutput(inputGradient, tensorsRead: 2, shape: s)
+      let staged = streaming && s.stagesRows
+
+      Parallel.forEach(chunks) { chunk in
+        let partial = chunkBase + chunk * perChunk
+        let staging = partial + partialCount
+        partial.initialize(repeating: 0, count: partialCount)
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 2 * k) { table in
+          let inputRows = table.baseAddress!
+          let gradientRows = inputRows + k
+          for row in s.chunkRows(chunk, of: chunks) {
+            let khRange = s.kernelRows(at: row % H)
+            for kh in khRange {
+              inputRows[kh] = input + (row - p + kh) * rowCount
+              gradientRows[kh] = outputGradient + (row - p + kh) * rowCount
+            }
+            // The rows the next output row reads first (its last kernel row, or the next image's first rows).
+            let ahead = row + p + 1
+            weightRowUnpadded(
+              rows: UnsafePointer(inputRows), khRange: khRange, outputGradient: outputGradient + row * rowCount,
+              gradientBlockStride: L, gradientColumnStride: C, partial: partial, shape: s, hasBias: hasBias,
+              prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
+            sevenTapRowInPlace(
+              tiling, UnsafePointer(gradientRows), khRange, flipped, nil,
+              staged ? staging : inputGradient + row * rowCount, channels: C,
+              prefetching: ahead < s.rows ? outputGradient + ahead * rowCount : nil)
+            if staged { streamLines(staging, to: inputGradient + row * rowCount, count: rowCount) }
+          }
+        }
+        if streaming { quadra_store_fence() }
+      }
+
+      reducePartials(
+        first: chunkBase, stride: perChunk, chunks: chunks, shape: s, weightGradient: weightGradient,
+        biasGradient: biasGradient)
+      withExtendedLifetime(scratch) {}
+    }
+
+    /// One output row of the 7×7 convolution from input rows read in place, in NHWC
+    /// (``convolveInPlace(input:weight:bias:output:shape:tiling:staging:stagingStride:)``, and the input gradient of
+    /// ``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``):
+    /// `tiling`'s 8- and 7-column tiles with the packed `weight` and `bias` (nil: none) of `C / L` whole channel
+    /// blocks, stored `C` floats apart at `output`. `next` (a row a later call reads, or nil) is prefetched into
+    /// L2 a slice per tile position.
+    ///
+    /// Tile position by tile position, all channel blocks at each: a pixel's `C` floats are `C / 16` cache lines
+    /// holding two or more blocks, so the lines one block's tile loads serve the next blocks' tiles from L1.
+    /// Block by block over the row instead, a row's lines (7 rows × W columns) did not stay in L1 until the next
+    /// block came back to them: rows `W · C` floats apart map to few L1 sets (the forward pass at N = 2, 56×56,
+    /// C = 64 on Zen 3 was 6% slower than the ring's that way).
+    static func sevenTapRowInPlace(
+      _ tiling: (eights: Int, sevens: Int), _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>,
+      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>,
+      channels C: Int, prefetching next: UnsafePointer<Float>?
+    ) {
+      let count = tiling.eights + tiling.sevens
+      let rowCount = (8 * tiling.eights + 7 * tiling.sevens) * C
+      var w0 = 0
+      for index in 0..<count {
+        let columns = index < tiling.eights ? 8 : 7, x = (w0 - 3) * C, out = output + w0 * C
+        let edges = (index == 0 ? 1 : 0) | (index == count - 1 ? 2 : 0)
+        // Literal positions, so each call runs its own specialization.
+        switch (columns, edges) {
+        case (8, 0): tilesInPlace(TilePosition<8, 0>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (8, 1): tilesInPlace(TilePosition<8, 1>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (8, 2): tilesInPlace(TilePosition<8, 2>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (8, _): tilesInPlace(TilePosition<8, 3>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (_, 0): tilesInPlace(TilePosition<7, 0>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (_, 1): tilesInPlace(TilePosition<7, 1>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (_, 2): tilesInPlace(TilePosition<7, 2>(), rows, khRange, x, weight, bias, out, channels: C)
+        default: tilesInPlace(TilePosition<7, 3>(), rows, khRange, x, weight, bias, out, channels: C)
+        }
+        w0 += columns
+        if let next {
+          let begin = rowCount * index / count, end = rowCount * (index + 1) / count
+          prefetch(next + begin, count: end - begin)
+        }
+      }
+    }
+
+    /// A tile position of ``sevenTapRowInPlace(_:_:_:_:_:_:channels:prefetching:)`` as types: `columns` (8 or 7) and
+    /// which of the row's ends it touches (`edges`: 1 the first tile, whose 3 input columns on the left lie outside
+    /// the row; 2 the last, the 3 on the right; 3 the only tile; 0 an inner one).
+    struct TilePosition<let columns: Int, let edges: Int> {}
+
+    /// The tiles at one position of the row, for every channel block. A function of its own taking only pointers
+    /// and integers, specialized for each position, so each compiles to one loop of one tile with nothing else
+    /// live across it (the reason ``sevenTapTiles8(_:_:_:_:_:_:_:stride:lanes:)`` gives): one function holding all
+    /// eight cases spilled registers and ran rows of 7-column tiles 15–22% slower than the ring's tiles. `x` is the
+    /// tile's first input column (3 left of its first output column) as an offset into each row.
+    @inline(never)
+    static func tilesInPlace<let columns: Int, let edges: Int>(
+      _ position: TilePosition<columns, edges>, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>,
+      _ x: Int, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>,
+      channels C: Int
+    ) {
+      var block = 0
+      while block < C {
+        var tile = Tile(repeating: bias.map { load($0 + block) } ?? .zero)
+        accumulate7(
+          columns, &tile, rows, khRange, x + block, weight + block * 49, columnStride: C, skipsLeading: edges & 1 != 0,
+          skipsTrailing: edges & 2 != 0)
+        tile.store(columns, output + block, stride: C, lanes: L)
+        block += L
+      }
+    }
+
     /// Adds one output row's contribution to the packed partials. For each channel block
     /// and kernel row, up to 8 kernel columns are accumulated in registers over the whole
     /// row; one `dy` load serves all of them (`taps + 1` loads per `taps` FMAs).
@@ -855,19 +1058,21 @@ extension DepthwiseConvolution {
 
     /// `partial += Σ_w dy[w · L]` over one blocked row of `width` columns: a bias gradient's share.
     @inline(__always)
-    static func addRowSum(_ g: UnsafePointer<Float>, width W: Int, to partial: UnsafeMutablePointer<Float>) {
+    static func addRowSum(
+      _ g: UnsafePointer<Float>, width W: Int, columnStride cs: Int = L, to partial: UnsafeMutablePointer<Float>
+    ) {
       // Four partial sums, so the adds do not wait on each other's latency.
       var s0 = V.zero, s1 = V.zero, s2 = V.zero, s3 = V.zero
       var w = 0
       while w + 4 <= W {
-        s0 += load(g + w * L)
-        s1 += load(g + (w + 1) * L)
-        s2 += load(g + (w + 2) * L)
-        s3 += load(g + (w + 3) * L)
+        s0 += load(g + w * cs)
+        s1 += load(g + (w + 1) * cs)
+        s2 += load(g + (w + 2) * cs)
+        s3 += load(g + (w + 3) * cs)
         w += 4
       }
       while w < W {
-        s0 += load(g + w * L)
+        s0 += load(g + w * cs)
         w += 1
       }
       store(load(partial) + ((s0 + s1) + (s2 + s3)), partial)
@@ -875,7 +1080,7 @@ extension DepthwiseConvolution {
 
     /// ``weightRow(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:afterBlock:)`` for the
     /// 7×7 kernel with the input rows read where they are, in NHWC (column `w` of block `b` at
-    /// `rows[kh] + w · C + b · L`, no pad columns; ``weightTile7Unpadded(_:stride:_:_:_:)``), not from a
+    /// `rows[kh] + w · C + b · L`, no pad columns; ``weightTile7Unpadded(_:stride:_:gradientStride:_:_:)``), not from a
     /// padded ring: the fused backward pass then copies only `∂L/∂y`. Rows of at least 7 columns, and channels a
     /// multiple of `L` (every vector load stays inside its pixel).
     ///
@@ -894,15 +1099,16 @@ extension DepthwiseConvolution {
     @inline(never)
     static func weightRowUnpadded(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
-      gradientBlockStride: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool,
-      prefetching next: UnsafePointer<Float>?
+      gradientBlockStride: Int, gradientColumnStride: Int = L, partial: UnsafeMutablePointer<Float>, shape s: Shape,
+      hasBias: Bool, prefetching next: UnsafePointer<Float>?
     ) {
-      let W = s.width, C = s.channels, rowCount = W * C
+      let W = s.width, C = s.channels, rowCount = W * C, gs = gradientColumnStride
       for block in 0..<s.blocks {
         let g = dy + block * gradientBlockStride
-        if hasBias { addRowSum(g, width: W, to: partial + s.packedWeightCount + block * L) }
+        if hasBias { addRowSum(g, width: W, columnStride: gs, to: partial + s.packedWeightCount + block * L) }
         for kh in khRange {
-          weightTile7Unpadded(rows[kh] + block * L, stride: C, g, partial + (block * 7 + kh) * 7 * L, W)
+          weightTile7Unpadded(
+            rows[kh] + block * L, stride: C, g, gradientStride: gs, partial + (block * 7 + kh) * 7 * L, W)
         }
         if let next {
           // A slice per block, so the prefetches spread over the row's arithmetic.
@@ -917,36 +1123,35 @@ extension DepthwiseConvolution {
     /// that stay inside, the others all 7 from a window of 7 input vectors that slides one column a step.
     @inline(__always)
     static func weightTile7Unpadded(
-      _ x: UnsafePointer<Float>, stride: Int, _ dy: UnsafePointer<Float>, _ dw: UnsafeMutablePointer<Float>,
-      _ width: Int
+      _ x: UnsafePointer<Float>, stride: Int, _ dy: UnsafePointer<Float>, gradientStride gs: Int,
+      _ dw: UnsafeMutablePointer<Float>, _ width: Int
     ) {
-      let L = L
       var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero, a4 = V.zero, a5 = V.zero, a6 = V.zero
       var r0 = load(x), r1 = load(x + stride), r2 = load(x + 2 * stride), r3 = load(x + 3 * stride)
       var r4 = load(x + 4 * stride), r5 = load(x + 5 * stride)
       // Output columns 0, 1, 2: taps 3…6, 2…6, 1…6 (tap j reads input column w + j − 3).
       var g = load(dy)
       madd(&a3, r0, g); madd(&a4, r1, g); madd(&a5, r2, g); madd(&a6, r3, g)
-      g = load(dy + L)
+      g = load(dy + gs)
       madd(&a2, r0, g); madd(&a3, r1, g); madd(&a4, r2, g); madd(&a5, r3, g); madd(&a6, r4, g)
-      g = load(dy + 2 * L)
+      g = load(dy + 2 * gs)
       madd(&a1, r0, g); madd(&a2, r1, g); madd(&a3, r2, g); madd(&a4, r3, g); madd(&a5, r4, g); madd(&a6, r5, g)
       // Columns 3 ..< width − 3: all taps; r0…r5 hold input columns w − 3 … w + 2.
-      var xp = x + 6 * stride, gp = dy + 3 * L
+      var xp = x + 6 * stride, gp = dy + 3 * gs
       for _ in 3..<(width - 3) {
         let r6 = load(xp)
         g = load(gp)
         madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r0, r1, r2, r3, r4, r5, r6, g)
         (r0, r1, r2, r3, r4, r5) = (r1, r2, r3, r4, r5, r6)
         xp += stride
-        gp += L
+        gp += gs
       }
       // Columns width − 3, − 2, − 1: taps 0…5, 0…4, 0…3; r0…r5 hold input columns width − 6 … width − 1.
       g = load(gp)
       madd(&a0, r0, g); madd(&a1, r1, g); madd(&a2, r2, g); madd(&a3, r3, g); madd(&a4, r4, g); madd(&a5, r5, g)
-      g = load(gp + L)
+      g = load(gp + gs)
       madd(&a0, r1, g); madd(&a1, r2, g); madd(&a2, r3, g); madd(&a3, r4, g); madd(&a4, r5, g)
-      g = load(gp + 2 * L)
+      g = load(gp + 2 * gs)
       madd(&a0, r2, g); madd(&a1, r3, g); madd(&a2, r4, g); madd(&a3, r5, g)
       add7(a0, a1, a2, a3, a4, a5, a6, to: dw)
     }
