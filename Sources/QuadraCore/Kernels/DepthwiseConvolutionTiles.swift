@@ -904,10 +904,9 @@ extension DepthwiseConvolution {
             }
             // The rows the next output row reads first (its last kernel row, or the next image's first rows).
             let ahead = row + p + 1
-            weightRowUnpadded(
+            weightRowInPlace(
               rows: UnsafePointer(inputRows), khRange: khRange, outputGradient: outputGradient + row * rowCount,
-              gradientBlockStride: L, gradientColumnStride: C, partial: partial, shape: s, hasBias: hasBias,
-              prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
+              partial: partial, shape: s, hasBias: hasBias, prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
             sevenTapRowInPlace(
               tiling, UnsafePointer(gradientRows), khRange, flipped, nil,
               staged ? staging : inputGradient + row * rowCount, channels: C,
@@ -1099,10 +1098,35 @@ extension DepthwiseConvolution {
     @inline(never)
     static func weightRowUnpadded(
       rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
-      gradientBlockStride: Int, gradientColumnStride: Int = L, partial: UnsafeMutablePointer<Float>, shape s: Shape,
+      gradientBlockStride: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool,
+      prefetching next: UnsafePointer<Float>?
+    ) {
+      weightRow7(
+        rows: rows, khRange: khRange, outputGradient: dy, gradientBlockStride: gradientBlockStride, gradientStep: L,
+        partial: partial, shape: s, hasBias: hasBias, prefetching: next)
+    }
+
+    /// ``weightRowUnpadded(rows:khRange:outputGradient:gradientBlockStride:partial:shape:hasBias:prefetching:)`` with
+    /// `∂L/∂y` read in place too, its columns `C` floats apart (``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``).
+    /// A function of its own: with the ring's step `L` a run-time value as well, the ring's pass ran 2–4% slower.
+    @inline(never)
+    static func weightRowInPlace(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
+      partial: UnsafeMutablePointer<Float>, shape s: Shape, hasBias: Bool, prefetching next: UnsafePointer<Float>?
+    ) {
+      weightRow7(
+        rows: rows, khRange: khRange, outputGradient: dy, gradientBlockStride: L, gradientStep: s.channels,
+        partial: partial, shape: s, hasBias: hasBias, prefetching: next)
+    }
+
+    /// The two passes above, with `∂L/∂y`'s columns `gradientStep` floats apart.
+    @inline(__always)
+    static func weightRow7(
+      rows: UnsafePointer<UnsafePointer<Float>>, khRange: Range<Int>, outputGradient dy: UnsafePointer<Float>,
+      gradientBlockStride: Int, gradientStep gs: Int, partial: UnsafeMutablePointer<Float>, shape s: Shape,
       hasBias: Bool, prefetching next: UnsafePointer<Float>?
     ) {
-      let W = s.width, C = s.channels, rowCount = W * C, gs = gradientColumnStride
+      let W = s.width, C = s.channels, rowCount = W * C
       for block in 0..<s.blocks {
         let g = dy + block * gradientBlockStride
         if hasBias { addRowSum(g, width: W, columnStride: gs, to: partial + s.packedWeightCount + block * L) }
