@@ -320,7 +320,7 @@ extension DepthwiseConvolution {
     /// ``convolve(input:weight:flipped:bias:output:shape:)`` with the input rows read in place, in NHWC, by the
     /// tiles of `tiling` (``inPlaceTiling(_:)``), instead of copied into a ring of padded rows: each input element
     /// is loaded by the tiles that use it and by nothing else. The input row a later output row reads first
-    /// (`row + p + 1`) is prefetched into L2 a slice per channel block. `weight` and `bias` are packed; chunk `i`
+    /// (`row + p + 1`) is prefetched into L2 a slice per tile position. `weight` and `bias` are packed; chunk `i`
     /// stages its rows at `staging + i · stagingStride` (``Shape/stagingCount`` floats) when the output streams.
     static func convolveInPlace(
       input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
@@ -850,7 +850,7 @@ extension DepthwiseConvolution {
     }
 
     /// The column tiles with which the 7×7 convolution reads its input rows in place, in NHWC, instead of from a
-    /// ring of padded rows (``convolveInPlace(input:weight:bias:output:shape:tiling:)``, and `∂L/∂y` in
+    /// ring of padded rows (``convolveInPlace(input:weight:bias:output:shape:tiling:staging:stagingStride:)``, and `∂L/∂y` in
     /// ``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``):
     /// `eights` 8-column tiles, then `sevens` 7-column tiles, covering the row without overlap (`W = 8·eights +
     /// 7·sevens`, the most 8-column tiles; `eights` is 0 where `W` is a multiple of 7 that no 8-column tile
@@ -871,7 +871,8 @@ extension DepthwiseConvolution {
     /// besides the loads that use it) were 7–8% of the pass on Zen 3; the tiles read each input column from an NHWC
     /// row, `C` floats apart, and leave out the 3 columns beyond each end of the row (``accumulate7(_:_:_:_:_:_:columnStride:skipsLeading:skipsTrailing:)``).
     /// Each output row adds the weight gradient of its own `∂L/∂y` row, then computes its `∂L/∂x` row; the rows
-    /// a later row reads first (`x` and `∂L/∂y` at `row + p + 1`) are prefetched into L2 a slice per channel block.
+    /// a later row reads first (`x` and `∂L/∂y` at `row + p + 1`) are prefetched into L2 a slice at a time (per channel
+    /// block for `x`, per tile position for `∂L/∂y`).
     static func backwardInPlace(
       input: UnsafePointer<Float>, weight: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
       inputGradient: UnsafeMutablePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
