@@ -82,6 +82,23 @@ public struct InfeasibleBudgetError: Error, CustomStringConvertible, LocalizedEr
   public var errorDescription: String? { description }
 }
 
+/// A budget whose limits the space meets one at a time but, as far as the search can find, not together: no
+/// random draw met them all, and neither did the cheapest architecture for each limit nor the one that comes
+/// closest to all of them (``closest``, with its value for each limit).
+public struct JointlyInfeasibleBudgetError: Error, CustomStringConvertible, LocalizedError {
+  /// Each limit with the closest architecture's value: flag, limit, value, unit.
+  public var limits: [(flag: String, limit: Double, value: Double, unit: String)]
+  public var closest: Architecture
+  public var attempts: Int
+
+  public var description: String {
+    let parts = limits.map { String(format: "%@ %.4g %@ (it needs %.4g)", $0.flag, $0.limit, $0.unit, $0.value) }
+    return "the limits together admit no architecture found in \(attempts) random draws nor by a descent from the "
+      + "smallest choices; the closest, \(closest.name), against " + parts.joined(separator: ", ")
+  }
+  public var errorDescription: String? { description }
+}
+
 /// An evaluated architecture.
 public struct Candidate: Codable, Sendable, Equatable {
   public var architecture: Architecture
@@ -100,7 +117,8 @@ public struct EvolutionOptions: Codable, Sendable, Equatable {
   /// Children evaluated per generation.
   public var childrenPerGeneration: Int
   public var generations: Int
-  /// Drawing or mutating attempts per wanted feasible architecture before the run stops with an error.
+  /// Drawing or mutating attempts per wanted feasible architecture: after this many misses the initial population
+  /// grows by mutations from a feasible architecture instead of random draws, and a child is its parent's copy.
   public var maximumAttempts: Int
 
   public init(
@@ -318,7 +336,9 @@ public struct Evolution: Sendable {
     return best!
   }
 
-  /// The initial state: `populationSize` random feasible architectures (after ``checkFeasible(space:constraints:)``).
+  /// The initial state: `populationSize` random feasible architectures (after ``checkFeasible(space:constraints:)``;
+  /// where random draws miss `maximumAttempts` times in a row, the rest grow by mutation from a feasible one,
+  /// see ``feasibleSeed(_:)``).
   /// The state records this evolution's ``costModel``, whether it is `costsAreMeasured`, and `proxySettings` (what
   /// ``score`` computes), so a resumed run can be held to the same ones.
   public func start(
@@ -333,11 +353,52 @@ public struct Evolution: Sendable {
       costModel: costModel, costsAreMeasured: costsAreMeasured, proxySettings: proxySettings,
       generation: 0, generator: RandomGenerator(seed: options.seed), population: [], front: [], evaluated: 0,
       rejected: 0)
+    // Random draws first. Where the limits together admit only a sliver of the space (each one alone being
+    // met by the cheapest architectures), draws can keep missing: then the population grows from one
+    // feasible architecture by mutations of its members instead (a member copied where every mutation of it
+    // breaks a limit). Runs whose draws succeed never reach this, so their results do not change.
+    var drawing = true
     while state.population.count < options.populationSize {
-      let candidate = try feasibleCandidate(&state) { space.randomArchitecture(using: &$0) }
-      state.population.append(candidate)
+      if drawing {
+        if let candidate = try feasibleCandidate(&state, draw: { space.randomArchitecture(using: &$0) }) {
+          state.population.append(candidate)
+          continue
+        }
+        drawing = false
+        if state.population.isEmpty { state.population.append(try feasibleSeed(&state)) }
+        continue
+      }
+      let parent = state.population[Int(state.generator.next() % UInt64(state.population.count))]
+      state.population.append(try feasibleCandidate(&state) { space.mutate(parent.architecture, using: &$0) } ?? parent)
     }
     return state
+  }
+
+  /// A feasible architecture when random draws found none: the cheapest one for each limit, or the one a
+  /// coordinate descent from the smallest choices finds closest to all limits (the largest ratio of value to
+  /// limit smallest); throws ``JointlyInfeasibleBudgetError`` naming that one when none meets them all.
+  func feasibleSeed(_ state: inout EvolutionState) throws -> Candidate {
+    let space = state.space, constraints = state.constraints, bounds = constraints.bounds
+    func worstRatio(_ costs: PredictedCosts) -> Double {
+      bounds.map { $0.value(costs) / Swift.max($0.limit, .leastNormalMagnitude) }.max() ?? 0
+    }
+    let closest = try cheapest(space: space, metric: worstRatio).0
+    var trials = [closest]
+    for bound in bounds { trials.append(try cheapest(space: space) { bound.value($0) }.0) }
+    for architecture in trials {
+      let config = try space.config(for: architecture)
+      let costs = try judgedCosts(architecture, config, resolution: space.resolution, constraints: constraints)
+      guard constraints.admits(costs) else { continue }
+      let candidate = Candidate(architecture: architecture, costs: costs, score: try score(architecture, config))
+      state.evaluated += 1
+      Self.insert(candidate, into: &state.front)
+      return candidate
+    }
+    let config = try space.config(for: closest)
+    let costs = try judgedCosts(closest, config, resolution: space.resolution, constraints: constraints)
+    throw JointlyInfeasibleBudgetError(
+      limits: bounds.map { ($0.flag, $0.limit, $0.value(costs), $0.unit) }, closest: closest,
+      attempts: state.options.maximumAttempts)
   }
 
   /// Runs generations until `state.options.generations`, calling `checkpoint` after each one (write
@@ -347,7 +408,9 @@ public struct Evolution: Sendable {
       for _ in 0..<state.options.childrenPerGeneration {
         let parent = tournament(&state)
         let space = state.space
-        let child = try feasibleCandidate(&state) { space.mutate(parent.architecture, using: &$0) }
+        // A parent none of whose mutations meets the limits (it sits alone in a sliver of the space) lives on as
+        // its own child.
+        let child = try feasibleCandidate(&state) { space.mutate(parent.architecture, using: &$0) } ?? parent
         state.population.append(child)
         state.population.removeFirst()
       }
@@ -365,9 +428,11 @@ public struct Evolution: Sendable {
     return best!
   }
 
+  /// The first of up to `maximumAttempts` drawn architectures that meets the limits, scored and added to the
+  /// front; nil when none did.
   func feasibleCandidate(
     _ state: inout EvolutionState, draw: (inout RandomGenerator) -> Architecture
-  ) throws -> Candidate {
+  ) throws -> Candidate? {
     for _ in 0..<state.options.maximumAttempts {
       let architecture = draw(&state.generator)
       let config = try state.space.config(for: architecture)
@@ -381,9 +446,7 @@ public struct Evolution: Sendable {
       Self.insert(candidate, into: &state.front)
       return candidate
     }
-    throw SearchSpaceError(
-      field: "", message: "no feasible architecture in \(state.options.maximumAttempts) attempts; the constraints "
-        + "admit too small a part of the space (loosen them or raise the attempts)")
+    return nil
   }
 
   /// Adds `candidate` to the Pareto front unless dominated; removes those it dominates.

@@ -165,6 +165,68 @@ import Testing
     }
   }
 
+  /// Limits that each admit the cheapest architectures but together only a sliver of the space: random draws
+  /// miss (here after 3 attempts), so the population grows by mutation from a feasible architecture; every
+  /// member meets the limits, the run goes on, and it stays deterministic. (Before, such a budget stopped the
+  /// search with "no feasible architecture in 1000 attempts" although the space had feasible architectures.)
+  @Test func aTightJointBudgetGrowsThePopulationFromAFeasibleArchitecture() throws {
+    let space = SearchSpace.fashionMNIST
+    let model = Self.evolution.costModel
+    let smallest = Architecture(
+      stem: space.stems[0], depths: [1, 1], widths: [24, 48],
+      mixers: [TokenMixer](repeating: .depthwise(kernelSize: 3), count: 2), mlpRatio: 2)
+    let costs = try model.predict(try space.config(for: smallest), resolution: space.resolution, memory: .exact)
+    let constraints = SearchConstraints(
+      maxTrainMemoryBytes: costs.trainMemoryBytes + costs.trainMemoryBytes / 10,
+      maxParameters: costs.parameters + costs.parameters / 2)
+    // A seed whose first 3 random draws all miss, so the very first member needs the fallback (the start
+    // draws from a generator seeded with the options' seed, as here).
+    func firstDrawsMiss(_ seed: UInt64) throws -> Bool {
+      var generator = RandomGenerator(seed: seed)
+      for _ in 0..<3 {
+        let architecture = space.randomArchitecture(using: &generator)
+        let drawn = try model.predict(try space.config(for: architecture), resolution: space.resolution, memory: .exact)
+        if constraints.admits(drawn) { return false }
+      }
+      return true
+    }
+    let seed = try #require(try (UInt64(1)...50).first { try firstDrawsMiss($0) })
+    let options = EvolutionOptions(
+      seed: seed, populationSize: 12, sampleSize: 3, childrenPerGeneration: 6, generations: 4, maximumAttempts: 3)
+    var first = try Self.evolution.start(space: space, constraints: constraints, options: options)
+    #expect(first.population.count == 12)
+    try Self.evolution.run(&first)
+    #expect(first.generation == 4)
+    for candidate in first.population + first.front {
+      #expect(candidate.costs.trainMemoryBytes <= constraints.maxTrainMemoryBytes!)
+      #expect(candidate.costs.parameters <= constraints.maxParameters!)
+    }
+    // More than one architecture: the mutations explore the sliver rather than copying the seed.
+    #expect(Set(first.population.map(\.architecture)).count > 1)
+    var second = try Self.evolution.start(space: space, constraints: constraints, options: options)
+    try Self.evolution.run(&second)
+    #expect(first == second)
+  }
+
+  /// When not even the closest architecture the seed's descent finds meets the limits, the error names it and
+  /// its value for each limit.
+  @Test func aJointlyInfeasibleBudgetNamesTheClosestArchitecture() throws {
+    let space = SearchSpace.fashionMNIST
+    let constraints = SearchConstraints(maxTrainMemoryBytes: 1 << 20, maxParameters: 1000)
+    var state = EvolutionState(
+      formatVersion: EvolutionState.formatVersion, space: space, constraints: constraints, options: Self.options,
+      costModel: Self.evolution.costModel, costsAreMeasured: false, proxySettings: nil, generation: 0,
+      generator: RandomGenerator(seed: 1), population: [], front: [], evaluated: 0, rejected: 0)
+    var thrown: JointlyInfeasibleBudgetError?
+    do { _ = try Self.evolution.feasibleSeed(&state) } catch let error as JointlyInfeasibleBudgetError { thrown = error }
+    let error = try #require(thrown)
+    #expect(error.limits.map(\.flag) == ["--max-train-memory-mb", "--max-params"])
+    #expect(error.limits.allSatisfy { $0.value > $0.limit })
+    #expect(error.description.contains(error.closest.name) && error.description.contains("--max-params 1000"))
+    let parameters = try space.config(for: error.closest).parameterCount
+    #expect(error.limits[1].value == Double(parameters))
+  }
+
   /// A memory limit between an architecture's exact peak and its closed-form bound: the bound alone
   /// would reject it; the evolution judges it by the exact peak and admits it (and caches that peak),
   /// while a limit one byte below the exact peak still rejects it. Without this, `--memory-below
