@@ -1,5 +1,6 @@
 import Foundation
 import QuadraModels
+import QuadraTraining
 import Testing
 
 @testable import QuadraSearch
@@ -34,6 +35,20 @@ import Testing
       let rebuilt = try SearchSpace.fashionMNIST.config(for: architecture, name: registered.name)
       #expect(rebuilt == registered)
     }
+  }
+
+  /// The space file and the searched network the README's stop-32 demonstration commands use stay loadable,
+  /// and the network lies in the space (it was found there).
+  @Test func committedSpaceFileAndSearchedNetworkLoad() throws {
+    let data = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("data")
+    let space = try SearchSpace.load(nameOrPath: data.appendingPathComponent("search-spaces/fashion-mnist-full-resolution.json").path)
+    #expect(space.resolution == 28 && space.stageCounts == [4] && space.stems == [StemChoice(patchSize: 1, kernelSize: 3)])
+    let config = try ModelConfig.decodeJSON(
+      try Data(contentsOf: data.appendingPathComponent("searched/q3-q3-q3-q3_1x16-1x40-1x80-1x160_r2_s1k3.json")))
+    let architecture = try space.architecture(of: config)
+    #expect(architecture.name == config.name)
+    #expect(try space.config(for: architecture, name: config.name) == config)
   }
 
   @Test func configOutsideTheSpaceNamesTheField() throws {
