@@ -18,7 +18,7 @@ struct SearchCommand: ParsableCommand {
 /// Flags shared by the search subcommands that need the cost model.
 struct SearchCostOptions: ParsableArguments {
   // Optional so that `search run --resume` can tell a flag given now from the default (see SearchResume).
-  @Option(name: .customLong("space"), help: "Search space: fashion-mnist (default), imagenet, or a JSON file.")
+  @Option(name: .customLong("space"), help: "Search space: fashion-mnist (default), fashion-mnist-full-resolution, imagenet, or a JSON file.")
   var requestedSpace: String?
   @Option(
     name: .customLong("batch-size"), parsing: .unconditional,
@@ -597,7 +597,7 @@ struct SearchGroundTruthCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "ground-truth",
     abstract: "Train random architectures with the default recipe and write {config, accuracy} entries (resumable).")
-  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(help: "Search space: fashion-mnist, fashion-mnist-full-resolution, imagenet, or a JSON file.") var space: String = "fashion-mnist"
   @Option(help: "Dataset (as for `train --dataset`).") var dataset: String = "fashion-mnist"
   @Option(parsing: .unconditional, help: "Architectures to train, 2...1000.") var archs: Int = 12
   @Option(parsing: .unconditional, help: "Epochs per architecture, 1...1000 (default: the recipe's).") var epochs: Int?
@@ -664,7 +664,7 @@ struct SearchSampleCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "sample",
     abstract: "Write architectures spread over a space (evenly spaced MAC quantiles of random draws) as model configs.")
-  @Option(help: "Search space: fashion-mnist, imagenet, or a JSON file.") var space: String = "fashion-mnist"
+  @Option(help: "Search space: fashion-mnist, fashion-mnist-full-resolution, imagenet, or a JSON file.") var space: String = "fashion-mnist"
   @Option(parsing: .unconditional, help: "Architectures to write, 2...1000.") var archs: Int = 12
   @Option(parsing: .unconditional, help: "Random architectures drawn to pick them from, 2...100000 (at least --archs).")
   var pool: Int = 1000
