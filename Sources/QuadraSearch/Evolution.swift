@@ -341,9 +341,12 @@ public struct Evolution: Sendable {
   /// see ``feasibleSeed(_:)``).
   /// The state records this evolution's ``costModel``, whether it is `costsAreMeasured`, and `proxySettings` (what
   /// ``score`` computes), so a resumed run can be held to the same ones.
+  ///
+  /// `onMutationFallback` is told the architecture the population grows from when random draws miss (the CLI
+  /// prints it: such a population is less varied than a drawn one).
   public func start(
     space: SearchSpace, constraints: SearchConstraints, options: EvolutionOptions, proxySettings: ProxySettings? = nil,
-    costsAreMeasured: Bool? = nil
+    costsAreMeasured: Bool? = nil, onMutationFallback: (Architecture) -> Void = { _ in }
   ) throws -> EvolutionState {
     try options.validate()
     try space.validate()
@@ -366,6 +369,7 @@ public struct Evolution: Sendable {
         }
         drawing = false
         if state.population.isEmpty { state.population.append(try feasibleSeed(&state)) }
+        onMutationFallback(state.population[0].architecture)
         continue
       }
       let parent = state.population[Int(state.generator.next() % UInt64(state.population.count))]

@@ -390,7 +390,12 @@ struct SearchRunCommand: ParsableCommand {
         childrenPerGeneration: children ?? 100, generations: generations ?? 100)
       state = try evolution.start(
         space: space, constraints: try constraints(costModel: costModel, space: space), options: options,
-        proxySettings: proxyImages.settings(for: proxy), costsAreMeasured: profile != nil)
+        proxySettings: proxyImages.settings(for: proxy), costsAreMeasured: profile != nil
+      ) { seed in
+        Terminal.status(
+          "note: \(options.maximumAttempts) random draws in a row broke the limits together; the rest of the "
+            + "population grows by mutation from \(seed.name)")
+      }
       try Evolution.save(state!, to: stateURL)
     }
     var running = state!

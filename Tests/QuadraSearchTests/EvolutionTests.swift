@@ -193,8 +193,10 @@ import Testing
     let seed = try #require(try (UInt64(1)...50).first { try firstDrawsMiss($0) })
     let options = EvolutionOptions(
       seed: seed, populationSize: 12, sampleSize: 3, childrenPerGeneration: 6, generations: 4, maximumAttempts: 3)
-    var first = try Self.evolution.start(space: space, constraints: constraints, options: options)
+    var fallbackSeeds: [Architecture] = []
+    var first = try Self.evolution.start(space: space, constraints: constraints, options: options) { fallbackSeeds.append($0) }
     #expect(first.population.count == 12)
+    #expect(fallbackSeeds == [first.population[0].architecture])
     try Self.evolution.run(&first)
     #expect(first.generation == 4)
     for candidate in first.population + first.front {
