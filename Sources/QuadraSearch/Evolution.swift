@@ -389,17 +389,18 @@ public struct Evolution: Sendable {
     let closest = try cheapest(space: space, metric: worstRatio).0
     var trials = [closest]
     for bound in bounds { trials.append(try cheapest(space: space) { bound.value($0) }.0) }
+    var closestCosts: PredictedCosts?
     for architecture in trials {
       let config = try space.config(for: architecture)
       let costs = try judgedCosts(architecture, config, resolution: space.resolution, constraints: constraints)
+      if closestCosts == nil { closestCosts = costs }
       guard constraints.admits(costs) else { continue }
       let candidate = Candidate(architecture: architecture, costs: costs, score: try score(architecture, config))
       state.evaluated += 1
       Self.insert(candidate, into: &state.front)
       return candidate
     }
-    let config = try space.config(for: closest)
-    let costs = try judgedCosts(closest, config, resolution: space.resolution, constraints: constraints)
+    let costs = closestCosts!
     throw JointlyInfeasibleBudgetError(
       limits: bounds.map { ($0.flag, $0.limit, $0.value(costs), $0.unit) }, closest: closest,
       attempts: state.options.maximumAttempts)

@@ -29,14 +29,10 @@ import Testing
   /// reads `x` in place at 8 lanes: whole channel blocks, rows of at least 7 columns, the one-row weight tile.
   @Test func tilingCoversRowsExactly() {
     func tiling(w: Int, c: Int = 16, k: Int = 7, lanes: Int = 8, pairs: Bool = false) -> (eights: Int, sevens: Int)? {
-      DepthwiseConvolution.$lanesOverride.withValue(lanes) {
-        DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
-          let shape = DepthwiseConvolution.Shape(batch: 1, height: 9, width: w, channels: c, kernelSize: k, op: "test")
-          return lanes == 16
-            ? DepthwiseConvolution.Kernels<SIMD16<Float>>.inPlaceTiling(shape)
-            : DepthwiseConvolution.Kernels<SIMD8<Float>>.inPlaceTiling(shape)
-        }
-      }
+      let shape = DepthwiseConvolution.Shape.made(lanes: lanes, pairs: pairs, width: w, channels: c, kernelSize: k)
+      return lanes == 16
+        ? DepthwiseConvolution.Kernels<SIMD16<Float>>.inPlaceTiling(shape)
+        : DepthwiseConvolution.Kernels<SIMD8<Float>>.inPlaceTiling(shape)
     }
     for w in 1...300 {
       let expected = (0...(w / 8)).reversed().lazy.map { ($0, w - 8 * $0) }.first { $0.1 % 7 == 0 }

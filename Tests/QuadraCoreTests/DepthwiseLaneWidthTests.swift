@@ -114,14 +114,10 @@ import Testing
   /// blocks that have the paired tile; and the cases above include shapes that take the in-place path.
   @Test func inPlaceWeightGradientOnlyForWholeBlocks() {
     func readsInPlace(lanes: Int, pairs: Bool, w: Int, c: Int, k: Int = 7) -> Bool {
-      DepthwiseConvolution.$lanesOverride.withValue(lanes) {
-        DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
-          let shape = DepthwiseConvolution.Shape(batch: 1, height: 9, width: w, channels: c, kernelSize: k, op: "test")
-          return lanes == 16
-            ? DepthwiseConvolution.Kernels<SIMD16<Float>>.weightGradientReadsInputInPlace(shape)
-            : DepthwiseConvolution.Kernels<SIMD8<Float>>.weightGradientReadsInputInPlace(shape)
-        }
-      }
+      let shape = DepthwiseConvolution.Shape.made(lanes: lanes, pairs: pairs, width: w, channels: c, kernelSize: k)
+      return lanes == 16
+        ? DepthwiseConvolution.Kernels<SIMD16<Float>>.weightGradientReadsInputInPlace(shape)
+        : DepthwiseConvolution.Kernels<SIMD8<Float>>.weightGradientReadsInputInPlace(shape)
     }
     #expect(readsInPlace(lanes: 16, pairs: true, w: 56, c: 64))
     #expect(!readsInPlace(lanes: 16, pairs: true, w: 56, c: 72))
@@ -260,6 +256,18 @@ import Testing
     for c in [8, 16, 64, 72] {
       #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx2) == 8)
       #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .baseline) == 8)
+    }
+  }
+}
+
+extension DepthwiseConvolution.Shape {
+  /// A one-image, 9-row shape as a kernel call makes it with `lanes`-lane blocks and the paired weight-gradient tile
+  /// on or off (both overrides are read when a shape is made).
+  static func made(lanes: Int, pairs: Bool, width: Int, channels: Int, kernelSize: Int) -> Self {
+    DepthwiseConvolution.$lanesOverride.withValue(lanes) {
+      DepthwiseConvolution.$weightRowPairsOverride.withValue(pairs) {
+        Self(batch: 1, height: 9, width: width, channels: channels, kernelSize: kernelSize, op: "test")
+      }
     }
   }
 }
