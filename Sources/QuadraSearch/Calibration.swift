@@ -36,15 +36,17 @@ public struct CalibrationReport: Codable, Sendable {
   public var metrics: [String: CalibrationMetric]
   public var measurements: [ArchitectureMeasurement]
   public var predictions: [PredictedCosts]
-  /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of the linear feature model
-  /// and of the part table alone, beside those of the combination the search uses in ``metrics``
-  /// (``LatencySource``; nil when the profile has no table, so that ``metrics`` are the linear model's).
+  /// The latency metrics (`train_step`, `infer_batch1`, `infer_batch`) of each ``LatencySource`` alone —
+  /// the linear feature model, the part table, their combination — beside those of the source the
+  /// search uses in ``metrics`` (nil when the profile has no table, so that ``metrics`` are the linear model's).
   public var linearMetrics: [String: CalibrationMetric]?
   public var tableMetrics: [String: CalibrationMetric]?
+  public var combinedMetrics: [String: CalibrationMetric]?
   /// Each predictor's predictions, in the order of ``measurements`` (nil without a table), so that the
   /// models can be compared architecture by architecture.
   public var linearPredictions: [PredictedCosts]?
   public var tablePredictions: [PredictedCosts]?
+  public var combinedPredictions: [PredictedCosts]?
   /// The measurement's own noise (nil with one round): each round's time of each architecture against
   /// the median of its rounds, as if the single pass were a prediction of the median; keys `train_step`,
   /// `infer_batch1`, `infer_batch`. No cost model can agree with measurements better than they agree
@@ -54,6 +56,7 @@ public struct CalibrationReport: Codable, Sendable {
   enum CodingKeys: String, CodingKey {
     case hardware, archs, metrics, measurements, predictions, repeatability, linearMetrics = "linear_metrics"
     case linearPredictions = "linear_predictions", tableMetrics = "table_metrics", tablePredictions = "table_predictions"
+    case combinedMetrics = "combined_metrics", combinedPredictions = "combined_predictions"
   }
 
   /// ``repeatability`` of `measured` (``Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``'s
@@ -95,9 +98,10 @@ public struct CalibrationReport: Codable, Sendable {
   public init(
     hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int,
     linearPredictions: [PredictedCosts]? = nil, tablePredictions: [PredictedCosts]? = nil,
-    repeatability: [String: CalibrationMetric]? = nil
+    combinedPredictions: [PredictedCosts]? = nil, repeatability: [String: CalibrationMetric]? = nil
   ) {
     self.repeatability = repeatability
+    self.combinedPredictions = combinedPredictions
     self.linearPredictions = linearPredictions
     self.tablePredictions = tablePredictions
     self.hardware = hardware
@@ -116,6 +120,7 @@ public struct CalibrationReport: Codable, Sendable {
     }
     linearMetrics = linearPredictions.map(latencyMetrics)
     tableMetrics = tablePredictions.map(latencyMetrics)
+    combinedMetrics = combinedPredictions.map(latencyMetrics)
   }
 }
 

@@ -163,7 +163,7 @@ public struct CostModel: Codable, Sendable, Equatable {
 
   public init(
     batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel,
-    table: PartCostTable? = nil, latencySource: LatencySource = .combined
+    table: PartCostTable? = nil, latencySource: LatencySource = .table
   ) {
     self.table = table
     self.latencySource = latencySource
@@ -254,16 +254,20 @@ public struct CostModel: Codable, Sendable, Equatable {
 }
 
 /// Which of a ``CostModel``'s latency predictors ``CostModel/latencies(_:resolution:source:)`` uses.
+///
+/// Profiles use ``table`` (since stop 33). The history: on Zen 4, with times scaled by a reference read every
+/// few seconds, the two models erred differently and their geometric mean (``combined``) had the lower RMSPE
+/// for the training step (7.6–8.2% against the table's 8.2–9.9% in three `search calibrate --archs 40` runs,
+/// 11.4% against 14.7% in two more) and for batched inference, so profiles used it. Once every time was
+/// measured in alternation with the reference (stop 33, Zen 3, `--batch-size 64 --threads 2`), the table alone
+/// was at least as good on every latency metric in all five calibrations — four on the `fashion-mnist`
+/// space, one on `fashion-mnist-full-resolution`: training step within ±5% for 93–100% of the networks
+/// (combined 93–100%), RMSPE 1.6–2.5% (combined 2.4–2.8%); batched inference within ±5% for 93–100% (combined
+/// 62–88%), RMSPE 1.4–3.0% (3.9–4.6%). At batch 1, where fixed per-call costs dominate, the linear model was
+/// worse in every run, so even ``combined`` used the table alone there.
 public enum LatencySource: String, Codable, Sendable, CaseIterable {
-  /// What profiles use: for the training step and batched inference, the geometric mean of the part table's
-  /// and the linear model's predictions; for batch-1 inference, the table's. Why: the two models err
-  /// differently (the table sums parts measured one at a time, the linear model fits whole networks
-  /// by MACs and traffic). On Zen 4, three `search calibrate --archs 40` runs (seeds 11–13) gave the
-  /// mean a lower RMSPE for the training step (7.6–8.2% against the table's 8.2–9.9% and the linear
-  /// model's 7.9–9.2%) and for batched inference, and Kendall τ 0.89–0.92 (table 0.88–0.91); two runs
-  /// made after the choice (seeds 14, 15) agreed (training step 11.4% against the table's 14.7% and
-  /// 12.6%). At batch 1, where fixed per-call costs dominate and per-image features say little, the
-  /// linear model was worse in all five (RMSPE 18–22% against 14–19%), so the table alone is used there.
+  /// For the training step and batched inference, the geometric mean of the part table's and the linear
+  /// model's predictions; for batch-1 inference, the table's (what profiles of formats up to 8 used).
   case combined
   /// The part table alone (``PartCostTable``).
   case table

@@ -163,11 +163,15 @@ public struct ProxySettings: Codable, Sendable, Equatable {
   public var shortTrainingImages: Int?
   public var shortTrainingValidation: Int?
   public var shortTrainingEpochs: Int
+  /// The fitted ``AccuracyPredictor`` of the `predictor` proxy (nil for the others), kept whole so that a
+  /// resumed search scores with the same one.
+  public var predictor: AccuracyPredictor?
 
   public init(
     proxy: AccuracyProxy, dataset: String, batch: Int, seed: UInt64, shortTrainingImages: Int? = nil,
-    shortTrainingValidation: Int? = nil, shortTrainingEpochs: Int = 1
+    shortTrainingValidation: Int? = nil, shortTrainingEpochs: Int = 1, predictor: AccuracyPredictor? = nil
   ) {
+    self.predictor = predictor
     self.proxy = proxy
     self.dataset = dataset
     self.batch = batch
@@ -178,7 +182,7 @@ public struct ProxySettings: Codable, Sendable, Equatable {
   }
 
   /// The CLI's ranges: dataset name 1…4096 bytes, batch 2…1024, seed ≤ 2⁶³ − 1, subset sizes
-  /// 1…1 000 000, epochs 1…100.
+  /// 1…1 000 000, epochs 1…100; the predictor proxy's predictor present and well formed.
   public func validate() throws {
     func check(_ value: Int?, _ range: ClosedRange<Int>, _ field: String) throws {
       guard let value else { return }
@@ -195,6 +199,15 @@ public struct ProxySettings: Codable, Sendable, Equatable {
     try check(shortTrainingImages, 1...1_000_000, "shortTrainingImages")
     try check(shortTrainingValidation, 1...1_000_000, "shortTrainingValidation")
     try check(shortTrainingEpochs, 1...100, "shortTrainingEpochs")
+    if proxy == .predictor {
+      guard let predictor else {
+        throw SearchSpaceError(field: "proxySettings.predictor", message: "the predictor proxy's fitted predictor is missing")
+      }
+      guard predictor.isWellFormed else {
+        throw SearchSpaceError(
+          field: "proxySettings.predictor", message: "inconsistent sizes, a non-finite number or a non-positive λ or γ")
+      }
+    }
   }
 }
 

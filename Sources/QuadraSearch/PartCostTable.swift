@@ -216,10 +216,11 @@ public struct PartCostTable: Codable, Sendable, Equatable {
 public enum PartProfiler {
   /// Times `part` at `batchSize` with `threads` threads: each quantity the best of at least
   /// `repetitions` runs lasting at least `minimumSeconds` together (``Profiler/fastest(repetitions:minimumSeconds:_:)``), in a
-  /// fresh memory tracker, by the same ``TimedWorkload/time(repetitions:minimumSeconds:)`` as whole architectures.
+  /// fresh memory tracker, by the same ``TimedWorkload/time(repetitions:minimumSeconds:)`` as whole architectures;
+  /// with a `reference`, in alternation with it and on its baseline's scale (``SpeedReference/time(_:repetitions:minimumSeconds:)``).
   public static func measure(
     _ part: NetworkPart, batchSize: Int, threads: Int, repetitions: Int, minimumSeconds: Double = 0,
-    layerScaleInit: Float
+    layerScaleInit: Float, reference: SpeedReference? = nil
   ) throws -> PartCost {
     try ComputeContext(threads: threads, memory: MemoryTracker()).run {
       var generator = RandomGenerator(seed: 5)
@@ -291,7 +292,8 @@ public enum PartProfiler {
         inferBatch: { GradientMode.withoutRecording { _ = forward(Variable(images)) } },
         inferBatch1: { GradientMode.withoutRecording { _ = forward(Variable(one)) } },
         setTraining: { module.setTraining($0) })
-      return try workload.time(repetitions: repetitions, minimumSeconds: minimumSeconds)
+      return try reference?.time(workload, repetitions: repetitions, minimumSeconds: minimumSeconds)
+        ?? workload.time(repetitions: repetitions, minimumSeconds: minimumSeconds)
     }
   }
 }

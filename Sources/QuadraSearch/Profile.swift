@@ -123,7 +123,9 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// (28² parts with C ≥ 80 on 512 KiB of L2, or C = 160 on 1 MiB, and their memory peaks differ from format 6's).
   /// 8: on 8-lane (AVX2) machines the 7×7 depthwise convolution reads its rows in place, without a padded-row ring
   /// (depthwise-7 parts run at other costs, and their kernel workspace, so their peaks, is smaller than format 7's).
-  public static let formatVersion = 8
+  /// 9: every time is measured in alternation with the speed reference, now the cheapest of its nine draws (another
+  /// network, so another ``speedBaseline``, than format 8's).
+  public static let formatVersion = 9
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
@@ -149,10 +151,11 @@ public enum Profiler {
   public struct Options: Sendable {
     /// Architectures measured (each: one training measurement at the batch, one batch-1 inference).
     public var samples: Int
-    /// Timed repetitions per measurement at least (the fastest is kept).
+    /// Timing windows per measurement, each the fastest of its calls beside the speed reference's
+    /// (``SpeedReference/time(_:repetitions:minimumSeconds:)``).
     public var repetitions: Int
-    /// Each measurement repeats until its timed calls add up to at least this many seconds (at most
-    /// ``Profiler/maximumRepetitions`` calls).
+    /// Seconds of timed calls per measurement at least, spread over the windows (at most
+    /// ``Profiler/maximumRepetitions`` calls per window).
     public var minimumSeconds: Double
     public var batchSize: Int
     public var threads: Int
@@ -213,8 +216,9 @@ public enum Profiler {
   /// 1.2–1.35×, drifting over seconds), and the same 40 architectures timed once in two processes
   /// differed by 12% (standard deviation) — as much as the prediction errors. One fastest-of-a-few is
   /// a draw from that drift; the median of passes spread over the run is a steadier estimate, and the
-  /// passes show the noise itself (``ConfigMeasurement/rounds``). The slower drift of the machine's
-  /// speed over minutes is divided out with `reference` (``SpeedReference``).
+  /// passes show the noise itself (``ConfigMeasurement/rounds``). With a `reference`, each quantity is
+  /// timed in alternation with it and reported on its baseline's scale (``SpeedReference``), which
+  /// divides out the machine's drift between levels.
   /// `progress(done, total)` follows each timed configuration (`total` = `configs.count · rounds`).
   public static func measure(
     _ configs: [ModelConfig], resolution: Int, batchSize: Int, threads: Int, repetitions: Int,
@@ -242,16 +246,12 @@ public enum Profiler {
           }
           peaks.append((batched.trainPeakBytes, one.inferPeakBytes))
         }
-        let level = try reference?.level(repetitions: repetitions, minimumSeconds: minimumSeconds)
         let time = try base.with(memory: MemoryTracker()).run {
-          try TimedWorkload.network(config, resolution: resolution, batchSize: batchSize).time(
-            repetitions: repetitions, minimumSeconds: minimumSeconds)
+          let workload = try TimedWorkload.network(config, resolution: resolution, batchSize: batchSize)
+          return try reference?.time(workload, repetitions: repetitions, minimumSeconds: minimumSeconds)
+            ?? workload.time(repetitions: repetitions, minimumSeconds: minimumSeconds)
         }
-        if let reference, let level {
-          times[index].append(reference.scaled(time, at: level))
-        } else {
-          times[index].append(time)
-        }
+        times[index].append(time)
         progress(round * configs.count + index + 1, rounds * configs.count)
       }
     }
@@ -307,16 +307,13 @@ public enum Profiler {
       progress(String(format: "profile %d/%d %@ (%.0f s elapsed, about %.0f s left)", done, units, what, elapsed, left))
     }
     let reference = try SpeedReference(space: space, batchSize: options.batchSize, threads: options.threads)
-    // The first reading sets the scale everything is measured on (rescaled at the end).
-    let first = try reference.level(repetitions: options.repetitions, minimumSeconds: options.minimumSeconds)
     var partRounds: [String: [PartCost]] = [:]
     for round in 0..<options.rounds {
       for (index, part) in parts.enumerated() {
-        let level = try reference.level(repetitions: options.repetitions, minimumSeconds: options.minimumSeconds)
         let time = try PartProfiler.measure(
           part, batchSize: options.batchSize, threads: options.threads, repetitions: options.repetitions,
-          minimumSeconds: options.minimumSeconds, layerScaleInit: space.layerScaleInit)
-        partRounds[part.key, default: []].append(reference.scaled(time, at: level))
+          minimumSeconds: options.minimumSeconds, layerScaleInit: space.layerScaleInit, reference: reference)
+        partRounds[part.key, default: []].append(time)
         report(round * parts.count + index + 1, part.key)
       }
     }
@@ -325,9 +322,11 @@ public enum Profiler {
       repetitions: options.repetitions, minimumSeconds: options.minimumSeconds, rounds: options.rounds,
       reference: reference
     ) { done, _ in report(partUnits + done, architectures[(done - 1) % architectures.count].name) }
-    // Everything is on the scale of the reference's first level; move it to the median of all its
-    // readings (the machine's typical speed during the profile), the baseline kept with the profile.
-    let baseline = PartCost.median(reference.readings) ?? first
+    // Everything is on the scale of the reference's time during the first measurement; move it to the
+    // median of all its readings (the machine's typical speed during the profile), the baseline kept
+    // with the profile.
+    let first = reference.baseline!
+    let baseline = PartCost.median(reference.readings)!
     let rescale = PartCost(
       train: baseline.train / first.train, inferBatch1: baseline.inferBatch1 / first.inferBatch1,
       inferBatch: baseline.inferBatch / first.inferBatch)
@@ -427,7 +426,7 @@ public enum Profiler {
     }
     // A profile is measurements; how they are combined is this version's choice (a search state, by
     // contrast, keeps the source that priced its candidates).
-    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .combined }
+    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .table }
     return (profile, nil)
   }
 

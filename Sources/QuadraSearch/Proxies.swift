@@ -31,22 +31,36 @@ public enum AccuracyProxy: String, Codable, Sendable, CaseIterable {
   /// Validation accuracy after a short training run (``ShortTrainingProxy``: one epoch on 10,000 images of
   /// the training split, checked on 2,000 others): seconds per 28² candidate, so not for long searches.
   case shortTraining = "short-training"
+  /// ``AccuracyPredictor``: not zero-cost but learned — kernel ridge regression on an encoding of the
+  /// architecture, fitted to a ground truth of networks trained with the default recipe (`--ground-truth`).
+  /// `search proxies` judges it out of sample (each network predicted by a fit without it).
+  case predictor
 
   /// Whether ``score(_:resolution:batch:shortTraining:)`` needs a mini-batch of real images (and labels).
   public var needsImages: Bool { self == .naswot || self == .zico || self == .meco }
   /// Whether the proxy trains (``ShortTrainingProxy``): scored by ``score(_:resolution:batch:shortTraining:)``
   /// with the training data.
   public var needsTrainingData: Bool { self == .shortTraining }
+  /// Whether the proxy is fitted to trained accuracies (``AccuracyPredictor``).
+  public var needsGroundTruth: Bool { self == .predictor }
 
   /// The proxy's value for `config` at `resolution` (higher is meant to predict higher accuracy).
   /// `batch` (images `[N ≥ 2, resolution, resolution, C]` and labels) is the mini-batch of ``naswot``,
-  /// ``zico`` and ``meco``, and `shortTraining` the data of ``shortTraining`` (each ignored by the others).
+  /// ``zico`` and ``meco``, `shortTraining` the data of ``shortTraining`` and `predictor` the fitted
+  /// ``predictor`` (each ignored by the others).
   ///
-  /// - Throws: ``SearchSpaceError`` for ``naswot``, ``zico`` or ``meco`` without a usable batch.
+  /// - Throws: ``SearchSpaceError`` for ``naswot``, ``zico`` or ``meco`` without a usable batch, or for
+  ///   ``predictor`` without a predictor; ``AccuracyPredictor/PredictorError`` for a network it cannot encode.
   public func score(
-    _ config: ModelConfig, resolution: Int, batch: ProxyBatch? = nil, shortTraining: ShortTrainingProxy? = nil
+    _ config: ModelConfig, resolution: Int, batch: ProxyBatch? = nil, shortTraining: ShortTrainingProxy? = nil,
+    predictor: AccuracyPredictor? = nil
   ) throws -> Double {
     switch self {
+    case .predictor:
+      guard let predictor else {
+        throw SearchSpaceError(field: "ground truth", message: "the predictor proxy needs a ground truth to be fitted to")
+      }
+      return try predictor.predict(config)
     case .shortTraining:
       guard let shortTraining else {
         throw SearchSpaceError(field: "training data", message: "the short-training proxy needs a training split")
@@ -196,6 +210,11 @@ public struct GroundTruthEntry: Codable, Sendable, Equatable {
   public init(config: ModelConfig, accuracy: Double) {
     self.config = config
     self.accuracy = accuracy
+  }
+
+  /// Reads the ground-truth file at `path` (at most 16 MiB; see ``load(_:source:minimumCount:)``).
+  public static func read(path: String, minimumCount: Int) throws -> [GroundTruthEntry] {
+    try load(try BoundedFile.read(URL(fileURLWithPath: path), maximumBytes: 16 << 20), source: path, minimumCount: minimumCount)
   }
 
   /// Reads a ground-truth file (a JSON array of `minimumCount`…10 000 entries, ≤ 16 MiB); every config

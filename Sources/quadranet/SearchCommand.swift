@@ -26,8 +26,8 @@ struct SearchCostOptions: ParsableArguments {
   var requestedBatchSize: Int?
   @Option(help: "Directory of the cached cost profile (default ~/.cache/quadranet).") var cache: String?
   @Option(parsing: .unconditional, help: "Architectures the profile measures, 10...10000.") var samples: Int = 100
-  @Option(parsing: .unconditional, help: "Timed repetitions per measurement at least (fastest kept), 1...100.") var repetitions: Int = 5
-  @Option(parsing: .unconditional, help: "Seconds each measurement repeats for at least (at most 1000 repetitions), 0...10.")
+  @Option(parsing: .unconditional, help: "Timing windows per measurement (each the fastest of its calls, then the speed reference's; the median ratio kept), 1...100.") var repetitions: Int = 5
+  @Option(parsing: .unconditional, help: "Seconds of calls per measurement at least, spread over the windows (at most 1000 calls per window), 0...10.")
   var minSeconds: Double = 0.05
   @Option(
     name: .customLong("rounds"), parsing: .unconditional,
@@ -241,16 +241,19 @@ struct SearchCalibrateCommand: ParsableCommand {
     let report = CalibrationReport(
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
       linearPredictions: try predicted(by: .linear), tablePredictions: try predicted(by: .table),
+      combinedPredictions: try predicted(by: .combined),
       repeatability: cost.calibrationRounds > 1 ? CalibrationReport.repeatability(of: measured) : nil)
-    // The search's predictor first: with a table, the combination of table and linear model (LatencySource).
-    let model = hasTable ? "combined" : "linear"
+    // The search's predictor first (with a table, the profile's LatencySource), then each source alone.
+    let source = profile.costModel.effectiveLatencySource
+    let model = hasTable ? source.rawValue : "linear"
     print("metric                   within 5%  within 10%  RMSPE %  Kendall tau  exact")
     func row(_ label: String, _ m: CalibrationMetric) {
       print(label.padding(toLength: 24, withPad: " ", startingAt: 0) + String(format: " %9.2f  %10.2f  %7.1f  %11.3f  %5.2f", m.within5, m.within10, m.rmspe, m.kendallTau ?? Double.nan, m.exact))
     }
     for key in ["train_step", "infer_batch1", "infer_batch"] {
       row("\(key) (\(model))", report.metrics[key]!)
-      if let table = report.tableMetrics?[key] { row("  (table)", table) }
+      if source != .table, let table = report.tableMetrics?[key] { row("  (table)", table) }
+      if source != .combined, let combined = report.combinedMetrics?[key] { row("  (combined)", combined) }
       if let linear = report.linearMetrics?[key] { row("  (linear)", linear) }
     }
     for key in ["train_memory", "infer_memory"] { row(key, report.metrics[key]!) }
@@ -293,8 +296,11 @@ struct SearchRunCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Generations, 0...100000 (default 100; with --resume: the new total).") var generations: Int?
   @Option(parsing: .unconditional, help: "Population size, 2...10000 (default 64).") var population: Int?
   @Option(parsing: .unconditional, help: "Children scored per generation, 1...100000 (default 100).") var children: Int?
-  @Option(help: "Accuracy proxy: params (default), macs, mlp-macs, synflow, naswot, zico, meco or short-training (synflow, naswot, zico and meco run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate).") var proxy: AccuracyProxy?
+  @Option(help: "Accuracy proxy: params (default), macs, mlp-macs, synflow, naswot, zico, meco, short-training or predictor (synflow, naswot, zico and meco run each candidate once or twice: ~10k candidates take minutes; short-training trains each for one epoch on 10k images: seconds per candidate; predictor is fitted to --ground-truth).") var proxy: AccuracyProxy?
   @OptionGroup var proxyImages: ProxyImageOptions
+  @Option(
+    help: "predictor: the ground truth it is fitted to, a JSON array of {\"config\", \"accuracy\"} of 4...500 trained networks (e.g. data/fashion-mnist-ground-truth.json).")
+  var groundTruth: String?
   @Option(parsing: .unconditional, help: "Largest predicted training time per image, ms (0, 1e6].") var maxTrainMsPerImage: Double?
   @Option(parsing: .unconditional, help: "Largest predicted batch-1 inference time, ms (0, 1e6].") var maxInferMs: Double?
   @Option(parsing: .unconditional, help: "Largest predicted training-step memory, MiB (0, 1e7].") var maxTrainMemoryMb: Double?
@@ -325,6 +331,33 @@ struct SearchRunCommand: ParsableCommand {
     }
     _ = try Self.relative(fasterThan, "--faster-than", 1...1000)
     _ = try Self.relative(memoryBelow, "--memory-below", 0.001...1000)
+    // A resumed search may use its recorded proxy: checked in `adopt`.
+    if resume == nil {
+      if proxy == .predictor && groundTruth == nil {
+        throw ValidationError(
+          "--proxy predictor is fitted to trained accuracies: give --ground-truth FILE (e.g. data/fashion-mnist-ground-truth.json)")
+      }
+      if proxy != .predictor && groundTruth != nil { throw ValidationError("--ground-truth is read only with --proxy predictor") }
+    }
+  }
+
+  /// The `predictor` proxy fitted to `--ground-truth` at the space's resolution, checked to encode every
+  /// stage count of the space.
+  func fittedPredictor(space: SearchSpace) throws -> AccuracyPredictor {
+    guard let groundTruth else {
+      throw ValidationError("--proxy predictor needs --ground-truth FILE (e.g. data/fashion-mnist-ground-truth.json)")
+    }
+    let entries = try GroundTruthEntry.read(path: groundTruth, minimumCount: AccuracyPredictor.entryRange.lowerBound)
+    let predictor: AccuracyPredictor
+    do { predictor = try AccuracyPredictor.fit(entries, resolution: space.resolution) } catch {
+      throw ValidationError("--ground-truth \(groundTruth.prefix(200)): \(error)")
+    }
+    let stages = space.stageCounts.max() ?? 0
+    guard stages <= predictor.stageSlots else {
+      throw ValidationError(
+        "--ground-truth \(groundTruth.prefix(200)): its networks have at most \(predictor.stageSlots) stages; the space \(space.name) has up to \(stages)")
+    }
+    return predictor
   }
 
   /// The absolute limits of the constraint flags; relative ones (`--faster-than`, `--memory-below`) with the
@@ -381,8 +414,16 @@ struct SearchRunCommand: ParsableCommand {
       ?? CostModel.analytic(batchSize: cost.batchSize, threads: cost.threadOptions.threads)
     let proxy = self.proxy ?? .parameters
     let (batch, shortTraining) = try proxyImages.inputs(for: proxy, resolution: space.resolution, channels: space.inputChannels)
+    // A resumed search scores with the predictor it recorded.
+    let predictor = proxy.needsGroundTruth ? try state?.proxySettings?.predictor ?? fittedPredictor(space: space) : nil
+    if let predictor, state == nil {
+      Terminal.status(
+        String(format: "predictor: fitted to %d networks (λ %g, γ %g)", predictor.inputs.count, predictor.regularization, predictor.bandwidth))
+    }
+    var proxySettings = proxyImages.settings(for: proxy)
+    proxySettings.predictor = predictor
     let evolution = Evolution(costModel: costModel) { _, config in
-      try proxy.score(config, resolution: space.resolution, batch: batch, shortTraining: shortTraining)
+      try proxy.score(config, resolution: space.resolution, batch: batch, shortTraining: shortTraining, predictor: predictor)
     }
     if state == nil {
       let options = EvolutionOptions(
@@ -390,7 +431,7 @@ struct SearchRunCommand: ParsableCommand {
         childrenPerGeneration: children ?? 100, generations: generations ?? 100)
       state = try evolution.start(
         space: space, constraints: try constraints(costModel: costModel, space: space), options: options,
-        proxySettings: proxyImages.settings(for: proxy), costsAreMeasured: profile != nil
+        proxySettings: proxySettings, costsAreMeasured: profile != nil
       ) { seed in
         Terminal.status(
           "note: \(options.maximumAttempts) random draws in a row broke the limits together; the rest of the "
@@ -408,7 +449,8 @@ struct SearchRunCommand: ParsableCommand {
         String(format: "generation %d/%d: %d scored, %d rejected by constraints, front %d (%.1f s)", state.generation,
           state.options.generations, state.evaluated, state.rejected, state.front.count, elapsed))
     }
-    try writeResults(running, proxy: proxy, costModel: costModel, batch: batch, shortTraining: shortTraining, to: outURL)
+    try writeResults(
+      running, proxy: proxy, costModel: costModel, batch: batch, shortTraining: shortTraining, predictor: predictor, to: outURL)
     if trainBest > 0 {
       // The registered models of --faster-than and --memory-below, each once.
       var references: [ModelConfig] = []
@@ -436,7 +478,8 @@ struct SearchRunCommand: ParsableCommand {
   }
 
   func writeResults(
-    _ state: EvolutionState, proxy: AccuracyProxy, costModel: CostModel, batch: ProxyBatch?, shortTraining: ShortTrainingProxy?, to directory: URL
+    _ state: EvolutionState, proxy: AccuracyProxy, costModel: CostModel, batch: ProxyBatch?, shortTraining: ShortTrainingProxy?,
+    predictor: AccuracyPredictor?, to directory: URL
   ) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
@@ -459,7 +502,8 @@ struct SearchRunCommand: ParsableCommand {
       var resized = config
       resized.classCount = state.space.classCount
       return (config.name, try costModel.predict(resized, resolution: state.space.resolution),
-        (try? proxy.score(resized, resolution: state.space.resolution, batch: batch, shortTraining: shortTraining)) ?? .nan)
+        (try? proxy.score(
+          resized, resolution: state.space.resolution, batch: batch, shortTraining: shortTraining, predictor: predictor)) ?? .nan)
     }
     let panels = [
       ScatterPlot.Panel(
@@ -541,10 +585,7 @@ struct SearchProxiesCommand: ParsableCommand {
   }
 
   func run() throws {
-    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: groundTruth))
-    defer { try? handle.close() }
-    let data = try handle.read(upToCount: (16 << 20) + 1) ?? Data()
-    let entries = try GroundTruthEntry.load(data, source: groundTruth, minimumCount: 2)
+    let entries = try GroundTruthEntry.read(path: groundTruth, minimumCount: 2)
     let accuracies = entries.map(\.accuracy)
     let channels = entries[0].config.inputChannels
     let selected = try selectedProxies()
@@ -568,8 +609,24 @@ struct SearchProxiesCommand: ParsableCommand {
     var results: [ProxyCorrelation] = []
     for proxy in selected {
       if proxy.needsTrainingData { Terminal.status("\(proxy.rawValue): training each of \(entries.count) architectures briefly…") }
-      let scores = try entries.map {
-        try proxy.score($0.config, resolution: resolution, batch: batch, shortTraining: shortTraining)
+      let scores: [Double]
+      if proxy.needsGroundTruth {
+        // Learned from these accuracies: judged only on networks it was fitted without.
+        guard entries.count > AccuracyPredictor.entryRange.lowerBound else {
+          print("predictor: skipped (judging it out of sample needs 5 or more networks)")
+          continue
+        }
+        let fitted = try AccuracyPredictor.fit(entries, resolution: resolution)
+        let scheme = entries.count <= 100 ? "leave-one-out" : "10-fold"
+        Terminal.status(
+          String(
+            format: "predictor: %@ predictions, each from a fit without the network (fitted to all %d: λ %g, γ %g)", scheme,
+            entries.count, fitted.regularization, fitted.bandwidth))
+        scores = try AccuracyPredictor.outOfSamplePredictions(entries, resolution: resolution)
+      } else {
+        scores = try entries.map {
+          try proxy.score($0.config, resolution: resolution, batch: batch, shortTraining: shortTraining)
+        }
       }
       let all = Array(entries.indices)
       let value = rho(scores, all)

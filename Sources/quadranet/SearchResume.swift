@@ -43,6 +43,14 @@ extension SearchRunCommand {
       check("--short-training-images", proxyImages.shortTrainingImages, recorded.shortTrainingImages)
       check("--short-training-validation", proxyImages.shortTrainingValidation, recorded.shortTrainingValidation)
       check("--short-training-epochs", proxyImages.requestedShortTrainingEpochs, recorded.shortTrainingEpochs)
+      if let groundTruth, recorded.proxy == .predictor,
+        try fittedPredictor(space: state.space) != recorded.predictor
+      {
+        conflicts.append("--ground-truth \(groundTruth.prefix(200)): fits another predictor than the recorded one")
+      }
+      if groundTruth != nil && recorded.proxy != .predictor {
+        conflicts.append("--ground-truth: the search scored with the \(recorded.proxy.rawValue) proxy")
+      }
       proxy = recorded.proxy
       proxyImages.requestedDataset = recorded.dataset
       proxyImages.requestedProxyBatch = recorded.batch

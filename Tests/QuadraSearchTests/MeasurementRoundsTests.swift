@@ -59,55 +59,80 @@ import Testing
 }
 
 @Suite struct SpeedReferenceTests {
-  @Test func referenceIsTheSameMidSizedNetworkInEveryProcess() throws {
+  @Test func referenceIsTheSameCheapNetworkInEveryProcess() throws {
     let space = SearchSpace.fashionMNIST
     let reference = try SpeedReference.config(for: space)
     #expect(try SpeedReference.config(for: space) == reference)
-    // The median of nine draws by MACs: at least five of the same draws are no dearer, five no cheaper.
+    // The cheapest of nine draws by MACs, its stages cut to their smallest depths.
     var generator = RandomGenerator(seed: 0x5EED)
-    let macs = try (0..<9).map { _ in
-      try space.config(for: space.randomArchitecture(using: &generator)).macs(resolution: space.resolution)
-    }
-    let own = reference.macs(resolution: space.resolution)
-    #expect(macs.filter { $0 <= own }.count >= 5 && macs.filter { $0 >= own }.count >= 5)
+    let architectures = (0..<9).map { _ in space.randomArchitecture(using: &generator) }
+    let macs = try architectures.map { try space.config(for: $0).macs(resolution: space.resolution) }
+    var cheapest = architectures[macs.firstIndex(of: macs.min()!)!]
+    #expect(reference.depths.enumerated().allSatisfy { $0.element == space.stages[$0.offset].depths.min() })
+    cheapest.depths = reference.depths
+    #expect(try space.config(for: cheapest) == reference)
+    #expect(reference.macs(resolution: space.resolution) <= macs.min()!)
   }
 
-  @Test func timesAreScaledByBaselineOverLevelPerQuantity() throws {
+  /// A workload timed beside the reference with a given baseline is reported as its ratio to the
+  /// reference times the baseline: the same network as the reference comes out at the baseline
+  /// (within the windows' noise), whatever the machine's speed; without a baseline, the reference's
+  /// time during the first measurement becomes it, and each measurement adds one reading.
+  @Test func aWorkloadIsReportedAsItsRatioToTheReferenceTimesTheBaseline() throws {
+    let space = SearchSpace.fashionMNIST
     let baseline = PartCost(train: 1, inferBatch1: 0.5, inferBatch: 2)
-    let reference = try SpeedReference(space: .fashionMNIST, batchSize: 2, threads: 1, baseline: baseline)
-    let scaled = reference.scaled(
-      PartCost(train: 0.3, inferBatch1: 0.02, inferBatch: 0.1), at: PartCost(train: 2, inferBatch1: 0.25, inferBatch: 2))
-    #expect(abs(scaled.train - 0.15) < 1e-15)
-    #expect(abs(scaled.inferBatch1 - 0.04) < 1e-15)
-    #expect(abs(scaled.inferBatch - 0.1) < 1e-15)
+    let scaled = try SpeedReference(space: space, batchSize: 2, threads: 1, baseline: baseline)
+    let twin = try TimedWorkload.network(try SpeedReference.config(for: space), resolution: 28, batchSize: 2)
+    let time = try scaled.time(twin, repetitions: 9, minimumSeconds: 0.02)
+    // Two identical networks alternated: the median ratio is 1 up to timing noise (a factor of two is
+    // far beyond it; a time in seconds rather than on the baseline's scale would be 100–1000× off).
+    for (measured, expected) in [(time.train, 1.0), (time.inferBatch1, 0.5), (time.inferBatch, 2.0)] {
+      #expect(measured > expected / 2 && measured < expected * 2)
+    }
+    #expect(scaled.baseline == baseline)
+    #expect(scaled.readings.count == 1)
+
+    let unscaled = try SpeedReference(space: space, batchSize: 2, threads: 1)
+    var generator = RandomGenerator(seed: 9)
+    let other = try space.config(for: space.randomArchitecture(using: &generator))
+    _ = try unscaled.time(try TimedWorkload.network(other, resolution: 28, batchSize: 2), repetitions: 1, minimumSeconds: 0)
+    _ = try unscaled.time(try TimedWorkload.network(other, resolution: 28, batchSize: 2), repetitions: 1, minimumSeconds: 0)
+    #expect(unscaled.readings.count == 2)
+    #expect(unscaled.baseline == unscaled.readings[0])
   }
 
-  /// The level is the median of the last five readings; a reading younger than the interval is reused;
-  /// without a given baseline the first level becomes it.
-  @Test func levelIsTheMedianOfRecentReadings() throws {
-    let everyCall = try SpeedReference(space: .fashionMNIST, batchSize: 2, threads: 1, readingInterval: 0)
-    var levels: [PartCost] = []
-    for _ in 0..<7 { levels.append(try everyCall.level(repetitions: 1, minimumSeconds: 0)) }
-    #expect(everyCall.readings.count == 7)
-    #expect(levels.last == PartCost.median(Array(everyCall.readings.suffix(5))))
-    #expect(everyCall.baseline == everyCall.readings[0])
-
-    let once = try SpeedReference(space: .fashionMNIST, batchSize: 2, threads: 1, readingInterval: 3600)
-    let first = try once.level(repetitions: 1, minimumSeconds: 0)
-    #expect(try once.level(repetitions: 1, minimumSeconds: 0) == first)
-    #expect(once.readings.count == 1)
+  /// Paired timing of a workload whose calls cost a known multiple of the reference's: the ratio recovers
+  /// it, and the reference's median time is its own.
+  @Test func pairedTimingRecoversTheRatioOfTwoWorkloads() throws {
+    func spin(_ seconds: Double) -> () -> Void {
+      {
+        let end = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < end {}
+      }
+    }
+    func workload(_ seconds: Double) -> TimedWorkload {
+      TimedWorkload(
+        trainStep: spin(seconds * 3), inferBatch: spin(seconds * 2), inferBatch1: spin(seconds), setTraining: { _ in })
+    }
+    let context = ComputeContext.current.with(memory: MemoryTracker())
+    let paired = try workload(0.002).time(repetitions: 9, minimumSeconds: 0, beside: workload(0.001), in: context)
+    // Busy-waiting only ever overshoots its deadline: each ratio is 2 ms over 1 ms, the median over
+    // nine windows tolerant of preempted calls in up to four (other tests run on the same cores).
+    for ratio in [paired.ratio.train, paired.ratio.inferBatch, paired.ratio.inferBatch1] {
+      #expect(ratio > 1.3 && ratio < 3.5)
+    }
+    #expect(paired.reference.inferBatch1 >= 0.001 && paired.reference.train >= 0.003 && paired.reference.inferBatch >= 0.002)
   }
 
-  /// Measured beside a reference whose level equals its baseline, the times are the clock's; the
-  /// reference read once for the whole measurement (a long interval).
+  /// Measured beside a reference, every round is kept and the reference read once per measurement.
   @Test func measurementBesideTheReferenceReadsItAndKeepsEveryRound() throws {
     let space = SearchSpace.fashionMNIST
-    let reference = try SpeedReference(space: space, batchSize: 2, threads: 1, readingInterval: 3600)
+    let reference = try SpeedReference(space: space, batchSize: 2, threads: 1)
     var generator = RandomGenerator(seed: 9)
     let configs = try (0..<2).map { _ in try space.config(for: space.randomArchitecture(using: &generator)) }
     let measured = try Profiler.measure(
       configs, resolution: 28, batchSize: 2, threads: 1, repetitions: 1, rounds: 2, reference: reference)
-    #expect(reference.readings.count == 1)
+    #expect(reference.readings.count == 4)
     #expect(reference.baseline == reference.readings[0])
     for measurement in measured {
       #expect(measurement.rounds.count == 2)

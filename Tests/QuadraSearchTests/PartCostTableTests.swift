@@ -84,10 +84,11 @@ import Testing
     }
     let inside = model.latencies(configs[0], resolution: 28, source: .table)
     #expect(abs(inside.trainPerImage - measurements[0].trainSecondsPerImage) < 1e-9)
-    // The default combines the two: the geometric mean for the training step and batched inference,
-    // the table alone at batch 1.
+    // The default is the table; `combined` is the geometric mean of the two for the training step and
+    // batched inference, the table alone at batch 1.
+    #expect(model.latencies(configs[0], resolution: 28) == inside)
     let linear = model.latencies(configs[0], resolution: 28, source: .linear)
-    let combined = model.latencies(configs[0], resolution: 28)
+    let combined = model.latencies(configs[0], resolution: 28, source: .combined)
     #expect(linear.trainPerImage > 0 && abs(linear.trainPerImage / inside.trainPerImage - 1) > 0.01, "the two differ")
     #expect(abs(combined.trainPerImage - (inside.trainPerImage * linear.trainPerImage).squareRoot()) < 1e-15)
     #expect(abs(combined.inferPerImage - (inside.inferPerImage * linear.inferPerImage).squareRoot()) < 1e-15)

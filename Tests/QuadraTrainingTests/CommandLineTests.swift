@@ -115,6 +115,38 @@ struct CommandLineTests {
       try Data(contentsOf: resumed.appendingPathComponent(state)) == Data(contentsOf: whole.appendingPathComponent(state)))
   }
 
+  /// `--proxy predictor` fits to `--ground-truth` and records the fitted predictor: a resume scores with it, and a
+  /// ground truth that fits another predictor, a missing one, or one given to another proxy is refused by name.
+  @Test func searchWithThePredictorProxyRecordsItsFit() throws {
+    let root = try makeTemporaryDirectory()
+    defer { removeDirectory(root) }
+    let groundTruth = quadranetBinary.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent("data/fashion-mnist-ground-truth.json")
+    let (resumed, whole) = (root.appendingPathComponent("resumed"), root.appendingPathComponent("whole"))
+    let common = ["--no-profile", "--population", "8", "--children", "4", "--proxy", "predictor", "--max-params", "300000"]
+    let truth = ["--ground-truth", groundTruth.path]
+    let first = try run(["search", "run", "--out", resumed.path, "--generations", "2"] + common + truth, in: root)
+    #expect(first.status == 0 && first.stderr.contains("predictor: fitted to 43 networks"), "\(first.stderr)")
+    #expect(try run(["search", "run", "--out", whole.path, "--generations", "4"] + common + truth, in: root).status == 0)
+    // Another ground truth (one accuracy changed) fits another predictor.
+    var entries = try JSONSerialization.jsonObject(with: Data(contentsOf: groundTruth)) as! [[String: Any]]
+    entries[0]["accuracy"] = 0.99
+    let other = root.appendingPathComponent("other.json")
+    try JSONSerialization.data(withJSONObject: entries).write(to: other)
+    let conflict = try run(["search", "run", "--resume", resumed.path, "--ground-truth", other.path], in: root)
+    #expect(conflict.status == 64 && conflict.stderr.contains("fits another predictor than the recorded one"), "\(conflict.stderr)")
+    // Resumed without the file: the recorded predictor scores, and the result is the uninterrupted run's.
+    #expect(try run(["search", "run", "--resume", resumed.path, "--generations", "4"], in: root).status == 0)
+    let state = "state.json"
+    #expect(
+      try Data(contentsOf: resumed.appendingPathComponent(state)) == Data(contentsOf: whole.appendingPathComponent(state)))
+    let missing = try run(["search", "run", "--out", root.appendingPathComponent("x").path] + common, in: root)
+    #expect(missing.status == 64 && missing.stderr.contains("give --ground-truth FILE"), "\(missing.stderr)")
+    let misplaced = try run(
+      ["search", "run", "--out", root.appendingPathComponent("y").path, "--no-profile", "--proxy", "macs"] + truth, in: root)
+    #expect(misplaced.status == 64 && misplaced.stderr.contains("only with --proxy predictor"), "\(misplaced.stderr)")
+  }
+
   /// A parameter or memory budget below the space's cheapest architecture is refused before the cost profile
   /// is measured (the cache directory stays empty), naming the flag and the cheapest architecture.
   @Test func searchRefusesImpossibleParameterAndMemoryBudgetsBeforeProfiling() throws {
