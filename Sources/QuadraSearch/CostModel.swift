@@ -158,6 +158,10 @@ public struct CostModel: Codable, Sendable, Equatable {
   /// models recorded before the choice existed, which predicted from the table (``effectiveLatencySource``).
   public var latencySource: LatencySource?
 
+  /// How this version combines a profile's predictors (``LatencySource``: the table since stop 33), also
+  /// for a cached profile that recorded another.
+  public static let profileLatencySource = LatencySource.table
+
   /// ``latencySource``, or ``LatencySource/table`` for a model recorded without one.
   public var effectiveLatencySource: LatencySource { latencySource ?? .table }
 

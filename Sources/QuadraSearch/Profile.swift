@@ -350,7 +350,8 @@ public enum Profiler {
       batchSize: options.batchSize, threads: options.threads,
       trainPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.trainSecondsPerImage)),
       inferBatch1: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsBatch1)),
-      inferPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsPerImage)), table: table)
+      inferPerImage: LatencyModel.fit(features: features, seconds: measurements.map(\.inferSecondsPerImage)), table: table,
+      latencySource: CostModel.profileLatencySource)
     return CostProfile(
       formatVersion: CostProfile.formatVersion, hardware: hardware, space: space.name, resolution: space.resolution,
       costModel: model, measurements: measurements, speedBaseline: baseline)
@@ -426,7 +427,7 @@ public enum Profiler {
     }
     // A profile is measurements; how they are combined is this version's choice (a search state, by
     // contrast, keeps the source that priced its candidates).
-    if profile.costModel.latencySource == nil { profile.costModel.latencySource = .table }
+    profile.costModel.latencySource = CostModel.profileLatencySource
     return (profile, nil)
   }
 

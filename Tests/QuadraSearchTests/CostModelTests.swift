@@ -93,11 +93,15 @@ import Testing
     }
     #expect(Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 16).profile == nil)
 
-    // A profile saved before the latency source existed is used with this version's source.
-    var older = Self.profile(Self.hardware)
-    older.costModel.latencySource = nil
-    try Profiler.save(older, to: url)
-    #expect(Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8).profile?.costModel.latencySource == .table)
+    // A profile saved without a latency source, or with another, is used with this version's source.
+    for recorded in [nil, LatencySource.combined, .linear] {
+      var older = Self.profile(Self.hardware)
+      older.costModel.latencySource = recorded
+      try Profiler.save(older, to: url)
+      #expect(
+        Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8).profile?.costModel.latencySource
+          == CostModel.profileLatencySource)
+    }
 
     try Data("{\"formatVersion\": 1, ".utf8).write(to: url)
     let corrupt = Profiler.cached(at: url, hardware: Self.hardware, space: space, batchSize: 8)
