@@ -612,17 +612,17 @@ struct SearchProxiesCommand: ParsableCommand {
       let scores: [Double]
       if proxy.needsGroundTruth {
         // Learned from these accuracies: judged only on networks it was fitted without.
-        guard entries.count > AccuracyPredictor.entryRange.lowerBound else {
-          print("predictor: skipped (judging it out of sample needs 5 or more networks)")
+        do {
+          scores = try AccuracyPredictor.outOfSamplePredictions(entries, resolution: resolution)
+        } catch let error as AccuracyPredictor.PredictorError {
+          print("predictor: skipped (\(error))")
           continue
         }
-        let fitted = try AccuracyPredictor.fit(entries, resolution: resolution)
         let scheme = entries.count <= 100 ? "leave-one-out" : "10-fold"
+        let fitted = try? AccuracyPredictor.fit(entries, resolution: resolution)
         Terminal.status(
-          String(
-            format: "predictor: %@ predictions, each from a fit without the network (fitted to all %d: λ %g, γ %g)", scheme,
-            entries.count, fitted.regularization, fitted.bandwidth))
-        scores = try AccuracyPredictor.outOfSamplePredictions(entries, resolution: resolution)
+          "predictor: \(scheme) predictions, each from a fit without the network"
+            + (fitted.map { String(format: " (fitted to all %d: λ %g, γ %g)", entries.count, $0.regularization, $0.bandwidth) } ?? ""))
       } else {
         scores = try entries.map {
           try proxy.score($0.config, resolution: resolution, batch: batch, shortTraining: shortTraining)
