@@ -125,7 +125,9 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// (depthwise-7 parts run at other costs, and their kernel workspace, so their peaks, is smaller than format 7's).
   /// 9: every time is measured in alternation with the speed reference, now the cheapest of its nine draws (another
   /// network, so another ``speedBaseline``, than format 8's).
-  public static let formatVersion = 9
+  /// 10: single-channel stems (`I = 1`, O a multiple of 8) convolve directly, without im2col (other costs, and no
+  /// cols workspace, so other peaks, than format 9's).
+  public static let formatVersion = 10
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int

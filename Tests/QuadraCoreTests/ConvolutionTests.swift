@@ -226,7 +226,44 @@ func expectClose(
     .init(N: 1, H: 11, W: 13, I: 1, O: 3, KH: 3, KW: 4, sh: 4, sw: 2, ph: 0, pw: 3),
     .init(N: 2, H: 5, W: 5, I: 9, O: 1, KH: 1, KW: 3, sh: 2, sw: 4, ph: 1, pw: 0),
     .init(N: 2, H: 3, W: 4, I: 3, O: 5, KH: 4, KW: 4, sh: 1, sw: 1, ph: 3, pw: 3),
+    // Single input channel, O a multiple of 8: the direct path (a 3×3 stem, a 2×2 patchify stem, padding
+    // wide enough that a whole output row sees only padding, uneven strides).
+    .init(N: 2, H: 9, W: 7, I: 1, O: 16, KH: 3, KW: 3, sh: 1, sw: 1, ph: 1, pw: 1),
+    .init(N: 3, H: 8, W: 8, I: 1, O: 8, KH: 2, KW: 2, sh: 2, sw: 2, ph: 0, pw: 0),
+    .init(N: 2, H: 4, W: 5, I: 1, O: 24, KH: 3, KW: 2, sh: 2, sw: 1, ph: 3, pw: 1),
+    .init(N: 1, H: 6, W: 11, I: 1, O: 8, KH: 4, KW: 3, sh: 2, sw: 3, ph: 2, pw: 2),
   ]
+
+  /// The single-channel direct path agrees with im2col + GEMM at a stem's size, on two threads.
+  @Test(arguments: [([8, 28, 28, 1], [16, 3, 3, 1], 1, 1), ([8, 28, 28, 1], [40, 2, 2, 1], 2, 0)])
+  func singleChannelDirectPathMatchesIm2col(shapes: ([Int], [Int], Int, Int)) {
+    let (xShape, wShape, stride, padding) = shapes
+    var rng = RandomGenerator(seed: 23)
+    let x = Tensor.normal(shape: xShape, using: &rng)
+    let weight = Tensor.normal(shape: wShape, using: &rng)
+    let bias = Tensor.normal(shape: [wShape[0]], using: &rng)
+    Parallel.withThreadCount(2) {
+      let geometry = Convolution2D.Geometry(
+        batch: xShape[0], height: xShape[1], width: xShape[2], inputChannels: 1, outputChannels: wShape[0],
+        kernelHeight: wShape[1], kernelWidth: wShape[2], stride: (stride, stride), padding: (padding, padding))
+      #expect(Convolution2D.isSingleChannel(geometry))
+      let dy = Tensor.normal(shape: geometry.outputShape, using: &rng)
+      func run() -> (Tensor, Tensor, Tensor) {
+        let y = x.conv2D(weight: weight, bias: bias, stride: (stride, stride), padding: (padding, padding))
+        let grads = Tensor.conv2DBackward(
+          input: x, weight: weight, outputGradient: dy, stride: (stride, stride), padding: (padding, padding),
+          needsInputGradient: false, hasBias: true)
+        return (y, grads.weight, grads.bias!)
+      }
+      let direct = run()
+      let im2col = Convolution2D.$singleChannelDisabled.withValue(true) { run() }
+      for (a, b, name) in [(direct.0, im2col.0, "y"), (direct.1, im2col.1, "dW"), (direct.2, im2col.2, "db")] {
+        let scale = b.scalars.map { Swift.abs($0) }.max() ?? 1
+        let worst = zip(a.scalars, b.scalars).map { Swift.abs($0 - $1) }.max() ?? 0
+        #expect(worst <= 1e-5 * Swift.max(1, scale), "\(name): \(worst)")
+      }
+    }
+  }
 
   @Test(arguments: [1, 2])
   func denseForwardAndBackwardMatchReference(threads: Int) {

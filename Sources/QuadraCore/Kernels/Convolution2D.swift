@@ -81,6 +81,10 @@ public enum Convolution2D {
     input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     output: UnsafeMutablePointer<Float>, geometry g: Geometry
   ) {
+    if isSingleChannel(g) {
+      singleChannelForward(input: input, weight: weight, bias: bias, output: output, geometry: g)
+      return
+    }
     let pixels = g.outputHeight * g.outputWidth
     let K = g.patchCount, O = g.outputChannels
     forEachImageChunk(g) { images in
@@ -114,15 +118,21 @@ public enum Convolution2D {
       columnSums(outputGradient, rows: g.batch * pixels, columns: O, into: biasGradient)
     }
     if g.batch == 0 { weightGradient.initialize(repeating: 0, count: O * K) }
+    let direct = isSingleChannel(g)
+    if direct {
+      singleChannelWeightGradient(input: input, outputGradient: outputGradient, weightGradient: weightGradient, geometry: g)
+    }
     var first = true
     forEachImageChunk(g) { images in
       let rows = images.count * pixels
       let dy = outputGradient + images.lowerBound * pixels * O
-      withCols(input: input, images: images, geometry: g) { cols in
-        // dW (+)= dYᵀ · cols: [O, rows] · [rows, K].
-        GEMM.multiply(
-          m: O, n: K, k: rows, a: dy, lda: O, transposeA: true,
-          b: cols, ldb: K, transposeB: false, c: weightGradient, ldc: K, alpha: 1, beta: first ? 0 : 1)
+      if !direct {
+        withCols(input: input, images: images, geometry: g) { cols in
+          // dW (+)= dYᵀ · cols: [O, rows] · [rows, K].
+          GEMM.multiply(
+            m: O, n: K, k: rows, a: dy, lda: O, transposeA: true,
+            b: cols, ldb: K, transposeB: false, c: weightGradient, ldc: K, alpha: 1, beta: first ? 0 : 1)
+        }
       }
       first = false
       guard let inputGradient else { return }
