@@ -62,16 +62,14 @@ extension Convolution2D {
     input: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     output: UnsafeMutablePointer<Float>, geometry g: Geometry
   ) {
-    let OH = g.outputHeight, OW = g.outputWidth, H = g.height, W = g.width, KW = g.kernelWidth
+    let OH = g.outputHeight, OW = g.outputWidth, W = g.width, KW = g.kernelWidth
     let O = g.outputChannels, lanes = DepthwiseConvolution.lanes, sw = g.strideWidth
     let interior = interiorColumns(g)
     KernelScratch.with(count: g.patchCount * O) { taps in
       transposeTaps(weight, into: taps, geometry: g)
       Parallel.forRanges(g.batch * OH, minimumChunk: Swift.max(1, 16384 / Swift.max(1, OW * O * g.patchCount))) { range in
         for outputRow in range {
-          let n = outputRow / OH, oh = outputRow % OH
-          let rows = tapRange(oh, stride: g.strideHeight, padding: g.paddingHeight, kernel: g.kernelHeight, size: H)
-          let top = image(input, n, g) + (oh * g.strideHeight - g.paddingHeight) * W - g.paddingWidth
+          let (rows, top) = window(of: outputRow, in: input, g)
           let outRow = output + outputRow * OW * O
           var v = 0
           while v < O {
@@ -123,10 +121,17 @@ extension Convolution2D {
     }
   }
 
-  /// The first float of image `n` (`[H, W]`, one channel).
+  /// Output row `outputRow` (`n · OH + oh`)'s valid kernel rows, and where its window starts: the input float
+  /// at kernel row 0, column 0 of output column 0 (`top + kh·W + ow·sw + kw`; outside the image only where a
+  /// tap is padding, and such taps are never read).
   @inline(__always)
-  static func image(_ input: UnsafePointer<Float>, _ n: Int, _ g: Geometry) -> UnsafePointer<Float> {
-    input + n * g.height * g.width
+  static func window(of outputRow: Int, in input: UnsafePointer<Float>, _ g: Geometry) -> (
+    rows: (low: Int, high: Int), top: UnsafePointer<Float>
+  ) {
+    let n = outputRow / g.outputHeight, oh = outputRow % g.outputHeight
+    let rows = tapRange(oh, stride: g.strideHeight, padding: g.paddingHeight, kernel: g.kernelHeight, size: g.height)
+    let top = input + n * g.height * g.width + (oh * g.strideHeight - g.paddingHeight) * g.width - g.paddingWidth
+    return (rows, top)
   }
 
   /// `∂L/∂W` (`[O, kh, kw, 1]`, overwritten) of the single-channel convolution: per output row, channel
@@ -135,7 +140,7 @@ extension Convolution2D {
     input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, weightGradient: UnsafeMutablePointer<Float>,
     geometry g: Geometry
   ) {
-    let OH = g.outputHeight, OW = g.outputWidth, H = g.height, W = g.width, KW = g.kernelWidth
+    let OH = g.outputHeight, OW = g.outputWidth, W = g.width, KW = g.kernelWidth
     let K = g.patchCount, O = g.outputChannels, lanes = DepthwiseConvolution.lanes, sw = g.strideWidth
     let reached = (0..<KW).map { columnsReached(by: $0, g) }
     let rowCount = g.batch * OH
@@ -146,9 +151,7 @@ extension Convolution2D {
         // partial[t·O + o]: this chunk's sum for tap t and channel o.
         let partial = partials + chunk * K * O
         for outputRow in range {
-          let n = outputRow / OH, oh = outputRow % OH
-          let rows = tapRange(oh, stride: g.strideHeight, padding: g.paddingHeight, kernel: g.kernelHeight, size: H)
-          let top = image(input, n, g) + (oh * g.strideHeight - g.paddingHeight) * W - g.paddingWidth
+          let (rows, top) = window(of: outputRow, in: input, g)
           let dyRow = outputGradient + outputRow * OW * O
           var v = 0
           while v < O {
