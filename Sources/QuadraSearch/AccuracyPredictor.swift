@@ -170,7 +170,9 @@ public struct AccuracyPredictor: Codable, Sendable, Equatable {
     }
     let z = standardized(row)
     var total = offset
-    for (input, weight) in zip(inputs, weights) { total += weight * kernel(Self.squaredDistance(z, input)) }
+    // The kernel's scale once per prediction (the search predicts every candidate it scores).
+    let scale = -bandwidth / Double(keptFeatures)
+    for (input, weight) in zip(inputs, weights) { total += weight * exp(scale * Self.squaredDistance(z, input)) }
     return total
   }
 
@@ -192,11 +194,6 @@ public struct AccuracyPredictor: Codable, Sendable, Equatable {
 
   /// d: the features kept (at least 1 in the kernel's scale, so that none kept gives exp(0) = 1).
   var keptFeatures: Int { Swift.max(1, scales.filter { $0 > 0 }.count) }
-
-  /// exp(−γ/d · squared distance).
-  func kernel(_ squaredDistance: Double) -> Double {
-    exp(-bandwidth / Double(keptFeatures) * squaredDistance)
-  }
 
   static func squaredDistance(_ a: [Double], _ b: [Double]) -> Double {
     zip(a, b).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }

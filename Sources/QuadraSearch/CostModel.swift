@@ -167,7 +167,7 @@ public struct CostModel: Codable, Sendable, Equatable {
 
   public init(
     batchSize: Int, threads: Int, trainPerImage: LatencyModel, inferBatch1: LatencyModel, inferPerImage: LatencyModel,
-    table: PartCostTable? = nil, latencySource: LatencySource = .table
+    table: PartCostTable? = nil, latencySource: LatencySource = CostModel.profileLatencySource
   ) {
     self.table = table
     self.latencySource = latencySource

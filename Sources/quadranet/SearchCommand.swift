@@ -235,8 +235,12 @@ struct SearchCalibrateCommand: ParsableCommand {
     let measurements = zip(architectures, measured).map { ArchitectureMeasurement($0, $1) }
     let predictions = try configs.map { try profile.costModel.predict($0, resolution: space.resolution) }
     let hasTable = profile.costModel.table != nil
-    func predicted(by source: LatencySource) throws -> [PredictedCosts]? {
-      hasTable ? try configs.map { try profile.costModel.predict($0, resolution: space.resolution, latency: source) } : nil
+    let source = profile.costModel.effectiveLatencySource
+    /// Each source's predictions beside the search's own (those computed once).
+    func predicted(by other: LatencySource) throws -> [PredictedCosts]? {
+      guard hasTable else { return nil }
+      if other == source { return predictions }
+      return try configs.map { try profile.costModel.predict($0, resolution: space.resolution, latency: other) }
     }
     let report = CalibrationReport(
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
@@ -244,7 +248,6 @@ struct SearchCalibrateCommand: ParsableCommand {
       combinedPredictions: try predicted(by: .combined),
       repeatability: cost.calibrationRounds > 1 ? CalibrationReport.repeatability(of: measured) : nil)
     // The search's predictor first (with a table, the profile's LatencySource), then each source alone.
-    let source = profile.costModel.effectiveLatencySource
     let model = hasTable ? source.rawValue : "linear"
     print("metric                   within 5%  within 10%  RMSPE %  Kendall tau  exact")
     func row(_ label: String, _ m: CalibrationMetric) {

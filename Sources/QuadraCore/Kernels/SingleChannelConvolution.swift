@@ -38,14 +38,13 @@ extension Convolution2D {
     }
   }
 
-  /// The output columns `low..<high` whose taps along the width all lie inside the image.
+  /// The output columns `low..<high` whose taps along the width all lie inside the image: those its first
+  /// and its last tap both reach.
   @inline(__always)
   static func interiorColumns(_ g: Geometry) -> (low: Int, high: Int) {
-    let sw = g.strideWidth, pw = g.paddingWidth
-    let low = Swift.min(g.outputWidth, (pw + sw - 1) / sw)
-    let last = g.width - g.kernelWidth + pw  // ow · sw ≤ last
-    let high = last < 0 ? low : Swift.min(g.outputWidth, last / sw + 1)
-    return (low, Swift.max(low, high))
+    let first = columnsReached(by: 0, g), last = columnsReached(by: g.kernelWidth - 1, g)
+    let low = Swift.max(first.low, last.low)
+    return (low, Swift.max(low, Swift.min(first.high, last.high)))
   }
 
   /// The output columns `low..<high` whose tap `kw` lies inside the image.
