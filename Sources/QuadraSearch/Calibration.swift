@@ -52,9 +52,13 @@ public struct CalibrationReport: Codable, Sendable {
   /// `infer_batch1`, `infer_batch`. No cost model can agree with measurements better than they agree
   /// with themselves.
   public var repeatability: [String: CalibrationMetric]?
+  /// The factors the speed reference's baseline was multiplied by before measuring, so that the profile's
+  /// own anchor architectures measured as stored (``Profiler/anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``;
+  /// nil: the reference alone set the scale). Dividing the measurements by them gives the reference-only times.
+  public var anchoring: PartCost?
 
   enum CodingKeys: String, CodingKey {
-    case hardware, archs, metrics, measurements, predictions, repeatability, linearMetrics = "linear_metrics"
+    case hardware, archs, metrics, measurements, predictions, repeatability, anchoring, linearMetrics = "linear_metrics"
     case linearPredictions = "linear_predictions", tableMetrics = "table_metrics", tablePredictions = "table_predictions"
     case combinedMetrics = "combined_metrics", combinedPredictions = "combined_predictions"
   }
@@ -98,8 +102,10 @@ public struct CalibrationReport: Codable, Sendable {
   public init(
     hardware: HardwareFingerprint, measurements: [ArchitectureMeasurement], predictions: [PredictedCosts], batchSize: Int,
     linearPredictions: [PredictedCosts]? = nil, tablePredictions: [PredictedCosts]? = nil,
-    combinedPredictions: [PredictedCosts]? = nil, repeatability: [String: CalibrationMetric]? = nil
+    combinedPredictions: [PredictedCosts]? = nil, repeatability: [String: CalibrationMetric]? = nil,
+    anchoring: PartCost? = nil
   ) {
+    self.anchoring = anchoring
     self.repeatability = repeatability
     self.combinedPredictions = combinedPredictions
     self.linearPredictions = linearPredictions

@@ -267,6 +267,50 @@ public enum Profiler {
     }
   }
 
+  /// The profile's architectures ``anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``
+  /// re-measures by default.
+  public static let anchorCount = 8
+
+  /// Puts `reference` on `profile`'s scale as measured by `count` of the profile's own architectures as
+  /// well as by the reference: re-measures them (`rounds` passes, as ``measure(_:space:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``),
+  /// and multiplies the reference's baseline per quantity by the median over them of
+  /// `stored time / time now`. Returns those factors (1 where the profile has no measurements).
+  ///
+  /// Why: a single reference network pins the scale of every later measurement, and its speed relative
+  /// to other networks moved by a few percent between processes — most at batch 1 on two threads, where
+  /// a pass is a millisecond of small ops dispatched to both cores. Measured on the 2-vCPU Zen 3 VM
+  /// (stop 33): the profile's own architectures, re-measured in a fresh process, came out 3% faster at
+  /// batch 1 than stored, and four calibrations of held-out architectures measured 3.7–7.6% faster than
+  /// predicted (median), while the same profile's fit had no bias on its own architectures. The median
+  /// over several architectures the profile measured takes the reference's process-specific part out.
+  /// Anchors are spread over the profile's batch-1 times (the most drifting quantity), the same ones in
+  /// every process; they were fitted, so they only set the scale and are never judged.
+  @discardableResult
+  public static func anchor(
+    _ reference: SpeedReference, to profile: CostProfile, space: SearchSpace, count: Int = anchorCount,
+    repetitions: Int, minimumSeconds: Double, rounds: Int, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+  ) throws -> PartCost {
+    let stored = profile.measurements.sorted { $0.inferSecondsBatch1 < $1.inferSecondsBatch1 }
+    let chosen = Swift.min(Swift.max(count, 0), stored.count)
+    guard chosen > 0, reference.baseline != nil else { return PartCost(train: 1, inferBatch1: 1, inferBatch: 1) }
+    let anchors = (0..<chosen).map { stored[chosen == 1 ? stored.count / 2 : $0 * (stored.count - 1) / (chosen - 1)] }
+    let now = try measure(
+      anchors.map(\.architecture), space: space, batchSize: profile.costModel.batchSize, threads: profile.costModel.threads,
+      repetitions: repetitions, minimumSeconds: minimumSeconds, rounds: rounds, reference: reference, progress: progress)
+    func factor(_ time: KeyPath<ArchitectureMeasurement, Double>) -> Double {
+      let ratios = zip(anchors, now).compactMap { old, new -> Double? in
+        let ratio = old[keyPath: time] / new[keyPath: time]
+        return ratio.isFinite && ratio > 0 ? ratio : nil
+      }
+      return ratios.isEmpty ? 1 : PartCost.median(ratios)
+    }
+    let factors = PartCost(
+      train: factor(\.trainSecondsPerImage), inferBatch1: factor(\.inferSecondsBatch1),
+      inferBatch: factor(\.inferSecondsPerImage))
+    reference.rescaleBaseline(by: factors)
+    return factors
+  }
+
   /// The most timed calls of one measurement: a 50 µs part at batch 1 gets 1000 tries at an
   /// undisturbed run within 50 ms.
   public static let maximumRepetitions = 1000

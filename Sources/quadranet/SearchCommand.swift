@@ -31,8 +31,12 @@ struct SearchCostOptions: ParsableArguments {
   var minSeconds: Double = 0.05
   @Option(
     name: .customLong("rounds"), parsing: .unconditional,
-    help: "Passes through everything measured, 1...10; each time is the median over the passes (a shared machine's speed drifts by tens of percent over seconds). Default 2 for the profile and --train-best, 4 for calibrate.")
+    help: "Passes through everything measured, 1...10; each time is the median over the passes (a shared machine's speed drifts by tens of percent over seconds). Default 2 for the profile and --train-best, 8 for calibrate.")
   var requestedRounds: Int?
+  @Option(
+    parsing: .unconditional,
+    help: "Profile architectures calibrate and --train-best re-measure first to put their measurements on the profile's scale beside the speed reference, 0...100 (0: the reference alone).")
+  var anchors: Int = Profiler.anchorCount
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
   var noPartTable = false
   @OptionGroup var threadOptions: ThreadOptions
@@ -44,7 +48,11 @@ struct SearchCostOptions: ParsableArguments {
   /// Passes of `search calibrate`: its measurements are the truth the predictions are judged by, and their
   /// median steadies with more passes (40 architectures at batch 64 on 2 cores, same profile, 2 → 4 passes:
   /// training-step RMSPE 11.4 → 7.2% and 11.4 → 8.6%, Kendall τ 0.895 → 0.938 and 0.846 → 0.903, in twice the time).
-  var calibrationRounds: Int { requestedRounds ?? 4 }
+  /// 8, not 4, for batch-1 inference on two threads: one pass of it agreed with the median of the passes within
+  /// ±10% for only 81–82% of 40 architectures on the 2-vCPU Zen 3 VM (stop 34), so the median of four still
+  /// carried several percent of noise into the truth; same profile and seed, 4 → 8 passes: batch-1 RMSPE 6.1 → 4.4%,
+  /// within ±10% 90 → 95% (3.1 → 5.7 minutes).
+  var calibrationRounds: Int { requestedRounds ?? 8 }
 
   func validate() throws {
     try FlagCheck.integer(requestedBatchSize, in: 1...4096, "--batch-size")
@@ -52,6 +60,23 @@ struct SearchCostOptions: ParsableArguments {
     try FlagCheck.integer(repetitions, in: 1...100, "--repetitions")
     try FlagCheck.real(minSeconds, in: 0...10, "0...10", "--min-seconds")
     try FlagCheck.integer(requestedRounds, in: 1...10, "--rounds")
+    try FlagCheck.integer(anchors, in: 0...100, "--anchors")
+  }
+
+  /// `reference` moved onto `profile`'s scale by `--anchors` of its architectures in `rounds` passes
+  /// (``QuadraSearch/Profiler/anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``); prints the factors.
+  func anchor(_ reference: SpeedReference, to profile: CostProfile, space: SearchSpace, rounds: Int, label: String) throws -> PartCost {
+    let factors = try Profiler.anchor(
+      reference, to: profile, space: space, count: anchors, repetitions: repetitions, minimumSeconds: minSeconds,
+      rounds: rounds
+    ) { done, total in Terminal.status("\(label): re-measuring the profile's anchor architectures \(done)/\(total)") }
+    if anchors > 0 {
+      Terminal.status(
+        String(
+          format: "%@: on the profile's scale by %d of its architectures: training ×%.3f, batch 1 ×%.3f, batched ×%.3f",
+          label, Swift.min(anchors, profile.measurements.count), factors.train, factors.inferBatch1, factors.inferBatch))
+    }
+    return factors
   }
 
   func loadSpace() throws -> SearchSpace {
@@ -226,6 +251,7 @@ struct SearchCalibrateCommand: ParsableCommand {
     let configs = try architectures.map { try space.config(for: $0) }
     let reference = try SpeedReference(
       space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads, baseline: profile.speedBaseline)
+    let anchoring = try cost.anchor(reference, to: profile, space: space, rounds: cost.calibrationRounds, label: "calibrate")
     let measured = try Profiler.measure(
       configs, resolution: space.resolution, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
       repetitions: cost.repetitions, minimumSeconds: cost.minSeconds, rounds: cost.calibrationRounds, reference: reference
@@ -246,7 +272,8 @@ struct SearchCalibrateCommand: ParsableCommand {
       hardware: profile.hardware, measurements: measurements, predictions: predictions, batchSize: cost.batchSize,
       linearPredictions: try predicted(by: .linear), tablePredictions: try predicted(by: .table),
       combinedPredictions: try predicted(by: .combined),
-      repeatability: cost.calibrationRounds > 1 ? CalibrationReport.repeatability(of: measured) : nil)
+      repeatability: cost.calibrationRounds > 1 ? CalibrationReport.repeatability(of: measured) : nil,
+      anchoring: cost.anchors > 0 ? anchoring : nil)
     // The search's predictor first (with a table, the profile's LatencySource), then each source alone.
     let model = hasTable ? source.rawValue : "linear"
     print("metric                   within 5%  within 10%  RMSPE %  Kendall tau  exact")
@@ -463,7 +490,7 @@ struct SearchRunCommand: ParsableCommand {
         references.append(model)
       }
       try TrainBest.run(
-        state: running, costModel: costModel, speedBaseline: profile?.speedBaseline, count: trainBest,
+        state: running, costModel: costModel, profile: profile, count: trainBest,
         dataset: proxyImages.dataset, cost: cost, references: references, to: outURL)
     }
   }

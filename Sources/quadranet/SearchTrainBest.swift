@@ -91,7 +91,7 @@ struct TrainBestReport: Codable {
 /// resumed after kill -9 skips them; a candidate interrupted mid-training is trained again from scratch.
 enum TrainBest {
   static func run(
-    state: EvolutionState, costModel: CostModel, speedBaseline: PartCost?, count: Int, dataset: String,
+    state: EvolutionState, costModel: CostModel, profile: CostProfile?, count: Int, dataset: String,
     cost: SearchCostOptions, references: [ModelConfig], to directory: URL
   ) throws {
     let space = state.space
@@ -164,7 +164,8 @@ enum TrainBest {
         config.classCount = space.classCount
         return config
       }
-      let speed = try SpeedReference(space: space, batchSize: batchSize, threads: threads, baseline: speedBaseline)
+      let speed = try SpeedReference(space: space, batchSize: batchSize, threads: threads, baseline: profile?.speedBaseline)
+      if let profile { try cost.anchor(speed, to: profile, space: space, rounds: cost.rounds, label: "train-best") }
       let measured = try MeasuredCosts.measure(
         references + report.candidates.map(\.config), resolution: space.resolution, batchSize: batchSize,
         threads: threads, cost: cost, reference: speed)

@@ -124,6 +124,43 @@ import Testing
     #expect(paired.reference.inferBatch1 >= 0.001 && paired.reference.train >= 0.003 && paired.reference.inferBatch >= 0.002)
   }
 
+  /// Anchoring re-measures the profile's architectures and multiplies the reference's baseline by
+  /// stored ÷ now per quantity: a profile that stored times 3×, 4× and 0.5× what they measure now moves the
+  /// baseline by about those factors (later measurements come out that much slower); no anchors, no change.
+  @Test func anchoringPutsTheReferenceOnTheProfilesScale() throws {
+    let space = SearchSpace.fashionMNIST
+    let baseline = PartCost(train: 0.02, inferBatch1: 0.001, inferBatch: 0.01)
+    let reference = try SpeedReference(space: space, batchSize: 2, threads: 1, baseline: baseline)
+    var generator = RandomGenerator(seed: 11)
+    let architectures = (0..<3).map { _ in space.randomArchitecture(using: &generator) }
+    let now = try Profiler.measure(
+      architectures, space: space, batchSize: 2, threads: 1, repetitions: 3, minimumSeconds: 0.01, rounds: 1,
+      reference: reference)
+    let stored = now.map { measurement in
+      var scaled = measurement
+      scaled.trainSecondsPerImage *= 3
+      scaled.inferSecondsBatch1 *= 4
+      scaled.inferSecondsPerImage *= 0.5
+      return scaled
+    }
+    var profile = ProfileCacheTests.profile(ProfileCacheTests.hardware)
+    profile.costModel = .analytic(batchSize: 2, threads: 1)
+    profile.measurements = stored
+
+    let none = try Profiler.anchor(reference, to: profile, space: space, count: 0, repetitions: 1, minimumSeconds: 0, rounds: 1)
+    #expect(none == PartCost(train: 1, inferBatch1: 1, inferBatch: 1))
+    #expect(reference.baseline == baseline)
+
+    let factors = try Profiler.anchor(
+      reference, to: profile, space: space, count: 3, repetitions: 3, minimumSeconds: 0.01, rounds: 1)
+    // The same networks timed twice beside the same reference agree far better than within 1.6×
+    // (an inverted ratio would give 1/3, 1/4 and 2).
+    for (factor, expected) in [(factors.train, 3.0), (factors.inferBatch1, 4.0), (factors.inferBatch, 0.5)] {
+      #expect(factor > expected / 1.6 && factor < expected * 1.6)
+    }
+    #expect(reference.baseline == baseline.multiplied(by: factors))
+  }
+
   /// Measured beside a reference, every round is kept and the reference read once per measurement.
   @Test func measurementBesideTheReferenceReadsItAndKeepsEveryRound() throws {
     let space = SearchSpace.fashionMNIST
