@@ -11,6 +11,7 @@ struct SearchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies).",
     subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self,
+      SearchPredictCommand.self,
       SearchGroundTruthCommand.self, SearchSampleCommand.self,
     ])
 }
@@ -747,6 +748,82 @@ struct SearchGroundTruthCommand: ParsableCommand {
         try AtomicFile.write(try encoder.encode(entries), to: outURL)
         Terminal.status(String(format: "%@: test accuracy %.2f%%", config.name, 100 * summary.testAccuracy))
       }
+    }
+  }
+}
+
+/// `search predict`: the accuracy predictor's estimate for model configs — what `--proxy predictor` scores
+/// candidates by, for networks a user has at hand (and, written down before they are trained, a
+/// prospective test of the predictor).
+struct SearchPredictCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "predict",
+    abstract: "Predict the test accuracy of model configs with the accuracy predictor fitted to a ground truth.")
+  @Argument(help: "Model config files (JSON, as `train --config` takes), 1...1000.") var configs: [String]
+  @Option(help: "Ground truth the predictor is fitted to: a JSON array of {\"config\", \"accuracy\"}, 4...500 entries.")
+  var groundTruth: String
+  @Option(parsing: .unconditional, help: "Input resolution of the ground truth and the configs, 1...8192.") var resolution: Int = 28
+  @Option(help: "Write the predictions as JSON to this file.") var json: String?
+
+  func validate() throws {
+    guard (1...1000).contains(configs.count) else {
+      throw ValidationError("expected 1...1000 model config files, got \(configs.count)")
+    }
+    try FlagCheck.integer(resolution, in: 1...8192, "--resolution")
+  }
+
+  /// One line of `--json`.
+  struct Prediction: Encodable {
+    let file: String
+    let name: String
+    let macs: Int
+    let parameters: Int
+    let predictedAccuracy: Double
+
+    enum CodingKeys: String, CodingKey {
+      case file, name, macs, parameters, predictedAccuracy = "predicted_accuracy"
+    }
+  }
+
+  func run() throws {
+    let entries = try GroundTruthEntry.read(path: groundTruth, minimumCount: AccuracyPredictor.entryRange.lowerBound)
+    let predictor: AccuracyPredictor
+    do { predictor = try AccuracyPredictor.fit(entries, resolution: resolution) } catch let error as AccuracyPredictor.PredictorError {
+      throw ValidationError("--ground-truth \(groundTruth.prefix(200)): \(error)")
+    }
+    // The encoding leaves input channels and classes out: a config that differs in them is another task.
+    let task = (entries[0].config.inputChannels, entries[0].config.classCount)
+    var predictions: [Prediction] = []
+    for path in configs {
+      let config = try FlagCheck.modelConfig(file: path, "config")
+      guard (config.inputChannels, config.classCount) == task else {
+        throw ValidationError(
+          "\(path.prefix(200)): \(config.inputChannels) input channel(s) and \(config.classCount) classes; the ground truth's networks have \(task.0) and \(task.1)")
+      }
+      let accuracy: Double
+      do { accuracy = try predictor.predict(config) } catch let error as AccuracyPredictor.PredictorError {
+        throw ValidationError("\(path.prefix(200)): \(error)")
+      }
+      predictions.append(
+        Prediction(
+          file: path, name: config.name, macs: config.macs(resolution: resolution), parameters: config.parameterCount,
+          predictedAccuracy: accuracy))
+    }
+    print(
+      String(
+        format: "accuracy predictor fitted to %d networks (lambda %g, gamma %g)", entries.count, predictor.regularization,
+        predictor.bandwidth))
+    print("predicted  MMACs   params  name")
+    for prediction in predictions {
+      print(
+        String(
+          format: "%8.2f%%  %6.1f  %6.3fM  %@", 100 * prediction.predictedAccuracy, Double(prediction.macs) / 1e6,
+          Double(prediction.parameters) / 1e6, prediction.name))
+    }
+    if let json {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+      try AtomicFile.write(try encoder.encode(predictions), to: URL(fileURLWithPath: json))
     }
   }
 }
