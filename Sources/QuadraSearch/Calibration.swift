@@ -52,9 +52,10 @@ public struct CalibrationReport: Codable, Sendable {
   /// `infer_batch1`, `infer_batch`. No cost model can agree with measurements better than they agree
   /// with themselves.
   public var repeatability: [String: CalibrationMetric]?
-  /// The factors the speed reference's baseline was multiplied by before measuring, so that the profile's
-  /// own anchor architectures measured as stored (``Profiler/anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``;
-  /// nil: the reference alone set the scale). Dividing the measurements by them gives the reference-only times.
+  /// The median over the passes of the factors each pass's times were multiplied by, so that the profile's
+  /// own anchor architectures measured in it as stored
+  /// (``Profiler/measure(_:anchoredTo:space:anchors:repetitions:minimumSeconds:rounds:reference:progress:)``; nil: the
+  /// reference alone set the scale).
   public var anchoring: PartCost?
 
   enum CodingKeys: String, CodingKey {

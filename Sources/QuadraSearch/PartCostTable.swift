@@ -112,21 +112,30 @@ public struct PartCost: Codable, Sendable, Equatable {
 /// This machine's per-part cost table: a network is predicted from its parts' measured times,
 /// corrected by a fitted linear map per quantity,
 ///
-///     t(network) = a_q · Σ t(quadratic blocks) + a_g · Σ t(gnConv blocks) + a_d · Σ t(depthwise blocks)
-///                + a_o · Σ t(stem, downsamplings, head) + b · (number of parts) + c,
+///     t(network) = Σ_kind [ a_kind,1 · Σ t(kind's parts in the first stage) + a_kind,2 · Σ t(kind's parts in later stages) ]
+///                + b · (number of parts) + c,
 ///
-/// where the `a` say how much slower (or faster) each kind of part runs inside a network than alone
-/// (caches: alone, a part's maps and weights stay warm between repetitions; in a network the other
-/// parts' maps evict them, which costs the memory-bound gnConv blocks more than the others), `b` is
-/// the per-call overhead a part pays inside a network but not alone (tape and thread dispatch) and `c`
-/// the per-step overhead (input, loss bookkeeping); all ≥ 0, fitted to whole architectures measured by
-/// the same profile (``LatencyModel/fit(features:seconds:)``).
+/// with kinds quadratic, gⁿConv and depthwise blocks and the other parts (stem and, with one stage, the head
+/// in the first stage; downsamplings and the head later), where the `a` say how much slower (or faster) each
+/// kind of part runs inside a network than alone (caches: alone, a part's maps and weights stay warm between
+/// repetitions; in a network the other parts evict them — which costs the memory-bound gnConv blocks more
+/// than the others, and at batch 1 the later stages' blocks, whose wide weights are most of what they read,
+/// more than the first stage's: on the 2-vCPU Zen 3 VM, stop 34, 0.87–1.00 in the first stage against
+/// 1.13–1.20 later), `b` is the per-call overhead a part pays inside a network but not alone (tape and thread
+/// dispatch) and `c` the per-step overhead (input, loss bookkeeping); all ≥ 0, fitted to whole architectures
+/// measured by the same profile (``LatencyModel/fit(features:seconds:)``).
 public struct PartCostTable: Codable, Sendable, Equatable {
   /// Names of the fit features, in order (the coefficients of ``train``, ``inferBatch1``, ``inferBatch``).
-  public static let featureNames = ["quadratic_blocks", "gnconv_blocks", "depthwise_blocks", "other_parts", "parts", "constant"]
+  public static let featureNames = [
+    "quadratic_blocks_first_stage", "quadratic_blocks_later", "gnconv_blocks_first_stage", "gnconv_blocks_later",
+    "depthwise_blocks_first_stage", "depthwise_blocks_later", "other_parts_first_stage", "other_parts_later", "parts",
+    "constant",
+  ]
+  /// The part-time features (before `parts` and `constant`).
+  static let partFeatureCount = featureNames.count - 2
   /// Keyed by ``NetworkPart/key``.
   public var parts: [String: PartCost]
-  /// Coefficients (a_q, a_g, a_d, a_o, b, c) for training, batch-1 and batched inference.
+  /// Coefficients (the eight a, then b and c, in ``featureNames``' order) for training, batch-1 and batched inference.
   public var train: LatencyModel
   public var inferBatch1: LatencyModel
   public var inferBatch: LatencyModel
@@ -139,7 +148,7 @@ public struct PartCostTable: Codable, Sendable, Equatable {
   }
 
   /// The map that predicts the plain sum of the parts (a = 1, b = c = 0): what ``fitOverheads(configs:measurements:resolution:batchSize:)`` refines.
-  public static let unfitted = LatencyModel(coefficients: [1, 1, 1, 1, 0, 0])
+  public static let unfitted = LatencyModel(coefficients: [Double](repeating: 1, count: partFeatureCount) + [0, 0])
 
   /// Whether every coefficient and part time is finite and non-negative (one coefficient per feature).
   public var isWellFormed: Bool {
@@ -156,16 +165,22 @@ public struct PartCostTable: Codable, Sendable, Equatable {
   public func features(of config: ModelConfig, resolution: Int) -> (train: CostFeatures, inferBatch1: CostFeatures, inferBatch: CostFeatures)? {
     let list = NetworkPart.parts(of: config, resolution: resolution)
     let count = Double(list.count)
-    var sums = [[Double]](repeating: [0, 0, 0, 0, count, 1], count: 3)
+    var sums = [[Double]](repeating: [Double](repeating: 0, count: Self.partFeatureCount) + [count, 1], count: 3)
+    // The parts come in network order: a downsampling starts each stage after the first.
+    var isFirstStage = true
     for part in list {
       guard let cost = parts[part.key] else { return nil }
-      let slot: Int
+      let kind: Int
       switch part {
-      case .block(.quadratic, _, _, _): slot = 0
-      case .block(.gnConv, _, _, _): slot = 1
-      case .block(.depthwise, _, _, _): slot = 2
-      case .stem, .downsample, .head: slot = 3
+      case .block(.quadratic, _, _, _): kind = 0
+      case .block(.gnConv, _, _, _): kind = 1
+      case .block(.depthwise, _, _, _): kind = 2
+      case .downsample:
+        isFirstStage = false
+        kind = 3
+      case .stem, .head: kind = 3
       }
+      let slot = 2 * kind + (isFirstStage ? 0 : 1)
       sums[0][slot] += cost.train
       sums[1][slot] += cost.inferBatch1
       sums[2][slot] += cost.inferBatch
@@ -193,8 +208,8 @@ public struct PartCostTable: Codable, Sendable, Equatable {
     inferBatch = Self.fitMap(rows.map(\.2), seconds: rows.map { $0.3.inferSecondsPerImage * batch })
   }
 
-  /// The per-kind map when there are enough architectures to fit its six coefficients (twice as many)
-  /// and it predicts every one of them a positive time; else one `a` for all kinds
+  /// The per-kind map when there are enough architectures to fit its ten coefficients (twice as many)
+  /// and it predicts every one of them a positive time; else one `a` for all kinds and stages
   /// (`a · Σ t(parts) + b · parts + c`); else, when even that degenerates, the plain sum of the parts.
   /// (With a handful of architectures the per-kind fit is underdetermined and its non-negative solution
   /// may zero every coefficient an architecture uses.)
@@ -204,11 +219,12 @@ public struct PartCostTable: Codable, Sendable, Equatable {
     }
     let byKind = LatencyModel.fit(features: rows, seconds: seconds)
     if rows.count >= 2 * featureNames.count && predictsEveryRow(byKind, rows) { return byKind }
-    let pooledRows = rows.map { CostFeatures(values: [$0.values[0..<4].reduce(0, +), $0.values[4], $0.values[5]]) }
+    let n = partFeatureCount
+    let pooledRows = rows.map { CostFeatures(values: [$0.values[0..<n].reduce(0, +), $0.values[n], $0.values[n + 1]]) }
     let pooled = LatencyModel.fit(features: pooledRows, seconds: seconds)
     guard predictsEveryRow(pooled, pooledRows) else { return unfitted }
     let (a, b, c) = (pooled.coefficients[0], pooled.coefficients[1], pooled.coefficients[2])
-    return LatencyModel(coefficients: [a, a, a, a, b, c])
+    return LatencyModel(coefficients: [Double](repeating: a, count: n) + [b, c])
   }
 }
 

@@ -127,7 +127,9 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// network, so another ``speedBaseline``, than format 8's).
   /// 10: single-channel stems (`I = 1`, O a multiple of 8) convolve directly, without im2col (other costs, and no
   /// cols workspace, so other peaks, than format 9's).
-  public static let formatVersion = 10
+  /// 11: the part table's correction has a factor per kind of part for the first stage and one for the later stages
+  /// (ten coefficients, not six: format 10's maps do not fit).
+  public static let formatVersion = 11
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
@@ -267,48 +269,91 @@ public enum Profiler {
     }
   }
 
-  /// The profile's architectures ``anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``
-  /// re-measures by default.
+  /// The profile's architectures ``measure(_:anchoredTo:space:anchors:repetitions:minimumSeconds:rounds:reference:progress:)``
+  /// measures beside the configs by default.
   public static let anchorCount = 8
 
-  /// Puts `reference` on `profile`'s scale as measured by `count` of the profile's own architectures as
-  /// well as by the reference: re-measures them (`rounds` passes, as ``measure(_:space:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``),
-  /// and multiplies the reference's baseline per quantity by the median over them of
-  /// `stored time / time now`. Returns those factors (1 where the profile has no measurements).
+  /// Measures `configs` (``measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``,
+  /// at `profile`'s batch size and threads) in passes that also re-measure `anchors` of the profile's own
+  /// architectures, spread among the configs; each pass's times are multiplied per quantity by the median
+  /// over the anchors of `stored time / time in this pass`, and each config's time is the median of its
+  /// scaled passes. Returns the measurements and the median over the passes of those factors (1 with no
+  /// anchors, or where the profile has no measurements).
   ///
-  /// Why: a single reference network pins the scale of every later measurement, and its speed relative
-  /// to other networks moved by a few percent between processes — most at batch 1 on two threads, where
-  /// a pass is a millisecond of small ops dispatched to both cores. Measured on the 2-vCPU Zen 3 VM
-  /// (stop 33): the profile's own architectures, re-measured in a fresh process, came out 3% faster at
-  /// batch 1 than stored, and four calibrations of held-out architectures measured 3.7–7.6% faster than
-  /// predicted (median), while the same profile's fit had no bias on its own architectures. The median
-  /// over several architectures the profile measured takes the reference's process-specific part out.
-  /// Anchors are spread over the profile's batch-1 times (the most drifting quantity), the same ones in
-  /// every process; they were fitted, so they only set the scale and are never judged.
-  @discardableResult
-  public static func anchor(
-    _ reference: SpeedReference, to profile: CostProfile, space: SearchSpace, count: Int = anchorCount,
-    repetitions: Int, minimumSeconds: Double, rounds: Int, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
-  ) throws -> PartCost {
+  /// Why: the speed reference, timed in alternation with every measurement, takes out the machine's drift
+  /// over seconds, but it is one network, and its speed relative to others moved between processes and
+  /// over minutes — most at batch 1 on two threads, where a pass is a millisecond of small ops on both
+  /// cores. On the 2-vCPU Zen 3 VM (stops 33–34) the profile's own architectures, re-measured in a fresh
+  /// process, came out 3% faster at batch 1 than stored, and four calibrations of one profile measured
+  /// their held-out networks a median 7% slower to 2% faster than predicted at batch 1, while anchors
+  /// re-measured once before them moved by at most 2%. Anchors in every pass follow such shifts on the
+  /// scale the predictions are on, with the median over eight of them; they were fitted, so they only set
+  /// the scale and are never judged. Anchors are spread over the profile's batch-1 times, the same ones in
+  /// every process.
+  public static func measure(
+    _ configs: [ModelConfig], anchoredTo profile: CostProfile, space: SearchSpace, anchors count: Int = anchorCount,
+    repetitions: Int, minimumSeconds: Double, rounds: Int, reference: SpeedReference?,
+    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+  ) throws -> (measurements: [ConfigMeasurement], factors: PartCost) {
     let stored = profile.measurements.sorted { $0.inferSecondsBatch1 < $1.inferSecondsBatch1 }
     let chosen = Swift.min(Swift.max(count, 0), stored.count)
-    guard chosen > 0, reference.baseline != nil else { return PartCost(train: 1, inferBatch1: 1, inferBatch: 1) }
     let anchors = (0..<chosen).map { stored[chosen == 1 ? stored.count / 2 : $0 * (stored.count - 1) / (chosen - 1)] }
-    let now = try measure(
-      anchors.map(\.architecture), space: space, batchSize: profile.costModel.batchSize, threads: profile.costModel.threads,
-      repetitions: repetitions, minimumSeconds: minimumSeconds, rounds: rounds, reference: reference, progress: progress)
-    func factor(_ time: KeyPath<ArchitectureMeasurement, Double>) -> Double {
-      let ratios = zip(anchors, now).compactMap { old, new -> Double? in
-        let ratio = old[keyPath: time] / new[keyPath: time]
-        return ratio.isFinite && ratio > 0 ? ratio : nil
+    let anchorConfigs = try anchors.map { try space.config(for: $0.architecture) }
+    // Anchor i goes before config i·n/k, so the anchors of a pass span it.
+    var order: [(isAnchor: Bool, index: Int)] = []
+    var nextAnchor = 0
+    for index in configs.indices {
+      while nextAnchor < chosen && nextAnchor * configs.count / chosen <= index {
+        order.append((true, nextAnchor))
+        nextAnchor += 1
       }
-      return ratios.isEmpty ? 1 : PartCost.median(ratios)
+      order.append((false, index))
     }
-    let factors = PartCost(
-      train: factor(\.trainSecondsPerImage), inferBatch1: factor(\.inferSecondsBatch1),
-      inferBatch: factor(\.inferSecondsPerImage))
-    reference.rescaleBaseline(by: factors)
-    return factors
+    while nextAnchor < chosen {
+      order.append((true, nextAnchor))
+      nextAnchor += 1
+    }
+    let measured = try measure(
+      order.map { $0.isAnchor ? anchorConfigs[$0.index] : configs[$0.index] }, resolution: space.resolution,
+      batchSize: profile.costModel.batchSize, threads: profile.costModel.threads, repetitions: repetitions,
+      minimumSeconds: minimumSeconds, rounds: rounds, reference: reference, progress: progress)
+    let batch = Double(profile.costModel.batchSize)
+    let storedCosts = anchors.map {
+      PartCost(train: $0.trainSecondsPerImage * batch, inferBatch1: $0.inferSecondsBatch1, inferBatch: $0.inferSecondsPerImage * batch)
+    }
+    return scaledByAnchors(measured, isAnchor: order.map(\.isAnchor), stored: storedCosts, batchSize: profile.costModel.batchSize)
+  }
+
+  /// The passes of the measurements that are not anchors (`isAnchor[i]` false, in their order) each multiplied
+  /// per quantity by the median over the anchors of `stored / the anchor's time in that pass` (per step / per
+  /// pass, as ``ConfigMeasurement/rounds``), their medians recomputed; and the median over the passes of
+  /// those factors (1 without anchors).
+  static func scaledByAnchors(
+    _ measured: [ConfigMeasurement], isAnchor: [Bool], stored: [PartCost], batchSize: Int
+  ) -> (measurements: [ConfigMeasurement], factors: PartCost) {
+    let batch = Double(batchSize)
+    let anchorRounds = measured.indices.filter { isAnchor[$0] }.map { measured[$0].rounds }
+    let passes = measured.first?.rounds.count ?? 0
+    let factors: [PartCost] = (0..<passes).map { pass in
+      func factor(_ quantity: KeyPath<PartCost, Double>) -> Double {
+        let ratios = zip(stored, anchorRounds).compactMap { old, new -> Double? in
+          let ratio = old[keyPath: quantity] / new[pass][keyPath: quantity]
+          return ratio.isFinite && ratio > 0 ? ratio : nil
+        }
+        return ratios.isEmpty ? 1 : PartCost.median(ratios)
+      }
+      return PartCost(train: factor(\.train), inferBatch1: factor(\.inferBatch1), inferBatch: factor(\.inferBatch))
+    }
+    let results = measured.indices.filter { !isAnchor[$0] }.map { index in
+      var measurement = measured[index]
+      measurement.rounds = zip(measurement.rounds, factors).map { $0.multiplied(by: $1) }
+      let median = PartCost.median(measurement.rounds)!
+      measurement.trainSecondsPerImage = median.train / batch
+      measurement.inferSecondsBatch1 = median.inferBatch1
+      measurement.inferSecondsPerImage = median.inferBatch / batch
+      return measurement
+    }
+    return (results, PartCost.median(factors) ?? PartCost(train: 1, inferBatch1: 1, inferBatch: 1))
   }
 
   /// The most timed calls of one measurement: a 50 µs part at batch 1 gets 1000 tries at an

@@ -176,12 +176,6 @@ public final class SpeedReference {
   /// reference's fastest call in the next (``TimedWorkload/time(repetitions:minimumSeconds:beside:in:)``),
   /// times ``baseline``. The workload runs in the caller's context; the reference in a fresh memory
   /// tracker with the reference's threads. Appends the reference's own times to ``readings``.
-  /// Multiplies each quantity of ``baseline`` by `factor`'s (``Profiler/anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``);
-  /// later measurements come out that much slower. No effect before there is a baseline.
-  public func rescaleBaseline(by factor: PartCost) {
-    baseline = baseline?.multiplied(by: factor)
-  }
-
   public func time(_ workload: TimedWorkload, repetitions: Int, minimumSeconds: Double) throws -> PartCost {
     let context = try ComputeContext.current.with(threads: threads).with(memory: MemoryTracker())
     let paired = try workload.time(repetitions: repetitions, minimumSeconds: minimumSeconds, beside: self.workload, in: context)

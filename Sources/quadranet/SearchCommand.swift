@@ -9,7 +9,7 @@ import QuadraTraining
 /// `quadranet search`: hardware-aware architecture search.
 struct SearchCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies).",
+    commandName: "search", abstract: "Hardware-aware architecture search (profile, calibrate, run, proxies, predict).",
     subcommands: [SearchProfileCommand.self, SearchCalibrateCommand.self, SearchRunCommand.self, SearchProxiesCommand.self,
       SearchPredictCommand.self,
       SearchGroundTruthCommand.self, SearchSampleCommand.self,
@@ -64,20 +64,26 @@ struct SearchCostOptions: ParsableArguments {
     try FlagCheck.integer(anchors, in: 0...100, "--anchors")
   }
 
-  /// `reference` moved onto `profile`'s scale by `--anchors` of its architectures in `rounds` passes
-  /// (``QuadraSearch/Profiler/anchor(_:to:space:count:repetitions:minimumSeconds:rounds:progress:)``); prints the factors.
-  func anchor(_ reference: SpeedReference, to profile: CostProfile, space: SearchSpace, rounds: Int, label: String) throws -> PartCost {
-    let factors = try Profiler.anchor(
-      reference, to: profile, space: space, count: anchors, repetitions: repetitions, minimumSeconds: minSeconds,
-      rounds: rounds
-    ) { done, total in Terminal.status("\(label): re-measuring the profile's anchor architectures \(done)/\(total)") }
-    if anchors > 0 {
+  /// `configs` measured in `rounds` passes beside `reference` and `--anchors` of `profile`'s own architectures,
+  /// each pass on the profile's scale by its anchors
+  /// (``QuadraSearch/Profiler/measure(_:anchoredTo:space:anchors:repetitions:minimumSeconds:rounds:reference:progress:)``);
+  /// prints the factors; `label` starts the progress line.
+  func measure(
+    _ configs: [ModelConfig], anchoredTo profile: CostProfile, space: SearchSpace, rounds: Int, reference: SpeedReference,
+    label: String
+  ) throws -> (measurements: [ConfigMeasurement], factors: PartCost) {
+    let result = try Profiler.measure(
+      configs, anchoredTo: profile, space: space, anchors: anchors, repetitions: repetitions, minimumSeconds: minSeconds,
+      rounds: rounds, reference: reference
+    ) { done, total in Terminal.status("\(label) \(done)/\(total)") }
+    if anchors > 0 && !profile.measurements.isEmpty {
       Terminal.status(
         String(
-          format: "%@: on the profile's scale by %d of its architectures: training ×%.3f, batch 1 ×%.3f, batched ×%.3f",
-          label, Swift.min(anchors, profile.measurements.count), factors.train, factors.inferBatch1, factors.inferBatch))
+          format: "%@: each pass on the profile's scale by %d of its architectures (median factors: training ×%.3f, batch 1 ×%.3f, batched ×%.3f)",
+          label, Swift.min(anchors, profile.measurements.count), result.factors.train, result.factors.inferBatch1,
+          result.factors.inferBatch))
     }
-    return factors
+    return result
   }
 
   func loadSpace() throws -> SearchSpace {
@@ -252,13 +258,8 @@ struct SearchCalibrateCommand: ParsableCommand {
     let configs = try architectures.map { try space.config(for: $0) }
     let reference = try SpeedReference(
       space: space, batchSize: cost.batchSize, threads: cost.threadOptions.threads, baseline: profile.speedBaseline)
-    let anchoring = try cost.anchor(reference, to: profile, space: space, rounds: cost.calibrationRounds, label: "calibrate")
-    let measured = try Profiler.measure(
-      configs, resolution: space.resolution, batchSize: cost.batchSize, threads: cost.threadOptions.threads,
-      repetitions: cost.repetitions, minimumSeconds: cost.minSeconds, rounds: cost.calibrationRounds, reference: reference
-    ) { done, total in
-      Terminal.status("calibrate \(done)/\(total) \(architectures[(done - 1) % architectures.count].name)")
-    }
+    let (measured, anchoring) = try cost.measure(
+      configs, anchoredTo: profile, space: space, rounds: cost.calibrationRounds, reference: reference, label: "calibrate")
     let measurements = zip(architectures, measured).map { ArchitectureMeasurement($0, $1) }
     let predictions = try configs.map { try profile.costModel.predict($0, resolution: space.resolution) }
     let hasTable = profile.costModel.table != nil
@@ -770,6 +771,13 @@ struct SearchPredictCommand: ParsableCommand {
       throw ValidationError("expected 1...1000 model config files, got \(configs.count)")
     }
     try FlagCheck.integer(resolution, in: 1...8192, "--resolution")
+    if let json {
+      let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw ValidationError("--json \(json.prefix(200)): the directory \(directory.prefix(200)) does not exist")
+      }
+    }
   }
 
   /// One line of `--json`.
@@ -786,7 +794,12 @@ struct SearchPredictCommand: ParsableCommand {
   }
 
   func run() throws {
-    let entries = try GroundTruthEntry.read(path: groundTruth, minimumCount: AccuracyPredictor.entryRange.lowerBound)
+    let entries: [GroundTruthEntry]
+    do {
+      entries = try GroundTruthEntry.read(path: groundTruth, minimumCount: AccuracyPredictor.entryRange.lowerBound)
+    } catch {
+      throw ValidationError("--ground-truth: \(error)")
+    }
     let predictor: AccuracyPredictor
     do { predictor = try AccuracyPredictor.fit(entries, resolution: resolution) } catch let error as AccuracyPredictor.PredictorError {
       throw ValidationError("--ground-truth \(groundTruth.prefix(200)): \(error)")

@@ -25,21 +25,29 @@ struct MeasuredCosts: Codable, Equatable {
     case trainMemoryBytes = "train_memory_bytes", inferMemoryBytes = "infer_memory_bytes"
   }
 
-  /// Measures `configs` at `resolution` as the cost profile measures its architectures, in one block of
-  /// `--rounds` passes
-  /// (``QuadraSearch/Profiler/measure(_:resolution:batchSize:threads:repetitions:minimumSeconds:rounds:reference:progress:)``),
-  /// scaled to the profile's speed level by `reference` (``QuadraSearch/SpeedReference``), so measured and
-  /// predicted costs compare, and so do the configs among themselves.
+  /// Measures `configs` as the cost profile measures its architectures, in one block of `--rounds` passes,
+  /// scaled to the profile's speed level by `reference` (``QuadraSearch/SpeedReference``) and, with a
+  /// profile, by `--anchors` of its architectures in every pass
+  /// (``QuadraSearch/Profiler/measure(_:anchoredTo:space:anchors:repetitions:minimumSeconds:rounds:reference:progress:)``),
+  /// so measured and predicted costs compare, and so do the configs among themselves.
   static func measure(
-    _ configs: [ModelConfig], resolution: Int, batchSize: Int, threads: Int, cost: SearchCostOptions,
-    reference: SpeedReference
+    _ configs: [ModelConfig], space: SearchSpace, batchSize: Int, threads: Int, cost: SearchCostOptions,
+    reference: SpeedReference, profile: CostProfile?
   ) throws -> [MeasuredCosts] {
-    try Profiler.measure(
-      configs, resolution: resolution, batchSize: batchSize, threads: threads, repetitions: cost.repetitions,
-      minimumSeconds: cost.minSeconds, rounds: cost.rounds, reference: reference
-    ) { done, total in
-      Terminal.status("train-best: measuring \(configs[(done - 1) % configs.count].name) (\(done)/\(total))…")
-    }.map { costs in
+    let measured: [ConfigMeasurement]
+    if let profile {
+      measured = try cost.measure(
+        configs, anchoredTo: profile, space: space, rounds: cost.rounds, reference: reference, label: "train-best: measuring"
+      ).measurements
+    } else {
+      measured = try Profiler.measure(
+        configs, resolution: space.resolution, batchSize: batchSize, threads: threads, repetitions: cost.repetitions,
+        minimumSeconds: cost.minSeconds, rounds: cost.rounds, reference: reference
+      ) { done, total in
+        Terminal.status("train-best: measuring \(configs[(done - 1) % configs.count].name) (\(done)/\(total))…")
+      }
+    }
+    return measured.map { costs in
       MeasuredCosts(
         trainMillisecondsPerImage: 1000 * costs.trainSecondsPerImage,
         inferMillisecondsBatch1: 1000 * costs.inferSecondsBatch1, trainMemoryBytes: costs.trainPeakBytes,
@@ -165,10 +173,9 @@ enum TrainBest {
         return config
       }
       let speed = try SpeedReference(space: space, batchSize: batchSize, threads: threads, baseline: profile?.speedBaseline)
-      if let profile { try cost.anchor(speed, to: profile, space: space, rounds: cost.rounds, label: "train-best") }
       let measured = try MeasuredCosts.measure(
-        references + report.candidates.map(\.config), resolution: space.resolution, batchSize: batchSize,
-        threads: threads, cost: cost, reference: speed)
+        references + report.candidates.map(\.config), space: space, batchSize: batchSize, threads: threads, cost: cost,
+        reference: speed, profile: profile)
       for index in report.references.indices { report.references[index].measured = measured[index] }
       for index in report.candidates.indices {
         report.candidates[index].measured = measured[references.count + index]

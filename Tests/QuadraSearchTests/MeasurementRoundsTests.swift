@@ -58,7 +58,9 @@ import Testing
   }
 }
 
-@Suite struct SpeedReferenceTests {
+/// Serialized: its tests time networks against each other, and two of them at once on two cores would
+/// time each other's load.
+@Suite(.serialized) struct SpeedReferenceTests {
   @Test func referenceIsTheSameCheapNetworkInEveryProcess() throws {
     let space = SearchSpace.fashionMNIST
     let reference = try SpeedReference.config(for: space)
@@ -124,41 +126,87 @@ import Testing
     #expect(paired.reference.inferBatch1 >= 0.001 && paired.reference.train >= 0.003 && paired.reference.inferBatch >= 0.002)
   }
 
-  /// Anchoring re-measures the profile's architectures and multiplies the reference's baseline by
-  /// stored ÷ now per quantity: a profile that stored times 3×, 4× and 0.5× what they measure now moves the
-  /// baseline by about those factors (later measurements come out that much slower); no anchors, no change.
-  @Test func anchoringPutsTheReferenceOnTheProfilesScale() throws {
+  /// Anchored measurement re-measures the profile's architectures in every pass and multiplies each pass
+  /// by stored ÷ now per quantity: a profile that stored times 3×, 4× and 0.5× what its architectures measure
+  /// now scales the configs' times by about those factors (an inverted ratio would give 1/3, 1/4 and 2);
+  /// with no anchors nothing is scaled.
+  @Test func anchoredMeasurementPutsEachPassOnTheProfilesScale() throws {
     let space = SearchSpace.fashionMNIST
-    let baseline = PartCost(train: 0.02, inferBatch1: 0.001, inferBatch: 0.01)
-    let reference = try SpeedReference(space: space, batchSize: 2, threads: 1, baseline: baseline)
+    let reference = try SpeedReference(
+      space: space, batchSize: 2, threads: 1, baseline: PartCost(train: 0.02, inferBatch1: 0.001, inferBatch: 0.01))
     var generator = RandomGenerator(seed: 11)
-    let architectures = (0..<3).map { _ in space.randomArchitecture(using: &generator) }
+    let anchorArchitectures = (0..<3).map { _ in space.randomArchitecture(using: &generator) }
+    let configs = try (0..<2).map { _ in try space.config(for: space.randomArchitecture(using: &generator)) }
     let now = try Profiler.measure(
-      architectures, space: space, batchSize: 2, threads: 1, repetitions: 3, minimumSeconds: 0.01, rounds: 1,
+      anchorArchitectures, space: space, batchSize: 2, threads: 1, repetitions: 3, minimumSeconds: 0.01, rounds: 1,
       reference: reference)
-    let stored = now.map { measurement in
+    var profile = ProfileCacheTests.profile(ProfileCacheTests.hardware)
+    profile.costModel = .analytic(batchSize: 2, threads: 1)
+    profile.measurements = now.map { measurement in
       var scaled = measurement
       scaled.trainSecondsPerImage *= 3
       scaled.inferSecondsBatch1 *= 4
       scaled.inferSecondsPerImage *= 0.5
       return scaled
     }
-    var profile = ProfileCacheTests.profile(ProfileCacheTests.hardware)
-    profile.costModel = .analytic(batchSize: 2, threads: 1)
-    profile.measurements = stored
-
-    let none = try Profiler.anchor(reference, to: profile, space: space, count: 0, repetitions: 1, minimumSeconds: 0, rounds: 1)
-    #expect(none == PartCost(train: 1, inferBatch1: 1, inferBatch: 1))
-    #expect(reference.baseline == baseline)
-
-    let factors = try Profiler.anchor(
-      reference, to: profile, space: space, count: 3, repetitions: 3, minimumSeconds: 0.01, rounds: 1)
-    // The same networks timed twice beside the same reference agree far better than within 1.6×
-    // (an inverted ratio would give 1/3, 1/4 and 2).
-    for (factor, expected) in [(factors.train, 3.0), (factors.inferBatch1, 4.0), (factors.inferBatch, 0.5)] {
-      #expect(factor > expected / 1.6 && factor < expected * 1.6)
+    let plain = try Profiler.measure(
+      configs, anchoredTo: profile, space: space, anchors: 0, repetitions: 3, minimumSeconds: 0.01, rounds: 2,
+      reference: reference)
+    #expect(plain.factors == PartCost(train: 1, inferBatch1: 1, inferBatch: 1))
+    let anchored = try Profiler.measure(
+      configs, anchoredTo: profile, space: space, anchors: 3, repetitions: 3, minimumSeconds: 0.01, rounds: 2,
+      reference: reference)
+    // The factors (3, 4 and 0.5 up to timing noise; exactly so in `eachPassIsScaledByItsAnchorsMedianFactor`)
+    // keep their order whatever else the machine runs: they are 6–8× apart, timing noise is not (an
+    // inverted ratio, now ÷ stored, would reverse it).
+    #expect(anchored.factors.inferBatch1 / anchored.factors.inferBatch > 2, "\(anchored.factors)")
+    #expect(anchored.factors.train / anchored.factors.inferBatch > 2, "\(anchored.factors)")
+    #expect(anchored.measurements.count == configs.count)
+    for (scaled, unscaled) in zip(anchored.measurements, plain.measurements) {
+      #expect(scaled.rounds.count == 2)
+      #expect(scaled.trainPeakBytes == unscaled.trainPeakBytes && scaled.inferPeakBytes == unscaled.inferPeakBytes)
     }
-    #expect(reference.baseline == baseline.multiplied(by: factors))
+  }
+
+  /// Each pass of the non-anchor measurements is multiplied by that pass's median anchor factor
+  /// (stored ÷ measured), and the medians are recomputed from the scaled passes.
+  @Test func eachPassIsScaledByItsAnchorsMedianFactor() throws {
+    func measurement(_ rounds: [PartCost]) -> ConfigMeasurement {
+      let median = PartCost.median(rounds)!
+      return ConfigMeasurement(
+        trainSecondsPerImage: median.train / 4, inferSecondsBatch1: median.inferBatch1, inferSecondsPerImage: median.inferBatch / 4,
+        trainPeakBytes: 7, inferPeakBytes: 5, rounds: rounds)
+    }
+    let stored = [PartCost(train: 4, inferBatch1: 1, inferBatch: 2), PartCost(train: 8, inferBatch1: 2, inferBatch: 4),
+      PartCost(train: 6, inferBatch1: 3, inferBatch: 3)]
+    // Three passes; in each, every anchor measures its stored time divided by the pass's factor
+    // (pass 3: one anchor off, which the median over the three ignores).
+    let passFactors = [PartCost(train: 2, inferBatch1: 1, inferBatch: 0.5), PartCost(train: 1, inferBatch1: 1.5, inferBatch: 1),
+      PartCost(train: 0.5, inferBatch1: 2, inferBatch: 4)]
+    var anchors = stored.map { old in measurement(passFactors.map { factor in
+      PartCost(train: old.train / factor.train, inferBatch1: old.inferBatch1 / factor.inferBatch1, inferBatch: old.inferBatch / factor.inferBatch)
+    }) }
+    anchors[2].rounds[2].inferBatch1 *= 10
+    let config = measurement([PartCost(train: 1, inferBatch1: 1, inferBatch: 1), PartCost(train: 2, inferBatch1: 2, inferBatch: 2),
+      PartCost(train: 3, inferBatch1: 3, inferBatch: 3)])
+    let measured = [anchors[0], config, anchors[1], anchors[2]]
+    let (scaled, factors) = Profiler.scaledByAnchors(measured, isAnchor: [true, false, true, true], stored: stored, batchSize: 4)
+    #expect(scaled.count == 1)
+    let expected = zip(config.rounds, passFactors).map { $0.multiplied(by: $1) }
+    for (got, want) in zip(scaled[0].rounds, expected) {
+      #expect(abs(got.train - want.train) < 1e-12 && abs(got.inferBatch1 - want.inferBatch1) < 1e-12)
+      #expect(abs(got.inferBatch - want.inferBatch) < 1e-12)
+    }
+    // Scaled passes: training 2, 2, 1.5 → median 2 per step, 0.5 per image; batch 1: 1, 3, 6 → 3; batched 0.5, 2, 12 → 2.
+    #expect(abs(scaled[0].trainSecondsPerImage - 0.5) < 1e-12)
+    #expect(abs(scaled[0].inferSecondsBatch1 - 3) < 1e-12)
+    #expect(abs(scaled[0].inferSecondsPerImage - 0.5) < 1e-12)
+    #expect(scaled[0].trainPeakBytes == 7 && scaled[0].inferPeakBytes == 5)
+    // The median of the pass factors: training 2, 1, 0.5 → 1; batch 1: 1, 1.5, 2 → 1.5; batched 0.5, 1, 4 → 1.
+    #expect(abs(factors.train - 1) < 1e-12 && abs(factors.inferBatch1 - 1.5) < 1e-12 && abs(factors.inferBatch - 1) < 1e-12)
+    // Without anchors nothing changes.
+    let alone = Profiler.scaledByAnchors([config], isAnchor: [false], stored: [], batchSize: 4)
+    #expect(alone.measurements == [config] && alone.factors == PartCost(train: 1, inferBatch1: 1, inferBatch: 1))
   }
 
   /// Measured beside a reference, every round is kept and the reference read once per measurement.

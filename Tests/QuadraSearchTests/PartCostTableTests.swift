@@ -33,8 +33,9 @@ import Testing
     #expect(NetworkPart.parts(of: Self.tinySpace).count == 2 + 5 + 2 + 3)
   }
 
-  /// With synthetic part times, predictions are Σ_kinds a_kind·Σ_kind + b·parts + c, and the fit recovers
-  /// the a (one per kind of part), b and c from whole-network times made that way.
+  /// With synthetic part times, predictions are Σ_kinds,stages a·Σ + b·parts + c, and the fit recovers the a
+  /// (one per kind of part in the first stage and one in the later stages), b and c from whole-network times
+  /// made that way.
   @Test func predictionsComposeAndTheOverheadFitRecoversTheMaps() throws {
     let space = SearchSpace.fashionMNIST
     var parts: [String: PartCost] = [:]
@@ -46,8 +47,10 @@ import Testing
     var table = PartCostTable(parts: parts, train: sum, inferBatch1: sum, inferBatch: sum)
     var generator = RandomGenerator(seed: 9)
     let configs = try (0..<30).map { _ in try space.config(for: space.randomArchitecture(using: &generator)) }
-    // Inside a network, gnConv blocks run 1.3× their time alone, the other kinds 1.2×, 1.1× and 1.05×.
-    let truth = [1.2, 1.3, 1.1, 1.05, 2e-4, 5e-3]
+    // Inside a network, first-stage gnConv blocks run 1.3× their time alone and later ones 1.4×; the other
+    // kinds 1.2× / 1.25×, 1.1× / 1.15× and 1.05× / 1.0×.
+    let truth = [1.2, 1.25, 1.3, 1.4, 1.1, 1.15, 1.05, 1.0, 2e-4, 5e-3]
+    #expect(PartCostTable.featureNames.count == truth.count)
     let batch = 8
     var measurements: [ArchitectureMeasurement] = []
     for config in configs {
@@ -58,7 +61,13 @@ import Testing
       }
       #expect(abs(table.predict(config, resolution: 28)!.train - sums.0) < 1e-12)
       let features = table.features(of: config, resolution: 28)!
-      #expect(features.train.values[4] == Double(list.count))
+      #expect(features.train.values[PartCostTable.partFeatureCount] == Double(list.count))
+      // The first stage's parts and the later ones' add up to all of them.
+      #expect(abs(features.train.values[0..<PartCostTable.partFeatureCount].reduce(0, +) - sums.0) < 1e-12)
+      let firstStageBlocks = list.prefix { if case .downsample = $0 { false } else { true } }.reduce(0.0) { total, part in
+        if case .block = part { total + parts[part.key]!.train } else { total }
+      }
+      #expect(abs(features.train.values[0] + features.train.values[2] + features.train.values[4] - firstStageBlocks) < 1e-12)
       func make(_ f: CostFeatures) -> Double { zip(f.values, truth).reduce(0) { $0 + $1.0 * $1.1 } }
       measurements.append(
         ArchitectureMeasurement(
@@ -101,21 +110,24 @@ import Testing
     #expect(recorded.latencies(configs[0], resolution: 28) == inside)
   }
 
-  /// With fewer architectures than twice the six per-kind coefficients, the map has one `a` for all
-  /// kinds and predicts every architecture a positive time (an underdetermined per-kind fit could zero
-  /// the coefficients an architecture uses: `tinySpaceProfileMeasuresEveryPart` once predicted 0 ms).
+  /// With fewer architectures than twice the ten per-kind coefficients, the map has one `a` for all
+  /// kinds and stages and predicts every architecture a positive time (an underdetermined per-kind fit could
+  /// zero the coefficients an architecture uses: `tinySpaceProfileMeasuresEveryPart` once predicted 0 ms).
   @Test func fewArchitecturesFitOneFactorForAllKinds() {
     // Four architectures: times 1.1 · (sum of the parts) + 1 ms per part, ±3% noise.
     let rows = [
-      CostFeatures(values: [0.010, 0, 0.004, 0.001, 6, 1]), CostFeatures(values: [0, 0.020, 0, 0.002, 8, 1]),
-      CostFeatures(values: [0.005, 0.005, 0.005, 0.001, 9, 1]), CostFeatures(values: [0, 0, 0.030, 0.003, 7, 1]),
+      CostFeatures(values: [0.010, 0, 0, 0, 0.004, 0, 0.0005, 0.0005, 6, 1]),
+      CostFeatures(values: [0, 0, 0.012, 0.008, 0, 0, 0.001, 0.001, 8, 1]),
+      CostFeatures(values: [0.005, 0, 0, 0.005, 0, 0.005, 0.0005, 0.0005, 9, 1]),
+      CostFeatures(values: [0, 0, 0, 0, 0.010, 0.020, 0.001, 0.002, 7, 1]),
     ]
+    let n = PartCostTable.partFeatureCount
     let noise = [1.03, 0.97, 1.02, 0.98]
     let seconds = zip(rows, noise).map { row, factor in
-      (1.1 * row.values[0..<4].reduce(0, +) + 0.001 * row.values[4]) * factor
+      (1.1 * row.values[0..<n].reduce(0, +) + 0.001 * row.values[n]) * factor
     }
     let map = PartCostTable.fitMap(rows, seconds: seconds)
-    #expect(Set(map.coefficients[0..<4]).count == 1, "\(map.coefficients)")
+    #expect(Set(map.coefficients[0..<n]).count == 1, "\(map.coefficients)")
     for (row, time) in zip(rows, seconds) {
       #expect(map.predict(row) > 0 && abs(map.predict(row) - time) / time < 0.1, "\(map.predict(row)) vs \(time)")
     }
