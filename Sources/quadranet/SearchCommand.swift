@@ -36,7 +36,7 @@ struct SearchCostOptions: ParsableArguments {
   var requestedRounds: Int?
   @Option(
     parsing: .unconditional,
-    help: "Profile architectures calibrate and --train-best re-measure first to put their measurements on the profile's scale beside the speed reference, 0...100 (0: the reference alone).")
+    help: "Profile architectures calibrate and --train-best re-measure in every pass, each pass scaled so that they come out as stored, 0...100 (0: the speed reference alone).")
   var anchors: Int = Profiler.anchorCount
   @Flag(help: "Profile only whole architectures for the linear feature model, without the per-part table.")
   var noPartTable = false
