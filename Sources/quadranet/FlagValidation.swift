@@ -35,6 +35,17 @@ enum FlagCheck {
     }
   }
 
+  /// The directory an output file `path` goes to must exist, checked before any work whose result it would
+  /// hold (nil: no file asked for).
+  static func outputFile(_ path: String?, _ flag: String) throws {
+    guard let path else { return }
+    let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+      throw ValidationError("\(flag) \(path.prefix(200)): the directory \(directory.prefix(200)) does not exist")
+    }
+  }
+
   static func integer(_ value: Int?, in range: ClosedRange<Int>, _ flag: String) throws {
     guard let value else { return }
     guard range.contains(value) else {

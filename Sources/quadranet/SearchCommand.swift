@@ -573,13 +573,7 @@ struct SearchProxiesCommand: ParsableCommand {
     try FlagCheck.integer(resolution, in: 1...8192, "--resolution")
     _ = try selectedProxies()
     // Checked before the proxies run (short-training takes minutes), not when the report is written.
-    if let json {
-      let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
-      var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw ValidationError("--json \(json.prefix(200)): the directory \(directory.prefix(200)) does not exist")
-      }
-    }
+    try FlagCheck.outputFile(json, "--json")
   }
 
   /// `--proxies` parsed: each name once, in the order given.
@@ -771,13 +765,7 @@ struct SearchPredictCommand: ParsableCommand {
       throw ValidationError("expected 1...1000 model config files, got \(configs.count)")
     }
     try FlagCheck.integer(resolution, in: 1...8192, "--resolution")
-    if let json {
-      let directory = URL(fileURLWithPath: json).deletingLastPathComponent().path
-      var isDirectory: ObjCBool = false
-      guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw ValidationError("--json \(json.prefix(200)): the directory \(directory.prefix(200)) does not exist")
-      }
-    }
+    try FlagCheck.outputFile(json, "--json")
   }
 
   /// One line of `--json`.
