@@ -82,8 +82,9 @@ import Testing
     let (l2, l3) = (1 << 21, 32 << 20)
     let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(small.fuses)
-    #expect(small.blockRows == ((1 << 21) - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4))
-    #expect(small.blocks == (12544 + small.blockRows - 1) / small.blockRows)
+    // 799 rows fit next to the weights; 12,544 rows make sixteen equal blocks of 784 within that.
+    #expect(((1 << 21) - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4) == 799)
+    #expect(small.blockRows == 784 && small.blocks == 16)
     #expect(small.block(small.blocks - 1).upperBound == 12544)
     let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
     #expect(!wide.fuses)
@@ -136,7 +137,41 @@ import Testing
     #expect(q28[2].blockRows == 288 && q28[2].blocks == 2)
     // Too few rows for two blocks of 256 (quadranet-28's third stage at batch 16) stay unfused.
     #expect(!ResidualMLPKernels.Shape(rows: 144, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3).fuses)
-    #expect(q28[0].blockRows == (l2 - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4))
+    // The first: 184 rows fit next to its weights in 512 KiB, 12,544 rows make seventy blocks of 180.
+    #expect((l2 - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4) == 184)
+    #expect(q28[0].blockRows == 180 && q28[0].blocks == 70)
+  }
+
+  /// Blocks fused in L2 come in an even number of equal blocks, so that two threads get equal shares; where
+  /// that would make them shorter than the minimum, an odd count is rounded down instead of up.
+  @Test func level2BlocksComeInAnEvenNumber() {
+    typealias Shape = ResidualMLPKernels.Shape
+    // quadranet-28 at batch 64 with a 2 MiB L2 (the Intel Xeon): its second stage fits 369 rows per block,
+    // its third 124; nine and five blocks would give one thread a block more than the other.
+    #expect(Shape.level2BlockRows(rows: 3136, limit: 369) == 314)
+    #expect(Shape.level2BlockRows(rows: 576, limit: 124) == 144)
+    let (l2, l3) = (1 << 21, 260 << 20)
+    let stages = [(12544, 40, 80), (3136, 80, 160), (576, 160, 320)].map {
+      Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3)
+    }
+    #expect(stages.map(\.fuses) == [true, true, true])
+    #expect(stages.map(\.blocks) == [16, 10, 4])
+    #expect(stages.map(\.blockRows) == [784, 314, 144])
+    // Rows that fit one block stay one; an even count within the limit is kept even when short.
+    #expect(Shape.level2BlockRows(rows: 100, limit: 300) == 300)
+    #expect(Shape.level2BlockRows(rows: 440, limit: 120) == 110)
+    // Whatever the rows and limit: blocks cover the rows in an even number (one when they fit; as with
+    // ``balancedBlockRows``, whenever the blocks are taller than their number), and overshoot
+    // the limit only where equal blocks within it would be shorter than the minimum.
+    for limit in [112, 150, 400, 1000] {
+      for rows in stride(from: 1, through: 20000, by: 37) {
+        let height = Shape.level2BlockRows(rows: rows, limit: limit)
+        let count = (rows + height - 1) / height
+        #expect(count == 1 || count % 2 == 0 || height < count, "rows \(rows), limit \(limit): \(count) blocks of \(height)")
+        #expect(height <= limit || height < 2 * limit && (rows + limit - 1) / limit % 2 == 1)
+        if height > limit { #expect(Shape.balancedBlockRows(rows: rows, limit: limit) < Shape.minimumBlockRows) }
+      }
+    }
   }
 }
 
