@@ -57,12 +57,21 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
   public var level2CacheBytes: Int
   /// Size of the level-3 cache (shared by several cores), in bytes; the level-2 size where there is none.
   public var level3CacheBytes: Int
+  /// Whether a 512-bit multiply-add costs no more than a 256-bit one: the core has full-width 512-bit FMA
+  /// pipes (Intel's AVX-512 cores, AMD from Zen 5, family 26), instead of splitting each 512-bit operation
+  /// into two 256-bit halves (Zen 4, family 25). Only meaningful with ``VectorISA/avx512``; read from the
+  /// vendor and family, since no CPUID bit tells (see ``fullWidthVectors(cpuinfo:)``).
+  public var fullWidth512: Bool
 
-  public init(vectorISA: VectorISA, level1DataCacheBytes: Int, level2CacheBytes: Int, level3CacheBytes: Int) {
+  public init(
+    vectorISA: VectorISA, level1DataCacheBytes: Int, level2CacheBytes: Int, level3CacheBytes: Int,
+    fullWidth512: Bool = false
+  ) {
     self.vectorISA = vectorISA
     self.level1DataCacheBytes = level1DataCacheBytes
     self.level2CacheBytes = level2CacheBytes
     self.level3CacheBytes = level3CacheBytes
+    self.fullWidth512 = fullWidth512
   }
 
   /// Used for whatever cannot be read: 32 KiB L1d, 512 KiB L2 and 8 MiB L3, no wide vectors.
@@ -74,7 +83,8 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
 
   public var description: String {
     let isa = kernelVectorISA == vectorISA ? "\(vectorISA)" : "\(vectorISA) (kernels \(kernelVectorISA): this build's)"
-    return "\(isa), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
+    let width = vectorISA >= .avx512 ? (fullWidth512 ? " (full-width 512-bit FMA)" : " (512-bit FMA in two halves)") : ""
+    return "\(isa)\(width), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
       + "L3 \(level3CacheBytes >> 10) KiB"
   }
 
@@ -84,6 +94,7 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
     var info = fallback
     if let text = readPrefix(root + "proc/cpuinfo", maximumBytes: 1 << 16) {
       info.vectorISA = vectorISA(cpuinfo: text)
+      info.fullWidth512 = info.vectorISA >= .avx512 && fullWidthVectors(cpuinfo: text)
     }
     let sizes = cacheSizes(directory: root + "sys/devices/system/cpu/cpu0/cache")
     if let l1 = sizes.l1 { info.level1DataCacheBytes = l1 }
@@ -106,6 +117,28 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
     let flags = Set(line.split(separator: ":", maxSplits: 1)[1].split(separator: " ").map(String.init))
     guard flags.contains("avx2"), flags.contains("fma") else { return .baseline }
     return flags.contains("avx512f") ? .avx512 : .avx2
+  }
+
+  /// Whether the first processor of `/proc/cpuinfo` text has full-width 512-bit FMA pipes, by its vendor and
+  /// family: every Intel core (`GenuineIntel`) with AVX-512 executes a 512-bit FMA as one operation, AMD's
+  /// from family 26 (Zen 5) on; AMD's family 25 (Zen 4) splits it into two 256-bit halves. The exceptions
+  /// this misjudges (Intel server parts with a single 512-bit FMA port, Zen 5's mobile parts) lose at most
+  /// the zero lanes of a part-filled 16-lane block; `QUADRANET_DEPTHWISE_LANES` overrides the choice.
+  static func fullWidthVectors(cpuinfo text: String) -> Bool {
+    func field(_ name: String) -> String? {
+      guard
+        let line = text.split(separator: "\n").first(where: {
+          $0.hasPrefix(name) && $0.split(separator: ":", maxSplits: 1).first?.trimmingCharacters(in: .whitespaces) == name
+        })
+      else { return nil }
+      let parts = line.split(separator: ":", maxSplits: 1)
+      return parts.count == 2 ? parts[1].trimmingCharacters(in: .whitespaces) : nil
+    }
+    switch field("vendor_id") {
+    case "GenuineIntel": return true
+    case "AuthenticAMD": return field("cpu family").flatMap { Int($0) }.map { $0 >= 26 } ?? false
+    default: return false
+    }
   }
 
   /// The level-1 data, level-2 and level-3 sizes listed in a sysfs `cache` directory (nil where absent).

@@ -25,6 +25,23 @@ import Testing
     #expect(CPUInfo.VectorISA.avx512 > .avx2 && CPUInfo.VectorISA.avx2.floatLanes == 8)
   }
 
+  /// Full-width 512-bit FMAs by vendor and family: every Intel AVX-512 core, AMD from family 26 (Zen 5), not
+  /// Zen 4 (family 25) nor an unknown vendor; a field name must match whole (`cpu family`, not `cpu family2`).
+  @Test func readsFullWidthVectorsFromVendorAndFamily() {
+    func text(_ vendor: String, _ family: String) -> String {
+      "processor\t: 0\nvendor_id\t: \(vendor)\ncpu family\t: \(family)\nmodel\t\t: 17\nflags\t\t: avx2 fma avx512f\n"
+        + "processor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+    }
+    #expect(CPUInfo.fullWidthVectors(cpuinfo: text("GenuineIntel", "6")))
+    #expect(CPUInfo.fullWidthVectors(cpuinfo: text("AuthenticAMD", "26")))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: text("AuthenticAMD", "25")))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: text("AuthenticAMD", "x")))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: text("HygonGenuine", "24")))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: "vendor_id\t: AuthenticAMD\ncpu family2\t: 26\n"))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: "no fields here"))
+    #expect(!CPUInfo.fullWidthVectors(cpuinfo: ""))
+  }
+
   /// The kernels use the processor's ISA but never more than the build's: a native build targets this
   /// processor (the Clang importer's feature macros must agree with `/proc/cpuinfo`), the portable build
   /// the baseline, and a `QUADRANET_TARGET_CPU` build whatever it named (checked only to be no wider).
@@ -63,11 +80,13 @@ import Testing
     try write("2048K\n", "index2/size")
     try FileManager.default.createDirectory(
       at: root.appendingPathComponent("proc"), withIntermediateDirectories: true)
-    try "flags\t: sse2 avx2 fma\n".write(
+    try "vendor_id\t: GenuineIntel\nflags\t: sse2 avx2 fma\n".write(
       to: root.appendingPathComponent("proc/cpuinfo"), atomically: true, encoding: .utf8)
 
     let info = CPUInfo.detect(root: root.path + "/")
     #expect(info.vectorISA == .avx2)
+    // An Intel core without AVX-512 has no 512-bit FMAs at all.
+    #expect(!info.fullWidth512)
     #expect(info.level1DataCacheBytes == 48 << 10)
     #expect(info.level2CacheBytes == 2 << 20)
     // No L3 listed: the L2 size stands in.

@@ -242,20 +242,28 @@ import Testing
     }
   }
 
-  /// AVX-512 takes 16 lanes only where a partial last 16-lane block wastes at most 1/8 of the lanes;
-  /// AVX2 and the baseline always take 8.
+  /// AVX-512 whose 512-bit FMAs are two halves takes 16 lanes only where a partial last 16-lane block wastes at
+  /// most 1/8 of the lanes; with full-width 512-bit FMAs it always takes 16; AVX2 and the baseline always take 8.
   @Test func laneChoicePerProcessor() {
     #if QUADRANET_PORTABLE
-      for c in [8, 16, 64] { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 8) }
+      for c in [8, 16, 64] {
+        #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 8)
+        #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512, fullWidth512: true) == 8)
+      }
     #else
       let sixteen = [16, 32, 48, 56, 64, 72, 80, 96, 160, 320, 512]
       let eight = [1, 7, 8, 9, 24, 40]
       for c in sixteen { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 16, "C \(c)") }
       for c in eight { #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512) == 8, "C \(c)") }
+      for c in sixteen + eight {
+        #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx512, fullWidth512: true) == 16, "C \(c)")
+      }
     #endif
-    for c in [8, 16, 64, 72] {
-      #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx2) == 8)
-      #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .baseline) == 8)
+    for c in [8, 16, 40, 64, 72] {
+      for fullWidth512 in [false, true] {
+        #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .avx2, fullWidth512: fullWidth512) == 8)
+        #expect(DepthwiseConvolution.preferredLanes(channels: c, isa: .baseline, fullWidth512: fullWidth512) == 8)
+      }
     }
   }
 }

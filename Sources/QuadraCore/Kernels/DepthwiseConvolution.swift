@@ -7,8 +7,9 @@ import Foundation
 ///
 /// ## Layout
 /// Channels are processed in blocks of `L` lanes, one vector: `L = 16` (one zmm register)
-/// where the processor has AVX-512 and few lanes would be wasted on a partial last block,
-/// otherwise `L = 8` (one ymm register); see ``preferredLanes(channels:isa:)``.
+/// where the processor has AVX-512 with full-width 512-bit FMAs, or few lanes would be wasted
+/// on a partial last block,
+/// otherwise `L = 8` (one ymm register); see ``preferredLanes(channels:isa:fullWidth512:)``.
 /// Each thread copies the input rows it needs, once each, into a small ring of
 /// *padded, channel-blocked* rows: `[⌈C/L⌉ blocks][W + 2p columns][L lanes]`, zero
 /// in the `p` pad columns on each side and in the unused lanes of a last partial
@@ -72,13 +73,20 @@ public enum DepthwiseConvolution {
   /// The channel-block width (8 or 16) for `channels` channels on a processor with `isa`:
   /// 16 with AVX-512 when the zero lanes of a partial last 16-lane block are at most 1/8 of
   /// all lanes (so C = 16, 32, 48, 64, 72, 80, … but not 8, 24 or 40, whose 16-lane blocks
-  /// would compute 33%, 25% or 17% zeros), otherwise 8. The portable build always uses 8:
-  /// it assumes no wide vectors.
-  static func preferredLanes(channels: Int, isa: CPUInfo.VectorISA) -> Int {
+  /// would compute 33%, 25% or 17% zeros), otherwise 8 — where a 512-bit FMA is two 256-bit
+  /// halves (Zen 4), zero lanes cost as much as real ones. With full-width 512-bit FMAs
+  /// (``CPUInfo/fullWidth512``) a 16-lane instruction costs what an 8-lane one does, so 16 lanes
+  /// never need more instructions and always win: on an Intel Xeon (family 6 model 207, one
+  /// thread), quadranet-28's first-stage mixer (C = 40) backward 2.04 → 1.38 ms, forward
+  /// unchanged (`bench ops --ops normalizedQuadraticDepthwiseConv2D --variant '[64,'`), and its
+  /// training step 1114–1144 → 1164–1183 img/s (medians, three alternations; README, Stop 35).
+  /// The portable build always uses 8: it assumes no wide vectors.
+  static func preferredLanes(channels: Int, isa: CPUInfo.VectorISA, fullWidth512: Bool = false) -> Int {
     #if QUADRANET_PORTABLE
       return 8
     #else
       guard isa >= .avx512 else { return 8 }
+      if fullWidth512 { return 16 }
       let padded = (channels + 15) / 16 * 16
       return (padded - channels) * 8 <= padded ? 16 : 8
     #endif
@@ -97,7 +105,9 @@ public enum DepthwiseConvolution {
 
   /// The block width a kernel call uses for `channels` channels.
   static func lanes(channels: Int) -> Int {
-    lanesOverride ?? environmentLanes ?? preferredLanes(channels: channels, isa: CPUInfo.current.kernelVectorISA)
+    lanesOverride ?? environmentLanes
+      ?? preferredLanes(
+        channels: channels, isa: CPUInfo.current.kernelVectorISA, fullWidth512: CPUInfo.current.fullWidth512)
   }
 
   /// Whether this build on this processor has the 32 vector registers the paired weight-gradient tile (and
