@@ -49,8 +49,11 @@ import Testing
     // gradients with a C of up to half of L2 (128 × 512 floats and a little more) in place; 6 × 16: a quarter.
     #expect(
       GEMM.Blocking(shape: .rows14Columns32, cpu: zen4)
-        == GEMM.Blocking(kc: 512, mc: 252, nc: 1024, inPlaceDepth: 384, inPlaceTransposedAProduct: 252 * 512))
-    #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4) == GEMM.Blocking(kc: 256, mc: 510, nc: 2048))
+        == GEMM.Blocking(
+          kc: 512, mc: 252, nc: 1024, inPlaceDepth: 384, inPlaceTransposedAProduct: 252 * 512, inPlaceBlockFloats: 4096))
+    #expect(
+      GEMM.Blocking(shape: .rows6Columns16, cpu: zen4)
+        == GEMM.Blocking(kc: 256, mc: 510, nc: 2048, inPlaceBlockFloats: 4096))
     #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4).inPlaceTransposedAProduct == 510 * 256 / 2)
     #expect(GEMM.Blocking(shape: .rows6Columns16, cpu: zen4).inPlaceDepth == 384)
     let tiny = CPUInfo(vectorISA: .avx2, level1DataCacheBytes: 1 << 10, level2CacheBytes: 1 << 10, level3CacheBytes: 1 << 10)
@@ -64,6 +67,16 @@ import Testing
         #expect(blocking.nc % shape.nr == 0 && (shape.nr...4096).contains(blocking.nc))
       }
     }
+    // A block of op(A) read in place keeps to half of L1 (4096 floats on Zen 4) when four or more column
+    // panels reuse it and that holds four row tiles or more; otherwise it takes mc rows.
+    let wide = GEMM.Blocking(shape: .rows14Columns32, cpu: zen4)
+    #expect(wide.inPlaceRows(k: 64, n: 256, mr: 14, nr: 32) == 56)
+    #expect(wide.inPlaceRows(k: 16, n: 256, mr: 14, nr: 32) == 252)
+    #expect(wide.inPlaceRows(k: 20, n: 128, mr: 14, nr: 32) == 196)
+    #expect(wide.inPlaceRows(k: 64, n: 96, mr: 14, nr: 32) == 252)
+    #expect(wide.inPlaceRows(k: 80, n: 1024, mr: 14, nr: 32) == 252)
+    #expect(wide.inPlaceRows(k: 384, n: 1024, mr: 14, nr: 32) == 252)
+    #expect(wide.inPlaceRows(k: 0, n: 1024, mr: 14, nr: 32) == 252)
     // One pass over k up to 1.5 kc, otherwise equal blocks of at most kc.
     let blocking = GEMM.Blocking(kc: 256, mc: 504, nc: 2048)
     #expect(blocking.depth(0) == 1 && blocking.depth(384) == 384 && blocking.depth(385) == 193)
