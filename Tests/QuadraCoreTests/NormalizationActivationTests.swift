@@ -35,6 +35,39 @@ import Testing
     #expect(worst < 2e-3 * Float(c > 1 ? 1 : 0) + 1e-4)
   }
 
+  /// The four-row statistics (interleaved chains) give the one-row version's bits, whatever the width (vector
+  /// part, scalar tail or both) and the rows' scales and offsets; so do whole LayerNorms over row counts that
+  /// leave 0–3 rows after the groups of four, row by row against the one-row statistics.
+  @Test(arguments: [1, 7, 8, 13, 40, 80, 161])
+  func fourRowStatisticsGiveTheOneRowBits(columns c: Int) {
+    var generator = RandomGenerator(seed: UInt64(c))
+    let x = Tensor.uniform(shape: [4, c], lower: -3, upper: 5, using: &generator)
+    let p = x.buffer.pointer
+    for r in 0..<4 { for j in 0..<c { p[r * c + j] = p[r * c + j] * Float(1 << (3 * r)) + Float(100 * r) } }
+    var mean = [Float](repeating: 0, count: 4), rstd = [Float](repeating: 0, count: 4)
+    NormalizationKernels.statistics(UnsafePointer(p), columns: c, epsilon: 1e-5, mean: &mean, inverseStandardDeviation: &rstd)
+    for r in 0..<4 {
+      let one = NormalizationKernels.statistics(UnsafePointer(p + r * c), columns: c, epsilon: 1e-5)
+      #expect(mean[r].bitPattern == one.mean.bitPattern && rstd[r].bitPattern == one.inverseStandardDeviation.bitPattern)
+    }
+    for rows in [1, 2, 3, 4, 5, 6, 7, 9] {
+      let input = Tensor.uniform(shape: [rows, c], lower: -2, upper: 2, using: &generator)
+      let weight = Tensor.uniform(shape: [c], lower: 0.5, upper: 1.5, using: &generator)
+      let bias = Tensor.uniform(shape: [c], lower: -1, upper: 1, using: &generator)
+      let (y, statistics) = input.layerNorm(weight: weight, bias: bias, epsilon: 1e-5)
+      for r in 0..<rows {
+        let one = NormalizationKernels.statistics(input.buffer.pointer + r * c, columns: c, epsilon: 1e-5)
+        #expect(statistics.mean.scalars[r].bitPattern == one.mean.bitPattern)
+        #expect(statistics.inverseStandardDeviation.scalars[r].bitPattern == one.inverseStandardDeviation.bitPattern)
+        for j in 0..<c {
+          let expected =
+            (input.scalars[r * c + j] - one.mean) * one.inverseStandardDeviation * weight.scalars[j] + bias.scalars[j]
+          #expect(abs(y.scalars[r * c + j] - expected) <= 1e-5 * Swift.max(1, abs(expected)))
+        }
+      }
+    }
+  }
+
   @Test func layerNormBackwardMatchesReferenceFormulas() {
     let c = 19
     let x = randomTensor([2, 3, c], seed: 5), g = randomTensor([2, 3, c], seed: 6)

@@ -194,11 +194,9 @@ enum ResidualMLPKernels {
       for index in blocks {
         let range = s.block(index)
         let r0 = range.lowerBound, count = range.count
-        for row in range {
-          (mean[row], rstd[row]) = NormalizationKernels.layerNormRow(
-            x + row * c, columns: c, weight: p.normWeight, bias: p.normBias, epsilon: epsilon,
-            output: normalized + (row - r0) * c)
-        }
+        NormalizationKernels.layerNormRows(
+          x, rows: range, columns: c, weight: p.normWeight, bias: p.normBias, epsilon: epsilon, output: normalized,
+          mean: mean, inverseStandardDeviation: rstd, outputRowOffset: r0)
         // h = x̂·W₁ᵀ + b₁, kept for the backward pass.
         GEMM.multiply(
           m: count, a: normalized, lda: c, packedB: expand, c: hidden + r0 * h, ldc: h, columnBias: p.expandBias,
