@@ -82,9 +82,9 @@ public struct CPUInfo: Sendable, Equatable, CustomStringConvertible {
   public static let current: CPUInfo = detect()
 
   public var description: String {
-    let isa = kernelVectorISA == vectorISA ? "\(vectorISA)" : "\(vectorISA) (kernels \(kernelVectorISA): this build's)"
     let width = vectorISA >= .avx512 ? (fullWidth512 ? " (full-width 512-bit FMA)" : " (512-bit FMA in two halves)") : ""
-    return "\(isa)\(width), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
+    let kernels = kernelVectorISA == vectorISA ? "" : " (kernels \(kernelVectorISA): this build's)"
+    return "\(vectorISA)\(width)\(kernels), L1d \(level1DataCacheBytes >> 10) KiB, L2 \(level2CacheBytes >> 10) KiB, "
       + "L3 \(level3CacheBytes >> 10) KiB"
   }
 

@@ -40,6 +40,17 @@ import Testing
     #expect(!CPUInfo.fullWidthVectors(cpuinfo: "vendor_id\t: AuthenticAMD\ncpu family2\t: 26\n"))
     #expect(!CPUInfo.fullWidthVectors(cpuinfo: "no fields here"))
     #expect(!CPUInfo.fullWidthVectors(cpuinfo: ""))
+    // `quadranet info` shows it next to the processor's ISA, before what a narrower build's kernels use.
+    let info = CPUInfo(
+      vectorISA: .avx512, level1DataCacheBytes: 48 << 10, level2CacheBytes: 2 << 20, level3CacheBytes: 32 << 20,
+      fullWidth512: true)
+    #expect(info.description.hasPrefix("avx512 (full-width 512-bit FMA)"))
+    var zen4 = info
+    zen4.fullWidth512 = false
+    #expect(zen4.description.hasPrefix("avx512 (512-bit FMA in two halves)"))
+    var avx2 = info
+    avx2.vectorISA = .avx2
+    #expect(!avx2.description.contains("512-bit"))
   }
 
   /// The kernels use the processor's ISA but never more than the build's: a native build targets this
