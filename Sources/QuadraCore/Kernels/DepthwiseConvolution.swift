@@ -7,9 +7,9 @@ import Foundation
 ///
 /// ## Layout
 /// Channels are processed in blocks of `L` lanes, one vector: `L = 16` (one zmm register)
-/// where the processor has AVX-512 with full-width 512-bit FMAs, or few lanes would be wasted
-/// on a partial last block,
-/// otherwise `L = 8` (one ymm register); see ``preferredLanes(channels:isa:fullWidth512:)``.
+/// where the processor has AVX-512 with full-width 512-bit FMAs, or with few lanes wasted on a
+/// partial last block, otherwise `L = 8` (one ymm register); see
+/// ``preferredLanes(channels:isa:fullWidth512:)``.
 /// Each thread copies the input rows it needs, once each, into a small ring of
 /// *padded, channel-blocked* rows: `[⌈C/L⌉ blocks][W + 2p columns][L lanes]`, zero
 /// in the `p` pad columns on each side and in the unused lanes of a last partial
