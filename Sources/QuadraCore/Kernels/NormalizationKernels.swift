@@ -35,11 +35,7 @@ enum NormalizationKernels {
     var row = rows.lowerBound
     while row < rows.upperBound {
       let count = Swift.min(4, rows.upperBound - row)
-      if count == 4 {
-        statistics(x + row * c, columns: c, epsilon: epsilon, mean: mean + row, inverseStandardDeviation: rstd + row)
-      } else {
-        for r in row..<(row + count) { (mean[r], rstd[r]) = statistics(x + r * c, columns: c, epsilon: epsilon) }
-      }
+      statistics(x, rows: row..<(row + count), columns: c, epsilon: epsilon, mean: mean, inverseStandardDeviation: rstd)
       for r in row..<(row + count) {
         normalizeRow(
           x + r * c, columns: c, weight: weight, bias: bias, mean: mean[r], inverseStandardDeviation: rstd[r],
@@ -58,15 +54,26 @@ enum NormalizationKernels {
   ) {
     Parallel.forRanges(rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / Swift.max(c, 1))) {
       range in
-      var row = range.lowerBound
-      while row + 4 <= range.upperBound {
-        statistics(x + row * c, columns: c, epsilon: epsilon, mean: mean + row, inverseStandardDeviation: rstd + row)
-        row += 4
-      }
-      while row < range.upperBound {
-        (mean[row], rstd[row]) = statistics(x + row * c, columns: c, epsilon: epsilon)
-        row += 1
-      }
+      statistics(x, rows: range, columns: c, epsilon: epsilon, mean: mean, inverseStandardDeviation: rstd)
+    }
+  }
+
+  /// The statistics of the rows `rows` of row-major `x` (row stride `c`) into `mean[r]` and `rstd[r]`, on the
+  /// calling thread: four rows at a time (``statistics(_:columns:epsilon:mean:inverseStandardDeviation:)``), the
+  /// last 0–3 one by one (the same bits either way).
+  @inline(__always)
+  static func statistics(
+    _ x: UnsafePointer<Float>, rows: Range<Int>, columns c: Int, epsilon: Float, mean: UnsafeMutablePointer<Float>,
+    inverseStandardDeviation rstd: UnsafeMutablePointer<Float>
+  ) {
+    var row = rows.lowerBound
+    while row + 4 <= rows.upperBound {
+      statistics(x + row * c, columns: c, epsilon: epsilon, mean: mean + row, inverseStandardDeviation: rstd + row)
+      row += 4
+    }
+    while row < rows.upperBound {
+      (mean[row], rstd[row]) = statistics(x + row * c, columns: c, epsilon: epsilon)
+      row += 1
     }
   }
 
