@@ -6,7 +6,8 @@ import Testing
 /// (``DepthwiseConvolution/Kernels/inPlaceTiling(_:)``: the forward pass, and `x` and `∂L/∂y` in the fused
 /// backward), against the padded-row ring's passes they replace (turned back on with
 /// ``DepthwiseConvolution/rowsInPlaceOverride``) and against the reference. The block width and the weight
-/// tile are forced (8 lanes, no paired weight rows: AVX2's path), so the in-place passes run on any machine.
+/// tiles are forced (8 lanes without paired weight rows: AVX2's path; 16 lanes with the in-place weight gradient
+/// one kernel row or two per pass: AVX-512's), so every configuration runs on any machine.
 @Suite struct DepthwiseInPlaceRowsTests {
   /// (N, H, W, C): rows of one tile (W = 7 with both edges in one 7-column tile, W = 8 in one 8-column tile),
   /// of 8- and 7-column tiles together (15, 22, 23, 29), of 7-column tiles only (14, 28), of 8-column tiles only
@@ -16,11 +17,26 @@ import Testing
     (2, 1, 29, 8), (2, 8, 56, 64),
   ]
 
-  /// Runs `body` with 8-lane blocks and the one-row weight tile, with the in-place passes on or off.
-  static func withAVX2Tiles<R>(inPlace: Bool, _ body: () -> R) -> R {
-    DepthwiseConvolution.$lanesOverride.withValue(8) {
-      DepthwiseConvolution.$weightRowPairsOverride.withValue(false) {
-        DepthwiseConvolution.$rowsInPlaceOverride.withValue(inPlace ? nil : false, operation: body)
+  /// A block width with its weight-gradient tiles: 8 lanes with the one-row ring tile (AVX2), 16 lanes with the
+  /// in-place weight gradient taking one kernel row or two per pass (AVX-512).
+  struct Tiles: Sendable, CustomTestStringConvertible {
+    var lanes: Int
+    var pairsUnpaddedRows: Bool
+    var testDescription: String { "\(lanes) lanes\(pairsUnpaddedRows ? ", paired in-place weight rows" : "")" }
+  }
+
+  static let tileConfigurations = [
+    Tiles(lanes: 8, pairsUnpaddedRows: false), Tiles(lanes: 16, pairsUnpaddedRows: false),
+    Tiles(lanes: 16, pairsUnpaddedRows: true),
+  ]
+
+  /// Runs `body` with `tiles`, with the in-place passes on or off.
+  static func with<R>(_ tiles: Tiles, inPlace: Bool, _ body: () -> R) -> R {
+    DepthwiseConvolution.$lanesOverride.withValue(tiles.lanes) {
+      DepthwiseConvolution.$weightRowPairsOverride.withValue(tiles.lanes == 16) {
+        DepthwiseConvolution.$unpaddedWeightRowPairsOverride.withValue(tiles.pairsUnpaddedRows) {
+          DepthwiseConvolution.$rowsInPlaceOverride.withValue(inPlace ? nil : false, operation: body)
+        }
       }
     }
   }
@@ -46,67 +62,108 @@ import Testing
     #expect(tiling(w: 13) == nil)
     #expect(tiling(w: 56, c: 20) == nil, "a partial channel block")
     #expect(tiling(w: 56, k: 5) == nil)
-    #expect(tiling(w: 56, lanes: 16) == nil, "16-lane blocks keep the ring")
+    #expect(tiling(w: 56, lanes: 16, pairs: true)! == (7, 0), "16-lane blocks read in place too")
+    #expect(tiling(w: 56, c: 24, lanes: 16, pairs: true) == nil, "a partial 16-lane block")
     #expect(tiling(w: 56, pairs: true) == nil, "the paired weight tile keeps the ring")
     for (_, _, w, c) in Self.cases { #expect(tiling(w: w, c: c) != nil, "W \(w) C \(c)") }
   }
 
   /// The same bits as the ring's passes (every output is the same sum in the same order: the ring's pad columns
-  /// add `0 · w`), on 1 and 2 threads, with the streaming path forced on and off, and the fused backward's rows
-  /// split into 1 and 3 ranges; and within tolerance of the reference.
-  @Test(arguments: [1, 2], [false, true])
-  func matchRingAndReference(threads: Int, streaming: Bool) {
-    var rng = RandomGenerator(seed: 3100 + UInt64(threads) + (streaming ? 10 : 0))
-    Parallel.withThreadCount(threads) {
-      DepthwiseConvolution.$streamingOverride.withValue(streaming) {
-        for (n, h, w, c) in Self.cases {
-          let label = "N\(n) \(h)×\(w) C\(c) threads \(threads) streaming \(streaming)"
-          let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
-          let weight = Tensor.normal(shape: [7, 7, c], using: &rng)
-          let bias = Tensor.normal(shape: [c], using: &rng)
-          let dy = Tensor.normal(shape: x.shape, using: &rng)
-          let shape = Self.withAVX2Tiles(inPlace: true) {
-            DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: 7, op: "test")
-          }
-          #expect(Self.withAVX2Tiles(inPlace: true) { DepthwiseConvolution.Kernels<SIMD8<Float>>.inPlaceTiling(shape) } != nil)
-          #expect(Self.withAVX2Tiles(inPlace: false) { DepthwiseConvolution.Kernels<SIMD8<Float>>.inPlaceTiling(shape) } == nil)
-
-          let y = [false, true].map { inPlace in
-            Self.withAVX2Tiles(inPlace: inPlace) { x.depthwiseConv2D(weight: weight, bias: bias) }
-          }
-          #expect(y[0].scalars == y[1].scalars, "\(label): forward differs from the ring's")
-          expectClose(y[1], ConvolutionReference.depthwise(x: x, w: weight, b: bias), label + " y")
-
-          let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
-          for chunks in [1, 3] {
-            let runs = [false, true].map { inPlace in
-              let dx = Tensor(uninitializedShape: x.shape), dw = Tensor(uninitializedShape: weight.shape)
-              let db = Tensor(uninitializedShape: bias.shape)
-              Self.withAVX2Tiles(inPlace: inPlace) {
-                DepthwiseConvolution.backward(
-                  input: x.buffer.pointer, weight: weight.buffer.pointer, outputGradient: dy.buffer.pointer,
-                  inputGradient: dx.buffer.pointer, weightGradient: dw.buffer.pointer, biasGradient: db.buffer.pointer,
-                  shape: shape, chunks: chunks)
-              }
-              return (dx, dw, db)
+  /// add `0 · w`; the two-row weight tile adds each row's terms in the one-row tile's order), on 1 and 2 threads,
+  /// with the streaming path forced on and off, and the fused backward's rows split into 1 and 3 ranges; and
+  /// within tolerance of the reference. Channel counts that are not whole blocks of the width are left out.
+  @Test(arguments: [1, 2], tileConfigurations)
+  func matchRingAndReference(threads: Int, tiles: Tiles) {
+    for streaming in [false, true] {
+      var rng = RandomGenerator(seed: 3100 + UInt64(threads) + (streaming ? 10 : 0) + UInt64(tiles.lanes))
+      Parallel.withThreadCount(threads) {
+        DepthwiseConvolution.$streamingOverride.withValue(streaming) {
+          for (n, h, w, c) in Self.cases where c % tiles.lanes == 0 {
+            let label = "N\(n) \(h)×\(w) C\(c) threads \(threads) streaming \(streaming) \(tiles.testDescription)"
+            let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
+            let weight = Tensor.normal(shape: [7, 7, c], using: &rng)
+            let bias = Tensor.normal(shape: [c], using: &rng)
+            let dy = Tensor.normal(shape: x.shape, using: &rng)
+            let shape = Self.with(tiles, inPlace: true) {
+              DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: 7, op: "test")
             }
-            let run = "\(label) chunks \(chunks)"
-            #expect(runs[0].0.scalars == runs[1].0.scalars, "\(run): dx differs from the ring's")
-            #expect(runs[0].1.scalars == runs[1].1.scalars, "\(run): dW differs from the ring's")
-            #expect(runs[0].2.scalars == runs[1].2.scalars, "\(run): db differs from the ring's")
-            expectClose(runs[1].0, expected.dx, run + " dx")
-            expectClose(runs[1].1, expected.dw, run + " dW")
-            expectClose(runs[1].2, expected.db, run + " db")
+            #expect(Self.with(tiles, inPlace: true) { Self.inPlaceTiling(shape, lanes: tiles.lanes) } != nil)
+            #expect(Self.with(tiles, inPlace: false) { Self.inPlaceTiling(shape, lanes: tiles.lanes) } == nil)
+
+            let y = [false, true].map { inPlace in
+              Self.with(tiles, inPlace: inPlace) { x.depthwiseConv2D(weight: weight, bias: bias) }
+            }
+            #expect(y[0].scalars == y[1].scalars, "\(label): forward differs from the ring's")
+            expectClose(y[1], ConvolutionReference.depthwise(x: x, w: weight, b: bias), label + " y")
+
+            let expected = ConvolutionReference.depthwiseBackward(x: x, w: weight, dy: dy)
+            for chunks in [1, 3] {
+              let runs = [false, true].map { inPlace in
+                let dx = Tensor(uninitializedShape: x.shape), dw = Tensor(uninitializedShape: weight.shape)
+                let db = Tensor(uninitializedShape: bias.shape)
+                Self.with(tiles, inPlace: inPlace) {
+                  DepthwiseConvolution.backward(
+                    input: x.buffer.pointer, weight: weight.buffer.pointer, outputGradient: dy.buffer.pointer,
+                    inputGradient: dx.buffer.pointer, weightGradient: dw.buffer.pointer, biasGradient: db.buffer.pointer,
+                    shape: shape, chunks: chunks)
+                }
+                return (dx, dw, db)
+              }
+              let run = "\(label) chunks \(chunks)"
+              #expect(runs[0].0.scalars == runs[1].0.scalars, "\(run): dx differs from the ring's")
+              #expect(runs[0].1.scalars == runs[1].1.scalars, "\(run): dW differs from the ring's")
+              #expect(runs[0].2.scalars == runs[1].2.scalars, "\(run): db differs from the ring's")
+              expectClose(runs[1].0, expected.dx, run + " dx")
+              expectClose(runs[1].1, expected.dw, run + " dW")
+              expectClose(runs[1].2, expected.db, run + " db")
+            }
+            // The public entry, as the backend calls it (without the bias gradient).
+            let grads = Self.with(tiles, inPlace: true) {
+              Tensor.depthwiseConv2DBackward(
+                input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: false)
+            }
+            expectClose(grads.input, expected.dx, label + " dx, public entry")
+            expectClose(grads.weight, expected.dw, label + " dW, public entry")
           }
-          // The public entry, as the backend calls it (without the bias gradient).
-          let grads = Self.withAVX2Tiles(inPlace: true) {
-            Tensor.depthwiseConv2DBackward(
-              input: x, weight: weight, outputGradient: dy, needsInputGradient: true, hasBias: false)
-          }
-          expectClose(grads.input, expected.dx, label + " dx, public entry")
-          expectClose(grads.weight, expected.dw, label + " dW, public entry")
         }
       }
     }
+  }
+
+  /// The two-row in-place weight tile gives the same bits as the one-row tile (each kernel row's sums in the same
+  /// order), with odd and even counts of kernel rows inside the image (H = 1…3 at the image's edges, 7 inside),
+  /// through the in-place pass and through the ring's.
+  @Test(arguments: [true, false])
+  func pairedWeightRowsMatchSingleRows(inPlace: Bool) {
+    var rng = RandomGenerator(seed: 3300)
+    for (n, h, w, c) in Self.cases where c % 16 == 0 {
+      let x = Tensor.normal(shape: [n, h, w, c], using: &rng)
+      let weight = Tensor.normal(shape: [7, 7, c], using: &rng)
+      let dy = Tensor.normal(shape: x.shape, using: &rng)
+      let gradients = [false, true].map { pairs in
+        let tiles = Tiles(lanes: 16, pairsUnpaddedRows: pairs)
+        let shape = Self.with(tiles, inPlace: inPlace) {
+          DepthwiseConvolution.Shape(batch: n, height: h, width: w, channels: c, kernelSize: 7, op: "test")
+        }
+        #expect(shape.pairsUnpaddedWeightRows == pairs)
+        let dx = Tensor(uninitializedShape: x.shape), dw = Tensor(uninitializedShape: weight.shape)
+        let db = Tensor(uninitializedShape: [c])
+        Self.with(tiles, inPlace: inPlace) {
+          DepthwiseConvolution.backward(
+            input: x.buffer.pointer, weight: weight.buffer.pointer, outputGradient: dy.buffer.pointer,
+            inputGradient: dx.buffer.pointer, weightGradient: dw.buffer.pointer, biasGradient: db.buffer.pointer,
+            shape: shape, chunks: 2)
+        }
+        return dw
+      }
+      #expect(gradients[0].scalars == gradients[1].scalars, "N\(n) \(h)×\(w) C\(c) in place \(inPlace)")
+    }
+  }
+
+  /// ``DepthwiseConvolution/Kernels/inPlaceTiling(_:)`` at `lanes` (8 or 16).
+  static func inPlaceTiling(_ shape: DepthwiseConvolution.Shape, lanes: Int) -> (eights: Int, sevens: Int)? {
+    lanes == 16
+      ? DepthwiseConvolution.Kernels<SIMD16<Float>>.inPlaceTiling(shape)
+      : DepthwiseConvolution.Kernels<SIMD8<Float>>.inPlaceTiling(shape)
   }
 }

@@ -124,6 +124,10 @@ public enum DepthwiseConvolution {
   /// Read when a ``Shape`` is made, on the calling thread.
   @TaskLocal static var weightRowPairsOverride: Bool?
 
+  /// Forces the in-place 7×7 weight gradient's two-row tile (``Shape/pairsUnpaddedWeightRows``; 16-lane blocks only)
+  /// on or off inside a task (tests run both on any machine). Read when a ``Shape`` is made, on the calling thread.
+  @TaskLocal static var unpaddedWeightRowPairsOverride: Bool?
+
   /// Turns the 7×7 passes that read their input rows in place (``Kernels/inPlaceTiling(_:)``: the forward pass, and
   /// `∂L/∂y` in the fused backward) off (`false`) inside a task, so tests and benchmarks compare them with the
   /// ring's passes on the same shapes. Read on the calling thread when a pass starts.
@@ -178,6 +182,10 @@ public enum DepthwiseConvolution {
     /// (``Kernels/accumulate3(_:_:_:_:_:_:_:_:_:_:_:)`` with `n` = 2 or 3: up to 31 vector registers, so
     /// only with AVX-512's 32; AVX2 runs them one after another).
     let sharesInputs: Bool
+    /// Whether the 7×7 weight gradient read in place takes two kernel rows per pass
+    /// (``Kernels/weightTile7UnpaddedPair(_:_:stride:_:gradientStride:_:_:_:)``): 16-lane blocks where a 512-bit FMA
+    /// is full width (``CPUInfo/fullWidth512``), so that 14 accumulator chains, not 7, keep both FMA pipes busy.
+    let pairsUnpaddedWeightRows: Bool
 
     init(batch: Int, height: Int, width: Int, channels: Int, kernelSize: Int, op: String) {
       opPrecondition(
@@ -193,6 +201,10 @@ public enum DepthwiseConvolution {
       lanes = DepthwiseConvolution.lanes(channels: channels)
       pairsWeightRows = DepthwiseConvolution.weightRowPairsOverride ?? DepthwiseConvolution.pairsWeightRows
       sharesInputs = DepthwiseConvolution.sharedInputTilesOverride ?? DepthwiseConvolution.pairsWeightRows
+      pairsUnpaddedWeightRows =
+        lanes == 16
+        && (DepthwiseConvolution.unpaddedWeightRowPairsOverride
+          ?? (DepthwiseConvolution.pairsWeightRows && CPUInfo.current.fullWidth512))
     }
 
     var padding: Int { kernelSize / 2 }

@@ -340,7 +340,7 @@ extension DepthwiseConvolution {
             let ahead = row + p + 1
             sevenTapRowInPlace(
               tiling, UnsafePointer(rows), khRange, weight, bias, staged ? stagingRow : output + row * rowCount,
-              channels: C, prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
+              channels: C, streaming: streaming && !staged, prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
             if staged { streamLines(stagingRow, to: output + row * rowCount, count: rowCount) }
           }
         }
@@ -658,7 +658,7 @@ extension DepthwiseConvolution {
     /// ``sevenTapTiles8(_:_:_:_:_:_:_:stride:lanes:)``).
     ///
     /// The input columns are `columnStride` floats apart: `L` in a padded channel-blocked row, `C` in an NHWC
-    /// row read in place (``sevenTapRowInPlace(_:_:_:_:_:_:channels:prefetching:)``), which has no pad columns: there
+    /// row read in place (``sevenTapRowInPlace(_:_:_:_:_:_:channels:streaming:prefetching:)``), which has no pad columns: there
     /// `skipsLeading` (a tile at the row's start) leaves out the first 3 input columns, which lie left of the
     /// row, and `skipsTrailing` (a tile at its end) the last 3 (literals, so each case is its own code).
     @inline(__always)
@@ -854,12 +854,17 @@ extension DepthwiseConvolution {
     /// ``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``):
     /// `eights` 8-column tiles, then `sevens` 7-column tiles, covering the row without overlap (`W = 8·eights +
     /// 7·sevens`, the most 8-column tiles; `eights` is 0 where `W` is a multiple of 7 that no 8-column tile
-    /// fits, such as 7, 14, 28). Nil where the ring's passes run: 16-lane blocks (AVX-512, where the ring's
-    /// tiles stream whole lines; not measured against these), shapes whose 7×7 weight gradient does not read
+    /// fits, such as 7, 14, 28). Nil where the ring's passes run: shapes whose 7×7 weight gradient does not read
     /// `x` in place (``weightGradientReadsInputInPlace(_:)``: 8-lane blocks with AVX-512's paired tile, partial
     /// channel blocks, rows narrower than 7), and widths no such tiling covers.
+    ///
+    /// 16-lane blocks (AVX-512) take these passes too: 8-column tiles give 8 accumulator chains where the ring's
+    /// 7-column tiles give 7 (a full-width 512-bit FMA pipe pair needs 8), and no row is copied. Measured on an
+    /// Intel Xeon (one thread, N = 32 and 4, 56×56, C = 64, best of 20 in one process, old and new alternated
+    /// twice): forward 85–93 → 117–126 GFLOP/s, fused backward 96–103 → 114–118 (N = 4: 99 → 132–134 and
+    /// 104–105 → 121–123).
     static func inPlaceTiling(_ s: Shape) -> (eights: Int, sevens: Int)? {
-      guard L == 8 && (DepthwiseConvolution.rowsInPlaceOverride ?? true) && weightGradientReadsInputInPlace(s)
+      guard (DepthwiseConvolution.rowsInPlaceOverride ?? true) && weightGradientReadsInputInPlace(s)
       else { return nil }
       let W = s.width
       if let eights = DepthwiseConvolution.eightColumnTiles(width: W) { return (eights, (W - 8 * eights) / 7) }
@@ -910,7 +915,7 @@ extension DepthwiseConvolution {
               partial: partial, shape: s, hasBias: hasBias, prefetching: ahead < s.rows ? input + ahead * rowCount : nil)
             sevenTapRowInPlace(
               tiling, UnsafePointer(gradientRows), khRange, flipped, nil,
-              staged ? staging : inputGradient + row * rowCount, channels: C,
+              staged ? staging : inputGradient + row * rowCount, channels: C, streaming: streaming && !staged,
               prefetching: ahead < s.rows ? outputGradient + ahead * rowCount : nil)
             if staged { streamLines(staging, to: inputGradient + row * rowCount, count: rowCount) }
           }
@@ -928,8 +933,8 @@ extension DepthwiseConvolution {
     /// (``convolveInPlace(input:weight:bias:output:shape:tiling:staging:stagingStride:)``, and the input gradient of
     /// ``backwardInPlace(input:weight:outputGradient:inputGradient:weightGradient:biasGradient:shape:chunks:tiling:)``):
     /// `tiling`'s 8- and 7-column tiles with the packed `weight` and `bias` (nil: none) of `C / L` whole channel
-    /// blocks, stored `C` floats apart at `output`. `next` (a row a later call reads, or nil) is prefetched into
-    /// L2 a slice per tile position.
+    /// blocks, stored `C` floats apart at `output` (with streaming stores when `streaming`: 16-lane blocks, whole
+    /// aligned lines). `next` (a row a later call reads, or nil) is prefetched into L2 a slice per tile position.
     ///
     /// Tile position by tile position, all channel blocks at each: a pixel's `C` floats are `C / 16` cache lines
     /// holding two or more blocks, so the lines one block's tile loads serve the next blocks' tiles from L1.
@@ -939,7 +944,7 @@ extension DepthwiseConvolution {
     static func sevenTapRowInPlace(
       _ tiling: (eights: Int, sevens: Int), _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>,
       _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>,
-      channels C: Int, prefetching next: UnsafePointer<Float>?
+      channels C: Int, streaming: Bool, prefetching next: UnsafePointer<Float>?
     ) {
       let count = tiling.eights + tiling.sevens
       let rowCount = (8 * tiling.eights + 7 * tiling.sevens) * C
@@ -949,14 +954,14 @@ extension DepthwiseConvolution {
         let edges = (index == 0 ? 1 : 0) | (index == count - 1 ? 2 : 0)
         // Literal positions, so each call runs its own specialization.
         switch (columns, edges) {
-        case (8, 0): tilesInPlace(TilePosition<8, 0>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (8, 1): tilesInPlace(TilePosition<8, 1>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (8, 2): tilesInPlace(TilePosition<8, 2>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (8, _): tilesInPlace(TilePosition<8, 3>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (_, 0): tilesInPlace(TilePosition<7, 0>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (_, 1): tilesInPlace(TilePosition<7, 1>(), rows, khRange, x, weight, bias, out, channels: C)
-        case (_, 2): tilesInPlace(TilePosition<7, 2>(), rows, khRange, x, weight, bias, out, channels: C)
-        default: tilesInPlace(TilePosition<7, 3>(), rows, khRange, x, weight, bias, out, channels: C)
+        case (8, 0): tilesInPlace(TilePosition<8, 0>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (8, 1): tilesInPlace(TilePosition<8, 1>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (8, 2): tilesInPlace(TilePosition<8, 2>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (8, _): tilesInPlace(TilePosition<8, 3>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (_, 0): tilesInPlace(TilePosition<7, 0>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (_, 1): tilesInPlace(TilePosition<7, 1>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        case (_, 2): tilesInPlace(TilePosition<7, 2>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
+        default: tilesInPlace(TilePosition<7, 3>(), rows, khRange, x, weight, bias, out, channels: C, streaming: streaming)
         }
         w0 += columns
         if let next {
@@ -966,7 +971,7 @@ extension DepthwiseConvolution {
       }
     }
 
-    /// A tile position of ``sevenTapRowInPlace(_:_:_:_:_:_:channels:prefetching:)`` as types: `columns` (8 or 7) and
+    /// A tile position of ``sevenTapRowInPlace(_:_:_:_:_:_:channels:streaming:prefetching:)`` as types: `columns` (8 or 7) and
     /// which of the row's ends it touches (`edges`: 1 the first tile, whose 3 input columns on the left lie outside
     /// the row; 2 the last, the 3 on the right; 3 the only tile; 0 an inner one).
     struct TilePosition<let columns: Int, let edges: Int> {}
@@ -980,7 +985,7 @@ extension DepthwiseConvolution {
     static func tilesInPlace<let columns: Int, let edges: Int>(
       _ position: TilePosition<columns, edges>, _ rows: UnsafePointer<UnsafePointer<Float>>, _ khRange: Range<Int>,
       _ x: Int, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>,
-      channels C: Int
+      channels C: Int, streaming: Bool
     ) {
       var block = 0
       while block < C {
@@ -988,7 +993,11 @@ extension DepthwiseConvolution {
         accumulate7(
           columns, &tile, rows, khRange, x + block, weight + block * 49, columnStride: C, skipsLeading: edges & 1 != 0,
           skipsTrailing: edges & 2 != 0)
-        tile.store(columns, output + block, stride: C, lanes: L)
+        if streaming {
+          tile.storeStreaming(columns, output + block, stride: C)
+        } else {
+          tile.store(columns, output + block, stride: C, lanes: L)
+        }
         block += L
       }
     }
@@ -1131,7 +1140,16 @@ extension DepthwiseConvolution {
       for block in 0..<s.blocks {
         let g = dy + block * gradientBlockStride
         if hasBias { addRowSum(g, width: W, columnStride: gs, to: partial + s.packedWeightCount + block * L) }
-        for kh in khRange {
+        var kh = khRange.lowerBound
+        if s.pairsUnpaddedWeightRows {
+          while kh + 1 < khRange.upperBound {
+            let dw = partial + (block * 7 + kh) * 7 * L
+            weightTile7UnpaddedPair(
+              rows[kh] + block * L, rows[kh + 1] + block * L, stride: C, g, gradientStride: gs, dw, dw + 7 * L, W)
+            kh += 2
+          }
+        }
+        for kh in kh..<khRange.upperBound {
           weightTile7Unpadded(
             rows[kh] + block * L, stride: C, g, gradientStride: gs, partial + (block * 7 + kh) * 7 * L, W)
         }
@@ -1179,6 +1197,62 @@ extension DepthwiseConvolution {
       g = load(gp + 2 * gs)
       madd(&a0, r2, g); madd(&a1, r3, g); madd(&a2, r4, g); madd(&a3, r5, g)
       add7(a0, a1, a2, a3, a4, a5, a6, to: dw)
+    }
+
+    /// ``weightTile7Unpadded(_:stride:_:gradientStride:_:_:)`` for two kernel rows at once (`xA` into `dwA`, `xB` into
+    /// `dwB`), with the same sums in the same order (the same bits as two single passes).
+    ///
+    /// One kernel row gives 7 independent accumulator chains, each waiting on its previous FMA every column: where
+    /// a 512-bit FMA takes 4 cycles on each of two full-width pipes (Intel; ``CPUInfo/fullWidth512``), 8 chains keep
+    /// the unit busy, so 7 cap the tile at 7/8 of the peak before anything else. Two rows give 14 chains, and each
+    /// `∂L/∂y` load serves 14 FMAs: 14 accumulators, two windows of 7 inputs and `∂L/∂y` are 29 of AVX-512's 32
+    /// registers (``DepthwiseConvolution/Shape/pairsUnpaddedWeightRows``).
+    @inline(__always)
+    static func weightTile7UnpaddedPair(
+      _ xA: UnsafePointer<Float>, _ xB: UnsafePointer<Float>, stride: Int, _ dy: UnsafePointer<Float>,
+      gradientStride gs: Int, _ dwA: UnsafeMutablePointer<Float>, _ dwB: UnsafeMutablePointer<Float>, _ width: Int
+    ) {
+      var a0 = V.zero, a1 = V.zero, a2 = V.zero, a3 = V.zero, a4 = V.zero, a5 = V.zero, a6 = V.zero
+      var b0 = V.zero, b1 = V.zero, b2 = V.zero, b3 = V.zero, b4 = V.zero, b5 = V.zero, b6 = V.zero
+      var r0 = load(xA), r1 = load(xA + stride), r2 = load(xA + 2 * stride), r3 = load(xA + 3 * stride)
+      var r4 = load(xA + 4 * stride), r5 = load(xA + 5 * stride)
+      var q0 = load(xB), q1 = load(xB + stride), q2 = load(xB + 2 * stride), q3 = load(xB + 3 * stride)
+      var q4 = load(xB + 4 * stride), q5 = load(xB + 5 * stride)
+      // Output columns 0, 1, 2: taps 3…6, 2…6, 1…6 (tap j reads input column w + j − 3).
+      var g = load(dy)
+      madd(&a3, r0, g); madd(&a4, r1, g); madd(&a5, r2, g); madd(&a6, r3, g)
+      madd(&b3, q0, g); madd(&b4, q1, g); madd(&b5, q2, g); madd(&b6, q3, g)
+      g = load(dy + gs)
+      madd(&a2, r0, g); madd(&a3, r1, g); madd(&a4, r2, g); madd(&a5, r3, g); madd(&a6, r4, g)
+      madd(&b2, q0, g); madd(&b3, q1, g); madd(&b4, q2, g); madd(&b5, q3, g); madd(&b6, q4, g)
+      g = load(dy + 2 * gs)
+      madd(&a1, r0, g); madd(&a2, r1, g); madd(&a3, r2, g); madd(&a4, r3, g); madd(&a5, r4, g); madd(&a6, r5, g)
+      madd(&b1, q0, g); madd(&b2, q1, g); madd(&b3, q2, g); madd(&b4, q3, g); madd(&b5, q4, g); madd(&b6, q5, g)
+      // Columns 3 ..< width − 3: all taps; r0…r5 and q0…q5 hold input columns w − 3 … w + 2.
+      var xp = xA + 6 * stride, yp = xB + 6 * stride, gp = dy + 3 * gs
+      for _ in 3..<(width - 3) {
+        let r6 = load(xp), q6 = load(yp)
+        g = load(gp)
+        madd7(&a0, &a1, &a2, &a3, &a4, &a5, &a6, r0, r1, r2, r3, r4, r5, r6, g)
+        madd7(&b0, &b1, &b2, &b3, &b4, &b5, &b6, q0, q1, q2, q3, q4, q5, q6, g)
+        (r0, r1, r2, r3, r4, r5) = (r1, r2, r3, r4, r5, r6)
+        (q0, q1, q2, q3, q4, q5) = (q1, q2, q3, q4, q5, q6)
+        xp += stride
+        yp += stride
+        gp += gs
+      }
+      // Columns width − 3, − 2, − 1: taps 0…5, 0…4, 0…3; the windows hold input columns width − 6 … width − 1.
+      g = load(gp)
+      madd(&a0, r0, g); madd(&a1, r1, g); madd(&a2, r2, g); madd(&a3, r3, g); madd(&a4, r4, g); madd(&a5, r5, g)
+      madd(&b0, q0, g); madd(&b1, q1, g); madd(&b2, q2, g); madd(&b3, q3, g); madd(&b4, q4, g); madd(&b5, q5, g)
+      g = load(gp + gs)
+      madd(&a0, r1, g); madd(&a1, r2, g); madd(&a2, r3, g); madd(&a3, r4, g); madd(&a4, r5, g)
+      madd(&b0, q1, g); madd(&b1, q2, g); madd(&b2, q3, g); madd(&b3, q4, g); madd(&b4, q5, g)
+      g = load(gp + 2 * gs)
+      madd(&a0, r2, g); madd(&a1, r3, g); madd(&a2, r4, g); madd(&a3, r5, g)
+      madd(&b0, q2, g); madd(&b1, q3, g); madd(&b2, q4, g); madd(&b3, q5, g)
+      add7(a0, a1, a2, a3, a4, a5, a6, to: dwA)
+      add7(b0, b1, b2, b3, b4, b5, b6, to: dwB)
     }
 
     /// `dw[j] += Σ_w x[w + j] · dy[w]` for `j < taps`, over one blocked row.
