@@ -11,10 +11,11 @@ import Testing
 @Suite struct DepthwiseInPlaceRowsTests {
   /// (N, H, W, C): rows of one tile (W = 7 with both edges in one 7-column tile, W = 8 in one 8-column tile),
   /// of 8- and 7-column tiles together (15, 22, 23, 29), of 7-column tiles only (14, 28), of 8-column tiles only
-  /// (56); images shorter than the kernel (H = 1…3), several images per call; 1 to 8 channel blocks.
+  /// (56); with 16 lanes also 14-column tiles (14, 28, 56, 8 + 14 at 22, 14 + 7 at 21); images shorter than the
+  /// kernel (H = 1…3), several images per call; 1 to 8 channel blocks.
   static let cases: [(n: Int, h: Int, w: Int, c: Int)] = [
     (2, 9, 7, 8), (1, 8, 8, 16), (2, 5, 14, 24), (1, 6, 15, 32), (3, 2, 22, 16), (2, 3, 23, 40), (1, 10, 28, 64),
-    (2, 1, 29, 8), (2, 8, 56, 64),
+    (2, 1, 29, 8), (2, 8, 56, 64), (2, 4, 7, 16), (1, 5, 21, 48),
   ]
 
   /// A block width with its weight-gradient tiles: 8 lanes with the one-row ring tile (AVX2), 16 lanes with the
@@ -62,7 +63,8 @@ import Testing
     #expect(tiling(w: 13) == nil)
     #expect(tiling(w: 56, c: 20) == nil, "a partial channel block")
     #expect(tiling(w: 56, k: 5) == nil)
-    #expect(tiling(w: 56, lanes: 16, pairs: true)! == (7, 0), "16-lane blocks read in place too")
+    #expect(tiling(w: 56, lanes: 16, pairs: true)! == (0, 8), "16-lane blocks: 7-column tiles, run in pairs")
+    #expect(tiling(w: 22, lanes: 16, pairs: true)! == (1, 2))
     #expect(tiling(w: 56, c: 24, lanes: 16, pairs: true) == nil, "a partial 16-lane block")
     #expect(tiling(w: 56, pairs: true) == nil, "the paired weight tile keeps the ring")
     for (_, _, w, c) in Self.cases { #expect(tiling(w: w, c: c) != nil, "W \(w) C \(c)") }
