@@ -129,7 +129,11 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// cols workspace, so other peaks, than format 9's).
   /// 11: the part table's correction has a factor per kind of part for the first stage and one for the later stages
   /// (ten coefficients, not six: format 10's maps do not fit).
-  public static let formatVersion = 11
+  /// 12: on 16-lane (AVX-512) machines the 7×7 depthwise convolution reads its rows in place too, in 14-column tiles,
+  /// and where 512-bit FMAs are full width its weight gradient takes two kernel rows per pass (depthwise-7 parts run at
+  /// other costs, and without the padded-row ring's workspace, than format 11 measured); on those machines the 28²
+  /// mixers' C = 40 blocks are 16 lanes wide and the fused MLP's L2 blocks come in even numbers (stop 35).
+  public static let formatVersion = 12
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
