@@ -23,6 +23,11 @@ import Foundation
 /// - channel counts that are not a multiple of `L` run the same vector code on zero
 ///   lanes; only the final store of a partial block writes fewer lanes.
 ///
+/// The 7×7 convolution over whole channel blocks skips the ring where it can: its forward pass and
+/// its fused backward read `x` and `∂L/∂y` where they are, in NHWC, with column tiles that cover each
+/// row exactly (``Kernels/inPlaceTiling(_:)``: 8 and 7 columns, and on 16-lane blocks 14), since a
+/// copied vector costs a load and a store besides its uses (AVX2 since stop 31, AVX-512 since stop 36).
+///
 /// ## Tiles
 /// A forward tile keeps several output columns × `L` channels of accumulators in
 /// registers for all `k × k` taps. The general tile (8 columns, any `k`) reuses each
@@ -40,7 +45,10 @@ import Foundation
 /// on each of 2 pipes, so 8 chains are needed to keep both busy: with 7 the tile tops out
 /// at 7/8 of peak. A zmm FMA takes both pipes for one cycle, so 4 chains suffice and the
 /// same 7 keep the unit full; each instruction also does twice the work (half the loads,
-/// loop overhead and front-end slots per FLOP).
+/// loop overhead and front-end slots per FLOP). Where a zmm FMA is full width (Intel, Zen 5:
+/// ``CPUInfo/fullWidth512``) it takes 4 cycles on each of 2 pipes again, so 8 chains are needed:
+/// the in-place 7×7 passes run 8- and 14-column tiles, and their weight gradient two kernel rows
+/// (14 chains) per pass.
 public enum DepthwiseConvolution {
   typealias Vector = SIMD8<Float>
   /// Lanes of the SIMD8 helpers below (the dense convolution's row sums use them).
