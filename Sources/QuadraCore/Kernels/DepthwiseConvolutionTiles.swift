@@ -42,21 +42,8 @@ extension DepthwiseConvolution {
       }
     }
 
-    /// `accumulator + a · b` on 8 lanes (the first half of a partial 16-lane block), as ``multiplyAdd(_:_:_:)``.
-    @inline(__always) static func multiplyAdd8(
-      _ accumulator: SIMD8<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>
-    ) -> SIMD8<Float> {
-      #if QUADRANET_PORTABLE
-        return accumulator + a * b
-      #else
-        return accumulator.addingProduct(a, b)
-      #endif
-    }
-
-    /// Loads 8 floats (the first half of a partial 16-lane block).
-    @inline(__always) static func load8(_ pointer: UnsafePointer<Float>) -> SIMD8<Float> {
-      UnsafeRawPointer(pointer).loadUnaligned(as: SIMD8<Float>.self)
-    }
+    /// The 8-lane kernels' helpers, for the first half of a partial 16-lane block.
+    typealias Half = Kernels<SIMD8<Float>>
 
     /// Writes `value` to the 64-byte-aligned `pointer` with a streaming store when `V` is one
     /// cache line (16 lanes), with a plain store otherwise (a streaming store of half a line would
@@ -97,7 +84,7 @@ extension DepthwiseConvolution {
       let rest = target + block * blockStride
       var lane = 0
       if L == 16 && count - c >= 8 {
-        UnsafeMutableRawPointer(rest).storeBytes(of: load8(source + c), as: SIMD8<Float>.self)
+        Half.store(Half.load(source + c), rest)
         lane = 8
       }
       while c + lane < count {
@@ -301,9 +288,8 @@ extension DepthwiseConvolution {
         if L == 16 && count - c >= 8 {
           // Eight lanes of a partial block as one vector, with the full blocks' operations (the same bits as
           // 8-lane blocks give).
-          let normalized = (load8(x + c) - SIMD8(repeating: mu)) * SIMD8(repeating: inv)
-          let value = multiplyAdd8(load8(bias + c), normalized, load8(weight + c))
-          UnsafeMutableRawPointer(rest).storeBytes(of: value, as: SIMD8<Float>.self)
+          let normalized = (Half.load(x + c) - SIMD8(repeating: mu)) * SIMD8(repeating: inv)
+          Half.store(Half.multiplyAdd(Half.load(bias + c), normalized, Half.load(weight + c)), rest)
           lane = 8
         }
         while c + lane < count {
@@ -1126,6 +1112,10 @@ extension DepthwiseConvolution {
       _ x: Int, _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?, _ output: UnsafeMutablePointer<Float>,
       channels C: Int, streaming: Bool
     ) {
+      /// Stores the first `T` columns of `tile` at `p`, `C` floats apart.
+      @inline(__always) func put(_ tile: Tile, _ T: Int, _ p: UnsafeMutablePointer<Float>) {
+        if streaming { tile.storeStreaming(T, p, stride: C) } else { tile.store(T, p, stride: C, lanes: L) }
+      }
       var block = 0
       while block < C {
         let start = bias.map { load($0 + block) } ?? .zero
@@ -1134,23 +1124,14 @@ extension DepthwiseConvolution {
           accumulate7x14(
             &left, &right, rows, khRange, x + block, weight + block * 49, columnStride: C,
             skipsLeading: edges & 1 != 0, skipsTrailing: edges & 2 != 0)
-          if streaming {
-            left.storeStreaming(7, output + block, stride: C)
-            right.storeStreaming(7, output + 7 * C + block, stride: C)
-          } else {
-            left.store(7, output + block, stride: C, lanes: L)
-            right.store(7, output + 7 * C + block, stride: C, lanes: L)
-          }
+          put(left, 7, output + block)
+          put(right, 7, output + 7 * C + block)
         } else {
           var tile = Tile(repeating: start)
           accumulate7(
             columns, &tile, rows, khRange, x + block, weight + block * 49, columnStride: C,
             skipsLeading: edges & 1 != 0, skipsTrailing: edges & 2 != 0)
-          if streaming {
-            tile.storeStreaming(columns, output + block, stride: C)
-          } else {
-            tile.store(columns, output + block, stride: C, lanes: L)
-          }
+          put(tile, columns, output + block)
         }
         block += L
       }
