@@ -164,11 +164,19 @@ public final class SpeedReference {
   /// The reference of `space` at `batchSize` and `threads`; `baseline` is a profile's
   /// ``CostProfile/speedBaseline`` (nil: the reference's time during the first measurement, until the
   /// profile sets the median of all).
-  public init(space: SearchSpace, batchSize: Int, threads: Int, baseline: PartCost? = nil) throws {
-    config = try Self.config(for: space)
-    self.baseline = baseline
+  public convenience init(space: SearchSpace, batchSize: Int, threads: Int, baseline: PartCost? = nil) throws {
+    let config = try Self.config(for: space)
+    self.init(
+      config: config, workload: try TimedWorkload.network(config, resolution: space.resolution, batchSize: batchSize),
+      threads: threads, baseline: baseline)
+  }
+
+  /// A reference timing `workload` (for tests: a workload of known cost).
+  init(config: ModelConfig, workload: TimedWorkload, threads: Int, baseline: PartCost? = nil) {
+    self.config = config
+    self.workload = workload
     self.threads = threads
-    workload = try TimedWorkload.network(config, resolution: space.resolution, batchSize: batchSize)
+    self.baseline = baseline
   }
 
   /// `workload`'s seconds per quantity on the baseline's scale: the median over `repetitions` windows
