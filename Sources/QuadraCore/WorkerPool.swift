@@ -21,8 +21,15 @@ import Synchronization
 /// process, or a loop nested inside a worker's chunk) falls back to `concurrentPerform`, so the
 /// pool never deadlocks and never blocks a caller behind another caller's work.
 ///
-/// Chunks are claimed dynamically by whichever thread is free (the caller takes part), but each
-/// chunk's range is fixed by the caller, so results never depend on which thread ran what.
+/// Each thread first runs its own chunk — chunk 0 the caller, chunk `w` worker `w` — then claims the
+/// chunks beyond one per thread dynamically, then takes over the own chunks of threads that have not
+/// started theirs (a parked worker wakes tens of microseconds late, and the loop never waits for it).
+/// Why own chunks: consecutive ops split their tensors the same way (contiguous ranges in chunk order),
+/// so with fixed owners each core finds the rows it wrote in its own L2 in the next op; claimed first
+/// come, first served, the worker often took chunk 0 and the caller chunk 1, and each op read the
+/// other core's rows. Measured on an Intel Xeon (2 cores, `bench models --models quadranet-28
+/// --resolution 28 --batch-size 64 --threads 2`, alternated): see the README, Stop 37.
+/// Each chunk's range is fixed by the caller, so results never depend on which thread ran what.
 final class WorkerPool: @unchecked Sendable {
   /// The pool shared by the process: one worker per active core beyond the calling thread.
   static let shared = WorkerPool(workerCount: Swift.max(0, ProcessInfo.activeCoreCount - 1))
@@ -47,6 +54,15 @@ final class WorkerPool: @unchecked Sendable {
   private let parking = Atomic<Int>(0)
   private let wakeUp = DispatchSemaphore(value: 0)
   let workerCount: Int
+  /// Per thread (the caller's first, then worker `w`'s at `w`): the last loop generation whose chunk
+  /// with that index was claimed. Own chunk `i` of loop `g` is claimed by raising slot `i` to `g`;
+  /// every chunk of a loop is claimed before the next loop starts, so a late thread that still
+  /// sees an older generation finds its slot at or above it and claims nothing.
+  private let ownClaims: [OwnClaim]
+
+  private final class OwnClaim: Sendable {
+    let generation = Atomic<Int>(0)
+  }
 
   /// One loop's body; a class so workers can reach it through one atomic word.
   private final class Job {
@@ -56,8 +72,9 @@ final class WorkerPool: @unchecked Sendable {
 
   init(workerCount: Int) {
     self.workerCount = workerCount
+    ownClaims = (0...workerCount).map { _ in OwnClaim() }
     for index in 0..<workerCount {
-      let thread = Thread { [self] in self.workerLoop() }
+      let thread = Thread { [self] in self.workerLoop(owning: index + 1) }
       thread.name = "quadranet-worker-\(index + 1)"
       thread.start()
     }
@@ -75,12 +92,14 @@ final class WorkerPool: @unchecked Sendable {
         finished.store(0, ordering: .relaxed)
         job.store(Int(bitPattern: Unmanaged.passUnretained(current).toOpaque()), ordering: .relaxed)
         let generation = (state.load(ordering: .relaxed) >> (2 * Self.indexBits)) + 1
-        let published = generation << (2 * Self.indexBits) | chunks << Self.indexBits
+        // The counter starts past the own chunks (one per thread).
+        let owned = Swift.min(chunks, workerCount + 1)
+        let published = generation << (2 * Self.indexBits) | chunks << Self.indexBits | owned
         state.store(published, ordering: .sequentiallyConsistent)
         // Workers that announced parking before seeing the new loop get a permit; one that saw
         // it anyway leaves a spare permit, which only costs it one extra look at `state`.
         for _ in 0..<takeParked(atMost: chunks - 1) { wakeUp.signal() }
-        while let chunk = claim(generation: generation) { runChunk(chunk) }
+        runChunks(owning: 0, generation: generation, owned: owned)
         var spins = 0
         while finished.load(ordering: .acquiring) < chunks {
           spins += 1
@@ -119,6 +138,33 @@ final class WorkerPool: @unchecked Sendable {
     }
   }
 
+  /// Claims own chunk `index` of loop `generation`; false when another thread has.
+  private func claimOwn(_ index: Int, generation: Int) -> Bool {
+    let slot = ownClaims[index]
+    var current = slot.generation.load(ordering: .relaxed)
+    while current < generation {
+      let (exchanged, original) = slot.generation.compareExchange(
+        expected: current, desired: generation, ordering: .acquiringAndReleasing)
+      if exchanged { return true }
+      current = original
+    }
+    return false
+  }
+
+  /// Thread `index`'s part of loop `generation`, whose first `owned` chunks have owners: its own chunk,
+  /// then claimed ones, then the own chunks their owners have not started. A worker without an own
+  /// chunk in this loop (more workers than chunks) takes over none: it would take a chunk from the
+  /// thread that ran its range in the previous op.
+  private func runChunks(owning index: Int, generation: Int, owned: Int) {
+    guard index < owned else {
+      while let chunk = claim(generation: generation) { runChunk(chunk) }
+      return
+    }
+    if claimOwn(index, generation: generation) { runChunk(index) }
+    while let chunk = claim(generation: generation) { runChunk(chunk) }
+    for other in 0..<owned where other != index && claimOwn(other, generation: generation) { runChunk(other) }
+  }
+
   private func runChunk(_ chunk: Int) {
     let bits = job.load(ordering: .acquiring)
     guard let pointer = UnsafeRawPointer(bitPattern: bits) else { return }
@@ -126,7 +172,7 @@ final class WorkerPool: @unchecked Sendable {
     finished.add(1, ordering: .releasing)
   }
 
-  private func workerLoop() {
+  private func workerLoop(owning index: Int) {
     var seen = 0
     while true {
       // Spin a little (≈ tens of microseconds) for the next loop, yielding the core now and then
@@ -145,7 +191,10 @@ final class WorkerPool: @unchecked Sendable {
         generation = state.load(ordering: .acquiring) >> (2 * Self.indexBits)
       }
       seen = generation
-      while let chunk = claim(generation: generation) { runChunk(chunk) }
+      let current = state.load(ordering: .acquiring)
+      guard current >> (2 * Self.indexBits) == generation else { continue }
+      let chunks = (current >> Self.indexBits) & Self.indexMask
+      runChunks(owning: index, generation: generation, owned: Swift.min(chunks, workerCount + 1))
     }
   }
 }

@@ -152,6 +152,33 @@ private func writeRound(_ round: Int, into values: UnsafeMutableBufferPointer<In
     }
     #expect(sums.load(ordering: .relaxed) == 100 * (63 * 64 / 2))
   }
+
+  /// A pool of three workers (four threads with the caller) runs thousands of loops back to back with
+  /// fewer, as many and more chunks than threads: each chunk of each loop runs exactly once (own
+  /// chunks, the counter's and taken-over own chunks never overlap, and no late worker runs a chunk of
+  /// an older loop in a newer one), and every loop has returned only after all its chunks ran.
+  @Test func ownChunksClaimedChunksAndTakeoversRunEachChunkOnce() throws {
+    let pool = WorkerPool(workerCount: 3)
+    let loops = 3000, mostChunks = 9
+    let runs = UnsafeMutableBufferPointer<Atomic<Int>>.allocate(capacity: loops * mostChunks)
+    defer { runs.deallocate() }
+    for index in runs.indices { (runs.baseAddress! + index).initialize(to: Atomic(0)) }
+    nonisolated(unsafe) let counts = runs
+    var incomplete = 0
+    for loop in 0..<loops {
+      let chunks = 2 + loop % (mostChunks - 1)
+      // Uneven chunks (chunk 0 the longest) so that threads finish at different times and take over.
+      #expect(pool.run(chunks: chunks) { chunk in
+        let end = DispatchTime.now().uptimeNanoseconds + UInt64((chunks - chunk) * 500)
+        while DispatchTime.now().uptimeNanoseconds < end {}
+        counts[loop * mostChunks + chunk].add(1, ordering: .relaxed)
+      })
+      incomplete += (0..<chunks).filter { counts[loop * mostChunks + $0].load(ordering: .relaxed) != 1 }.count
+    }
+    #expect(incomplete == 0)
+    let total = (0..<runs.count).reduce(0) { $0 + runs[$1].load(ordering: .relaxed) }
+    #expect(total == (0..<loops).reduce(0) { $0 + 2 + $1 % (mostChunks - 1) })
+  }
 }
 
 @Suite struct ProfilingBackendTests {
