@@ -62,6 +62,8 @@ final class WorkerPool: @unchecked Sendable {
 
   private final class OwnClaim: Sendable {
     let generation = Atomic<Int>(0)
+    /// Whether this slot's worker is parked (or about to park): its chunk may be taken over at once.
+    let parked = Atomic<Bool>(false)
   }
 
   /// One loop's body; a class so workers can reach it through one atomic word.
@@ -153,11 +155,16 @@ final class WorkerPool: @unchecked Sendable {
 
   /// Thread `index`'s part of loop `generation`, whose first `owned` chunks have owners: its own chunk,
   /// then claimed ones, then the own chunks their owners have not started. A worker without an own
-  /// chunk in this loop (more workers than chunks) takes over none: it would take a chunk from the
-  /// thread that ran its range in the previous op.
+  /// chunk in this loop (more workers than chunks, as with a 2-thread context on a 16-core machine)
+  /// takes over only those of parked owners: a spinning owner starts its chunk within microseconds and
+  /// finds its rows in its L2, but a parked one may not be the worker the semaphore wakes.
   private func runChunks(owning index: Int, generation: Int, owned: Int) {
     guard index < owned else {
       while let chunk = claim(generation: generation) { runChunk(chunk) }
+      for other in 1..<Swift.max(owned, 1)
+      where ownClaims[other].parked.load(ordering: .relaxed) && claimOwn(other, generation: generation) {
+        runChunk(other)
+      }
       return
     }
     if claimOwn(index, generation: generation) { runChunk(index) }
@@ -184,8 +191,10 @@ final class WorkerPool: @unchecked Sendable {
         if spins < 20_000 {
           if spins & 255 == 0 { sched_yield() }
         } else {
+          ownClaims[index].parked.store(true, ordering: .relaxed)
           parking.add(1, ordering: .sequentiallyConsistent)
           if state.load(ordering: .sequentiallyConsistent) >> (2 * Self.indexBits) == seen { wakeUp.wait() }
+          ownClaims[index].parked.store(false, ordering: .relaxed)
           spins = 0
         }
         generation = state.load(ordering: .acquiring) >> (2 * Self.indexBits)

@@ -153,8 +153,8 @@ private func writeRound(_ round: Int, into values: UnsafeMutableBufferPointer<In
     #expect(sums.load(ordering: .relaxed) == 100 * (63 * 64 / 2))
   }
 
-  /// A pool of three workers (four threads with the caller) runs thousands of loops back to back with
-  /// fewer, as many and more chunks than threads: each chunk of each loop runs exactly once (own
+  /// A pool of three workers (four threads with the caller) runs thousands of loops, mostly back to back,
+  /// with fewer, as many and more chunks than threads: each chunk of each loop runs exactly once (own
   /// chunks, the counter's and taken-over own chunks never overlap, and no late worker runs a chunk of
   /// an older loop in a newer one), and every loop has returned only after all its chunks ran.
   @Test func ownChunksClaimedChunksAndTakeoversRunEachChunkOnce() throws {
@@ -166,6 +166,9 @@ private func writeRound(_ round: Int, into values: UnsafeMutableBufferPointer<In
     nonisolated(unsafe) let counts = runs
     var incomplete = 0
     for loop in 0..<loops {
+      // Now and then a pause long enough for the workers to park, so that loops also start with parked
+      // owners (taken over by the caller or by a woken worker without an own chunk).
+      if loop % 100 == 0 { usleep(2000) }
       let chunks = 2 + loop % (mostChunks - 1)
       // Uneven chunks (chunk 0 the longest) so that threads finish at different times and take over.
       #expect(pool.run(chunks: chunks) { chunk in
