@@ -94,8 +94,8 @@ final class WorkerPool: @unchecked Sendable {
         finished.store(0, ordering: .relaxed)
         job.store(Int(bitPattern: Unmanaged.passUnretained(current).toOpaque()), ordering: .relaxed)
         let generation = (state.load(ordering: .relaxed) >> (2 * Self.indexBits)) + 1
-        // The counter starts past the own chunks (one per thread).
-        let owned = Swift.min(chunks, workerCount + 1)
+        // The counter starts past the own chunks.
+        let owned = ownedChunks(of: chunks)
         let published = generation << (2 * Self.indexBits) | chunks << Self.indexBits | owned
         state.store(published, ordering: .sequentiallyConsistent)
         // Workers that announced parking before seeing the new loop get a permit; one that saw
@@ -140,6 +140,9 @@ final class WorkerPool: @unchecked Sendable {
     }
   }
 
+  /// How many of a loop's `chunks` have an owner: one per thread (the caller and each worker), at most.
+  private func ownedChunks(of chunks: Int) -> Int { Swift.min(chunks, workerCount + 1) }
+
   /// Claims own chunk `index` of loop `generation`; false when another thread has.
   private func claimOwn(_ index: Int, generation: Int) -> Bool {
     let slot = ownClaims[index]
@@ -161,6 +164,7 @@ final class WorkerPool: @unchecked Sendable {
   private func runChunks(owning index: Int, generation: Int, owned: Int) {
     guard index < owned else {
       while let chunk = claim(generation: generation) { runChunk(chunk) }
+      // Chunk 0 is the caller's, which never parks (a published loop has 2 chunks at least, so 1 ≤ owned).
       for other in 1..<Swift.max(owned, 1)
       where ownClaims[other].parked.load(ordering: .relaxed) && claimOwn(other, generation: generation) {
         runChunk(other)
@@ -203,7 +207,7 @@ final class WorkerPool: @unchecked Sendable {
       let current = state.load(ordering: .acquiring)
       guard current >> (2 * Self.indexBits) == generation else { continue }
       let chunks = (current >> Self.indexBits) & Self.indexMask
-      runChunks(owning: index, generation: generation, owned: Swift.min(chunks, workerCount + 1))
+      runChunks(owning: index, generation: generation, owned: ownedChunks(of: chunks))
     }
   }
 }
