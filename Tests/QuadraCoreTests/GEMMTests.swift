@@ -172,6 +172,26 @@ func checkGEMM(
     }
   }
 
+  /// Products whose rows make 12–24 row tiles and whose `A` is read in place pack `B` two panels at a time
+  /// (``GEMM/Blocking/columns(m:mr:nr:readsADirectly:)``): several narrow column blocks, the last one short,
+  /// on each micro-kernel, with bias and beta applied once.
+  @Test(arguments: GEMM.MicroKernelShape.allCases)
+  func narrowColumnBlocksForAFewRowTiles(shape: GEMM.MicroKernelShape) {
+    let blocking = GEMM.blocking(for: shape)
+    let m = 13 * shape.mr + 5
+    #expect(blocking.columns(m: m, mr: shape.mr, nr: shape.nr, readsADirectly: true) == 2 * shape.nr)
+    #expect(blocking.columns(m: m, mr: shape.mr, nr: shape.nr, readsADirectly: false) == blocking.nc)
+    #expect(blocking.columns(m: 30 * shape.mr, mr: shape.mr, nr: shape.nr, readsADirectly: true) == blocking.nc)
+    let bad = checkGEMM(
+      m: m, n: 5 * shape.nr + 7, k: 100, transposeA: false, transposeB: false, alpha: 1.5, beta: 0.5, threads: 1,
+      seed: 12, shape: shape, withBias: true)
+    #expect(bad == 0)
+    let transposedB = checkGEMM(
+      m: m, n: 3 * shape.nr + 1, k: 37, transposeA: false, transposeB: true, alpha: 1, beta: 0, threads: 1, seed: 13,
+      shape: shape)
+    #expect(transposedB == 0)
+  }
+
   @Test func emptyDepthScalesC() {
     for beta: Float in [0, 2] {
       var c: [Float] = [1, 2, 3, 4, 5, 6]

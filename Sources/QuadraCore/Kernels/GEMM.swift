@@ -125,6 +125,21 @@ public enum GEMM {
       inPlaceBlockFloats = cpu.level1DataCacheBytes / 2 / floatBytes
     }
 
+    /// The columns of a packed B block for a product of `m` rows: ``nc``, or two micro-panels when `op(A)` is
+    /// read in place and 12 to 24 row tiles reuse each panel. A is then not repacked per column block, and a
+    /// block packed just before its tiles run is still in L1 when they read it, where a whole-width block
+    /// (2.4 MB for 384 × 1536) streams back from L3 after evicting A from L2. Fewer tiles do not pay for
+    /// reading `B` in short strided pieces; more re-read A from L2 once per block for no gain.
+    /// Measured on an Intel Xeon (48 KiB L1d, 2 MiB L2, one thread, 14 × 32, `bench kernels --gemm`, two or
+    /// three passes), fraction of the peak, whole-width → two panels: 196 × 1536 × 384 0.83–0.84 → 0.88–0.90,
+    /// 196 × 2048 × 512 0.83 → 0.88, 168 × 1536 × 384 0.82 → 0.87, 168 × 1024 × 256 0.84 → 0.90, 252 × 1536 × 384
+    /// 0.86 → 0.90, 308 × 1536 × 384 0.87 → 0.91; with 9 tiles 120 × 1536 × 384 0.755 → 0.74, with 29
+    /// 400 × 2048 × 512 0.85–0.86 → 0.84–0.87.
+    func columns(m: Int, mr: Int, nr: Int, readsADirectly: Bool) -> Int {
+      let rowTiles = (m + mr - 1) / mr
+      return readsADirectly && (12...24).contains(rowTiles) ? Swift.min(nc, 2 * nr) : nc
+    }
+
     /// The depth of the packed blocks for a product of depth `k`: `k` itself up to 1.5 · `kc` (one
     /// pass over `C` instead of two; the panel then overflows L1 by at most half, into L2), otherwise
     /// `k` split into equal blocks of at most `kc`.
@@ -350,7 +365,7 @@ public enum GEMM {
     let readsADirectly = readsADirectly(k: k, kc: kc, blocking: blocking, transposeA: transposeA)
     let mc = balancedBlock(
       m, maximum: readsADirectly ? blocking.inPlaceRows(k: k, n: n, mr: mr, nr: nr) : blocking.mc, multiple: mr)
-    let nc = balancedBlock(n, maximum: blocking.nc, multiple: nr)
+    let nc = balancedBlock(n, maximum: blocking.columns(m: m, mr: mr, nr: nr, readsADirectly: readsADirectly), multiple: nr)
     // B read in place: a row-major B whose panels only a few row tiles reuse.
     var directB: (source: UnsafePointer<Float>, ldb: Int)?
     if case .matrix(let source, let ldb, false) = b, readsBDirectly(m: m, mr: mr) { directB = (source, ldb) }
