@@ -61,6 +61,9 @@ class ForwardingBackend: Backend, @unchecked Sendable {
   func geluBackward(_ x: Tensor, bias: Tensor?, outputGradient: Tensor, inputGradient: Tensor, biasGradient: Tensor?) {
     base.geluBackward(x, bias: bias, outputGradient: outputGradient, inputGradient: inputGradient, biasGradient: biasGradient)
   }
+  func geluBackwardWithActivation(_ x: Tensor, gradient: Tensor, activated: Tensor, biasGradient: Tensor) {
+    base.geluBackwardWithActivation(x, gradient: gradient, activated: activated, biasGradient: biasGradient)
+  }
   func softmax(_ x: Tensor, into output: Tensor) { base.softmax(x, into: output) }
   func softmaxCrossEntropy(_ logits: Tensor, labels: [Int], labelSmoothing: Float, probabilities: Tensor) -> Double {
     base.softmaxCrossEntropy(logits, labels: labels, labelSmoothing: labelSmoothing, probabilities: probabilities)

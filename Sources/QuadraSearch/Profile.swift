@@ -133,7 +133,10 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// and where 512-bit FMAs are full width its weight gradient takes two kernel rows per pass (depthwise-7 parts run at
   /// other costs, and without the padded-row ring's workspace, than format 11 measured); on those machines the 28²
   /// mixers' C = 40 blocks are 16 lanes wide and the fused MLP's L2 blocks come in even numbers (stop 35).
-  public static let formatVersion = 12
+  /// 13: the unfused residual MLP's backward pass (224² parts whose weights do not fit L2) holds one hidden-sized
+  /// tensor fewer (other peaks) and, with the 14 × 32 GEMM's C prefetch spread over its depth loop, runs at other
+  /// costs than format 12 measured (stop 38).
+  public static let formatVersion = 13
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int

@@ -184,6 +184,28 @@ import Testing
     }
   }
 
+  /// The CPU backend's one-pass GELU backward (the unfused residual MLP's) against the default, GELU then
+  /// GELU′ in place, on the reference backend: several chunks of rows (each with its partial bias sums), a
+  /// width that is not a whole number of vectors, and on one and two threads.
+  @Test func geluBackwardWithActivationMatchesTheDefault() {
+    let (rows, c) = (1500, 37)
+    let x = randomTensor([rows, c], seed: 21, scale: 3), g = randomTensor([rows, c], seed: 22)
+    let reference = ReferenceBackend()
+    let expectedGradient = g.copy(), expectedActivated = Tensor(zeros: [rows, c]), expectedBias = Tensor(zeros: [c])
+    reference.geluBackwardWithActivation(
+      x, gradient: expectedGradient, activated: expectedActivated, biasGradient: expectedBias)
+    for threads in [1, 2] {
+      let gradient = g.copy(), activated = Tensor(zeros: [rows, c]), bias = Tensor(zeros: [c])
+      Parallel.withThreadCount(threads) {
+        CPUBackend().geluBackwardWithActivation(x, gradient: gradient, activated: activated, biasGradient: bias)
+      }
+      #expect(maxDifference(gradient, expectedGradient) < 1e-5)
+      #expect(maxDifference(activated, expectedActivated) < 1e-5)
+      #expect(maxDifference(bias, expectedBias) < 1e-3)
+      #expect(maxDifference(gradient, g) > 0.1)
+    }
+  }
+
   @Test func softmaxRowsSumToOneAndMatchReference() {
     let x = randomTensor([6, 13], seed: 4, scale: 5) + 50
     let y = x.softmax()

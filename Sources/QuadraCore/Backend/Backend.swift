@@ -212,6 +212,11 @@ public protocol Backend: Sendable {
   /// `inputGradient = g · GELU′(x + bias)`; `biasGradient = Σ_rows inputGradient` when given.
   func geluBackward(
     _ x: Tensor, bias: Tensor?, outputGradient: Tensor, inputGradient: Tensor, biasGradient: Tensor?)
+  /// The residual MLP's backward pass through its GELU (no bias; `x` is `[rows, C]`, C = `biasGradient.count`):
+  /// `activated = GELU(x)`, `gradient ← gradient ⊙ GELU′(x)` in place, `biasGradient = Σ_rows gradient` (the
+  /// updated one). Default: ``gelu(_:bias:into:)`` then ``geluBackward(_:bias:outputGradient:inputGradient:biasGradient:)``
+  /// in place; a backend may do it in one pass over `x`.
+  func geluBackwardWithActivation(_ x: Tensor, gradient: Tensor, activated: Tensor, biasGradient: Tensor)
   /// Softmax over the last axis.
   func softmax(_ x: Tensor, into output: Tensor)
   /// Writes the softmax of `logits` `[B, K]` to `probabilities` and returns the mean smoothed cross-entropy.
@@ -334,6 +339,11 @@ public struct AdamWUpdate {
 
 extension Backend {
   public func adamWSteps(_ updates: [AdamWUpdate]) { adamWStepsInTurn(updates) }
+
+  public func geluBackwardWithActivation(_ x: Tensor, gradient: Tensor, activated: Tensor, biasGradient: Tensor) {
+    gelu(x, bias: nil, into: activated)
+    geluBackward(x, bias: nil, outputGradient: gradient, inputGradient: gradient, biasGradient: biasGradient)
+  }
 
   /// One ``adamWStep(_:parameter:gradient:firstMoment:secondMoment:)`` per update, in order.
   func adamWStepsInTurn(_ updates: [AdamWUpdate]) {

@@ -234,6 +234,12 @@ public final class ProfilingBackend: Backend {
     }
   }
 
+  public func geluBackwardWithActivation(_ x: Tensor, gradient: Tensor, activated: Tensor, biasGradient: Tensor) {
+    timed("geluBackwardWithActivation", bytes: Self.bytes(x.count, gradient.count, gradient.count, activated.count)) {
+      wrapped.geluBackwardWithActivation(x, gradient: gradient, activated: activated, biasGradient: biasGradient)
+    }
+  }
+
   public func softmax(_ x: Tensor, into output: Tensor) {
     timed("softmax", bytes: Self.bytes(x.count, output.count)) { wrapped.softmax(x, into: output) }
   }

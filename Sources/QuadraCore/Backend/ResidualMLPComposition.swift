@@ -43,22 +43,20 @@ extension Backend {
       x2, weight: p.normWeight, bias: p.normBias, epsilon: epsilon, into: normalized,
       mean: Tensor(uninitializedShape: [rows], device: device),
       inverseStandardDeviation: Tensor(uninitializedShape: [rows], device: device))
-    let activated = Tensor(uninitializedShape: [rows, h], device: device)
-    gelu(saved.hidden, bias: nil, into: activated)
     sumOfProducts(dy, saved.mlpOutput, into: gradients.scale)
     let mlpGradient = Tensor(uninitializedShape: [rows, c], device: device)
     binary(.multiply, dy, p.scale, into: mlpGradient)
     sum(mlpGradient, keeping: [false, true], into: gradients.projectBias)
+    // ∂GELU(h) = ∂o·W₂, then GELU(h) and ∂h = ∂GELU(h) ⊙ GELU′(h) (in place) with ∂b₁ = Σ ∂h in one step.
+    let hiddenGradient = Tensor(uninitializedShape: [rows, h], device: device)
+    matrixMultiply(
+      mlpGradient, p.projectWeight, MatrixProduct(m: rows, n: h, k: c), columnBias: nil, into: hiddenGradient)
+    let activated = Tensor(uninitializedShape: [rows, h], device: device)
+    geluBackwardWithActivation(
+      saved.hidden, gradient: hiddenGradient, activated: activated, biasGradient: gradients.expandBias)
     matrixMultiply(
       mlpGradient, activated, MatrixProduct(m: c, n: h, k: rows, transposeA: true), columnBias: nil,
       into: gradients.projectWeight)
-    let activatedGradient = Tensor(uninitializedShape: [rows, h], device: device)
-    matrixMultiply(
-      mlpGradient, p.projectWeight, MatrixProduct(m: rows, n: h, k: c), columnBias: nil, into: activatedGradient)
-    let hiddenGradient = Tensor(uninitializedShape: [rows, h], device: device)
-    geluBackward(
-      saved.hidden, bias: nil, outputGradient: activatedGradient, inputGradient: hiddenGradient,
-      biasGradient: gradients.expandBias)
     matrixMultiply(
       hiddenGradient, normalized, MatrixProduct(m: h, n: c, k: rows, transposeA: true), columnBias: nil,
       into: gradients.expandWeight)
