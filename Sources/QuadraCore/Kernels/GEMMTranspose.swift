@@ -53,13 +53,18 @@ enum GEMMTranspose {
     }
   }
 
-  /// ``columns8(of:lda:rows:k:into:)`` for up to 16 rows, 16 columns at a time.
+  /// ``columns8(of:lda:rows:k:into:)`` for up to 16 rows, 16 columns at a time. With a `columnStride` (≥ 16: packing
+  /// 16 rows of a stored `Bᵀ` into half of a 32-wide B panel) column `p` starts `p · columnStride` floats into the panel
+  /// instead of `p · rows`, and every column is stored as a whole vector.
   @inline(__always)
   static func columns16(
-    of source: UnsafePointer<Float>, lda: Int, rows: Int, k: Int, into panel: UnsafeMutablePointer<Float>
+    of source: UnsafePointer<Float>, lda: Int, rows: Int, k: Int, into panel: UnsafeMutablePointer<Float>,
+    columnStride: Int? = nil
   ) {
     typealias V = SIMD16<Float>
     assert(rows >= 8 && rows <= 16, "columns16: rows \(rows) outside 8...16")
+    assert(columnStride.map { $0 >= 16 } ?? true, "columns16: column stride below 16")
+    let width = columnStride ?? rows
     let raw = UnsafeMutableRawPointer(panel)
     let stride = MemoryLayout<Float>.stride
     var p = 0
@@ -96,26 +101,30 @@ enum GEMMTranspose {
         (v0, v1, v2, v3, v4, v5, v6, v7) = (e0, e1, e2, e3, e4, e5, e6, e7)
         (v8, v9, v10, v11, v12, v13, v14, v15) = (o0, o1, o2, o3, o4, o5, o6, o7)
       }
-      raw.storeBytes(of: v0, toByteOffset: (p + 0) * rows * stride, as: V.self)
-      raw.storeBytes(of: v1, toByteOffset: (p + 1) * rows * stride, as: V.self)
-      raw.storeBytes(of: v2, toByteOffset: (p + 2) * rows * stride, as: V.self)
-      raw.storeBytes(of: v3, toByteOffset: (p + 3) * rows * stride, as: V.self)
-      raw.storeBytes(of: v4, toByteOffset: (p + 4) * rows * stride, as: V.self)
-      raw.storeBytes(of: v5, toByteOffset: (p + 5) * rows * stride, as: V.self)
-      raw.storeBytes(of: v6, toByteOffset: (p + 6) * rows * stride, as: V.self)
-      raw.storeBytes(of: v7, toByteOffset: (p + 7) * rows * stride, as: V.self)
-      raw.storeBytes(of: v8, toByteOffset: (p + 8) * rows * stride, as: V.self)
-      raw.storeBytes(of: v9, toByteOffset: (p + 9) * rows * stride, as: V.self)
-      raw.storeBytes(of: v10, toByteOffset: (p + 10) * rows * stride, as: V.self)
-      raw.storeBytes(of: v11, toByteOffset: (p + 11) * rows * stride, as: V.self)
-      raw.storeBytes(of: v12, toByteOffset: (p + 12) * rows * stride, as: V.self)
-      raw.storeBytes(of: v13, toByteOffset: (p + 13) * rows * stride, as: V.self)
-      raw.storeBytes(of: v14, toByteOffset: (p + 14) * rows * stride, as: V.self)
-      for i in 0..<rows { panel[(p + 15) * rows + i] = v15[i] }
+      raw.storeBytes(of: v0, toByteOffset: (p + 0) * width * stride, as: V.self)
+      raw.storeBytes(of: v1, toByteOffset: (p + 1) * width * stride, as: V.self)
+      raw.storeBytes(of: v2, toByteOffset: (p + 2) * width * stride, as: V.self)
+      raw.storeBytes(of: v3, toByteOffset: (p + 3) * width * stride, as: V.self)
+      raw.storeBytes(of: v4, toByteOffset: (p + 4) * width * stride, as: V.self)
+      raw.storeBytes(of: v5, toByteOffset: (p + 5) * width * stride, as: V.self)
+      raw.storeBytes(of: v6, toByteOffset: (p + 6) * width * stride, as: V.self)
+      raw.storeBytes(of: v7, toByteOffset: (p + 7) * width * stride, as: V.self)
+      raw.storeBytes(of: v8, toByteOffset: (p + 8) * width * stride, as: V.self)
+      raw.storeBytes(of: v9, toByteOffset: (p + 9) * width * stride, as: V.self)
+      raw.storeBytes(of: v10, toByteOffset: (p + 10) * width * stride, as: V.self)
+      raw.storeBytes(of: v11, toByteOffset: (p + 11) * width * stride, as: V.self)
+      raw.storeBytes(of: v12, toByteOffset: (p + 12) * width * stride, as: V.self)
+      raw.storeBytes(of: v13, toByteOffset: (p + 13) * width * stride, as: V.self)
+      raw.storeBytes(of: v14, toByteOffset: (p + 14) * width * stride, as: V.self)
+      if columnStride != nil {
+        raw.storeBytes(of: v15, toByteOffset: (p + 15) * width * stride, as: V.self)
+      } else {
+        for i in 0..<rows { panel[(p + 15) * rows + i] = v15[i] }
+      }
       p += 16
     }
     while p < k {
-      for i in 0..<rows { panel[p * rows + i] = source[i * lda + p] }
+      for i in 0..<rows { panel[p * width + i] = source[i * lda + p] }
       p += 1
     }
   }
