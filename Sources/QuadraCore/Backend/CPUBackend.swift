@@ -176,9 +176,11 @@ public struct CPUBackend: Backend {
 
   /// Per-column sums over `rows` rows of `output.count` columns: `body(rows, C, partial)` adds a chunk of
   /// rows into its zeroed partial sums, and the partials are added in chunk order (the chunks depend on
-  /// the sizes only, so the result is the same bits on any thread count).
+  /// the sizes only, so the result is the same bits on any thread count). A chunk holds at least `grain`
+  /// elements (less for bodies that do more work per element).
   private func chunkedColumnSums(
-    rows: Int, into output: Tensor, _ body: (Range<Int>, Int, UnsafeMutablePointer<Float>) -> Void
+    rows: Int, into output: Tensor, grain: Int = ElementwiseKernels.parallelGrain,
+    _ body: (Range<Int>, Int, UnsafeMutablePointer<Float>) -> Void
   ) {
     let c = output.count
     guard rows > 0, c > 0 else {
@@ -186,7 +188,7 @@ public struct CPUBackend: Backend {
       return
     }
     let chunks = ElementwiseKernels.reductionChunkCount(
-      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / c), partialSize: c)
+      rows, minimumChunk: Swift.max(1, grain / c), partialSize: c)
     let result = output.buffer.pointer
     KernelScratch.with(count: chunks * c, zeroed: true) { partial in
       ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in body(range, c, partial + chunk * c) }
@@ -290,18 +292,10 @@ public struct CPUBackend: Backend {
   public func geluBackwardWithActivation(_ x: Tensor, gradient: Tensor, activated: Tensor, biasGradient: Tensor) {
     let c = biasGradient.count, rows = c == 0 ? 0 : x.count / c
     let source = UnsafePointer(x.buffer.pointer), g = gradient.buffer.pointer, a = activated.buffer.pointer
-    let chunks = ElementwiseKernels.reductionChunkCount(
-      rows, minimumChunk: Swift.max(1, ElementwiseKernels.parallelGrain / 4 / Swift.max(c, 1)), partialSize: c)
-    KernelScratch.with(count: chunks * c, zeroed: true) { partial in
-      ElementwiseKernels.forChunks(rows, chunks: chunks) { chunk, range in
-        let start = range.lowerBound * c
-        ActivationKernels.geluBackwardWithActivation(
-          source + start, gradient: g + start, activated: a + start, biasSums: partial + chunk * c, rows: range.count,
-          columns: c)
-      }
-      let result = biasGradient.buffer.pointer
-      result.update(from: partial, count: c)
-      for chunk in 1..<chunks { ElementwiseKernels.accumulate(partial + chunk * c, into: result, count: c) }
+    chunkedColumnSums(rows: rows, into: biasGradient, grain: ElementwiseKernels.parallelGrain / 4) { range, c, partial in
+      let start = range.lowerBound * c
+      ActivationKernels.geluBackwardWithActivation(
+        source + start, gradient: g + start, activated: a + start, biasSums: partial, rows: range.count, columns: c)
     }
   }
 
