@@ -3,7 +3,7 @@ import Testing
 @testable import QuadraCore
 
 /// The depthwise kernels' streaming-store path (forced on small shapes with
-/// ``DepthwiseConvolution/streamingOverride``; on its own it only engages beyond the L3 cache) and
+/// ``DepthwiseConvolution/streamingOverride``; on its own it only engages beyond the L3 share) and
 /// the prefetch of the next image's first rows, against the reference.
 @Suite struct DepthwiseStreamingTests {
   /// (N, H, W, C, k) with rows of whole 64-byte lines (W · C a multiple of 16, the only rows that
@@ -62,7 +62,7 @@ import Testing
     }
   }
 
-  /// Streaming needs rows of whole aligned 64-byte lines and tensors larger than the L3 cache; an
+  /// Streaming needs rows of whole aligned 64-byte lines and tensors larger than the L3 share; an
   /// override cannot force it where the lines are not whole. Rows of 8-lane or partial blocks stage.
   @Test func streamingDecision() {
     let buffer = Tensor(zeros: [64])
@@ -73,14 +73,14 @@ import Testing
           batch: batch, height: 56, width: width, channels: channels, kernelSize: 7, op: "test")
       }
     }
-    let l3 = CPUInfo.current.level3CacheBytes
+    let l3 = DepthwiseConvolution.streamingThreshold
     let imageBytes = 56 * 56 * 64 * 4
-    // Input and output together just above and at most the L3 size.
+    // Input and output together just above and at most the L3 share.
     let above = shape(batch: l3 / (2 * imageBytes) + 1, channels: 64, lanes: 16)
     let below = shape(batch: Swift.max(1, l3 / (2 * imageBytes)), channels: 64, lanes: 16)
     #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: above))
     #expect(!DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: below) || 2 * imageBytes > l3)
-    // The fused backward reads two tensors: a third of the L3 per tensor is enough.
+    // The fused backward reads two tensors: a third of the L3 share per tensor is enough.
     let third = shape(batch: l3 / (3 * imageBytes) + 1, channels: 64, lanes: 16)
     #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 2, shape: third))
     // Whole 16-lane blocks stream directly; 8-lane and partial blocks through the staging row.
@@ -97,5 +97,20 @@ import Testing
       #expect(!DepthwiseConvolution.streamsOutput(aligned + 4, tensorsRead: 1, shape: above))
     }
     withExtendedLifetime(buffer) {}
+  }
+
+  /// The L3 a call counts on is the reported one, capped at 4 MiB per processor (a VM reports its host socket's
+  /// whole L3), and never below one processor's share.
+  @Test func streamingThresholdIsAShareOfLevel3() {
+    let mebibyte = 1 << 20
+    // A 2-vCPU VM on a 300 MiB Xeon socket: 8 MiB; on a Zen 4 CCD's 32 MiB: 8 MiB too.
+    #expect(DepthwiseConvolution.streamingThresholdBytes(level3CacheBytes: 300 * mebibyte, processors: 2) == 8 * mebibyte)
+    #expect(DepthwiseConvolution.streamingThresholdBytes(level3CacheBytes: 32 * mebibyte, processors: 2) == 8 * mebibyte)
+    // A whole 8-core CCD: its whole 32 MiB; a small L3 on many processors: the L3 itself.
+    #expect(DepthwiseConvolution.streamingThresholdBytes(level3CacheBytes: 32 * mebibyte, processors: 8) == 32 * mebibyte)
+    #expect(DepthwiseConvolution.streamingThresholdBytes(level3CacheBytes: 6 * mebibyte, processors: 4) == 6 * mebibyte)
+    // A processor count of 0 (unreadable) counts as one.
+    #expect(DepthwiseConvolution.streamingThresholdBytes(level3CacheBytes: 300 * mebibyte, processors: 0) == 4 * mebibyte)
+    #expect(DepthwiseConvolution.streamingThreshold <= CPUInfo.current.level3CacheBytes)
   }
 }
