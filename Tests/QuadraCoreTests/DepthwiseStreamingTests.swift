@@ -62,8 +62,9 @@ import Testing
     }
   }
 
-  /// Streaming needs rows of whole aligned 64-byte lines and tensors larger than the L3 share; an
-  /// override cannot force it where the lines are not whole. Rows of 8-lane or partial blocks stage.
+  /// Streaming needs rows of whole aligned 64-byte lines and tensors larger than the L3 share (the whole L3 for
+  /// rows that stage); an override cannot force it where the lines are not whole. Rows of 8-lane or partial
+  /// blocks stage.
   @Test func streamingDecision() {
     let buffer = Tensor(zeros: [64])
     let aligned = buffer.buffer.pointer
@@ -83,6 +84,11 @@ import Testing
     // The fused backward reads two tensors: a third of the L3 share per tensor is enough.
     let third = shape(batch: l3 / (3 * imageBytes) + 1, channels: 64, lanes: 16)
     #expect(DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 2, shape: third))
+    // Rows that stage (8-lane blocks) stream only past the whole reported L3.
+    let stagedAbove = shape(batch: l3 / (2 * imageBytes) + 1, channels: 64, lanes: 8)
+    #expect(
+      DepthwiseConvolution.streamsOutput(aligned, tensorsRead: 1, shape: stagedAbove)
+        == (2 * stagedAbove.batch * imageBytes > CPUInfo.current.level3CacheBytes))
     // Whole 16-lane blocks stream directly; 8-lane and partial blocks through the staging row.
     #expect(!above.stagesRows && above.stagingCount == 0)
     #expect(shape(batch: 1, channels: 64, lanes: 8).stagesRows)

@@ -158,29 +158,33 @@ public enum DepthwiseConvolution {
   ///
   /// Only where every store is one whole, aligned 64-byte line — `output` 64-byte aligned and each
   /// NHWC row a whole number of lines (`W · C` a multiple of 16) — and only when the tensors the kernel
-  /// streams through are larger than the level-3 cache this process can count on
-  /// (``streamingThresholdBytes(level3CacheBytes:processors:)``): `(tensorsRead + 1) · N·H·W·C · 4 B >`
-  /// that. Then the first output lines would have left the caches before the kernel ends anyway, so the
+  /// streams through are larger than a level-3 cache: `(tensorsRead + 1) · N·H·W·C · 4 B >` the threshold.
+  /// Then the first output lines would have left the caches before the kernel ends anyway, so the
   /// next operation loses little, and the kernel saves one of its memory passes (the read for ownership of
   /// every output line): at N = 32, 56×56, C = 64 on Zen 4 the forward pass went from 0.64–0.71 to
   /// 0.72–0.75 of the FMA peak and the fused backward from 0.63–0.69 to 0.71–0.74 (one thread, loaded
   /// machine). Smaller outputs are stored normally so that the next operation finds them in the caches.
-  /// Full 16-lane blocks stream each tile directly; other blocks (8 lanes, or a partial last block) write
-  /// their tiles to a staging row and stream the row out once it is complete (``Shape/stagesRows``).
+  /// Full 16-lane blocks stream each tile directly, past the L3 this process can count on
+  /// (``streamingThresholdBytes(level3CacheBytes:processors:)``); other blocks (8 lanes, or a partial last
+  /// block) write their tiles to a staging row and stream the row out once it is complete
+  /// (``Shape/stagesRows``), only past the whole reported L3: that copy costs a load and a store per float,
+  /// and in an AVX2 build on the 2-vCPU Intel Xeon (8-lane blocks) streaming those rows past the smaller bound
+  /// made the 7×7 passes slower, not faster (`bench kernels`, six alternations, best: `dwconv7_forward` 0.81 →
+  /// 0.70, `dwconv7_backward` 0.76 → 0.67; lower in four and five of the six adjacent pairs).
   static func streamsOutput(_ output: UnsafeMutablePointer<Float>, tensorsRead: Int, shape s: Shape) -> Bool {
     guard (s.width * s.channels) % 16 == 0 && Int(bitPattern: output) % 64 == 0 else { return false }
     if let streamingOverride { return streamingOverride }
     let tensorBytes = s.rows * s.width * s.channels * MemoryLayout<Float>.stride
-    return (tensorsRead + 1) * tensorBytes > streamingThreshold
+    return (tensorsRead + 1) * tensorBytes > (s.stagesRows ? CPUInfo.current.level3CacheBytes : streamingThreshold)
   }
 
   /// ``streamingThresholdBytes(level3CacheBytes:processors:)`` for this machine, read once.
   static let streamingThreshold = streamingThresholdBytes(
     level3CacheBytes: CPUInfo.current.level3CacheBytes, processors: ProcessInfo.processInfo.activeProcessorCount)
 
-  /// The level-3 cache the tensors of one depthwise call can count on: the reported L3, but at most 4 MiB per
-  /// processor this process may run on — about one core's share of a server's L3 (Intel Xeon 1.9–5 MiB per core,
-  /// AMD EPYC 4 MiB). A virtual machine reports its host socket's whole L3 (260–300 MiB on the 2-vCPU Intel Xeon
+  /// The level-3 cache the tensors of one depthwise call whose tiles stream directly (16-lane blocks) can count
+  /// on: the reported L3, but at most 4 MiB per processor this process may run on — about one core's share of a
+  /// server's L3 (Intel Xeon 1.9–5 MiB per core, AMD EPYC 4 MiB). A virtual machine reports its host socket's whole L3 (260–300 MiB on the 2-vCPU Intel Xeon
   /// VMs here), which other tenants share: a 25.7 MB output stored normally was not waiting in L3 for the next
   /// operation there, and its read for ownership cost more than that operation's cache hits saved. Measured on an
   /// Intel Xeon (family 6 model 207, 2 vCPUs, one thread, a probe alternating both stores call by call, 20–40 calls,
