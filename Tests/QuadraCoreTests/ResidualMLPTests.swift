@@ -142,6 +142,26 @@ import Testing
     #expect(q28[0].blockRows == 180 && q28[0].blocks == 70)
   }
 
+  /// A wide MLP, two chunks of whose partial sums exceed the reductions' scratch bound, keeps two chunks of them where each
+  /// chunk gets two blocks or more (so its backward pass runs on two threads), and fuses in L3 only then:
+  /// quadranet-t's third stage on the Intel Xeon's 2 MiB L2 and 300 MiB L3 (four blocks of 784 rows), not its
+  /// fourth (two blocks of 392 rows, one per chunk).
+  @Test func wideMLPKeepsTwoChunksOfPartialSums() {
+    typealias Shape = ResidualMLPKernels.Shape
+    let (l2, l3) = (2 << 20, 300 << 20)
+    let third = Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(third.fuses && third.blockRows == 784 && third.blocks == 4)
+    #expect(2 * third.partialCount > ElementwiseKernels.maximumReductionScratch)
+    #expect(ResidualMLPKernels.backwardChunks(blocks: third.blocks, partialCount: third.partialCount) == 2)
+    let fourth = Shape(rows: 784, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
+    #expect(!fourth.fuses)
+    #expect(ResidualMLPKernels.backwardChunks(blocks: 2, partialCount: fourth.partialCount) == 1)
+    // Small partial sums: as many chunks as blocks (up to the bound), in an even number.
+    #expect(ResidualMLPKernels.backwardChunks(blocks: 7, partialCount: 1000) == 6)
+    #expect(ResidualMLPKernels.backwardChunks(blocks: 1, partialCount: 1000) == 1)
+    #expect(ResidualMLPKernels.backwardChunks(blocks: 40, partialCount: 1000) == ElementwiseKernels.maximumReductionChunks)
+  }
+
   /// Blocks fused in L2 come in an even number of equal blocks, so that two threads get equal shares; where
   /// that would make them shorter than the minimum, an odd count is rounded down instead of up.
   @Test func level2BlocksComeInAnEvenNumber() {

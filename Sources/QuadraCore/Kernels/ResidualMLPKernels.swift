@@ -66,8 +66,8 @@ enum ResidualMLPKernels {
     /// smaller tensors neither (whole steps, stop 26).
     ///
     /// Tensors that stay in L3 are fused too (stop 28), in an even number of equal blocks, at least two, when
-    /// there are rows for two blocks of ``minimumLevel3BlockRows`` and the backward pass's weight-gradient
-    /// partial sums (`partialCount` floats per chunk) leave room for two chunks: the unfused ops' seven passes
+    /// there are rows for two blocks of ``minimumLevel3BlockRows`` and the backward pass keeps at least two chunks
+    /// of weight-gradient partial sums (`partialCount` floats each; ``backwardChunks(blocks:partialCount:)``): the unfused ops' seven passes
     /// cost more than the L3 round trips they were thought to save. Measured on Zen 3 (512 KiB L2, 32 MiB L3;
     /// one process alternating fused block heights and the unfused ops 8 times, best of 24 calls, forward +
     /// backward): quadranet-28's second stage at batch 64 (3,136 rows, C = 80, H = 160) 6.94–7.01 ms unfused →
@@ -76,7 +76,12 @@ enum ResidualMLPKernels {
     /// 2.23–2.84 ms over four runs, lower in each. One block would leave
     /// the second thread idle (576 rows in one block: 4.31 ms on two threads), hence two at least; with a
     /// single chunk of partial sums the backward runs on one thread (quadranet-t's third stage at batch 16,
-    /// C = 256, H = 1024: 76 ms fused against 41 unfused on two threads), hence the partial-sum bound.
+    /// C = 256, H = 1024: 76 ms fused against 41 unfused on two threads), hence the bound. Since stop 39 that
+    /// stage keeps two chunks (four blocks of 784 rows) and fuses where L3 is large enough for the slices (the
+    /// Intel Xeon's 300 MiB, not Zen 3's 32): one process alternating fused and unfused call by call, 10–12 calls
+    /// each, best, in two windows: one thread forward 44.71 → 41.36 and 45.44 → 45.28 ms, backward 94.78 → 96.34
+    /// and 102.36 → 98.17 ms; two threads forward 22.70 → 22.30 and 20.88 → 20.74 ms, backward 49.83 → 47.00 and
+    /// 47.24 → 44.03 ms.
     static func fusesInLevel3(
       rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int, partialCount: Int
     ) -> Int? {
@@ -85,10 +90,10 @@ enum ResidualMLPKernels {
       guard sliceRows >= minimumLevel3BlockRows else { return nil }
       let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
       if hiddenBytes > level3CacheBytes / 2 { return sliceRows }
-      guard rows >= 2 * minimumLevel3BlockRows,
-        ElementwiseKernels.reductionChunkCount(2, minimumChunk: 1, partialSize: partialCount) == 2
-      else { return nil }
-      return balancedBlockRows(rows: rows, limit: Swift.min(sliceRows, (rows + 1) / 2))
+      guard rows >= 2 * minimumLevel3BlockRows else { return nil }
+      let blockRows = balancedBlockRows(rows: rows, limit: Swift.min(sliceRows, (rows + 1) / 2))
+      let blocks = (rows + blockRows - 1) / blockRows
+      return backwardChunks(blocks: blocks, partialCount: partialCount) >= 2 ? blockRows : nil
     }
 
     /// The height of equal blocks, in an even number, that cut `rows` into blocks of at most `limit` rows
@@ -229,6 +234,22 @@ enum ResidualMLPKernels {
 
   // MARK: Backward
 
+  /// The chunks of blocks whose parameter-gradient partial sums the backward pass keeps apart: as many as the
+  /// reductions' scratch bound (``ElementwiseKernels/reductionChunkCount(_:minimumChunk:partialSize:)``) allows,
+  /// in an even number (the workers take contiguous runs of them: seven chunks of ten blocks gave two threads
+  /// four and six blocks, and quadranet-t's second stage at batch 4 ran 7% slower fused than unfused on two
+  /// threads, Zen 3), and at least two wherever each gets two blocks or more: two chunks of a wide MLP's partial
+  /// sums (C = 256, H = 1024: 2.1 MB each) exceed that bound, and one chunk is run by one thread. With one block
+  /// per chunk, zeroing and adding the partials costs more than fusing saves: quadranet-t's fourth stage at 224², batch 16
+  /// (784 rows, C = 512, H = 2048: two blocks, 8.4 MB of partial sums each) ran its backward pass in 99 → 104 ms
+  /// on one thread and 54 → 57 ms on two, fused in two chunks against unfused (Intel Xeon, a probe alternating
+  /// both call by call). Shapes alone set the count, so the sums keep their bits on any thread count.
+  static func backwardChunks(blocks: Int, partialCount: Int) -> Int {
+    let fitting = ElementwiseKernels.reductionChunkCount(blocks, minimumChunk: 1, partialSize: partialCount)
+    let chunks = fitting > 1 ? fitting - fitting % 2 : fitting
+    return blocks >= 4 ? Swift.max(2, chunks) : chunks
+  }
+
   static func backward(
     _ x: UnsafePointer<Float>, parameters p: Pointers, shape s: Shape, hidden: UnsafePointer<Float>,
     mlpOutput: UnsafePointer<Float>, mean: UnsafePointer<Float>, inverseStandardDeviation rstd: UnsafePointer<Float>,
@@ -236,11 +257,7 @@ enum ResidualMLPKernels {
   ) {
     let (c, h) = (s.channels, s.hidden)
     let partialCount = s.partialCount
-    // An even number of chunks (the workers take contiguous runs of them): seven chunks of ten blocks gave
-    // two threads four and six blocks (quadranet-t's second stage at batch 4 ran 7% slower fused than
-    // unfused on two threads, Zen 3). Shapes alone set the count, so the sums keep their bits on any thread count.
-    let fitting = ElementwiseKernels.reductionChunkCount(s.blocks, minimumChunk: 1, partialSize: partialCount)
-    let chunks = fitting > 1 ? fitting - fitting % 2 : fitting
+    let chunks = backwardChunks(blocks: s.blocks, partialCount: partialCount)
     // W₂ and W₁ packed once for the input-side products of all blocks.
     let weights = (
       project: GEMM.PackedMatrix(k: c, n: h, b: p.projectWeight, ldb: h, transposeB: false),
