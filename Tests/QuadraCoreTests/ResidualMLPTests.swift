@@ -142,8 +142,8 @@ import Testing
     #expect(q28[0].blockRows == 180 && q28[0].blocks == 70)
   }
 
-  /// A wide MLP, two chunks of whose partial sums exceed the reductions' scratch bound, keeps two chunks of them where each
-  /// chunk gets two blocks or more (so its backward pass runs on two threads), and fuses in L3 only then:
+  /// A wide MLP, two chunks of whose partial sums exceed the reductions' scratch bound, keeps two chunks of them
+  /// where each chunk gets two blocks or more (so its backward pass runs on two threads), and fuses in L3 only then:
   /// quadranet-t's third stage on the Intel Xeon's 2 MiB L2 and 300 MiB L3 (four blocks of 784 rows), not its
   /// fourth (two blocks of 392 rows, one per chunk).
   @Test func wideMLPKeepsTwoChunksOfPartialSums() {

@@ -182,16 +182,16 @@ public enum DepthwiseConvolution {
   static let streamingThreshold = streamingThresholdBytes(
     level3CacheBytes: CPUInfo.current.level3CacheBytes, processors: ProcessInfo.processInfo.activeProcessorCount)
 
-  /// The level-3 cache the tensors of one depthwise call whose tiles stream directly (16-lane blocks) can count
-  /// on: the reported L3, but at most 4 MiB per processor this process may run on — about one core's share of a
-  /// server's L3 (Intel Xeon 1.9–5 MiB per core, AMD EPYC 4 MiB). A virtual machine reports its host socket's whole L3 (260–300 MiB on the 2-vCPU Intel Xeon
-  /// VMs here), which other tenants share: a 25.7 MB output stored normally was not waiting in L3 for the next
-  /// operation there, and its read for ownership cost more than that operation's cache hits saved. Measured on an
-  /// Intel Xeon (family 6 model 207, 2 vCPUs, one thread, a probe alternating both stores call by call, 20–40 calls,
-  /// best): N = 32, 56×56, C = 64 forward 6.78 → 5.11 ms, forward then the LayerNorm that reads its output 11.84 →
-  /// 10.05 ms, backward 11.46 → 10.68 ms, backward then an add that reads `∂L/∂x` 18.16 → 16.54 ms; N = 16, 56×56,
-  /// C = 96 (convnext-t's first stage) forward + LayerNorm 9.28 → 7.97 ms, backward + add 13.65 → 12.80 ms; at
-  /// N = 16, 28×28, C = 192 (4.8 MB tensors) even (3.80 → 3.76 and 6.24 → 6.42 ms); at 14×14×384 (1.2 MB)
+  /// The level-3 cache the tensors of one depthwise call whose tiles stream directly (16-lane blocks) can count on: the
+  /// reported L3, but at most 4 MiB per processor this process may run on — about one core's share of a server's L3
+  /// (Intel Xeon 1.9–5 MiB per core, AMD EPYC 4 MiB). A virtual machine reports its host socket's whole L3 (260–300 MiB
+  /// on the 2-vCPU Intel Xeon VMs here), which other tenants share: a 25.7 MB output stored normally was not waiting in
+  /// L3 for the next operation there, and its read for ownership cost more than that operation's cache hits saved.
+  /// Measured on an Intel Xeon (family 6 model 207, 2 vCPUs, one thread, a probe alternating both stores call by call,
+  /// 20–40 calls, best): N = 32, 56×56, C = 64 forward 6.78 → 5.11 ms, forward then the LayerNorm that reads its output
+  /// 11.84 → 10.05 ms, backward 11.46 → 10.68 ms, backward then an add that reads `∂L/∂x` 18.16 → 16.54 ms; N = 16,
+  /// 56×56, C = 96 (convnext-t's first stage) forward + LayerNorm 9.28 → 7.97 ms, backward + add 13.65 → 12.80 ms;
+  /// at N = 16, 28×28, C = 192 (4.8 MB tensors) even (3.80 → 3.76 and 6.24 → 6.42 ms); at 14×14×384 (1.2 MB)
   /// streaming lost (1.46 → 1.79 and 3.00 → 3.22 ms), which the bound (8 MiB on two processors) keeps normal.
   static func streamingThresholdBytes(level3CacheBytes: Int, processors: Int) -> Int {
     Swift.min(level3CacheBytes, Swift.max(1, processors) * (4 << 20))

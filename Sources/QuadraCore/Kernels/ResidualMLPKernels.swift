@@ -66,9 +66,9 @@ enum ResidualMLPKernels {
     /// smaller tensors neither (whole steps, stop 26).
     ///
     /// Tensors that stay in L3 are fused too (stop 28), in an even number of equal blocks, at least two, when
-    /// there are rows for two blocks of ``minimumLevel3BlockRows`` and the backward pass keeps at least two chunks
-    /// of weight-gradient partial sums (`partialCount` floats each; ``backwardChunks(blocks:partialCount:)``): the unfused ops' seven passes
-    /// cost more than the L3 round trips they were thought to save. Measured on Zen 3 (512 KiB L2, 32 MiB L3;
+    /// there are rows for two blocks of ``minimumLevel3BlockRows`` and the backward pass keeps at least two
+    /// chunks of weight-gradient partial sums (`partialCount` floats each; ``backwardChunks(blocks:partialCount:)``):
+    /// the unfused ops' seven passes cost more than the L3 round trips they were thought to save. Measured on Zen 3 (512 KiB L2, 32 MiB L3;
     /// one process alternating fused block heights and the unfused ops 8 times, best of 24 calls, forward +
     /// backward): quadranet-28's second stage at batch 64 (3,136 rows, C = 80, H = 160) 6.94–7.01 ms unfused →
     /// 6.52–6.55 ms in blocks of 784 rows on one thread (−6%), 3.92 → 3.34 ms on two (−15%); its third (576
@@ -240,10 +240,10 @@ enum ResidualMLPKernels {
   /// four and six blocks, and quadranet-t's second stage at batch 4 ran 7% slower fused than unfused on two
   /// threads, Zen 3), and at least two wherever each gets two blocks or more: two chunks of a wide MLP's partial
   /// sums (C = 256, H = 1024: 2.1 MB each) exceed that bound, and one chunk is run by one thread. With one block
-  /// per chunk, zeroing and adding the partials costs more than fusing saves: quadranet-t's fourth stage at 224², batch 16
-  /// (784 rows, C = 512, H = 2048: two blocks, 8.4 MB of partial sums each) ran its backward pass in 99 → 104 ms
-  /// on one thread and 54 → 57 ms on two, fused in two chunks against unfused (Intel Xeon, a probe alternating
-  /// both call by call). Shapes alone set the count, so the sums keep their bits on any thread count.
+  /// per chunk, zeroing and adding the partials costs more than fusing saves: quadranet-t's fourth stage at 224²,
+  /// batch 16 (784 rows, C = 512, H = 2048: two blocks, 8.4 MB of partial sums each) ran its backward pass in
+  /// 99 → 104 ms on one thread and 54 → 57 ms on two, fused in two chunks against unfused (Intel Xeon, a probe
+  /// alternating both call by call). Shapes alone set the count, so the sums keep their bits on any thread count.
   static func backwardChunks(blocks: Int, partialCount: Int) -> Int {
     let fitting = ElementwiseKernels.reductionChunkCount(blocks, minimumChunk: 1, partialSize: partialCount)
     let chunks = fitting > 1 ? fitting - fitting % 2 : fitting
