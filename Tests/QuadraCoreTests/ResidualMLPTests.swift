@@ -35,8 +35,8 @@ import Testing
     }
   }
 
-  /// 101 rows in blocks of 16 (7 blocks, the last short), C = 11 and H = 19 (vector tails), so the
-  /// gradient sums cross blocks and chunks.
+  /// 101 rows in blocks of at most 16 (seven blocks of whole micro-kernel tiles, the last one part-filled),
+  /// C = 11 and H = 19 (vector tails), so the gradient sums cross blocks and chunks.
   @Test(arguments: [(16, true, 1), (16, true, 2), (64, true, 2), (16, false, 2)])
   func matchesTheReference(blockRows: Int, fuses: Bool, threads: Int) {
     let (x, p, dy) = Self.inputs(rows: 101, channels: 11, hidden: 19)
@@ -80,20 +80,20 @@ import Testing
   /// unfused path when they outgrow an eighth of L3 (next test).
   @Test func blockingFollowsTheCache() {
     let (l2, l3) = (1 << 21, 32 << 20)
-    let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: l2, level3CacheBytes: l3)
+    let small = ResidualMLPKernels.Shape(rows: 12544, channels: 40, hidden: 80, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(small.fuses)
     // 799 rows fit next to the weights; 12,544 rows make sixteen equal blocks of 784 within that.
     #expect(((1 << 21) - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4) == 799)
     #expect(small.blockRows == 784 && small.blocks == 16)
     #expect(small.block(small.blocks - 1).upperBound == 12544)
-    let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
+    let wide = ResidualMLPKernels.Shape(rows: 196, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(!wide.fuses)
     // W fits in half of L2 (1 MiB at C = 128, H = 512) but leaves room for only 78 rows per block; the
     // 3136 rows' hidden tensor (6.4 MB) stays in L3, so the blocks take slices of L3 (an eighth: 315 rows of
-    // 13 KB), ten equal ones of 314 rows.
-    let thin = ResidualMLPKernels.Shape(rows: 3136, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3)
-    #expect(thin.fuses && thin.blockRows == 314 && thin.blocks == 10)
-    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3)
+    // 13 KB), ten of them, sharing the 224 tiles of 14 rows: 22 or 23 tiles each.
+    let thin = ResidualMLPKernels.Shape(rows: 3136, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
+    #expect(thin.fuses && thin.blockRows == 23 * 14 && thin.blocks == 10)
+    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(third.fuses && third.blockRows >= ResidualMLPKernels.Shape.minimumBlockRows)
   }
 
@@ -103,43 +103,50 @@ import Testing
   @Test func blockingInLevel3WhenActivationsOutgrowIt() {
     let (l2, l3) = (512 << 10, 32 << 20)
     // quadranet-t's first stage at batch 16 on Zen 3: 50,176 rows, C = 64, H = 256 (a 51 MB hidden tensor).
-    let first = ResidualMLPKernels.Shape(rows: 50176, channels: 64, hidden: 256, level2CacheBytes: l2, level3CacheBytes: l3)
+    let first = ResidualMLPKernels.Shape(rows: 50176, channels: 64, hidden: 256, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(first.fuses)
-    #expect(first.blockRows == l3 / 8 / ((6 * 64 + 5 * 256) * 4))
-    #expect(first.blockRows >= ResidualMLPKernels.Shape.minimumLevel3BlockRows)
+    // 630-row slices: 80 blocks sharing 3584 tiles of 14 rows (44 or 45 each).
+    #expect(l3 / 8 / ((6 * 64 + 5 * 256) * 4) == 630)
+    #expect(first.blocks == 80 && first.blockRows == 45 * 14)
     // Its second stage: 12,544 rows, C = 128, H = 512 (25.7 MB).
-    let second = ResidualMLPKernels.Shape(rows: 12544, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3)
-    #expect(second.fuses && second.blockRows == l3 / 8 / ((6 * 128 + 5 * 512) * 4))
-    // Its third stage: 3,136 rows, C = 256, H = 1024: the 12.8 MB hidden tensor stays in L3.
-    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
-    #expect(!third.fuses)
+    let second = ResidualMLPKernels.Shape(rows: 12544, channels: 128, hidden: 512, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
+    // 315-row slices: 40 blocks of 22 or 23 tiles.
+    #expect(second.fuses && second.blocks == 40 && second.blockRows == 23 * 14)
+    // Its third stage: 3,136 rows, C = 256, H = 1024: the 12.8 MB hidden tensor stays in L3. A slice of L3 holds
+    // only 157 of its 26 KB rows, too few for a block; since the tensors stay in L3 anyway, the blocks are the
+    // quarters (the fewest that leave the backward pass two chunks of two blocks).
+    let third = ResidualMLPKernels.Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
+    #expect(third.fuses && third.blocks == 4 && third.blockRows == 784)
     // The same rows eight times over would stream from memory, but 4 MiB of weights with 26 KB rows leave
     // blocks of only 157 rows.
-    let tall = ResidualMLPKernels.Shape(rows: 8 * 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
+    let tall = ResidualMLPKernels.Shape(rows: 8 * 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(!tall.fuses)
     // Weights beyond an eighth of L3 are not fused there: C = H = 1024 holds 16 MiB of weights and gradient
     // sums, with 45 KB rows; an L3 of 100 MiB would give blocks of 290 rows but only 12.5 MiB for the
     // weights; one of 160 MiB has room for both.
     let crowded = ResidualMLPKernels.Shape(
-      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 100 << 20)
+      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 100 << 20, tileRows: 14)
     #expect(!crowded.fuses)
     let roomy = ResidualMLPKernels.Shape(
-      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 160 << 20)
-    #expect(roomy.fuses && roomy.blockRows == (160 << 20) / 8 / ((6 * 1024 + 5 * 1024) * 4))
-    // quadranet-28's stages at batch 64: the first fuses in L2; the others, whose weights crowd L2, in L3, in
-    // an even number of equal blocks (3136 rows in four of 784 within the 819 rows of an eighth of L3, 576 in
-    // two of 288 so that two threads share them).
+      rows: 1 << 16, channels: 1024, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: 160 << 20, tileRows: 14)
+    let roomySlice = (160 << 20) / 8 / ((6 * 1024 + 5 * 1024) * 4)
+    #expect(roomy.fuses && roomy.blocks == ((1 << 16) + roomySlice - 1) / roomySlice)
+    #expect(roomy.blockRows > roomySlice - 14 && roomy.blockRows < roomySlice + 14)
+    // quadranet-28's stages at batch 64, all in L3 in an even number of blocks: the first, for which L2 would
+    // hold blocks of 184 rows only, in eight of 1568 (within the 1638 rows of an eighth of L3); the others, whose
+    // weights crowd L2, 3136 rows in four of 784 within the 819 rows of a slice, 576 in two (21 tiles of 14 rows
+    // each) so that two threads share them.
     let q28 = [(12544, 40, 80), (3136, 80, 160), (576, 160, 320)].map {
-      ResidualMLPKernels.Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3)
+      ResidualMLPKernels.Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     }
     #expect(q28.map(\.fuses) == [true, true, true])
     #expect(q28[1].blockRows == 784 && q28[1].blocks == 4)
-    #expect(q28[2].blockRows == 288 && q28[2].blocks == 2)
+    #expect(q28[2].blockRows == 294 && q28[2].blocks == 2)
+    #expect(q28[2].block(1) == 294..<576)
     // Too few rows for two blocks of 256 (quadranet-28's third stage at batch 16) stay unfused.
-    #expect(!ResidualMLPKernels.Shape(rows: 144, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3).fuses)
-    // The first: 184 rows fit next to its weights in 512 KiB, 12,544 rows make seventy blocks of 180.
+    #expect(!ResidualMLPKernels.Shape(rows: 144, channels: 160, hidden: 320, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14).fuses)
     #expect((l2 - 4 * 80 * 40 * 4) / ((6 * 40 + 5 * 80) * 4) == 184)
-    #expect(q28[0].blockRows == 180 && q28[0].blocks == 70)
+    #expect(q28[0].blockRows == 1568 && q28[0].blocks == 8)
   }
 
   /// A wide MLP, two chunks of whose partial sums exceed the reductions' scratch bound, keeps two chunks of them
@@ -149,11 +156,11 @@ import Testing
   @Test func wideMLPKeepsTwoChunksOfPartialSums() {
     typealias Shape = ResidualMLPKernels.Shape
     let (l2, l3) = (2 << 20, 300 << 20)
-    let third = Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3)
+    let third = Shape(rows: 3136, channels: 256, hidden: 1024, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(third.fuses && third.blockRows == 784 && third.blocks == 4)
     #expect(2 * third.partialCount > ElementwiseKernels.maximumReductionScratch)
     #expect(ResidualMLPKernels.backwardChunks(blocks: third.blocks, partialCount: third.partialCount) == 2)
-    let fourth = Shape(rows: 784, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3)
+    let fourth = Shape(rows: 784, channels: 512, hidden: 2048, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     #expect(!fourth.fuses)
     #expect(ResidualMLPKernels.backwardChunks(blocks: 2, partialCount: fourth.partialCount) == 1)
     // Small partial sums: as many chunks as blocks (up to the bound), in an even number.
@@ -172,11 +179,12 @@ import Testing
     #expect(Shape.level2BlockRows(rows: 576, limit: 124) == 144)
     let (l2, l3) = (1 << 21, 260 << 20)
     let stages = [(12544, 40, 80), (3136, 80, 160), (576, 160, 320)].map {
-      Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3)
+      Shape(rows: $0.0, channels: $0.1, hidden: $0.2, level2CacheBytes: l2, level3CacheBytes: l3, tileRows: 14)
     }
     #expect(stages.map(\.fuses) == [true, true, true])
-    #expect(stages.map(\.blocks) == [16, 10, 4])
-    #expect(stages.map(\.blockRows) == [784, 314, 144])
+    // The third stage's 124 rows per L2 block are fewer than an L3 block's 256, so it takes two L3 blocks.
+    #expect(stages.map(\.blocks) == [16, 10, 2])
+    #expect(stages.map(\.blockRows) == [784, 23 * 14, 21 * 14])
     // Rows that fit one block stay one; an even count within the limit is kept even when short.
     #expect(Shape.level2BlockRows(rows: 100, limit: 300) == 300)
     #expect(Shape.level2BlockRows(rows: 440, limit: 120) == 110)
@@ -196,6 +204,32 @@ import Testing
 }
 
 @Suite struct ResidualMLPBlockBalanceTests {
+  /// Blocks are runs of whole micro-kernel tiles (6 rows for the AVX2 kernel, 14 for the AVX-512 one), shared as
+  /// evenly as they go: they cover the rows in order, each starts on a tile, none is empty or taller than
+  /// `blockRows` (which the tallest comes within a tile of), and their heights differ by one tile at most (the
+  /// last may end on a part-filled tile).
+  @Test(arguments: [6, 14])
+  func blocksAreRunsOfWholeTiles(tileRows: Int) {
+    typealias Shape = ResidualMLPKernels.Shape
+    for rows in [1, 5, 13, 14, 101, 576, 3136, 12544, 50176] {
+      for limit in [16, 100, 157, 630, 784, 5000] {
+        let shape = Shape.$fusesOverride.withValue(true) {
+          Shape.$blockRowsOverride.withValue(limit) { Shape(rows: rows, channels: 8, hidden: 16, tileRows: tileRows) }
+        }
+        let ranges = (0..<shape.blocks).map(shape.block)
+        let label = "\(rows) rows, limit \(limit), tiles of \(tileRows)"
+        #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == rows, "\(label)")
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }, "\(label)")
+        #expect(ranges.allSatisfy { !$0.isEmpty && $0.count <= shape.blockRows && $0.lowerBound % tileRows == 0 }, "\(label)")
+        #expect((ranges.map(\.count).max() ?? 0) + tileRows > shape.blockRows, "\(label)")
+        let fullHeights = ranges.dropLast().map(\.count)
+        #expect(fullHeights.allSatisfy { $0 % tileRows == 0 && $0 + tileRows >= shape.blockRows }, "\(label): \(fullHeights)")
+        // As many blocks as blocks of at most `limit` rows need, unless there are fewer tiles than that.
+        #expect(shape.blocks == Swift.min((rows + limit - 1) / limit, (rows + tileRows - 1) / tileRows), "\(label)")
+      }
+    }
+  }
+
   /// Equal blocks in an even number, each within the limit, whenever the blocks are taller than their number
   /// (the L3 path's blocks have at least 256 rows and number a few dozen at most); one block when the rows fit.
   @Test func balancedBlocksAreEqualAndEven() {

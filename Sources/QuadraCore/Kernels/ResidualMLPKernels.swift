@@ -18,18 +18,33 @@ enum ResidualMLPKernels {
   /// `blockRows` rows at a time.
   struct Shape {
     let rows: Int, channels: Int, hidden: Int
+    /// The tallest block's rows (the scratch of a block is sized for it).
     let blockRows: Int
+    /// The number of blocks.
+    let blocks: Int
+    /// The rows of one GEMM micro-kernel tile; blocks start on multiples of it.
+    let tileRows: Int
 
     /// Whether fusing pays. In L2: the weights and their gradient sums (4 · H · C floats) must fit in half
     /// of L2 next to the block's rows (or every block of the backward pass would stream them from L3), and
     /// the rows left room for must number at least ``minimumBlockRows``. Otherwise in L3, when the unfused
     /// passes would stream from memory, or when the tensors are small enough that two threads share the blocks (see
     /// ``fusesInLevel3(rows:hidden:weightBytes:bytesPerRow:level3CacheBytes:partialCount:)``).
+    ///
+    /// Where both would fuse, L3's blocks are taken when L2 holds fewer rows than an L3 block's minimum
+    /// (``minimumLevel3BlockRows``): a short block pays, per block, for reading and writing the weight
+    /// gradients' partial sums (its products with `k` = its rows) and for the products' part-filled last
+    /// tiles, and Zen 5's full-width FMAs make those costs count. Measured on Zen 5 (1 MiB L2, 32 MiB L3; one
+    /// process alternating block heights call by call, best of 6–20, both blocks on whole 14-row tiles):
+    /// quadranet-t's first stage at batch 16 (50,176 rows, C = 64, H = 256; L2 holds 118 rows) one thread
+    /// forward 18.9 → 17.7 ms, backward 41.8 → 37.4 ms in blocks of 630; two threads 9.9 → 8.7 and 21.2 → 18.3 ms;
+    /// quadranet-28's second stage at batch 64 (3,136 rows, C = 80, H = 160; 164 rows) one thread 0.85 → 0.83 and
+    /// 1.85 → 1.75 ms, two threads 0.47 → 0.43 and 1.00 → 0.88 ms in blocks of 784.
     let fuses: Bool
 
     init(
       rows: Int, channels: Int, hidden: Int, level2CacheBytes: Int = CPUInfo.current.level2CacheBytes,
-      level3CacheBytes: Int = CPUInfo.current.level3CacheBytes
+      level3CacheBytes: Int = CPUInfo.current.level3CacheBytes, tileRows: Int = GEMM.currentShape.mr
     ) {
       (self.rows, self.channels, self.hidden) = (rows, channels, hidden)
       let floatBytes = MemoryLayout<Float>.stride
@@ -46,8 +61,14 @@ enum ResidualMLPKernels {
       let level3Rows = Self.fusesInLevel3(
         rows: rows, hidden: hidden, weightBytes: weightBytes, bytesPerRow: bytesPerRow,
         level3CacheBytes: level3CacheBytes, partialCount: Self.partialCount(channels: channels, hidden: hidden))
-      let planned = fusesInLevel2 ? Self.level2BlockRows(rows: rows, limit: fittingRows) : level3Rows ?? fittingRows
-      blockRows = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, planned))
+      let prefersLevel3 = level3Rows != nil && (!fusesInLevel2 || fittingRows < Self.minimumLevel3BlockRows)
+      let planned =
+        prefersLevel3 ? level3Rows! : fusesInLevel2 ? Self.level2BlockRows(rows: rows, limit: fittingRows) : fittingRows
+      let limit = Self.blockRowsOverride ?? Swift.max(16, Swift.min(4096, planned))
+      self.tileRows = Swift.max(1, tileRows)
+      let tiles = Swift.max(1, (rows + self.tileRows - 1) / self.tileRows)
+      blocks = Swift.max(1, Swift.min(tiles, (rows + limit - 1) / Swift.max(1, limit)))
+      blockRows = Swift.min(rows, self.tileRows * ((tiles + blocks - 1) / blocks))
       fuses = Self.fusesOverride ?? (fusesInLevel2 || level3Rows != nil)
     }
 
@@ -82,16 +103,26 @@ enum ResidualMLPKernels {
     /// each, best, in two windows: one thread forward 44.71 → 41.36 and 45.44 → 45.28 ms, backward 94.78 → 96.34
     /// and 102.36 → 98.17 ms; two threads forward 22.70 → 22.30 and 20.88 → 20.74 ms, backward 49.83 → 47.00 and
     /// 47.24 → 44.03 ms.
+    ///
+    /// When the tensors stay in L3 the blocks need not fit a slice of it: where a slice holds fewer than
+    /// ``minimumLevel3BlockRows`` rows (that stage's 26 KB rows on a 32 MiB L3: 157), the blocks are the quarters
+    /// of the rows (the fewest that leave the backward pass two chunks of two blocks), or the halves below 1,024
+    /// rows. Measured on Zen 5 (1 MiB L2, 32 MiB L3; one process alternating call by call, best of 12): that
+    /// stage unfused → four blocks of 784 rows, one thread forward 15.4 → 15.1 ms, backward 32.6–32.8 → 31.1 ms;
+    /// two threads 8.1–8.2 → 8.1 and 17.7 → 17.1 ms (blocks of 224 or 392 rows: between the two).
     static func fusesInLevel3(
       rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int, partialCount: Int
     ) -> Int? {
       guard weightBytes <= level3CacheBytes / 8 else { return nil }
       let sliceRows = level3CacheBytes / 8 / bytesPerRow
-      guard sliceRows >= minimumLevel3BlockRows else { return nil }
       let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
-      if hiddenBytes > level3CacheBytes / 2 { return sliceRows }
+      if hiddenBytes > level3CacheBytes / 2 { return sliceRows >= minimumLevel3BlockRows ? sliceRows : nil }
       guard rows >= 2 * minimumLevel3BlockRows else { return nil }
-      let blockRows = balancedBlockRows(rows: rows, limit: Swift.min(sliceRows, (rows + 1) / 2))
+      let quarters = (rows + 3) / 4
+      let limit =
+        sliceRows >= minimumLevel3BlockRows
+        ? Swift.min(sliceRows, (rows + 1) / 2) : quarters >= minimumLevel3BlockRows ? quarters : (rows + 1) / 2
+      let blockRows = balancedBlockRows(rows: rows, limit: limit)
       let blocks = (rows + blockRows - 1) / blockRows
       return backwardChunks(blocks: blocks, partialCount: partialCount) >= 2 ? blockRows : nil
     }
@@ -138,15 +169,22 @@ enum ResidualMLPKernels {
     /// stage (C = 160, H = 320, blocks of 120 rows) fused was part of its fastest runs.
     static let minimumBlockRows = 112
 
-    /// Forces the block height inside a task (tests cross block and chunk boundaries with small shapes).
+    /// Forces the blocks' height limit inside a task (tests cross block and chunk boundaries with small shapes).
     @TaskLocal static var blockRowsOverride: Int?
     /// Forces the fused kernel on or off inside a task (tests run both CPU paths on any machine).
     @TaskLocal static var fusesOverride: Bool?
 
-    var blocks: Int { (rows + blockRows - 1) / blockRows }
-
+    /// Block `index`'s rows: whole micro-kernel tiles, shared among the blocks as evenly as they go (the
+    /// heights differ by one tile at most), so that only the last block's products end on a part-filled tile.
+    ///
+    /// A part-filled tile costs the micro-kernel as much as a full one, and spills through scratch. Measured on
+    /// Zen 5 (one thread, call by call): quadranet-28's second stage at batch 64 in blocks of 157 rows (11 tiles
+    /// of 14 and one of 3) forward 0.96 ms, backward 1.92 ms; in blocks of 154 or 168 rows 0.84 and 1.84 ms;
+    /// quadranet-t's first stage in blocks of 118 rows 20.1 and 43.6 ms, of 112 or 126 rows 18.8 and 41.5 ms.
     func block(_ index: Int) -> Range<Int> {
-      (index * blockRows)..<Swift.min(rows, (index + 1) * blockRows)
+      let tiles = (rows + tileRows - 1) / tileRows
+      let lower = Swift.min(rows, tileRows * (tiles * index / blocks))
+      return lower..<Swift.min(rows, tileRows * (tiles * (index + 1) / blocks))
     }
 
     /// Floats of one chunk's parameter-gradient partial sums: LN weight and bias, W₁ and b₁, W₂ and b₂, γ.
