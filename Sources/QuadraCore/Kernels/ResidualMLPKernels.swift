@@ -104,12 +104,13 @@ enum ResidualMLPKernels {
     /// and 102.36 → 98.17 ms; two threads forward 22.70 → 22.30 and 20.88 → 20.74 ms, backward 49.83 → 47.00 and
     /// 47.24 → 44.03 ms.
     ///
-    /// When the tensors stay in L3 the blocks need not fit a slice of it: where a slice holds fewer than
-    /// ``minimumLevel3BlockRows`` rows (that stage's 26 KB rows on a 32 MiB L3: 157), the blocks are the quarters
-    /// of the rows (the fewest that leave the backward pass two chunks of two blocks), or the halves below 1,024
-    /// rows. Measured on Zen 5 (1 MiB L2, 32 MiB L3; one process alternating call by call, best of 12): that
-    /// stage unfused → four blocks of 784 rows, one thread forward 15.4 → 15.1 ms, backward 32.6–32.8 → 31.1 ms;
-    /// two threads 8.1–8.2 → 8.1 and 17.7 → 17.1 ms (blocks of 224 or 392 rows: between the two).
+    /// When the tensors stay in L3 the blocks need not fit an eighth of it: where an eighth holds fewer than
+    /// ``minimumLevel3BlockRows`` rows (that stage's 26 KB rows on a 32 MiB L3: 157), they may take a quarter (two
+    /// workers' blocks in half of L3: 315 rows, ten blocks of 314). Measured on Zen 5 (1 MiB L2, 32 MiB L3; one
+    /// process alternating call by call, best of 12–16, two windows): that stage unfused → blocks of 314 rows, one
+    /// thread forward 15.4–16.3 → 15.1–15.6 ms, backward 32.6–33.4 → 31.8–33.1 ms; two threads 8.1–8.7 → 7.6–7.9
+    /// and 16.7–17.7 → 16.1–16.8 ms. Quarters (784 rows) ran as fast on one thread, 2–5% slower on two (their
+    /// two blocks, 42 MB, overflow L3).
     static func fusesInLevel3(
       rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int, partialCount: Int
     ) -> Int? {
@@ -117,12 +118,10 @@ enum ResidualMLPKernels {
       let sliceRows = level3CacheBytes / 8 / bytesPerRow
       let hiddenBytes = rows * hidden * MemoryLayout<Float>.stride
       if hiddenBytes > level3CacheBytes / 2 { return sliceRows >= minimumLevel3BlockRows ? sliceRows : nil }
-      guard rows >= 2 * minimumLevel3BlockRows else { return nil }
-      let quarters = (rows + 3) / 4
-      let limit =
-        sliceRows >= minimumLevel3BlockRows
-        ? Swift.min(sliceRows, (rows + 1) / 2) : quarters >= minimumLevel3BlockRows ? quarters : (rows + 1) / 2
-      let blockRows = balancedBlockRows(rows: rows, limit: limit)
+      // The tensors stay in L3: two workers' blocks may take half of it where an eighth is too short.
+      let roomyRows = sliceRows >= minimumLevel3BlockRows ? sliceRows : level3CacheBytes / 4 / bytesPerRow
+      guard rows >= 2 * minimumLevel3BlockRows, roomyRows >= minimumLevel3BlockRows else { return nil }
+      let blockRows = balancedBlockRows(rows: rows, limit: Swift.min(roomyRows, (rows + 1) / 2))
       let blocks = (rows + blockRows - 1) / blockRows
       return backwardChunks(blocks: blocks, partialCount: partialCount) >= 2 ? blockRows : nil
     }
