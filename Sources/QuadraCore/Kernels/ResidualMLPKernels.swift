@@ -14,8 +14,8 @@
 /// the parameter gradients per chunk of blocks, in a fixed chunk order (the chunks depend on the
 /// shapes only), so the results are the same bits on any thread count.
 enum ResidualMLPKernels {
-  /// The sizes of one call: `rows` rows of `channels` (C), hidden width `hidden` (H), processed
-  /// `blockRows` rows at a time.
+  /// The sizes of one call: `rows` rows of `channels` (C), hidden width `hidden` (H), processed in
+  /// `blocks` blocks of at most `blockRows` rows.
   struct Shape {
     let rows: Int, channels: Int, hidden: Int
     /// The tallest block's rows (the scratch of a block is sized for it).
