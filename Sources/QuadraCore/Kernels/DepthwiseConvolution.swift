@@ -180,7 +180,7 @@ public enum DepthwiseConvolution {
 
   /// ``streamingThresholdBytes(level3CacheBytes:processors:)`` for this machine, read once.
   static let streamingThreshold = streamingThresholdBytes(
-    level3CacheBytes: CPUInfo.current.level3CacheBytes, processors: ProcessInfo.processInfo.activeProcessorCount)
+    level3CacheBytes: CPUInfo.current.level3CacheBytes, processors: ProcessInfo.activeCoreCount)
 
   /// The level-3 cache the tensors of one depthwise call whose tiles stream directly (16-lane blocks) can count on: the
   /// reported L3, but at most 4 MiB per processor this process may run on — about one core's share of a server's L3
