@@ -107,10 +107,11 @@ enum ResidualMLPKernels {
     /// When the tensors stay in L3 the blocks need not fit an eighth of it: where an eighth holds fewer than
     /// ``minimumLevel3BlockRows`` rows (that stage's 26 KB rows on a 32 MiB L3: 157), they may take a quarter (two
     /// workers' blocks in half of L3: 315 rows, ten blocks of 314). Measured on Zen 5 (1 MiB L2, 32 MiB L3; one
-    /// process alternating call by call, best of 12–16, two windows): that stage unfused → blocks of 314 rows, one
-    /// thread forward 15.4–16.3 → 15.1–15.6 ms, backward 32.6–33.4 → 31.8–33.1 ms; two threads 8.1–8.7 → 7.6–7.9
-    /// and 16.7–17.7 → 16.1–16.8 ms. Quarters (784 rows) ran as fast on one thread, 2–5% slower on two (their
-    /// two blocks, 42 MB, overflow L3).
+    /// process alternating call by call, best of 12–16): that stage unfused → blocks of 314 rows, one thread
+    /// forward 16.31 → 15.62 ms, backward 33.37 → 33.13 ms, two threads 8.70 → 7.93 and 17.68 → 16.80 ms; in an
+    /// earlier window, unfused → blocks of 224 or 392 rows, one thread 15.37–15.48 → 15.12–15.18 and 32.57–32.85 →
+    /// 31.64–31.81 ms, two threads 8.09–8.32 → 7.55–8.02 and 16.72–17.71 → 16.10–17.27 ms. Quarters (784 rows) ran
+    /// about as fast on one thread and 2–5% slower on two (their two blocks, 42 MB, overflow L3).
     static func fusesInLevel3(
       rows: Int, hidden: Int, weightBytes: Int, bytesPerRow: Int, level3CacheBytes: Int, partialCount: Int
     ) -> Int? {
