@@ -136,7 +136,10 @@ public struct CostProfile: Codable, Sendable, Equatable {
   /// 13: the unfused residual MLP's backward pass (224² parts whose weights do not fit L2) holds one hidden-sized
   /// tensor fewer (other peaks) and, with the 14 × 32 GEMM's C prefetch spread over its depth loop, runs at other
   /// costs than format 12 measured (stop 38).
-  public static let formatVersion = 13
+  /// 14: the fused residual MLP's blocks are runs of whole GEMM micro-kernel tiles, taken from L3 where L2 holds
+  /// fewer than 256 rows, and from a quarter of L3 where an eighth is too short for the tensors that stay in it
+  /// (28² and 224² parts run at other costs, and with other workspace peaks, than format 13 measured; stop 40).
+  public static let formatVersion = 14
   /// The largest cache file read (profiles are ≈ 200 KB); a larger one is not read into memory but rebuilt.
   public static let maximumFileBytes = 16 << 20
   public var formatVersion: Int
